@@ -1,0 +1,171 @@
+"""Predict masks and diagnoses for a folder of scans with one or more trained folds.
+
+Per case: preprocess exactly as in training, sliding-window segmentation at full
+resolution (fold ensemble = mean of probabilities), probabilities resampled back to the
+cropped input grid, argmax, pasted into the full input grid, written with the input's
+geometry. The diagnosis comes from one pass over the whole-scan view.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autojoint.io.case_loading import load_channels
+from autojoint.io.files import atomic_write
+from autojoint.io.image_io import write_image
+from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.planning.schema import Plan
+from autojoint.preprocessing.cropping import uncrop
+from autojoint.preprocessing.preprocess import preprocess_arrays
+from autojoint.preprocessing.resample import resample_probabilities
+from autojoint.inference.sliding_window import sliding_window_predict
+from autojoint.training.checkpoint import load_checkpoint
+from autojoint.training.trainer import resolve_device
+from autojoint.workdir import fold_dir
+
+logger = logging.getLogger(__name__)
+
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+DIAGNOSES_CSV = "diagnoses.csv"
+
+
+@dataclass(frozen=True)
+class InputCase:
+    case_id: str
+    paths: tuple[Path, ...]
+
+
+def _split_ending(name: str) -> tuple[str, str] | None:
+    for e in IMAGE_ENDINGS:
+        if name.endswith(e):
+            return name[: -len(e)], e
+    return None
+
+
+def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
+    """Cases in ``input_dir``: ``CASE_XXXX.ext`` channel files (nnU-Net naming), plain
+    ``CASE.ext`` for single-channel plans, or sub-folders holding a DICOM series.
+
+    Raises:
+        FileNotFoundError: missing folder or no images in it.
+        ValueError: a case with the wrong number of channels.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: input folder not found.")
+    channels: dict[str, dict[int, Path]] = {}
+    for p in sorted(input_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            channels.setdefault(p.name, {})[0] = p  # DICOM series folder
+            continue
+        split = _split_ending(p.name)
+        if split is None:
+            logger.warning("skipping %s: not an image file (%s)", p, ", ".join(IMAGE_ENDINGS))
+            continue
+        stem = split[0]
+        m = re.match(r"^(.+)_(\d{4})$", stem)
+        case, ch = (m.group(1), int(m.group(2))) if m else (stem, 0)
+        channels.setdefault(case, {})[ch] = p
+    if not channels:
+        raise FileNotFoundError(f"{input_dir}: holds no images ({', '.join(IMAGE_ENDINGS)}).")
+    cases = []
+    for case, files in sorted(channels.items()):
+        if sorted(files) != list(range(num_channels)):
+            raise ValueError(
+                f"{input_dir}: case '{case}' has channels {sorted(files)} but the model needs "
+                f"{list(range(num_channels))} (files CASE_0000..)."
+            )
+        cases.append(InputCase(case, tuple(files[c] for c in range(num_channels))))
+    return cases
+
+
+def load_models(work_dir: Path, folds: list[str], device: torch.device) -> tuple[Plan, list[JointNet]]:
+    """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
+    plan: Plan | None = None
+    nets = []
+    for fold in folds:
+        ckpt = load_checkpoint(fold_dir(work_dir, fold) / "checkpoint_final.pt", device)
+        p = Plan.from_dict(ckpt["plan"], source=f"fold {fold} checkpoint")
+        if plan is not None and p != plan:
+            raise ValueError(f"fold {fold} was trained with a different plan; ensemble folds of one plan.")
+        plan = p
+        net = JointNet(p)
+        net.load_state_dict(ckpt["network"])
+        nets.append(net.to(device).eval())
+    if plan is None:
+        raise ValueError("no folds given.")
+    return plan, nets
+
+
+def available_folds(work_dir: Path) -> list[str]:
+    """Folds with a final checkpoint, used when ``-f`` is not given."""
+    return sorted(p.parent.name.removeprefix("fold_")
+                  for p in Path(work_dir).glob("fold_*/checkpoint_final.pt"))
+
+
+@torch.no_grad()
+def predict_case(case: InputCase, plan: Plan, nets: list[JointNet], device: torch.device,
+                 *, step_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray | None, object]:
+    """Mask on the input grid, diagnosis probabilities (or None) and the input geometry."""
+    data, geo = load_channels(case.paths)
+    pre = preprocess_arrays(case.case_id, data, geo, None, plan)
+    probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
+    class_probs = np.zeros(len(plan.classes), np.float32) if plan.has_diagnosis else None
+    for net in nets:
+        def seg_probs(x: torch.Tensor, net: JointNet = net) -> torch.Tensor:
+            return torch.softmax(fuse_scales(net.seg(x), net.eta), dim=1)
+
+        probs += sliding_window_predict(seg_probs, pre.data, plan.patch_size, plan.num_seg_classes,
+                                        step_fraction=step_fraction, device=device,
+                                        show_progress=False)
+        if class_probs is not None:
+            view = torch.from_numpy(pre.cls_data[None]).to(device)
+            _, logits, _ = net.classify(view)
+            class_probs += torch.softmax(logits, dim=1)[0].cpu().numpy()
+    probs /= len(nets)
+    crop_shape = tuple(b - a for a, b in pre.bbox)
+    mask = np.argmax(resample_probabilities(probs, crop_shape), axis=0).astype(np.uint8)
+    mask = uncrop(mask, pre.bbox, geo.shape)
+    if class_probs is not None:
+        class_probs = class_probs / len(nets)
+        class_probs = class_probs / class_probs.sum()
+    return mask, class_probs, geo
+
+
+def predict_folder(input_dir: Path, output_dir: Path, work_dir: Path, *, folds: list[str] | None = None,
+                   device: str = "cpu", step_fraction: float = 0.5) -> list[str]:
+    """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv``; returns case ids."""
+    dev = resolve_device(device)
+    folds = folds or available_folds(work_dir)
+    if not folds:
+        raise FileNotFoundError(f"{work_dir}: no fold_*/checkpoint_final.pt; run autojoint_train first.")
+    plan, nets = load_models(Path(work_dir), folds, dev)
+    cases = find_input_cases(input_dir, len(plan.channel_names))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for case in tqdm(cases, desc="predict", unit="case"):
+        mask, class_probs, geo = predict_case(case, plan, nets, dev, step_fraction=step_fraction)
+        write_image(mask, geo, output_dir / f"{case.case_id}.nii.gz")  # type: ignore[arg-type]
+        if class_probs is not None:
+            rows.append([case.case_id, plan.classes[int(np.argmax(class_probs))],
+                         *[f"{p:.6f}" for p in class_probs]])
+    if plan.has_diagnosis:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["case", "diagnosis", *[f"p_{c}" for c in plan.classes]])
+        writer.writerows(rows)
+        atomic_write(output_dir / DIAGNOSES_CSV, lambda fh: fh.write(buf.getvalue()))
+    logger.info("predicted %d cases with folds %s into %s", len(cases), folds, output_dir)
+    return [c.case_id for c in cases]

@@ -1,0 +1,63 @@
+"""Load one case's channels and mask, checking they share one grid and valid label values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from autojoint.io.image_io import ImageGeometry, ImageReadError, read_image
+
+
+def load_channels(paths: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
+    """Read all channel files of a case into ``(C, Z, Y, X)`` float32.
+
+    Raises:
+        ImageReadError: unreadable file, or channels on different grids.
+    """
+    arrays, geometry = [], None
+    for p in paths:
+        arr, geo = read_image(p)
+        if geometry is None:
+            geometry = geo
+        elif not geometry.matches(geo):
+            raise ImageReadError(
+                f"{p}: grid {geo.shape} @ {geo.spacing} differs from {paths[0]} "
+                f"({geometry.shape} @ {geometry.spacing}); resample all channels to one grid."
+            )
+        arrays.append(arr)
+    if geometry is None:
+        raise ImageReadError("no image files given for this case.")
+    return np.stack(arrays), geometry
+
+
+def load_label(path: Path, image_geometry: ImageGeometry, num_labels: int) -> np.ndarray:
+    """Read a mask and check it against its image; returns ``(Z, Y, X)`` uint8.
+
+    Args:
+        path: mask file.
+        image_geometry: the case image's geometry the mask must match.
+        num_labels: number of label values including background (values 0..num_labels-1).
+
+    Raises:
+        ImageReadError: geometry mismatch, non-integer or out-of-range values.
+    """
+    arr, geo = read_image(path, dtype=np.float64)
+    if not geo.matches(image_geometry):
+        raise ImageReadError(
+            f"{path}: mask grid (shape {geo.shape}, spacing {geo.spacing}, origin {geo.origin}) "
+            f"does not match its image (shape {image_geometry.shape}, spacing "
+            f"{image_geometry.spacing}, origin {image_geometry.origin}); resample the mask "
+            "onto the image grid with nearest-neighbour interpolation."
+        )
+    if not np.all(arr == np.round(arr)):
+        raise ImageReadError(f"{path}: mask has non-integer values; masks must hold label ids.")
+    values = np.unique(arr).astype(np.int64)
+    bad = [int(v) for v in values if v < 0 or v >= num_labels]
+    if bad:
+        raise ImageReadError(
+            f"{path}: label values {bad} are not declared in dataset.json 'labels' "
+            f"(valid: 0..{num_labels - 1}); fix the mask or declare the labels."
+        )
+    return arr.astype(np.uint8)

@@ -1,0 +1,195 @@
+"""The raw dataset: nnU-Net v2 layout plus autojoint's two diagnosis extras.
+
+Layout (see docs/dataset_format.md)::
+
+    RAW/dataset.json            channel_names, labels, numTraining, file_ending
+                                (+ optional "classes": list of diagnosis names)
+    RAW/imagesTr/CASE_0000.nii.gz
+    RAW/labelsTr/CASE.nii.gz    optional per case (a case may have only a diagnosis)
+    RAW/diagnosesTr.csv         optional, header ``case,diagnosis``
+
+A plain nnU-Net v2 dataset (no ``classes``, no CSV) is valid: segmentation only.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from autojoint.io.files import read_json
+
+logger = logging.getLogger(__name__)
+
+DIAGNOSES_FILE = "diagnosesTr.csv"
+
+
+class DatasetError(ValueError):
+    """The raw dataset does not follow the documented layout."""
+
+
+@dataclass(frozen=True)
+class RawCase:
+    """One training case: its channel files, optional mask and optional diagnosis."""
+
+    case_id: str
+    image_paths: tuple[Path, ...]
+    label_path: Path | None
+    diagnosis: str | None
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """A validated raw dataset."""
+
+    root: Path
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    file_ending: str
+    classes: tuple[str, ...]
+    cases: tuple[RawCase, ...]
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def has_diagnoses(self) -> bool:
+        return len(self.classes) > 0
+
+
+def read_diagnoses_csv(path: Path, classes: tuple[str, ...] | None) -> dict[str, str]:
+    """Read a ``case,diagnosis`` CSV; unknown class names are an error naming the row."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != [
+            "case",
+            "diagnosis",
+        ]:
+            raise DatasetError(
+                f"{path}: header must be 'case,diagnosis', found {reader.fieldnames}."
+            )
+        out: dict[str, str] = {}
+        for line_no, row in enumerate(reader, start=2):
+            case, diag = (row.get("case") or "").strip(), (row.get("diagnosis") or "").strip()
+            if not case:
+                raise DatasetError(f"{path}:{line_no}: empty case id.")
+            if not diag:
+                continue  # a case without diagnosis is allowed (segmentation only)
+            if classes is not None and diag not in classes:
+                raise DatasetError(
+                    f"{path}:{line_no}: unknown diagnosis '{diag}' for case '{case}'. "
+                    f"Known classes (dataset.json 'classes'): {list(classes)}."
+                )
+            if case in out:
+                raise DatasetError(f"{path}:{line_no}: case '{case}' listed twice.")
+            out[case] = diag
+    return out
+
+
+def _check_dataset_json(path: Path, meta: object) -> dict:
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: must hold a JSON object.")
+    for key in ("channel_names", "labels", "file_ending"):
+        if key not in meta:
+            raise DatasetError(
+                f"{path}: missing key '{key}'. Required: channel_names, labels, "
+                "numTraining, file_ending (nnU-Net v2 dataset.json)."
+            )
+    labels = meta["labels"]
+    if not isinstance(labels, dict) or labels.get("background") != 0:
+        raise DatasetError(f"{path}: 'labels' must map names to ints with background = 0.")
+    values = list(labels.values())
+    if any(not isinstance(v, int) for v in values) or sorted(values) != list(range(len(values))):
+        raise DatasetError(
+            f"{path}: label values must be consecutive integers 0..K, got {labels}."
+        )
+    classes = meta.get("classes", [])
+    if not isinstance(classes, list) or any(not isinstance(c, str) for c in classes):
+        raise DatasetError(f"{path}: 'classes' must be a list of diagnosis names.")
+    if len(set(classes)) != len(classes) or len(classes) == 1:
+        raise DatasetError(f"{path}: 'classes' must hold at least two distinct names.")
+    return meta
+
+
+def load_raw_dataset(root: Path) -> RawDataset:
+    """Find and validate every case of a raw dataset (headers are not read here).
+
+    Raises:
+        DatasetError: layout errors, naming the file and the fix.
+    """
+    root = Path(root)
+    json_path = root / "dataset.json"
+    if not json_path.is_file():
+        raise DatasetError(f"{json_path}: not found; {root} is not a raw dataset folder.")
+    meta = _check_dataset_json(json_path, read_json(json_path))
+    ending: str = meta["file_ending"]
+    channels = {str(k): str(v) for k, v in meta["channel_names"].items()}
+    num_ch = len(channels)
+    images_dir = root / "imagesTr"
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: not found; put images there as CASE_0000{ending}.")
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
+    channel_files: dict[str, dict[int, Path]] = {}
+    for p in sorted(images_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        m = pattern.match(p.name)
+        if not m:
+            raise DatasetError(
+                f"{p}: unexpected file name; images must be named CASE_XXXX{ending} "
+                "(XXXX = 4-digit channel index)."
+            )
+        channel_files.setdefault(m.group(1), {})[int(m.group(2))] = p
+    if not channel_files:
+        raise DatasetError(f"{images_dir}: empty dataset (no CASE_0000{ending} images).")
+
+    classes = tuple(meta.get("classes", []))
+    diag_path = root / DIAGNOSES_FILE
+    diagnoses: dict[str, str] = {}
+    if diag_path.is_file():
+        if not classes:
+            raise DatasetError(
+                f"{diag_path}: diagnoses given but {json_path} has no 'classes' list; "
+                "add 'classes': [names...]."
+            )
+        diagnoses = read_diagnoses_csv(diag_path, classes)
+    elif classes:
+        logger.warning("%s lists classes but %s is missing: no diagnoses", json_path, diag_path)
+    unknown = sorted(set(diagnoses) - set(channel_files))
+    if unknown:
+        raise DatasetError(f"{diag_path}: cases {unknown[:5]} have no image in {images_dir}.")
+
+    cases = []
+    for case_id, files in sorted(channel_files.items()):
+        if sorted(files) != list(range(num_ch)):
+            raise DatasetError(
+                f"{images_dir}: case '{case_id}' has channels {sorted(files)}, expected "
+                f"{list(range(num_ch))} from channel_names."
+            )
+        label = root / "labelsTr" / f"{case_id}{ending}"
+        cases.append(
+            RawCase(
+                case_id=case_id,
+                image_paths=tuple(files[c] for c in range(num_ch)),
+                label_path=label if label.is_file() else None,
+                diagnosis=diagnoses.get(case_id),
+            )
+        )
+    if "numTraining" in meta and meta["numTraining"] != len(cases):
+        logger.warning(
+            "%s: numTraining = %s but %d cases found in imagesTr; using the files found.",
+            json_path, meta["numTraining"], len(cases),
+        )
+    if all(c.label_path is None for c in cases) and not diagnoses:
+        raise DatasetError(f"{root}: no case has a mask in labelsTr/ nor a diagnosis.")
+    return RawDataset(
+        root=root,
+        channel_names=channels,
+        labels={str(k): int(v) for k, v in meta["labels"].items()},
+        file_ending=ending,
+        classes=classes,
+        cases=tuple(cases),
+    )

@@ -1,0 +1,190 @@
+"""Image reading and writing through SimpleITK, with the project's axis convention.
+
+Convention (checked here, at the I/O boundary): arrays are ``(Z, Y, X)`` exactly as
+``sitk.GetArrayFromImage`` returns them, and every ``spacing`` tuple is in the same
+``(z, y, x)`` order. ``origin`` and ``direction`` stay in ITK's physical ``(x, y, z)``
+convention because they are only ever handed back to SimpleITK unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+logger = logging.getLogger(__name__)
+
+
+class ImageReadError(ValueError):
+    """An input image is missing, unreadable or not a usable 3D scan."""
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Where an array sits in physical space; enough to write a result on the same grid.
+
+    Attributes:
+        shape: voxels ``(Z, Y, X)``.
+        spacing: mm ``(z, y, x)``.
+        origin: mm, ITK order ``(x, y, z)``.
+        direction: 9 cosines, ITK row-major order.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageGeometry:
+        return cls(
+            shape=tuple(int(v) for v in d["shape"]),  # type: ignore[arg-type]
+            spacing=tuple(float(v) for v in d["spacing"]),  # type: ignore[arg-type]
+            origin=tuple(float(v) for v in d["origin"]),  # type: ignore[arg-type]
+            direction=tuple(float(v) for v in d["direction"]),
+        )
+
+    def matches(self, other: ImageGeometry, *, rtol: float = 1e-4, atol_mm: float = 1e-3) -> bool:
+        """True if both describe the same voxel grid (tolerant to float round-off)."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, rtol=rtol)
+            and np.allclose(self.origin, other.origin, atol=atol_mm)
+            and np.allclose(self.direction, other.direction, atol=1e-4)
+        )
+
+
+def _read_sitk(path: Path) -> sitk.Image:
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found. Check the path and the case naming.")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            names = reader.GetGDCMSeriesFileNames(str(path))
+            if not names:
+                raise ImageReadError(
+                    f"{path}: directory holds no DICOM series; pass a NIfTI file or a "
+                    "folder of DICOM slices of one series."
+                )
+            reader.SetFileNames(names)
+            return reader.Execute()
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise ImageReadError(
+            f"{path}: cannot be read as an image ({first}). The file is corrupt or "
+            "not a format SimpleITK reads; re-export it as .nii.gz."
+        ) from err
+
+
+def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
+    """Read one 3D single-channel image (NIfTI, NRRD, MHA, or a DICOM series folder).
+
+    Casts the voxel values to ``dtype`` (float32 by default, exact for int16 CT).
+
+    Args:
+        path: image file, or a folder holding one DICOM series.
+        dtype: dtype of the returned array.
+
+    Returns:
+        ``(array, geometry)`` with ``array`` of shape ``(Z, Y, X)``.
+
+    Raises:
+        ImageReadError: missing/corrupt file, 2D or 4D image, multi-component pixels,
+            or non-finite voxel values.
+    """
+    path = Path(path)
+    img = _read_sitk(path)
+    if img.GetDimension() != 3:
+        raise ImageReadError(
+            f"{path}: is {img.GetDimension()}D; autojoint expects one 3D volume per file. "
+            "Store 2D slices as 3D volumes with one slice, and split 4D series per time point."
+        )
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(
+            f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel; store "
+            "each channel as its own file CASE_000C (nnU-Net layout)."
+        )
+    array = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ImageReadError(
+            f"{path}: contains NaN or infinite voxels; replace them (e.g. with the air "
+            "value -1000 HU) before planning or prediction."
+        )
+    return array, geometry_of(img)
+
+
+def geometry_of(img: sitk.Image) -> ImageGeometry:
+    """Geometry of a SimpleITK image in the project's convention."""
+    size_xyz = img.GetSize()
+    sp_xyz = img.GetSpacing()
+    return ImageGeometry(
+        shape=(int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])),
+        spacing=(float(sp_xyz[2]), float(sp_xyz[1]), float(sp_xyz[0])),
+        origin=tuple(float(v) for v in img.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in img.GetDirection()),
+    )
+
+
+def read_geometry(path: Path) -> ImageGeometry:
+    """Geometry from the header only (no voxel data read), for cheap consistency checks."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found.")
+    if path.is_dir():
+        return read_image(path)[1]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise ImageReadError(f"{path}: header cannot be read; the file is corrupt.") from err
+    if reader.GetDimension() != 3:
+        raise ImageReadError(f"{path}: is {reader.GetDimension()}D; expected a 3D volume.")
+    sz, sp = reader.GetSize(), reader.GetSpacing()
+    return ImageGeometry(
+        shape=(int(sz[2]), int(sz[1]), int(sz[0])),
+        spacing=(float(sp[2]), float(sp[1]), float(sp[0])),
+        origin=tuple(float(v) for v in reader.GetOrigin()),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in reader.GetDirection()),
+    )
+
+
+def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    """Write ``array`` (Z, Y, X) on ``geometry`` atomically (temp file, then rename).
+
+    Raises:
+        ValueError: if the array shape differs from the geometry's shape.
+    """
+    path = Path(path)
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(
+            f"{path}: array shape {array.shape} does not match geometry {geometry.shape}."
+        )
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(reversed(geometry.spacing)))
+    img.SetOrigin(geometry.origin)
+    img.SetDirection(geometry.direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(img, tmp, useCompression=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

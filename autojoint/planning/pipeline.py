@@ -1,0 +1,38 @@
+"""The ``autojoint_plan`` job: fingerprint -> plan -> (optionally) preprocess."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from autojoint.fingerprint.compute import compute_fingerprint
+from autojoint.io.dataset import load_raw_dataset
+from autojoint.planning.planner import detect_memory_budget, plan_experiment
+from autojoint.planning.schema import Plan
+from autojoint.preprocessing.preprocess import preprocess_dataset
+from autojoint.workdir import FINGERPRINT_FILE, PLANS_FILE, PREPROCESSED_DIR
+
+logger = logging.getLogger(__name__)
+
+
+def plan_and_preprocess(raw_dir: Path, work_dir: Path, *, num_workers: int = 1,
+                        gpu_memory_gb: float | None = None, preprocess: bool = True) -> Plan:
+    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess."""
+    work_dir = Path(work_dir)
+    dataset = load_raw_dataset(Path(raw_dir))
+    logger.info("dataset %s: %d cases, labels %s, classes %s", raw_dir, len(dataset.cases),
+                dataset.labels, list(dataset.classes))
+    fingerprint = compute_fingerprint(dataset, num_workers=num_workers)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint.save(work_dir / FINGERPRINT_FILE)
+    budget, profile = detect_memory_budget(gpu_memory_gb)
+    # The CPU profile trades width for speed: a 2-core machine cannot afford nnU-Net's 32..320.
+    widths = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
+    plan = plan_experiment(fingerprint, memory_budget_gb=budget, device_profile=profile, **widths)
+    plan.save(work_dir / PLANS_FILE)
+    logger.info("plan: spacing %s, patch %s, batch %d, classification view %s, stages %d (%s)",
+                plan.target_spacing, plan.patch_size, plan.batch_size, plan.classification_shape,
+                plan.topology.num_stages, profile)
+    if preprocess:
+        preprocess_dataset(dataset, plan, work_dir / PREPROCESSED_DIR, num_workers=num_workers)
+    return plan

@@ -1,0 +1,228 @@
+"""Turn a fingerprint into a plan: spacing, topology, patch and batch size, weights.
+
+The heuristics follow nnU-Net's ideas (median spacing, pool an axis only while its
+spacing is close to the finest, fit patch and batch to a memory budget) and add what joint
+training needs: a whole-scan classification view, per-scale eta weights and loss weights.
+See docs/planning.md for the reasoning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from autojoint.fingerprint.compute import is_ct
+from autojoint.fingerprint.schema import Fingerprint
+from autojoint.planning.schema import (
+    ChannelNormalization,
+    LossWeights,
+    Plan,
+    Topology,
+    Triple,
+)
+
+logger = logging.getLogger(__name__)
+
+# Without a GPU, "memory" is not the limit: step time is. This budget keeps one training
+# step of the CPU profile around 1-2 s on 2 cores (measured: docs/planning.md).
+CPU_PROFILE_BUDGET_GB = 0.6
+GPU_RESERVE_FRACTION = 0.8  # leave room for the CUDA context, workspace and fragmentation
+MIN_BOTTLENECK_VOXELS = 4
+MAX_STAGES = 6
+MAX_BATCH_FRACTION_OF_DATASET = 0.05
+ANISOTROPY_RATIO = 3.0
+# Activation tensors kept per voxel and feature for backward, per stage: encoder (2 convs x
+# conv/norm/nonlin outputs) plus decoder (transposed conv, concat, 2 convs x 3).
+TENSORS_PER_STAGE = 14
+
+
+def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:
+    """Median spacing per axis, with nnU-Net's anisotropy rule.
+
+    If one axis is more than 3x coarser than the finest and also short in voxels, the median
+    would throw away most of that axis's resolution for the finer-sliced cases; use its 10th
+    percentile instead.
+    """
+    spacings = np.array([c.spacing for c in fingerprint.cases], dtype=np.float64)
+    shapes = np.array([c.shape_after_crop for c in fingerprint.cases], dtype=np.float64)
+    target = np.median(spacings, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    median_shape = np.median(shapes * spacings / target, axis=0)
+    if target[worst] > ANISOTROPY_RATIO * target[others].min() and (
+        median_shape[worst] * ANISOTROPY_RATIO < median_shape[others].min()
+    ):
+        coarse = float(np.percentile(spacings[:, worst], 10))
+        target[worst] = max(coarse, target[others].max() * 1.0001)
+    return (float(target[0]), float(target[1]), float(target[2]))
+
+
+def plan_topology(
+    patch_size: Triple, spacing: tuple[float, float, float], *, base_features: int,
+    max_features: int,
+) -> Topology:
+    """Pool an axis while its spacing is within 2x of the finest and the bottleneck keeps
+    at least 4 voxels; use kernel 1 on axes still too coarse to mix neighbours."""
+    sp, size = list(spacing), list(patch_size)
+
+    def kernel() -> Triple:
+        m = min(sp)
+        k = [3 if s <= 2 * m else 1 for s in sp]
+        return (k[0], k[1], k[2])
+
+    strides: list[Triple] = [(1, 1, 1)]
+    kernels: list[Triple] = [kernel()]
+    while len(strides) < MAX_STAGES:
+        m = min(sp)
+        st = [2 if sp[a] <= 2 * m and size[a] >= 2 * MIN_BOTTLENECK_VOXELS else 1 for a in range(3)]
+        if st == [1, 1, 1]:
+            break
+        sp = [s * f for s, f in zip(sp, st, strict=True)]
+        size = [z // f for z, f in zip(size, st, strict=True)]
+        strides.append((st[0], st[1], st[2]))
+        kernels.append(kernel())
+    feats = tuple(min(base_features * 2**s, max_features) for s in range(len(strides)))
+    return Topology(features_per_stage=feats, kernel_sizes=tuple(kernels), strides=tuple(strides))
+
+
+def estimate_memory_gb(
+    patch_size: Triple, topology: Topology, batch_size: int, *,
+    classification_shape: Triple | None = None,
+) -> float:
+    """Activation memory of one training step: feature-map sizes of a forward pass kept for
+    backward, for the patch and (joint training) the whole-scan view through both heads."""
+
+    def seg_pass(shape: Triple) -> float:
+        vox = np.array(shape, dtype=np.float64)
+        total = 0.0
+        for s, stride in enumerate(topology.strides):
+            vox = np.maximum(vox // np.array(stride), 1)
+            total += topology.features_per_stage[s] * float(np.prod(vox)) * TENSORS_PER_STAGE
+        return total
+
+    elements = seg_pass(patch_size)
+    if classification_shape is not None:
+        # The view goes through the segmentation net, then the classification encoder
+        # (3 residual units at 1/2, 1/4, 1/8 of the view, roughly one more seg-pass's worth).
+        elements += 2 * seg_pass(classification_shape)
+    return elements * batch_size * 4 / 1024**3
+
+
+def _round_to_multiple(shape: np.ndarray, multiple: Triple) -> Triple:
+    m = np.array(multiple)
+    out = np.maximum(np.floor(shape / m) * m, m).astype(int)
+    return (int(out[0]), int(out[1]), int(out[2]))
+
+
+def _classification_shape(median_shape: np.ndarray, patch: Triple, stride: Triple) -> Triple:
+    """Whole cropped scan, shrunk uniformly so it holds no more voxels than one patch."""
+    f = min(1.0, (math.prod(patch) / float(np.prod(median_shape))) ** (1 / 3))
+    return _round_to_multiple(median_shape * f, stride)
+
+
+def plan_experiment(
+    fingerprint: Fingerprint,
+    *,
+    memory_budget_gb: float,
+    device_profile: str,
+    base_features: int = 32,
+    max_features: int = 320,
+) -> Plan:
+    """Derive the full plan from a fingerprint and a memory budget.
+
+    Raises:
+        ValueError: empty fingerprint or non-positive budget.
+    """
+    if not fingerprint.cases:
+        raise ValueError("fingerprint holds no cases; nothing to plan.")
+    if memory_budget_gb <= 0:
+        raise ValueError(f"memory budget must be positive, got {memory_budget_gb} GB.")
+    spacing = target_spacing(fingerprint)
+    shapes = np.array(
+        [np.array(c.shape_after_crop) * np.array(c.spacing) / spacing for c in fingerprint.cases]
+    )
+    median_shape = np.maximum(np.round(np.median(shapes, axis=0)), 1)
+    has_cls = len(fingerprint.classes) > 0
+
+    def fit(patch: Triple) -> tuple[Topology, Triple | None, float]:
+        topo = plan_topology(patch, spacing, base_features=base_features, max_features=max_features)
+        cls = _classification_shape(median_shape, patch, topo.total_stride) if has_cls else None
+        return topo, cls, estimate_memory_gb(patch, topo, 2, classification_shape=cls)
+
+    # Start from the median shape and shrink the axis that is largest relative to it.
+    patch_arr = median_shape.copy()
+    topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
+    while mem > memory_budget_gb and patch_arr.max() > 8:
+        rel = patch_arr / median_shape
+        axis = int(np.argmax(rel))
+        step = max(topo.total_stride[axis], 1)
+        patch_arr[axis] = max(patch_arr[axis] - step, min(8, patch_arr[axis]))
+        topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
+    patch = _round_to_multiple(patch_arr, topo.total_stride)
+    topo, cls_shape, mem = fit(patch)
+
+    dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
+    batch = 2
+    while (
+        estimate_memory_gb(patch, topo, batch + 1, classification_shape=cls_shape) <= memory_budget_gb
+        and (batch + 1) * math.prod(patch) <= MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels
+    ):
+        batch += 1
+    mem = estimate_memory_gb(patch, topo, batch, classification_shape=cls_shape)
+
+    # Deep-supervision weights, finest scale first: each coarser scale counts half as much
+    # (coarse maps are blurrier, so they guide rather than decide), normalised to sum to 1.
+    raw = np.array([0.5**i for i in range(topo.num_stages)])
+    eta = tuple(float(v) for v in raw / raw.sum())
+
+    ct = is_ct(fingerprint.channel_names)
+    norms = []
+    for stats in fingerprint.intensity:
+        if ct:
+            norms.append(ChannelNormalization("ct", stats.percentile_00_5, stats.percentile_99_5,
+                                              stats.mean, max(stats.std, 1e-8)))
+        else:
+            norms.append(ChannelNormalization("zscore", 0.0, 0.0, 0.0, 1.0))
+
+    counts = np.array([fingerprint.diagnosis_counts.get(c, 0) for c in fingerprint.classes], float)
+    # eq. 9: inverse class frequency, scaled so a balanced dataset gets weight 1 everywhere.
+    class_weights = tuple(
+        float(counts.sum() / (len(counts) * n)) if n > 0 else 0.0 for n in counts
+    )
+    for name, n in zip(fingerprint.classes, counts, strict=True):
+        if n == 0:
+            logger.warning("diagnosis '%s' has no training case; its weight is 0", name)
+
+    return Plan(
+        channel_names=fingerprint.channel_names,
+        labels=fingerprint.labels,
+        classes=fingerprint.classes,
+        target_spacing=spacing,
+        median_shape=tuple(int(v) for v in median_shape),  # type: ignore[arg-type]
+        patch_size=patch,
+        batch_size=batch,
+        classification_shape=cls_shape if cls_shape is not None else (0, 0, 0),
+        topology=topo,
+        eta=eta,
+        normalization=tuple(norms),
+        loss_weights=LossWeights(seg=1.0, cls=1.0 if has_cls else 0.0, task_aware=10.0),
+        class_weights=class_weights,
+        device_profile=device_profile,
+        memory_budget_gb=memory_budget_gb,
+        estimated_memory_gb=mem,
+    )
+
+
+def detect_memory_budget(gpu_memory_gb: float | None) -> tuple[float, str]:
+    """Budget from ``--gpu-memory-gb``, else the detected CUDA device, else the CPU profile."""
+    if gpu_memory_gb is not None:
+        return gpu_memory_gb * GPU_RESERVE_FRACTION, f"gpu ({gpu_memory_gb:g} GB, given)"
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        total = props.total_memory / 1024**3
+        return total * GPU_RESERVE_FRACTION, f"gpu ({props.name}, {total:.1f} GB)"
+    return CPU_PROFILE_BUDGET_GB, "cpu"

@@ -1,0 +1,134 @@
+"""The plan file (``plans.json``): the single source of truth every later stage reads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from autojoint import __version__
+from autojoint.io.files import read_json, write_json
+
+PLAN_SCHEMA_VERSION = 1
+
+Triple = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """U-Net topology, one entry per resolution stage (stage 0 = full resolution).
+
+    ``strides[0]`` is always ``(1, 1, 1)``; ``strides[s]`` downsamples into stage ``s``.
+    """
+
+    features_per_stage: tuple[int, ...]
+    kernel_sizes: tuple[Triple, ...]
+    strides: tuple[Triple, ...]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.features_per_stage)
+
+    @property
+    def total_stride(self) -> Triple:
+        out = [1, 1, 1]
+        for s in self.strides:
+            out = [o * v for o, v in zip(out, s, strict=True)]
+        return (out[0], out[1], out[2])
+
+
+@dataclass(frozen=True)
+class ChannelNormalization:
+    """Intensity normalisation of one channel.
+
+    ``scheme`` is ``"ct"`` (clip to ``[clip_low, clip_high]`` then ``(x - mean) / std`` with
+    dataset statistics) or ``"zscore"`` (per-image mean/std; clip fields unused).
+    """
+
+    scheme: str
+    clip_low: float
+    clip_high: float
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of eq. 11: L = seg * L_seg + cls * L_cls + task_aware * L_ta."""
+
+    seg: float
+    cls: float
+    task_aware: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the preprocessor, trainer and predictor need; spacings/shapes ``(z, y, x)``."""
+
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    classes: tuple[str, ...]
+    target_spacing: tuple[float, float, float]
+    median_shape: Triple
+    patch_size: Triple
+    batch_size: int
+    classification_shape: Triple
+    topology: Topology
+    eta: tuple[float, ...]
+    normalization: tuple[ChannelNormalization, ...]
+    loss_weights: LossWeights
+    class_weights: tuple[float, ...]
+    device_profile: str
+    memory_budget_gb: float
+    estimated_memory_gb: float
+    schema_version: int = PLAN_SCHEMA_VERSION
+    autojoint_version: str = __version__
+
+    @property
+    def num_seg_classes(self) -> int:
+        """Segmentation output channels: background plus every lesion label."""
+        return len(self.labels)
+
+    @property
+    def has_diagnosis(self) -> bool:
+        return len(self.classes) > 0
+
+    def save(self, path: Path) -> None:
+        write_json(asdict(self), path)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "plan") -> Plan:
+        version = d.get("schema_version")
+        if version != PLAN_SCHEMA_VERSION:
+            raise ValueError(
+                f"{source}: plan schema_version {version} is not supported (expected "
+                f"{PLAN_SCHEMA_VERSION}); rerun autojoint_plan with this autojoint version."
+            )
+        t = d["topology"]
+        return cls(
+            channel_names=d["channel_names"],
+            labels=d["labels"],
+            classes=tuple(d["classes"]),
+            target_spacing=tuple(d["target_spacing"]),  # type: ignore[arg-type]
+            median_shape=tuple(d["median_shape"]),  # type: ignore[arg-type]
+            patch_size=tuple(d["patch_size"]),  # type: ignore[arg-type]
+            batch_size=int(d["batch_size"]),
+            classification_shape=tuple(d["classification_shape"]),  # type: ignore[arg-type]
+            topology=Topology(
+                features_per_stage=tuple(t["features_per_stage"]),
+                kernel_sizes=tuple(tuple(k) for k in t["kernel_sizes"]),  # type: ignore[misc]
+                strides=tuple(tuple(s) for s in t["strides"]),  # type: ignore[misc]
+            ),
+            eta=tuple(d["eta"]),
+            normalization=tuple(ChannelNormalization(**n) for n in d["normalization"]),
+            loss_weights=LossWeights(**d["loss_weights"]),
+            class_weights=tuple(d["class_weights"]),
+            device_profile=d["device_profile"],
+            memory_budget_gb=float(d["memory_budget_gb"]),
+            estimated_memory_gb=float(d["estimated_memory_gb"]),
+            schema_version=version,
+            autojoint_version=d.get("autojoint_version", "unknown"),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        return cls.from_dict(read_json(path), source=str(path))

@@ -1,0 +1,513 @@
+"""Deterministic synthetic chest-CT dataset in the nnU-Net v2 raw layout.
+
+The demo data lets the whole pipeline (planning, training, inference, evaluation) run
+without real scans. The lesions reproduce published COVID-19 vs community-acquired
+pneumonia (CAP) findings (DeepSC-COVID), so the diagnosis depends on the whole scan
+rather than on any single voxel:
+
+* count: COVID-19 ~4.4 lesions per scan, CAP ~1.7, normal 0;
+* volume: lesion/lung ratio ~14% for COVID-19 (widely varying sizes), ~4.4% for CAP;
+* density: COVID-19 mostly ground-glass; CAP a ground-glass rim around a consolidated core;
+* location: COVID-19 peripheral (~62% subpleural) in both lungs; CAP central (~25%),
+  clustered, often in one lung.
+
+Every size is relative to the field of view, so a small ``fov_mm`` gives a miniature
+chest with the same statistics that runs fast on a CPU. Arrays are ``(Z, Y, X)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+DIAGNOSES: tuple[str, ...] = ("COVID-19", "CAP", "normal")
+LABELS: dict[str, int] = {"background": 0, "ground_glass": 1, "consolidation": 2}
+HU_AIR, HU_FAT, HU_SOFT, HU_LUNG, HU_VESSEL = -1000.0, -100.0, 40.0, -850.0, 40.0
+HU_SPINE, HU_RIB, HU_STERNUM = 700.0, 600.0, 500.0
+NOISE_SD, TEXTURE_SD = 20.0, 20.0
+PERIPHERAL_RHO = 0.75  # centre in the outer 25% of the lung radius = subpleural
+_COUNT_P = {"COVID-19": {3: 0.45, 4: 0.12, 5: 0.15, 6: 0.13, 7: 0.15},
+            "CAP": {1: 0.55, 2: 0.20, 3: 0.25}}
+_CASE_FILE = re.compile(r"demo_\d+(_0000)?\.nii\.gz")
+
+
+@dataclass(frozen=True)
+class LesionInfo:
+    """Ground truth of one placed lesion, kept so tests can check the design targets."""
+
+    centre_zyx: tuple[int, int, int]
+    lung: str
+    rho: float
+    peripheral: bool
+    volume_mm3: float
+
+
+@dataclass(frozen=True, eq=False)
+class DemoCase:
+    """One synthetic scan; ``eq=False`` because arrays have no single truth value."""
+
+    case_id: str
+    diagnosis: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing_zyx: tuple[float, float, float]
+    origin_xyz: tuple[float, float, float]
+    direction: tuple[float, ...]
+    lung_mask: np.ndarray
+    lesions: tuple[LesionInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Voxel-centre coordinates in mm, centred on the volume, one 1D array per axis."""
+
+    z: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+
+    @classmethod
+    def make(cls, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> _Grid:
+        axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32)
+                for n, s in zip(shape, spacing, strict=True)]
+        return cls(*axes)
+
+    def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice]:
+        """Index box of the voxels whose centres lie in ``[lo, hi]`` (mm, zyx)."""
+        return tuple(slice(int(np.searchsorted(a, l_, "left")), int(np.searchsorted(a, h, "right")))
+                     for a, l_, h in zip((self.z, self.y, self.x), lo, hi, strict=True))
+
+    def sub(self, box: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Broadcastable coordinates of a box, so shapes are built without a voxel loop."""
+        return (self.z[box[0], None, None], self.y[None, box[1], None], self.x[None, None, box[2]])
+
+    def snap(self, p: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """Nearest voxel centre, so every lesion covers at least its own centre voxel."""
+        idx = tuple(int(np.clip(np.abs(a - v).argmin(), 0, a.size - 1))
+                    for a, v in zip((self.z, self.y, self.x), p, strict=True))
+        return np.array([self.z[idx[0]], self.y[idx[1]], self.x[idx[2]]]), idx
+
+
+@dataclass(frozen=True)
+class _Lung:
+    """An elliptic cylinder tapered to a dome at the apex; ``s`` runs 0 (base) to 1 (apex)."""
+
+    name: str
+    cx: float
+    cy: float
+    ax: float
+    ay: float
+    z0: float
+    z1: float
+
+    def taper(self, z: np.ndarray) -> np.ndarray:
+        s = (np.asarray(z, np.float64) - self.z0) / (self.z1 - self.z0)
+        apex = np.sqrt(np.clip(1 - ((s - 0.5) / 0.5) ** 2, 0, 1))
+        base = 0.75 + 0.25 * np.sqrt(np.clip(s / 0.5, 0, 1))
+        return np.where((s < 0) | (s > 1), 0.0, np.where(s > 0.5, apex, base))
+
+    def point(self, rho: float, theta: float, s: float) -> np.ndarray:
+        z = self.z0 + s * (self.z1 - self.z0)
+        f = float(self.taper(z))
+        return np.array([z, self.cy + rho * f * self.ay * np.sin(theta),
+                         self.cx + rho * f * self.ax * np.cos(theta)])
+
+    def rho(self, p: np.ndarray) -> float:
+        """Normalised radial position in the slice (0 centre, 1 pleura)."""
+        f = float(self.taper(p[0]))
+        q = ((p[2] - self.cx) / self.ax) ** 2 + ((p[1] - self.cy) / self.ay) ** 2
+        return float(np.sqrt(q) / f) if f > 0 else np.inf
+
+
+def _smooth_field(shape: tuple[int, ...], cell: tuple[float, ...],
+                  rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance smooth noise: coarse Gaussian noise upsampled by separable matmuls.
+
+    Matrix products (BLAS) are far faster than a full-volume Gaussian filter, which keeps
+    a real-size 567x567x300 case within a few seconds.
+    """
+    coarse = [int(np.ceil(n / max(c, 1.0))) + 2 for n, c in zip(shape, cell, strict=True)]
+    field = rng.standard_normal(coarse, dtype=np.float32)
+    for axis in (2, 1, 0):
+        n, m = shape[axis], coarse[axis]
+        pos = (np.arange(n) + 0.5) * (m - 1) / n
+        w = np.exp(-0.5 * ((pos[:, None] - np.arange(m)[None, :]) / 0.8) ** 2)
+        w = (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+        field = np.moveaxis(np.tensordot(w, field, axes=([1], [axis])), 0, axis)
+    field = np.ascontiguousarray(field)
+    field /= max(float(field[::3, ::3, ::3].std()), 1e-6)
+    return field
+
+
+def _ellipse_q(y: np.ndarray, x: np.ndarray, cy: float, cx: float, ay: float,
+               ax: float) -> np.ndarray:
+    """Squared normalised elliptic radius (<= 1 inside) on a (Y, X) plane."""
+    return ((y[:, None] - cy) / ay) ** 2 + ((x[None, :] - cx) / ax) ** 2
+
+
+def _paint_anatomy(image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung, _Lung],
+                   rng: np.random.Generator) -> np.ndarray:
+    """Body, bones, heart and lungs; returns the lung id map (0 none, 1 right, 2 left)."""
+    y, x, z = grid.y, grid.x, grid.z
+    q_body = _ellipse_q(y, x, 0.05 * r, 0.0, 0.62 * r, 0.85 * r)
+    image[:, q_body <= 1.0] = HU_FAT
+    image[:, q_body <= 0.93**2] = HU_SOFT
+    rib_shell = (q_body >= 0.84**2) & (q_body <= 0.90**2)
+    rib_shell &= ~((np.abs(x)[None, :] < 0.12 * r) & (y[:, None] < 0))  # costal cartilage
+    period = 0.08 * 2 * r
+    phase = ((z[:, None] + 0.3 * y[None, :] + rng.uniform(0, period)) / period) % 1.0
+    np.copyto(image, HU_RIB, where=(phase < 0.35)[:, :, None] & rib_shell[None])
+    image[:, _ellipse_q(y, x, 0.47 * r, 0.0, 0.07 * r, 0.075 * r) <= 1] = HU_SPINE
+    image[:, _ellipse_q(y, x, 0.58 * r, 0.0, 0.06 * r, 0.025 * r) <= 1] = HU_RIB
+    image[:, _ellipse_q(y, x, -0.50 * r, 0.0, 0.025 * r, 0.06 * r) <= 1] = HU_STERNUM
+    lung_id = np.zeros(image.shape, np.uint8)
+    for i, lung in enumerate(lungs, start=1):
+        f2 = (lung.taper(z) ** 2).astype(np.float32)
+        q = _ellipse_q(y, x, lung.cy, lung.cx, lung.ay, lung.ax).astype(np.float32)
+        lung_id[q[None] <= f2[:, None, None]] = i
+    hz = lungs[1].z0 + 0.2 * (lungs[1].z1 - lungs[1].z0)
+    c = np.array([hz, -0.12 * r, 0.1 * r])
+    radii = np.array([0.2 * (lungs[1].z1 - lungs[1].z0), 0.2 * r, 0.26 * r])
+    box = grid.box(c - radii, c + radii)
+    zz, yy, xx = grid.sub(box)
+    heart = ((zz - c[0]) / radii[0]) ** 2 + ((yy - c[1]) / radii[1]) ** 2 \
+        + ((xx - c[2]) / radii[2]) ** 2 <= 1
+    image[box][heart] = HU_SOFT + 5.0
+    lung_id[box][heart] = 0
+    np.copyto(image, HU_LUNG, where=lung_id > 0)
+    return lung_id
+
+
+def _paint_vessels(image: np.ndarray, lung_id: np.ndarray, grid: _Grid,
+                   lungs: tuple[_Lung, _Lung], radius: float, rng: np.random.Generator) -> None:
+    """A few bright branching tubes from each hilum, so lungs are not flat black."""
+    segments: list[tuple[np.ndarray, np.ndarray, float]] = []
+    for lung in lungs:
+        hilum = lung.point(0.5, np.pi if lung.cx > 0 else 0.0, 0.55)
+        for _ in range(4):
+            theta, s = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.9)
+            end = lung.point(0.9, theta, s)
+            fork = hilum + rng.uniform(0.4, 0.7) * (end - hilum)
+            twig = lung.point(0.9, theta + rng.uniform(-0.8, 0.8),
+                              float(np.clip(s + rng.uniform(-0.2, 0.2), 0.05, 0.95)))
+            segments += [(hilum, end, radius), (fork, twig, 0.7 * radius)]
+    for a, b, rad in segments:
+        box = grid.box(np.minimum(a, b) - rad, np.maximum(a, b) + rad)
+        if any(s.stop <= s.start for s in box):
+            continue
+        zz, yy, xx = grid.sub(box)
+        d = b - a
+        t = np.clip(((zz - a[0]) * d[0] + (yy - a[1]) * d[1] + (xx - a[2]) * d[2])
+                    / max(float(d @ d), 1e-6), 0, 1)
+        dist2 = (zz - a[0] - t * d[0]) ** 2 + (yy - a[1] - t * d[1]) ** 2 \
+            + (xx - a[2] - t * d[2]) ** 2
+        image[box][(dist2 <= rad**2) & (lung_id[box] > 0)] = HU_VESSEL
+
+
+def _place_centre(grid: _Grid, lung_id: np.ndarray, lungs: tuple[_Lung, _Lung], side: int,
+                  sample: Callable[[], np.ndarray], ok: Callable[[np.ndarray, float], bool],
+                  ) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Rejection-sample a voxel-centre inside lung ``side`` meeting ``ok``; relax after 40."""
+    fallback = None
+    for attempt in range(60):
+        p, idx = grid.snap(sample())
+        if lung_id[idx] != side + 1:
+            continue
+        fallback = fallback or (p, idx)
+        if attempt >= 40 or ok(p, lungs[side].rho(p)):
+            return p, idx
+    if fallback is None:  # degenerate tiny lung: take its most central voxel
+        idx = tuple(int(v) for v in np.argwhere(lung_id == side + 1).mean(0).round())
+        fallback = (np.array([grid.z[idx[0]], grid.y[idx[1]], grid.x[idx[2]]]), idx)
+    return fallback
+
+
+def _paint_lesions(image: np.ndarray, label: np.ndarray, lung_id: np.ndarray, grid: _Grid,
+                   lungs: tuple[_Lung, _Lung], texture: np.ndarray, diagnosis: str,
+                   rng: np.random.Generator) -> tuple[LesionInfo, ...]:
+    """Place irregular lesions following the COVID-19 / CAP findings (module docstring)."""
+    if diagnosis == "normal":
+        return ()
+    covid = diagnosis == "COVID-19"
+    counts, probs = zip(*_COUNT_P[diagnosis].items(), strict=True)
+    n = int(rng.choice(counts, p=probs))
+    voxel_mm3 = float(np.prod([a[1] - a[0] for a in (grid.z, grid.y, grid.x)]))
+    lung_vol = float(np.count_nonzero(lung_id)) * voxel_mm3
+    if covid:  # wide size spread (Dirichlet 0.9), both lungs
+        total = float(np.clip(rng.normal(0.14, 0.035), 0.06, 0.26))
+        share = np.maximum(rng.dirichlet(np.full(n, 0.9)), 0.15 / n)
+        sides = np.roll(np.arange(n) % 2, int(rng.integers(2)))
+    else:  # concentrated sizes, clustered, usually one lung
+        total = float(np.clip(rng.normal(0.044, 0.01), 0.02, 0.07))
+        share = rng.dirichlet(np.full(n, 8.0))
+        one = rng.random() < 0.8
+        sides = np.full(n, rng.integers(2)) if one else rng.integers(0, 2, n)
+    volumes = total * lung_vol * share / share.sum()
+    placed: list[tuple[np.ndarray, float]] = []
+    infos: list[LesionInfo] = []
+    first_peripheral = rng.random() < (0.62 if covid else 0.25)
+    for k in range(n):
+        lung, side = lungs[int(sides[k])], int(sides[k])
+        r0 = (3 * volumes[k] / (4 * np.pi)) ** (1 / 3) / 1.15
+        want_peri = (rng.random() < 0.62) if covid else first_peripheral
+        lo, hi = (0.76, 0.95) if want_peri else ((0.15, 0.74) if covid else (0.0, 0.5))
+
+        def fresh(lung: _Lung = lung, lo: float = lo, hi: float = hi) -> np.ndarray:
+            return lung.point(rng.uniform(lo, hi), rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.85))
+
+        sample = fresh
+        if not covid and placed and int(sides[k]) == int(sides[0]):
+            def sample(r0: float = r0) -> np.ndarray:  # next to the first CAP lesion
+                u = rng.normal(size=3)
+                return placed[0][0] + u / np.linalg.norm(u) * 1.8 * (placed[0][1] + r0)
+
+        def ok(p: np.ndarray, rho: float, r0: float = r0, want: bool = want_peri) -> bool:
+            apart = all(np.linalg.norm(p - q) >= 1.6 * (rq + r0) for q, rq in placed)
+            return apart and (rho >= PERIPHERAL_RHO) == want
+
+        centre, idx = _place_centre(grid, lung_id, lungs, side, sample, ok)
+        placed.append((centre, r0))
+        blobs = [(np.zeros(3), rng.uniform(0.8, 1.2, 3))]
+        for _ in range(int(rng.integers(1, 4))):
+            u = rng.normal(size=3)
+            blobs.append((u / np.linalg.norm(u) * rng.uniform(0.4, 0.8),
+                          np.full(3, rng.uniform(0.45, 0.75))))
+        core = rng.uniform(0.55, 0.75) if not covid else (
+            rng.uniform(0.25, 0.45) if rng.random() < 0.3 else 0.0)
+        ggo_hu, cons_hu = rng.uniform(-750, -600), rng.uniform(-40, 100)
+        radius = max(r0, 0.75 * float(grid.x[1] - grid.x[0]))
+        for _ in range(3):  # refine the radius so pleural clipping keeps the volume ratio
+            box = grid.box(centre - 1.7 * radius, centre + 1.7 * radius)
+            zz, yy, xx = grid.sub(box)
+            qs = [((zz - centre[0] - radius * o[0]) / (radius * s[0])) ** 2
+                  + ((yy - centre[1] - radius * o[1]) / (radius * s[1])) ** 2
+                  + ((xx - centre[2] - radius * o[2]) / (radius * s[2])) ** 2 for o, s in blobs]
+            dist = np.minimum.reduce(qs) + 0.25 * texture[box]
+            lesion = (dist <= 1.0) & (lung_id[box] == side + 1)
+            lesion[tuple(i - b.start for i, b in zip(idx, box, strict=True))] = True
+            vol = float(np.count_nonzero(lesion)) * voxel_mm3
+            if 0.8 * volumes[k] <= vol <= 1.25 * volumes[k]:
+                break
+            radius *= float(np.clip((volumes[k] / vol) ** (1 / 3), 0.75, 1.6))
+        solid = lesion & (qs[0] <= core**2)
+        hu = np.where(solid, np.float32(cons_hu), np.float32(ggo_hu))
+        sub = image[box]
+        sub[lesion] = np.maximum(sub, hu)[lesion]
+        label[box] = np.maximum(label[box], np.where(solid, 2, lesion).astype(np.uint8))
+        rho = lungs[side].rho(centre)
+        infos.append(LesionInfo(idx, lung.name, rho, rho >= PERIPHERAL_RHO, vol))
+    return tuple(infos)
+
+
+def generate_case(case_id: str, diagnosis: str, rng: np.random.Generator, *,
+                  fov_mm: float = 340.0, z_extent_mm: float = 300.0) -> DemoCase:
+    """Synthesise one chest CT and its lesion labels.
+
+    Args:
+        case_id: identifier stored on the result (not used for randomness).
+        diagnosis: one of ``DIAGNOSES``; decides lesion count, size, density and location.
+        rng: the only source of randomness, so a seeded generator reproduces the case.
+        fov_mm: in-plane field of view; all anatomy scales with it.
+        z_extent_mm: cranio-caudal extent of the scan.
+
+    Returns:
+        The case with an int16 HU image, a uint8 label map and its geometry.
+
+    Raises:
+        ValueError: on an unknown diagnosis or a non-positive / too small extent.
+    """
+    if diagnosis not in DIAGNOSES:
+        raise ValueError(f"unknown diagnosis {diagnosis!r}; expected one of {DIAGNOSES}.")
+    _check_extent(fov_mm, z_extent_mm)
+    sxy, sz = float(rng.uniform(0.6, 1.0)), float(rng.uniform(1.0, 5.0))
+    n_xy = max(16, round(fov_mm / sxy))
+    shape = (max(4, round(z_extent_mm / sz)), n_xy, n_xy)
+    grid = _Grid.make(shape, (sz, sxy, sxy))
+    r = fov_mm / 2 * float(rng.uniform(0.93, 1.0))
+    zl = (-0.42 + rng.uniform(-0.03, 0.03)) * z_extent_mm, (0.42 + rng.uniform(-0.03, 0.03)) * z_extent_mm
+    lungs = tuple(_Lung(name, sign * 0.36 * r, 0.0, 0.28 * r * float(rng.uniform(0.96, 1.04)),
+                        0.42 * r * float(rng.uniform(0.96, 1.04)), *zl)
+                  for name, sign in (("right", -1.0), ("left", 1.0)))
+    image = np.full(shape, HU_AIR, np.float32)
+    lung_id = _paint_anatomy(image, grid, r, lungs, rng)  # type: ignore[arg-type]
+    _paint_vessels(image, lung_id, grid, lungs, max(0.006 * fov_mm, 0.75 * sxy), rng)  # type: ignore[arg-type]
+    cell = 0.03 * fov_mm
+    texture = _smooth_field(shape, (cell / sz, cell / sxy, cell / sxy), rng)
+    label = np.zeros(shape, np.uint8)
+    lesions = _paint_lesions(image, label, lung_id, grid, lungs, texture, diagnosis, rng)  # type: ignore[arg-type]
+    texture *= TEXTURE_SD
+    q_body = _ellipse_q(grid.y, grid.x, 0.05 * r, 0.0, 0.62 * r, 0.85 * r)
+    np.add(image, texture, out=image, where=(q_body <= 1.0)[None])
+    del texture
+    for z0 in range(0, shape[0], 16):  # slabs: no second full-size float array
+        slab = image[z0:z0 + 16]
+        slab += NOISE_SD * rng.standard_normal(slab.shape, dtype=np.float32)
+    np.clip(image, -1024, 3071, out=image)
+    direction = np.diag([1.0, 1.0, 1.0])
+    u = rng.random()
+    if u >= 0.85:
+        direction = np.diag([-1.0, 1.0, 1.0])
+    elif u >= 0.7:
+        direction = np.diag([-1.0, -1.0, 1.0])
+    half_xyz = (np.array(shape[::-1]) - 1) / 2 * np.array([sxy, sxy, sz])
+    origin = rng.uniform(-40, 40, 3) - direction @ half_xyz
+    return DemoCase(case_id, diagnosis, np.rint(image).astype(np.int16), label,
+                    (sz, sxy, sxy), tuple(float(v) for v in origin),  # type: ignore[arg-type]
+                    tuple(float(v) for v in direction.ravel()), lung_id > 0, lesions)
+
+
+def _check_extent(fov_mm: float, z_extent_mm: float) -> None:
+    """Reject extents that would give an empty or sub-lung-sized volume."""
+    if not fov_mm > 0 or not z_extent_mm > 0:
+        raise ValueError(f"fov_mm ({fov_mm}) and z_extent_mm ({z_extent_mm}) must be positive.")
+    if fov_mm < 20 or z_extent_mm < 10:
+        raise ValueError(f"fov_mm must be >= 20 and z_extent_mm >= 10 (got {fov_mm}, "
+                         f"{z_extent_mm}); smaller volumes cannot hold two lungs with lesions.")
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a same-directory temp file then rename, so readers never see a partial file.
+
+    The temp name keeps the real extension because SimpleITK picks its writer from it.
+    """
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_volume(array: np.ndarray, case: DemoCase, path: Path) -> None:
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(reversed(case.spacing_zyx)))
+    img.SetOrigin(case.origin_xyz)
+    img.SetDirection(case.direction)
+    _atomic_write(path, lambda tmp: sitk.WriteImage(img, tmp, useCompression=True))
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _write_split(out_dir: Path, split: str, ids: list[str], seed: int, split_key: int,
+                 fov_mm: float, z_extent_mm: float) -> None:
+    """Generate and write one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses."""
+    img_dir, lab_dir = out_dir / f"images{split}", out_dir / f"labels{split}"
+    for d in (img_dir, lab_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        for stale in d.iterdir():  # leftovers of an earlier, larger run would be trained on
+            if _CASE_FILE.fullmatch(stale.name) and stale.name.split(".")[0].removesuffix(
+                    "_0000") not in ids:
+                logger.warning("removing stale %s", stale)
+                stale.unlink()
+    order = np.random.default_rng([seed, split_key]).permutation(len(ids))
+    diagnoses = [DIAGNOSES[int(i) % len(DIAGNOSES)] for i in order]
+    for i, (case_id, diagnosis) in enumerate(tqdm(list(zip(ids, diagnoses, strict=True)),
+                                                  desc=f"demo {split}", unit="case")):
+        case = generate_case(case_id, diagnosis, np.random.default_rng([seed, split_key, i]),
+                             fov_mm=fov_mm, z_extent_mm=z_extent_mm)
+        _write_volume(case.image, case, img_dir / f"{case_id}_0000.nii.gz")
+        _write_volume(case.label, case, lab_dir / f"{case_id}.nii.gz")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case", "diagnosis"])
+    writer.writerows(zip(ids, diagnoses, strict=True))
+    _write_text(out_dir / f"diagnoses{split}.csv", buf.getvalue())
+
+
+def generate_dataset(out_dir: Path, *, num_train: int, num_test: int = 0, seed: int = 0,
+                     fov_mm: float = 340.0, z_extent_mm: float = 300.0) -> None:
+    """Write a complete nnU-Net v2 raw dataset of synthetic chest CTs to ``out_dir``.
+
+    Args:
+        out_dir: dataset folder (created; ``demo_*`` files of earlier runs are replaced).
+        num_train: cases in ``imagesTr``/``labelsTr``/``diagnosesTr.csv`` (>= 1).
+        num_test: held-out cases in ``imagesTs``/``labelsTs``/``diagnosesTs.csv``.
+        seed: the same seed reproduces identical arrays.
+        fov_mm: in-plane field of view; ~100 gives a fast CPU demo.
+        z_extent_mm: cranio-caudal extent.
+
+    Raises:
+        ValueError: on a bad count, seed or extent.
+    """
+    if int(num_train) != num_train or num_train < 1:
+        raise ValueError(f"num_train must be an integer >= 1 (got {num_train}).")
+    if int(num_test) != num_test or num_test < 0:
+        raise ValueError(f"num_test must be an integer >= 0 (got {num_test}).")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (got {seed}).")
+    _check_extent(fov_mm, z_extent_mm)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = [f"demo_{i:03d}" for i in range(num_train + num_test)]
+    _write_split(out_dir, "Tr", ids[:num_train], seed, 0, fov_mm, z_extent_mm)
+    if num_test:
+        _write_split(out_dir, "Ts", ids[num_train:], seed, 1, fov_mm, z_extent_mm)
+    else:
+        (out_dir / "diagnosesTs.csv").unlink(missing_ok=True)
+        for d in ("imagesTs", "labelsTs"):
+            for stale in (out_dir / d).glob("demo_*.nii.gz"):
+                stale.unlink()
+    meta = {
+        "name": "AutoJointDemo",
+        "description": (f"Synthetic chest CT (seed {seed}, fov {fov_mm} mm, z {z_extent_mm} mm) "
+                        "with COVID-19 / CAP / normal lesion patterns after DeepSC-COVID: "
+                        "count, lesion/lung volume, density and location differ by class."),
+        "channel_names": {"0": "CT"},
+        "labels": LABELS,
+        "numTraining": num_train,
+        "file_ending": ".nii.gz",
+        "classes": list(DIAGNOSES),
+    }
+    _write_text(out_dir / "dataset.json", json.dumps(meta, indent=2) + "\n")
+    logger.info("wrote %d training and %d test cases to %s", num_train, num_test, out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="autojoint_generate_demo",
+        description="Write a deterministic synthetic chest-CT dataset (nnU-Net v2 raw layout: "
+                    "imagesTr, labelsTr, dataset.json, diagnosesTr.csv) whose COVID-19, CAP "
+                    "and normal cases follow published lesion count/volume/density/location "
+                    "findings. Use --fov-mm 100 --z-extent-mm 100 for a fast CPU demo.")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="dataset folder")
+    parser.add_argument("--num-train", type=int, default=30, help="training cases (default 30)")
+    parser.add_argument("--num-test", type=int, default=0, help="held-out cases (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--fov-mm", type=float, default=340.0,
+                        help="in-plane field of view in mm; anatomy scales with it (default 340)")
+    parser.add_argument("--z-extent-mm", type=float, default=300.0,
+                        help="cranio-caudal extent in mm (default 300)")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        generate_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
+                         seed=args.seed, fov_mm=args.fov_mm, z_extent_mm=args.z_extent_mm)
+    except ValueError as err:
+        parser.error(str(err))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 2: set up the environment, then run the test suite (what CI runs).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup_env.sh"
+VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
+cd "$ROOT"
+"$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,221 @@
+"""evaluate_folder / write_summary on tiny synthetic NIfTI masks with known answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from autojoint.evaluation.evaluate import evaluate_folder, write_summary
+
+SHAPE = (8, 10, 12)  # (Z, Y, X)
+SPACING_XYZ = (0.7, 0.8, 2.5)
+ORIGIN = (-10.0, 5.0, 3.2)
+DIRECTION = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+LABELS = {"ground_glass": 1, "consolidation": 2}
+
+
+def _write(arr: np.ndarray, path: Path, spacing=SPACING_XYZ, origin=ORIGIN) -> None:
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(DIRECTION)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def _make_dataset(root: Path) -> tuple[Path, Path]:
+    """Three cases with exactly known Dice.
+
+    case_a: ground glass 16 ref voxels, prediction covers half -> 2*8/24 = 2/3;
+            consolidation 8 voxels predicted exactly -> 1; lesion 2*16/40 = 0.8.
+    case_b: ground glass predicted exactly -> 1; no consolidation anywhere -> NaN.
+    case_c: empty reference and prediction -> every Dice NaN.
+    """
+    ref_dir, pred_dir = root / "ref", root / "pred"
+    ref, pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    ref[2:4, 2:4, 2:6] = 1
+    pred[2:4, 2:4, 2:4] = 1
+    ref[5:7, 5:7, 5:7] = 2
+    pred[5:7, 5:7, 5:7] = 2
+    _write(ref, ref_dir / "case_a.nii.gz")
+    _write(pred, pred_dir / "case_a.nii.gz")
+    b = np.zeros(SHAPE, np.uint8)
+    b[0:2, 0:2, 0:2] = 1
+    _write(b, ref_dir / "case_b.nii.gz")
+    _write(b, pred_dir / "case_b.nii.gz")
+    _write(np.zeros(SHAPE), ref_dir / "case_c.nii.gz")
+    _write(np.zeros(SHAPE), pred_dir / "case_c.nii.gz")
+    return pred_dir, ref_dir
+
+
+def test_segmentation_known_dice_and_means(tmp_path: Path, caplog) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    _write(np.ones(SHAPE), pred_dir / "case_extra.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="autojoint.evaluation.evaluate"):
+        s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
+    assert "case_extra" in caplog.text
+    assert s["num_cases"] == 3
+    assert [e["case"] for e in s["per_case"]] == ["case_a", "case_b", "case_c"]
+    a = s["per_case"][0]["segmentation"]
+    assert a["ground_glass"]["dice"] == pytest.approx(2 / 3)
+    assert (a["ground_glass"]["n_ref"], a["ground_glass"]["n_pred"]) == (16, 8)
+    assert a["consolidation"]["dice"] == 1.0
+    assert a["lesion"]["dice"] == pytest.approx(0.8)
+    assert math.isnan(s["per_case"][1]["segmentation"]["consolidation"]["dice"])
+    assert all(math.isnan(v["dice"]) for v in s["per_case"][2]["segmentation"].values())
+    assert s["mean"]["ground_glass"] == {"dice": pytest.approx(5 / 6), "num_cases_defined": 2}
+    assert s["mean"]["consolidation"] == {"dice": 1.0, "num_cases_defined": 1}
+    assert s["mean"]["lesion"] == {"dice": pytest.approx(0.9), "num_cases_defined": 2}
+    assert s["classification"] is None
+    assert s["per_case"][0]["diagnosis_ref"] is None
+
+
+def test_default_labels_come_from_references(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    stray = np.zeros(SHAPE, np.uint8)
+    stray[0, 0, 0] = 3  # value only ever predicted: not a reference label
+    _write(stray, pred_dir / "case_c.nii.gz")
+    s = evaluate_folder(pred_dir, ref_dir)
+    assert s["labels"] == {"label_1": 1, "label_2": 2}
+    for entry in s["per_case"]:
+        assert list(entry["segmentation"]) == ["label_1", "label_2", "lesion"]
+    b = s["per_case"][1]["segmentation"]["label_2"]
+    assert math.isnan(b["dice"]) and b["n_ref"] == b["n_pred"] == 0
+    assert s["mean"]["label_1"]["dice"] == pytest.approx(5 / 6)
+    c_lesion = s["per_case"][2]["segmentation"]["lesion"]
+    assert (c_lesion["fp"], c_lesion["dice"]) == (1, 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"spacing": (0.7, 0.8, 2.6)}, {"origin": (-10.0, 5.0, 3.3)}],
+)
+def test_geometry_mismatch_names_both_files(tmp_path: Path, kwargs: dict) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    _write(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", **kwargs)
+    with pytest.raises(ValueError, match="geometry") as info:
+        evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
+    assert str(pred_dir / "case_b.nii.gz") in str(info.value)
+    assert str(ref_dir / "case_b.nii.gz") in str(info.value)
+
+
+def test_geometry_round_off_is_tolerated(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    b = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "case_b.nii.gz")))
+    _write(
+        b,
+        pred_dir / "case_b.nii.gz",
+        spacing=(0.7 * (1 + 1e-6), 0.8, 2.5),
+        origin=(-10.0 + 1e-5, 5.0, 3.2),
+    )
+    s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
+    assert s["per_case"][1]["segmentation"]["ground_glass"]["dice"] == 1.0
+
+
+def test_size_mismatch_raises(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    _write(np.zeros((8, 10, 11)), pred_dir / "case_a.nii.gz")
+    with pytest.raises(ValueError, match="size"):
+        evaluate_folder(pred_dir, ref_dir)
+
+
+def test_missing_prediction_names_case(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    (pred_dir / "case_b.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="case_b.nii.gz") as info:
+        evaluate_folder(pred_dir, ref_dir)
+    assert "autojoint_predict" in str(info.value)
+
+
+def _write_csvs(root: Path, pred_dir: Path) -> Path:
+    ref_csv = root / "ref_diagnoses.csv"
+    ref_csv.write_text("case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,pneumonia\n")
+    (pred_dir / "diagnoses.csv").write_text(
+        "case,diagnosis,p_normal,p_covid,p_pneumonia\n"
+        "case_a,covid,0.1,0.8,0.1\n"
+        "case_b,normal,0.7,0.2,0.1\n"
+        "case_c,covid,0.2,0.7,0.1\n"
+    )
+    return ref_csv
+
+
+def test_diagnoses_round_trip(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    ref_csv = _write_csvs(tmp_path, pred_dir)
+    s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=ref_csv)
+    c = s["classification"]
+    assert c["classes"] == ["normal", "covid", "pneumonia"]  # p_ column order
+    assert c["accuracy"] == pytest.approx(2 / 3)
+    assert c["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    assert c["per_class"]["covid"]["precision"] == 0.5
+    # pneumonia's only positive (0.1) ties both negatives -> AUC 0.5
+    assert c["auc"] == {
+        "normal": 1.0,
+        "covid": 1.0,
+        "pneumonia": 0.5,
+        "macro": pytest.approx(2.5 / 3),
+    }
+    assert s["per_case"][2]["diagnosis_ref"] == "pneumonia"
+    assert s["per_case"][2]["diagnosis_pred"] == "covid"
+
+
+@pytest.mark.parametrize(
+    ("ref_text", "match"),
+    [
+        ("case,label\ncase_a,covid\n", "header"),
+        ("case,diagnosis\ncase_a,covid\ncase_b,normal\n", "case_c"),
+        ("case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,flu\n", "flu"),
+    ],
+)
+def test_diagnoses_errors(tmp_path: Path, ref_text: str, match: str) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    ref_csv = _write_csvs(tmp_path, pred_dir)
+    ref_csv.write_text(ref_text)
+    with pytest.raises(ValueError, match=match):
+        evaluate_folder(pred_dir, ref_dir, ref_diagnoses_csv=ref_csv)
+
+
+def test_write_summary_is_strict_json_with_null(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    s = evaluate_folder(
+        pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=_write_csvs(tmp_path, pred_dir)
+    )
+    out = tmp_path / "out" / "summary.json"
+    write_summary(s, out)
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+
+    def _reject(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    loaded = json.loads(text, parse_constant=_reject)
+    assert loaded["per_case"][2]["segmentation"]["lesion"]["dice"] is None
+    assert loaded["mean"]["consolidation"]["num_cases_defined"] == 1
+    assert loaded["classification"]["accuracy"] == pytest.approx(2 / 3)
+    assert [p.name for p in out.parent.iterdir()] == ["summary.json"]
+
+
+def test_missing_prediction_csv_fails_before_reading_images(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    ref_csv = _write_csvs(tmp_path, pred_dir)
+    (pred_dir / "diagnoses.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="autojoint_predict"):
+        evaluate_folder(pred_dir, ref_dir, ref_diagnoses_csv=ref_csv)
+
+
+def test_explicit_classes_need_probability_columns(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    ref_csv = _write_csvs(tmp_path, pred_dir)
+    with pytest.raises(ValueError, match="probability column.*flu"):
+        evaluate_folder(
+            pred_dir,
+            ref_dir,
+            ref_diagnoses_csv=ref_csv,
+            classes=["normal", "covid", "pneumonia", "flu"],
+        )
