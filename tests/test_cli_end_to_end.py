@@ -1,0 +1,119 @@
+"""Every stage through the command-line entry points on tiny synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from autojoint.cli import evaluate as cli_evaluate
+from autojoint.cli import plan as cli_plan
+from autojoint.cli import predict as cli_predict
+from autojoint.cli import train as cli_train
+from tests.synthetic import CLASSES, make_raw_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    raw = make_raw_dataset(root / "raw", num_cases=6)
+    work = root / "work"
+    assert cli_plan.main(["-d", str(raw), "-w", str(work), "-j", "2"]) == 0
+    assert cli_train.main(["0", "-w", str(work), "--epochs", "1",
+                           "--iterations-per-epoch", "2"]) == 0
+    return {"root": root, "raw": raw, "work": work}
+
+
+def test_plan_writes_versioned_files(trained: dict[str, Path]) -> None:
+    work = trained["work"]
+    plan = json.loads((work / "plans.json").read_text())
+    fp = json.loads((work / "fingerprint.json").read_text())
+    assert plan["schema_version"] == 1 and fp["schema_version"] == 1
+    assert plan["classes"] == CLASSES
+    assert len(list((work / "preprocessed").glob("*.npz"))) == 6
+    stride = np.prod(np.array(plan["topology"]["strides"]), axis=0)
+    assert np.all(np.array(plan["patch_size"]) % stride == 0)
+
+
+def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
+    fold = trained["work"] / "fold_0"
+    assert (fold / "checkpoint_final.pt").is_file()
+    assert (fold / "checkpoint_latest.pt").is_file()
+    log = json.loads((fold / "training_log.json").read_text())
+    assert len(log["epochs"]) == 1
+    assert set(log["train_cases"]).isdisjoint(log["val_cases"])
+    assert np.isfinite(log["epochs"][0]["loss_total"])
+
+
+def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
+    raw, work, root = trained["raw"], trained["work"], trained["root"]
+    out = root / "pred"
+    assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work),
+                             "-f", "0"]) == 0
+    for img_path in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
+        case = img_path.name.removesuffix("_0000.nii.gz")
+        ref, pred = sitk.ReadImage(str(img_path)), sitk.ReadImage(str(out / f"{case}.nii.gz"))
+        # The mask must sit on exactly the input grid.
+        assert pred.GetSize() == ref.GetSize()
+        np.testing.assert_allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-6)
+        np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-6)
+        assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
+    with open(out / "diagnoses.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["case", "diagnosis"] + [f"p_{c}" for c in CLASSES]
+    assert len(rows) == 6
+    for r in rows:
+        probs = np.array([float(r[f"p_{c}"]) for c in CLASSES])
+        np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-4)
+        assert r["diagnosis"] == CLASSES[int(np.argmax(probs))]
+    summary_path = root / "summary.json"
+    assert cli_evaluate.main(["-p", str(out), "-r", str(raw / "labelsTr"), "--diagnoses",
+                              str(raw / "diagnosesTr.csv"), "-o", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["num_cases"] == 6
+    assert 0.0 <= summary["classification"]["accuracy"] <= 1.0
+    assert "lesion" in summary["mean"]
+
+
+def test_segmentation_only_dataset(tmp_path: Path) -> None:
+    """A plain nnU-Net v2 dataset (no classes, no diagnoses CSV) plans, trains, predicts."""
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=5, with_diagnoses=False)
+    work = tmp_path / "work"
+    assert cli_plan.main(["-d", str(raw), "-w", str(work)]) == 0
+    assert cli_train.main(["all", "-w", str(work), "--epochs", "1",
+                           "--iterations-per-epoch", "1"]) == 0
+    out = tmp_path / "pred"
+    assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]) == 0
+    assert len(list(out.glob("*.nii.gz"))) == 5
+    assert not (out / "diagnoses.csv").exists()
+
+
+def test_bad_input_gives_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=3)
+    (raw / "imagesTr" / "case_001_0000.nii.gz").write_bytes(b"not an image")
+    assert cli_plan.main(["-d", str(raw), "-w", str(tmp_path / "work")]) == 1
+    err = capsys.readouterr().err
+    assert "case_001_0000.nii.gz" in err and "corrupt" in err
+
+
+def test_missing_work_dir_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli_train.main(["0", "-w", str(tmp_path / "nothing")]) == 1
+    assert "plans.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["autojoint_plan", "autojoint_train", "autojoint_predict",
+                                     "autojoint_evaluate"])
+def test_console_scripts_installed_with_help(command: str) -> None:
+    exe = shutil.which(command, path=str(Path(sys.executable).parent))
+    assert exe is not None, f"{command} not installed; run scripts/setup_env.sh"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith(f"usage: {command}")
+    assert "--help" in result.stdout
