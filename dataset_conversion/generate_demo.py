@@ -44,12 +44,22 @@ NOISE_SD, TEXTURE_SD = 20.0, 20.0
 PERIPHERAL_RHO = 0.75  # centre in the outer 25% of the lung radius = subpleural
 _COUNT_P = {"COVID-19": {3: 0.45, 4: 0.12, 5: 0.15, 6: 0.13, 7: 0.15},
             "CAP": {1: 0.55, 2: 0.20, 3: 0.25}}
-_CASE_FILE = re.compile(r"demo_\d+(_0000)?\.nii\.gz")
+# identity for most scans; flipped axes test that consumers honour the direction cosines
+_DIRECTIONS = ((1.0, 1.0, 1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, 1.0))
+_CASE_FILE = re.compile(r"(demo_\d+)(?:_0000)?\.nii\.gz")
 
 
 @dataclass(frozen=True)
 class LesionInfo:
-    """Ground truth of one placed lesion, kept so tests can check the design targets."""
+    """Design record of one lesion, so the placement targets can be checked directly.
+
+    Attributes:
+        centre_zyx: voxel index of the lesion centre.
+        lung: ``"right"`` or ``"left"``.
+        rho: normalised in-slice radius of the centre (0 lung axis, 1 pleura).
+        peripheral: ``rho >= PERIPHERAL_RHO`` (centre in the subpleural band).
+        volume_mm3: volume as drawn, before overlap with other lesions.
+    """
 
     centre_zyx: tuple[int, int, int]
     lung: str
@@ -60,7 +70,20 @@ class LesionInfo:
 
 @dataclass(frozen=True, eq=False)
 class DemoCase:
-    """One synthetic scan; ``eq=False`` because arrays have no single truth value."""
+    """One synthetic scan (``eq=False``: comparing arrays has no single truth value).
+
+    Attributes:
+        case_id: e.g. ``demo_007``.
+        diagnosis: one of ``DIAGNOSES``.
+        image: int16 Hounsfield units, ``(Z, Y, X)``.
+        label: uint8 ``(Z, Y, X)``; 0 background, 1 ground-glass, 2 consolidation.
+        spacing_zyx: voxel size in mm, project order ``(z, y, x)``.
+        origin_xyz: ITK origin in mm.
+        direction: ITK direction cosines, 9 values row-major.
+        lung_mask: bool ``(Z, Y, X)``; lesions never leave it (HU alone cannot tell,
+            consolidation is soft-tissue dense).
+        lesions: design record per lesion (empty for normal scans).
+    """
 
     case_id: str
     diagnosis: str
@@ -98,8 +121,8 @@ class _Grid:
 
     def snap(self, p: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
         """Nearest voxel centre, so every lesion covers at least its own centre voxel."""
-        idx = tuple(int(np.clip(np.abs(a - v).argmin(), 0, a.size - 1))
-                    for a, v in zip((self.z, self.y, self.x), p, strict=True))
+        axes = (self.z, self.y, self.x)
+        idx = tuple(int(np.abs(a - v).argmin()) for a, v in zip(axes, p, strict=True))
         return np.array([self.z[idx[0]], self.y[idx[1]], self.x[idx[2]]]), idx
 
 
@@ -116,6 +139,7 @@ class _Lung:
     z1: float
 
     def taper(self, z: np.ndarray) -> np.ndarray:
+        """In-plane radius factor per height: flat diaphragm base, dome-shaped apex."""
         s = (np.asarray(z, np.float64) - self.z0) / (self.z1 - self.z0)
         apex = np.sqrt(np.clip(1 - ((s - 0.5) / 0.5) ** 2, 0, 1))
         base = 0.75 + 0.25 * np.sqrt(np.clip(s / 0.5, 0, 1))
@@ -160,7 +184,7 @@ def _ellipse_q(y: np.ndarray, x: np.ndarray, cy: float, cx: float, ay: float,
     return ((y[:, None] - cy) / ay) ** 2 + ((x[None, :] - cx) / ax) ** 2
 
 
-def _paint_anatomy(image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung, _Lung],
+def _paint_anatomy(image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung, ...],
                    rng: np.random.Generator) -> np.ndarray:
     """Body, bones, heart and lungs; returns the lung id map (0 none, 1 right, 2 left)."""
     y, x, z = grid.y, grid.x, grid.z
@@ -194,7 +218,7 @@ def _paint_anatomy(image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung,
 
 
 def _paint_vessels(image: np.ndarray, lung_id: np.ndarray, grid: _Grid,
-                   lungs: tuple[_Lung, _Lung], radius: float, rng: np.random.Generator) -> None:
+                   lungs: tuple[_Lung, ...], radius: float, rng: np.random.Generator) -> None:
     """A few bright branching tubes from each hilum, so lungs are not flat black."""
     segments: list[tuple[np.ndarray, np.ndarray, float]] = []
     for lung in lungs:
@@ -219,28 +243,72 @@ def _paint_vessels(image: np.ndarray, lung_id: np.ndarray, grid: _Grid,
         image[box][(dist2 <= rad**2) & (lung_id[box] > 0)] = HU_VESSEL
 
 
-def _place_centre(grid: _Grid, lung_id: np.ndarray, lungs: tuple[_Lung, _Lung], side: int,
-                  sample: Callable[[], np.ndarray], ok: Callable[[np.ndarray, float], bool],
-                  ) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Rejection-sample a voxel-centre inside lung ``side`` meeting ``ok``; relax after 40."""
+def _place_centre(grid: _Grid, lung_id: np.ndarray, lung: _Lung, side: int,
+                  rng: np.random.Generator, *, rho_range: tuple[float, float], peripheral: bool,
+                  anchor: tuple[np.ndarray, float] | None, placed: list[tuple[np.ndarray, float]],
+                  r0: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Rejection-sample a lesion centre (a voxel centre in lung ``side``).
+
+    Wanted: ``peripheral`` status, and lesions far enough apart to stay separate connected
+    components, so the drawn count is the count a reader sees. CAP lesions after the first
+    sit next to ``anchor`` (clustered). Constraints are dropped after 40 tries.
+    """
     fallback = None
     for attempt in range(60):
-        p, idx = grid.snap(sample())
+        if anchor is None:
+            p = lung.point(rng.uniform(*rho_range), rng.uniform(0, 2 * np.pi),
+                           rng.uniform(0.15, 0.85))
+        else:
+            u = rng.normal(size=3)
+            p = anchor[0] + u / np.linalg.norm(u) * 1.8 * (anchor[1] + r0)
+        p, idx = grid.snap(p)
         if lung_id[idx] != side + 1:
             continue
         fallback = fallback or (p, idx)
-        if attempt >= 40 or ok(p, lungs[side].rho(p)):
+        apart = all(np.linalg.norm(p - q) >= 1.6 * (rq + r0) for q, rq in placed)
+        if attempt >= 40 or (apart and (lung.rho(p) >= PERIPHERAL_RHO) == peripheral):
             return p, idx
     if fallback is None:  # degenerate tiny lung: take its most central voxel
         idx = tuple(int(v) for v in np.argwhere(lung_id == side + 1).mean(0).round())
-        fallback = (np.array([grid.z[idx[0]], grid.y[idx[1]], grid.x[idx[2]]]), idx)
+        fallback = grid.snap(np.array([grid.z[idx[0]], grid.y[idx[1]], grid.x[idx[2]]]))
     return fallback
 
 
+def _lesion_mask(grid: _Grid, in_lung: Callable[[tuple[slice, ...]], np.ndarray],
+                 texture: np.ndarray, centre: np.ndarray, idx: tuple[int, int, int],
+                 radius: float, volume: float, rng: np.random.Generator,
+                 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+    """An irregular blob (2-4 overlapping ellipsoids, texture-roughened edge) in the lung.
+
+    The radius is refined up to twice so pleural clipping does not shrink the volume
+    ratio. Returns the box, the lesion mask in it, and the main ellipsoid's normalised
+    squared radius (which places the consolidated core).
+    """
+    blobs = [(np.zeros(3), rng.uniform(0.8, 1.2, 3))]
+    for _ in range(int(rng.integers(1, 4))):
+        u = rng.normal(size=3)
+        blobs.append((u / np.linalg.norm(u) * rng.uniform(0.4, 0.8),
+                      np.full(3, rng.uniform(0.45, 0.75))))
+    voxel_mm3 = float(np.prod([a[1] - a[0] for a in (grid.z, grid.y, grid.x)]))
+    for _ in range(3):
+        box = grid.box(centre - 1.7 * radius, centre + 1.7 * radius)
+        zz, yy, xx = grid.sub(box)
+        qs = [((zz - centre[0] - radius * o[0]) / (radius * s[0])) ** 2
+              + ((yy - centre[1] - radius * o[1]) / (radius * s[1])) ** 2
+              + ((xx - centre[2] - radius * o[2]) / (radius * s[2])) ** 2 for o, s in blobs]
+        lesion = (np.minimum.reduce(qs) + 0.25 * texture[box] <= 1.0) & in_lung(box)
+        lesion[tuple(i - b.start for i, b in zip(idx, box, strict=True))] = True
+        vol = float(np.count_nonzero(lesion)) * voxel_mm3
+        if 0.8 * volume <= vol <= 1.25 * volume:
+            break
+        radius *= float(np.clip((volume / vol) ** (1 / 3), 0.75, 1.6))
+    return box, lesion, qs[0]
+
+
 def _paint_lesions(image: np.ndarray, label: np.ndarray, lung_id: np.ndarray, grid: _Grid,
-                   lungs: tuple[_Lung, _Lung], texture: np.ndarray, diagnosis: str,
+                   lungs: tuple[_Lung, ...], texture: np.ndarray, diagnosis: str,
                    rng: np.random.Generator) -> tuple[LesionInfo, ...]:
-    """Place irregular lesions following the COVID-19 / CAP findings (module docstring)."""
+    """Place lesions whose count, size, density and location follow the class findings."""
     if diagnosis == "normal":
         return ()
     covid = diagnosis == "COVID-19"
@@ -248,69 +316,43 @@ def _paint_lesions(image: np.ndarray, label: np.ndarray, lung_id: np.ndarray, gr
     n = int(rng.choice(counts, p=probs))
     voxel_mm3 = float(np.prod([a[1] - a[0] for a in (grid.z, grid.y, grid.x)]))
     lung_vol = float(np.count_nonzero(lung_id)) * voxel_mm3
-    if covid:  # wide size spread (Dirichlet 0.9), both lungs
+    if covid:  # widely varying sizes, spread over both lungs, mostly subpleural
         total = float(np.clip(rng.normal(0.14, 0.035), 0.06, 0.26))
         share = np.maximum(rng.dirichlet(np.full(n, 0.9)), 0.15 / n)
         sides = np.roll(np.arange(n) % 2, int(rng.integers(2)))
-    else:  # concentrated sizes, clustered, usually one lung
+        peripheral = rng.random(n) < 0.62
+    else:  # similar sizes, clustered around the first lesion, usually in one lung
         total = float(np.clip(rng.normal(0.044, 0.01), 0.02, 0.07))
         share = rng.dirichlet(np.full(n, 8.0))
-        one = rng.random() < 0.8
-        sides = np.full(n, rng.integers(2)) if one else rng.integers(0, 2, n)
+        sides = np.full(n, rng.integers(2)) if rng.random() < 0.8 else rng.integers(0, 2, n)
+        peripheral = np.full(n, rng.random() < 0.25)
     volumes = total * lung_vol * share / share.sum()
     placed: list[tuple[np.ndarray, float]] = []
     infos: list[LesionInfo] = []
-    first_peripheral = rng.random() < (0.62 if covid else 0.25)
     for k in range(n):
-        lung, side = lungs[int(sides[k])], int(sides[k])
-        r0 = (3 * volumes[k] / (4 * np.pi)) ** (1 / 3) / 1.15
-        want_peri = (rng.random() < 0.62) if covid else first_peripheral
-        lo, hi = (0.76, 0.95) if want_peri else ((0.15, 0.74) if covid else (0.0, 0.5))
-
-        def fresh(lung: _Lung = lung, lo: float = lo, hi: float = hi) -> np.ndarray:
-            return lung.point(rng.uniform(lo, hi), rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.85))
-
-        sample = fresh
-        if not covid and placed and int(sides[k]) == int(sides[0]):
-            def sample(r0: float = r0) -> np.ndarray:  # next to the first CAP lesion
-                u = rng.normal(size=3)
-                return placed[0][0] + u / np.linalg.norm(u) * 1.8 * (placed[0][1] + r0)
-
-        def ok(p: np.ndarray, rho: float, r0: float = r0, want: bool = want_peri) -> bool:
-            apart = all(np.linalg.norm(p - q) >= 1.6 * (rq + r0) for q, rq in placed)
-            return apart and (rho >= PERIPHERAL_RHO) == want
-
-        centre, idx = _place_centre(grid, lung_id, lungs, side, sample, ok)
+        side = int(sides[k])
+        lung = lungs[side]
+        r0 = (3 * volumes[k] / (4 * np.pi)) ** (1 / 3) / 1.15  # the union inflates volume
+        rho_range = (0.76, 0.95) if peripheral[k] else ((0.15, 0.74) if covid else (0.0, 0.5))
+        anchor = placed[0] if not covid and placed and side == int(sides[0]) else None
+        centre, idx = _place_centre(grid, lung_id, lung, side, rng, rho_range=rho_range,
+                                    peripheral=bool(peripheral[k]), anchor=anchor,
+                                    placed=placed, r0=r0)
         placed.append((centre, r0))
-        blobs = [(np.zeros(3), rng.uniform(0.8, 1.2, 3))]
-        for _ in range(int(rng.integers(1, 4))):
-            u = rng.normal(size=3)
-            blobs.append((u / np.linalg.norm(u) * rng.uniform(0.4, 0.8),
-                          np.full(3, rng.uniform(0.45, 0.75))))
         core = rng.uniform(0.55, 0.75) if not covid else (
             rng.uniform(0.25, 0.45) if rng.random() < 0.3 else 0.0)
         ggo_hu, cons_hu = rng.uniform(-750, -600), rng.uniform(-40, 100)
         radius = max(r0, 0.75 * float(grid.x[1] - grid.x[0]))
-        for _ in range(3):  # refine the radius so pleural clipping keeps the volume ratio
-            box = grid.box(centre - 1.7 * radius, centre + 1.7 * radius)
-            zz, yy, xx = grid.sub(box)
-            qs = [((zz - centre[0] - radius * o[0]) / (radius * s[0])) ** 2
-                  + ((yy - centre[1] - radius * o[1]) / (radius * s[1])) ** 2
-                  + ((xx - centre[2] - radius * o[2]) / (radius * s[2])) ** 2 for o, s in blobs]
-            dist = np.minimum.reduce(qs) + 0.25 * texture[box]
-            lesion = (dist <= 1.0) & (lung_id[box] == side + 1)
-            lesion[tuple(i - b.start for i, b in zip(idx, box, strict=True))] = True
-            vol = float(np.count_nonzero(lesion)) * voxel_mm3
-            if 0.8 * volumes[k] <= vol <= 1.25 * volumes[k]:
-                break
-            radius *= float(np.clip((volumes[k] / vol) ** (1 / 3), 0.75, 1.6))
-        solid = lesion & (qs[0] <= core**2)
+        box, lesion, q_main = _lesion_mask(grid, lambda b, s=side: lung_id[b] == s + 1, texture,
+                                           centre, idx, radius, volumes[k], rng)
+        solid = lesion & (q_main <= core**2)
         hu = np.where(solid, np.float32(cons_hu), np.float32(ggo_hu))
         sub = image[box]
-        sub[lesion] = np.maximum(sub, hu)[lesion]
+        sub[lesion] = np.maximum(sub, hu)[lesion]  # vessels stay visible through GGO
         label[box] = np.maximum(label[box], np.where(solid, 2, lesion).astype(np.uint8))
-        rho = lungs[side].rho(centre)
-        infos.append(LesionInfo(idx, lung.name, rho, rho >= PERIPHERAL_RHO, vol))
+        rho = lung.rho(centre)
+        infos.append(LesionInfo(idx, lung.name, rho, rho >= PERIPHERAL_RHO,
+                                float(np.count_nonzero(lesion)) * voxel_mm3))
     return tuple(infos)
 
 
@@ -339,35 +381,30 @@ def generate_case(case_id: str, diagnosis: str, rng: np.random.Generator, *,
     shape = (max(4, round(z_extent_mm / sz)), n_xy, n_xy)
     grid = _Grid.make(shape, (sz, sxy, sxy))
     r = fov_mm / 2 * float(rng.uniform(0.93, 1.0))
-    zl = (-0.42 + rng.uniform(-0.03, 0.03)) * z_extent_mm, (0.42 + rng.uniform(-0.03, 0.03)) * z_extent_mm
+    z0, z1 = (np.array([-0.42, 0.42]) + rng.uniform(-0.03, 0.03, 2)) * z_extent_mm
     lungs = tuple(_Lung(name, sign * 0.36 * r, 0.0, 0.28 * r * float(rng.uniform(0.96, 1.04)),
-                        0.42 * r * float(rng.uniform(0.96, 1.04)), *zl)
+                        0.42 * r * float(rng.uniform(0.96, 1.04)), float(z0), float(z1))
                   for name, sign in (("right", -1.0), ("left", 1.0)))
     image = np.full(shape, HU_AIR, np.float32)
-    lung_id = _paint_anatomy(image, grid, r, lungs, rng)  # type: ignore[arg-type]
-    _paint_vessels(image, lung_id, grid, lungs, max(0.006 * fov_mm, 0.75 * sxy), rng)  # type: ignore[arg-type]
+    lung_id = _paint_anatomy(image, grid, r, lungs, rng)
+    _paint_vessels(image, lung_id, grid, lungs, max(0.006 * fov_mm, 0.75 * sxy), rng)
     cell = 0.03 * fov_mm
     texture = _smooth_field(shape, (cell / sz, cell / sxy, cell / sxy), rng)
     label = np.zeros(shape, np.uint8)
-    lesions = _paint_lesions(image, label, lung_id, grid, lungs, texture, diagnosis, rng)  # type: ignore[arg-type]
+    lesions = _paint_lesions(image, label, lung_id, grid, lungs, texture, diagnosis, rng)
     texture *= TEXTURE_SD
-    q_body = _ellipse_q(grid.y, grid.x, 0.05 * r, 0.0, 0.62 * r, 0.85 * r)
-    np.add(image, texture, out=image, where=(q_body <= 1.0)[None])
+    body = _ellipse_q(grid.y, grid.x, 0.05 * r, 0.0, 0.62 * r, 0.85 * r) <= 1.0
+    np.add(image, texture, out=image, where=body[None])
     del texture
-    for z0 in range(0, shape[0], 16):  # slabs: no second full-size float array
-        slab = image[z0:z0 + 16]
+    for start in range(0, shape[0], 16):  # slabs: no second full-size float array
+        slab = image[start:start + 16]
         slab += NOISE_SD * rng.standard_normal(slab.shape, dtype=np.float32)
     np.clip(image, -1024, 3071, out=image)
-    direction = np.diag([1.0, 1.0, 1.0])
-    u = rng.random()
-    if u >= 0.85:
-        direction = np.diag([-1.0, 1.0, 1.0])
-    elif u >= 0.7:
-        direction = np.diag([-1.0, -1.0, 1.0])
+    direction = np.diag(_DIRECTIONS[int(rng.choice(3, p=[0.7, 0.15, 0.15]))])
     half_xyz = (np.array(shape[::-1]) - 1) / 2 * np.array([sxy, sxy, sz])
-    origin = rng.uniform(-40, 40, 3) - direction @ half_xyz
-    return DemoCase(case_id, diagnosis, np.rint(image).astype(np.int16), label,
-                    (sz, sxy, sxy), tuple(float(v) for v in origin),  # type: ignore[arg-type]
+    origin = rng.uniform(-40, 40, 3) - direction @ half_xyz  # volume centre near (0, 0, 0)
+    return DemoCase(case_id, diagnosis, np.rint(image).astype(np.int16), label, (sz, sxy, sxy),
+                    (float(origin[0]), float(origin[1]), float(origin[2])),
                     tuple(float(v) for v in direction.ravel()), lung_id > 0, lesions)
 
 
@@ -397,6 +434,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 
 def _write_volume(array: np.ndarray, case: DemoCase, path: Path) -> None:
+    """Write an image or label on the case geometry (spacing reversed to ITK's x, y, z)."""
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(reversed(case.spacing_zyx)))
     img.SetOrigin(case.origin_xyz)
@@ -405,24 +443,36 @@ def _write_volume(array: np.ndarray, case: DemoCase, path: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write a small text file (JSON, CSV) atomically."""
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:
+    """Delete demo cases of an earlier, larger run: nnU-Net would train on any file present."""
+    for folder in (out_dir / f"images{split}", out_dir / f"labels{split}"):
+        for path in sorted(folder.glob("demo_*.nii.gz")):
+            match = _CASE_FILE.fullmatch(path.name)
+            if match and match.group(1) not in ids:
+                logger.warning("removing stale %s", path)
+                path.unlink()
+    if not ids:
+        (out_dir / f"diagnoses{split}.csv").unlink(missing_ok=True)
 
 
 def _write_split(out_dir: Path, split: str, ids: list[str], seed: int, split_key: int,
                  fov_mm: float, z_extent_mm: float) -> None:
     """Generate and write one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses."""
+    _remove_stale(out_dir, split, ids)
+    if not ids:
+        return
     img_dir, lab_dir = out_dir / f"images{split}", out_dir / f"labels{split}"
-    for d in (img_dir, lab_dir):
-        d.mkdir(parents=True, exist_ok=True)
-        for stale in d.iterdir():  # leftovers of an earlier, larger run would be trained on
-            if _CASE_FILE.fullmatch(stale.name) and stale.name.split(".")[0].removesuffix(
-                    "_0000") not in ids:
-                logger.warning("removing stale %s", stale)
-                stale.unlink()
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lab_dir.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng([seed, split_key]).permutation(len(ids))
     diagnoses = [DIAGNOSES[int(i) % len(DIAGNOSES)] for i in order]
-    for i, (case_id, diagnosis) in enumerate(tqdm(list(zip(ids, diagnoses, strict=True)),
-                                                  desc=f"demo {split}", unit="case")):
+    jobs = list(zip(ids, diagnoses, strict=True))
+    for i, (case_id, diagnosis) in enumerate(tqdm(jobs, desc=f"demo{split}", unit="case")):
+        # one stream per case: a case does not change when other cases are added
         case = generate_case(case_id, diagnosis, np.random.default_rng([seed, split_key, i]),
                              fov_mm=fov_mm, z_extent_mm=z_extent_mm)
         _write_volume(case.image, case, img_dir / f"{case_id}_0000.nii.gz")
@@ -430,7 +480,7 @@ def _write_split(out_dir: Path, split: str, ids: list[str], seed: int, split_key
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["case", "diagnosis"])
-    writer.writerows(zip(ids, diagnoses, strict=True))
+    writer.writerows(jobs)
     _write_text(out_dir / f"diagnoses{split}.csv", buf.getvalue())
 
 
@@ -439,34 +489,27 @@ def generate_dataset(out_dir: Path, *, num_train: int, num_test: int = 0, seed: 
     """Write a complete nnU-Net v2 raw dataset of synthetic chest CTs to ``out_dir``.
 
     Args:
-        out_dir: dataset folder (created; ``demo_*`` files of earlier runs are replaced).
+        out_dir: dataset folder (created; ``demo_*`` cases of earlier runs are replaced).
         num_train: cases in ``imagesTr``/``labelsTr``/``diagnosesTr.csv`` (>= 1).
-        num_test: held-out cases in ``imagesTs``/``labelsTs``/``diagnosesTs.csv``.
+        num_test: held-out cases in ``imagesTs``/``labelsTs``/``diagnosesTs.csv``; their
+            ids continue after the training ids so the two sets never share a case.
         seed: the same seed reproduces identical arrays.
         fov_mm: in-plane field of view; ~100 gives a fast CPU demo.
         z_extent_mm: cranio-caudal extent.
 
     Raises:
-        ValueError: on a bad count, seed or extent.
+        ValueError: on a bad count, seed or extent (checked before anything is written).
     """
-    if int(num_train) != num_train or num_train < 1:
-        raise ValueError(f"num_train must be an integer >= 1 (got {num_train}).")
-    if int(num_test) != num_test or num_test < 0:
-        raise ValueError(f"num_test must be an integer >= 0 (got {num_test}).")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer (got {seed}).")
+    for name, value, low in (("num_train", num_train, 1), ("num_test", num_test, 0),
+                             ("seed", seed, 0)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low} (got {value}).")
     _check_extent(fov_mm, z_extent_mm)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = [f"demo_{i:03d}" for i in range(num_train + num_test)]
     _write_split(out_dir, "Tr", ids[:num_train], seed, 0, fov_mm, z_extent_mm)
-    if num_test:
-        _write_split(out_dir, "Ts", ids[num_train:], seed, 1, fov_mm, z_extent_mm)
-    else:
-        (out_dir / "diagnosesTs.csv").unlink(missing_ok=True)
-        for d in ("imagesTs", "labelsTs"):
-            for stale in (out_dir / d).glob("demo_*.nii.gz"):
-                stale.unlink()
+    _write_split(out_dir, "Ts", ids[num_train:], seed, 1, fov_mm, z_extent_mm)
     meta = {
         "name": "AutoJointDemo",
         "description": (f"Synthetic chest CT (seed {seed}, fov {fov_mm} mm, z {z_extent_mm} mm) "
@@ -483,7 +526,14 @@ def generate_dataset(out_dir: Path, *, num_train: int, num_test: int = 0, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
+    """Command-line entry point (``autojoint_generate_demo``).
+
+    Args:
+        argv: arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        0 on success; bad arguments exit with status 2 and a message (argparse).
+    """
     parser = argparse.ArgumentParser(
         prog="autojoint_generate_demo",
         description="Write a deterministic synthetic chest-CT dataset (nnU-Net v2 raw layout: "

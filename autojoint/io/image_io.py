@@ -8,8 +8,10 @@ convention because they are only ever handed back to SimpleITK unchanged.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,46 @@ def _read_sitk(path: Path) -> sitk.Image:
         ) from err
 
 
+# NIfTI float datatype codes -> numpy element type.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _nifti_has_nonfinite(path: Path, num_values: int) -> bool:
+    """True if a float NIfTI file stores NaN or infinite voxels.
+
+    The NIfTI reader inside SimpleITK silently replaces non-finite floats by 0, so the
+    check after reading cannot see them; look at the stored values instead.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return False
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
+        head = fh.read(540)
+        if len(head) < 348:
+            return False
+        for order in "<>":
+            size = struct.unpack(order + "i", head[:4])[0]
+            if size == 348:  # NIfTI-1
+                code = struct.unpack(order + "h", head[70:72])[0]
+                offset = int(struct.unpack(order + "f", head[108:112])[0])
+                break
+            if size == 540:  # NIfTI-2
+                code = struct.unpack(order + "h", head[12:14])[0]
+                offset = int(struct.unpack(order + "q", head[168:176])[0])
+                break
+        else:
+            return False
+        if code not in _NIFTI_FLOAT_TYPES:
+            return False
+        elem = np.dtype(order + _NIFTI_FLOAT_TYPES[code])
+        fh.seek(offset if offset >= size else size)
+        buf = fh.read(num_values * elem.itemsize)
+        values = np.frombuffer(buf[: len(buf) // elem.itemsize * elem.itemsize], dtype=elem)
+    return not bool(np.all(np.isfinite(values)))
+
+
 def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
     """Read one 3D single-channel image (NIfTI, NRRD, MHA, or a DICOM series folder).
 
@@ -119,7 +161,10 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
             "each channel as its own file CASE_000C (nnU-Net layout)."
         )
     array = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+    nonfinite = np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array))
+    if not nonfinite and path.is_file() and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        nonfinite = _nifti_has_nonfinite(path, array.size)
+    if nonfinite:
         raise ImageReadError(
             f"{path}: contains NaN or infinite voxels; replace them (e.g. with the air "
             "value -1000 HU) before planning or prediction."
