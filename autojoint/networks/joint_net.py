@@ -43,7 +43,7 @@ class SegmentationUNet(nn.Module):
             self.upsample.append(layers.transposed_conv(feats[s], feats[s - 1], stride, stride))
             self.decoder.append(
                 StackedConvs(layers, 2 * feats[s - 1], feats[s - 1], topology.kernel_sizes[s - 1],
-                             (1, 1, 1))
+                             tuple(1 for _ in stride))
             )
         # Heads ordered coarse (bottleneck) to fine, reversed in forward.
         self.heads = nn.ModuleList(

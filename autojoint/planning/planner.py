@@ -155,7 +155,8 @@ def plan_experiment(
     patch_arr = median_shape.copy()
     topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
     while mem > memory_budget_gb and patch_arr.max() > 8:
-        rel = patch_arr / median_shape
+        # Only axes still above 8 voxels can shrink; picking one already at 8 would loop forever.
+        rel = np.where(patch_arr > 8, patch_arr / median_shape, -np.inf)
         axis = int(np.argmax(rel))
         step = max(topo.total_stride[axis], 1)
         patch_arr[axis] = max(patch_arr[axis] - step, min(8, patch_arr[axis]))

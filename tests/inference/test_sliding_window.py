@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from autojoint.inference.sliding_window import gaussian_importance, sliding_window_predict, tile_starts
+from autojoint.inference.sliding_window import (
+    gaussian_importance,
+    sliding_window_predict,
+    tile_starts,
+)
 
 
 def _pointwise(t: torch.Tensor) -> torch.Tensor:
@@ -44,10 +48,13 @@ def test_conv1x1_tiled_equals_whole(conv1x1: torch.nn.Conv3d, step_fraction: flo
     def predict(t: torch.Tensor) -> torch.Tensor:
         return conv1x1(t)
 
-    out = sliding_window_predict(predict, data, (6, 10, 8), 3, step_fraction=step_fraction,
-                                 show_progress=False)
+    out = sliding_window_predict(
+        predict, data, (6, 10, 8), 3, step_fraction=step_fraction, show_progress=False
+    )
     expected = predict(torch.from_numpy(data)[None])[0].numpy()
-    torch.testing.assert_close(torch.from_numpy(out), torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        torch.from_numpy(out), torch.from_numpy(expected), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_small_volume_is_padded_with_its_minimum() -> None:
@@ -80,13 +87,15 @@ def test_every_voxel_is_covered_by_some_tile() -> None:
     for z in starts[0]:
         for y in starts[1]:
             for x in starts[2]:
-                counts[z:z + patch[0], y:y + patch[1], x:x + patch[2]] += 1
+                counts[z : z + patch[0], y : y + patch[1], x : x + patch[2]] += 1
     assert counts.min() >= 1
     out = sliding_window_predict(predict, data, patch, 1, show_progress=False)
     np.testing.assert_allclose(out, 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("size,patch", [(10, 10), (11, 10), (64, 16), (65, 16), (100, 7), (3, 8), (17, 5)])
+@pytest.mark.parametrize(
+    "size,patch", [(10, 10), (11, 10), (64, 16), (65, 16), (100, 7), (3, 8), (17, 5)]
+)
 @pytest.mark.parametrize("step", [0.5, 0.25, 1.0])
 def test_tile_starts_cover_the_axis(size: int, patch: int, step: float) -> None:
     starts = tile_starts(size, patch, step)
@@ -100,7 +109,7 @@ def test_tile_starts_cover_the_axis(size: int, patch: int, step: float) -> None:
     assert gaps.max() <= patch * step + 1  # overlap at least 1 - step (up to rounding)
     covered = np.zeros(size, bool)
     for s in starts:
-        covered[s:s + patch] = True
+        covered[s : s + patch] = True
     assert covered.all()
 
 
@@ -121,6 +130,6 @@ def test_gaussian_importance_positive_and_peaks_at_centre(patch: tuple[int, int,
     for axis in range(3):
         np.testing.assert_allclose(w, np.flip(w, axis=axis), rtol=1e-6)
     if patch[2] > 2:
-        line = w[centre[0], centre[1], centre[2]:]
+        line = w[centre[0], centre[1], centre[2] :]
         assert np.all(np.diff(line) <= 0) and line[-1] < line[0]
     assert w.min() < w[centre]

@@ -71,7 +71,10 @@ def test_multichannel_dataset(tmp_path: Path) -> None:
     _edit_json(root, channel_names={"0": "CT", "1": "PET"})
     ds = load_raw_dataset(root)
     assert ds.num_channels == 2
-    assert [p.name for p in ds.cases[0].image_paths] == ["case_000_0000.nii.gz", "case_000_0001.nii.gz"]
+    assert [p.name for p in ds.cases[0].image_paths] == [
+        "case_000_0000.nii.gz",
+        "case_000_0001.nii.gz",
+    ]
 
 
 def test_classes_without_csv_warns_but_loads(raw: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -170,7 +173,9 @@ def test_hidden_files_are_ignored(raw: Path) -> None:
 def test_missing_channel(raw: Path) -> None:
     _edit_json(raw, channel_names={"0": "CT", "1": "PET"})
     write_volume(np.zeros(SHAPE, np.int16), raw / "imagesTr" / "case_000_0001.nii.gz")
-    with pytest.raises(DatasetError, match=r"case 'case_001' has channels \[0\], expected \[0, 1\]"):
+    with pytest.raises(
+        DatasetError, match=r"case 'case_001' has channels \[0\], expected \[0, 1\]"
+    ):
         load_raw_dataset(raw)
 
 

@@ -56,8 +56,13 @@ def test_write_read_round_trip_keeps_array_and_geometry(tmp_path: Path) -> None:
 def test_spacing_is_reported_in_zyx_order(tmp_path: Path) -> None:
     # Written with the independent test helper, which hands ITK (x, y, z) itself.
     path = tmp_path / "aniso.nii.gz"
-    write_volume(np.zeros((4, 6, 8), np.int16), path, spacing_zyx=SPACING_ZYX,
-                 origin=ORIGIN_XYZ, direction=FLIPPED)
+    write_volume(
+        np.zeros((4, 6, 8), np.int16),
+        path,
+        spacing_zyx=SPACING_ZYX,
+        origin=ORIGIN_XYZ,
+        direction=FLIPPED,
+    )
     arr, geo = read_image(path)
     assert arr.shape == (4, 6, 8)
     assert geo.shape == (4, 6, 8)
@@ -82,13 +87,17 @@ def test_geometry_of_and_dict_round_trip() -> None:
 
 def test_geometry_matches_detects_differences() -> None:
     geo = _geometry()
-    assert geo.matches(ImageGeometry(geo.shape, tuple(s * (1 + 1e-7) for s in geo.spacing),
-                                     geo.origin, geo.direction))
+    assert geo.matches(
+        ImageGeometry(
+            geo.shape, tuple(s * (1 + 1e-7) for s in geo.spacing), geo.origin, geo.direction
+        )
+    )
     assert not geo.matches(ImageGeometry((5, 7, 10), geo.spacing, geo.origin, geo.direction))
     assert not geo.matches(ImageGeometry(geo.shape, (2.0, 0.75, 0.5), geo.origin, geo.direction))
     assert not geo.matches(ImageGeometry(geo.shape, geo.spacing, (12.5, -40.0, 8.0), geo.direction))
-    assert not geo.matches(ImageGeometry(geo.shape, geo.spacing, geo.origin,
-                                         (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)))
+    assert not geo.matches(
+        ImageGeometry(geo.shape, geo.spacing, geo.origin, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    )
 
 
 def test_write_image_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -266,14 +275,24 @@ def test_load_label_non_integer_values(tmp_path: Path) -> None:
 
 def test_write_json_writes_nan_and_inf_as_null(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    write_json({"dice": math.nan, "per_case": [1.5, float("inf"), (2, -math.inf)],
-                "nested": {3: {"x": np.float64("nan").item()}}}, path)
+    write_json(
+        {
+            "dice": math.nan,
+            "per_case": [1.5, float("inf"), (2, -math.inf)],
+            "nested": {3: {"x": np.float64("nan").item()}},
+        },
+        path,
+    )
 
     def refuse(const: str) -> None:
         raise AssertionError(f"non-strict JSON constant {const}")
 
     strict = json.loads(path.read_text(), parse_constant=refuse)
-    assert strict == {"dice": None, "per_case": [1.5, None, [2, None]], "nested": {"3": {"x": None}}}
+    assert strict == {
+        "dice": None,
+        "per_case": [1.5, None, [2, None]],
+        "nested": {"3": {"x": None}},
+    }
     assert read_json(path) == strict
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 

@@ -180,9 +180,13 @@ def test_normalize_ct_known_answer() -> None:
 
 def test_normalize_zscore_and_mixed_channels() -> None:
     rng = np.random.default_rng(1)
-    data = np.stack([rng.normal(40, 9, (4, 6, 8)), rng.normal(-300, 50, (4, 6, 8))]).astype(np.float32)
-    schemes = [ChannelNormalization("zscore", 0.0, 0.0, 0.0, 1.0),
-               ChannelNormalization("ct", -1000.0, 1000.0, -300.0, 50.0)]
+    data = np.stack([rng.normal(40, 9, (4, 6, 8)), rng.normal(-300, 50, (4, 6, 8))]).astype(
+        np.float32
+    )
+    schemes = [
+        ChannelNormalization("zscore", 0.0, 0.0, 0.0, 1.0),
+        ChannelNormalization("ct", -1000.0, 1000.0, -300.0, 50.0),
+    ]
     out = normalize(data, schemes)
     assert out[0].mean() == pytest.approx(0.0, abs=1e-5)
     assert out[0].std() == pytest.approx(1.0, abs=1e-4)
@@ -190,7 +194,9 @@ def test_normalize_zscore_and_mixed_channels() -> None:
 
 
 def test_normalize_zscore_constant_image_is_finite() -> None:
-    out = normalize(np.full((1, 2, 2, 2), 7.0, np.float32), [ChannelNormalization("zscore", 0, 0, 0, 1)])
+    out = normalize(
+        np.full((1, 2, 2, 2), 7.0, np.float32), [ChannelNormalization("zscore", 0, 0, 0, 1)]
+    )
     np.testing.assert_array_equal(out, 0.0)
 
 
@@ -205,27 +211,40 @@ def test_normalize_errors() -> None:
 # --- whole case -----------------------------------------------------------------------------
 
 
-def _tiny_fingerprint(spacing=(2.5, 0.8, 0.8), shape=(12, 32, 32), classes=("COVID-19", "CAP", "normal")
-                      ) -> Fingerprint:
+def _tiny_fingerprint(
+    spacing=(2.5, 0.8, 0.8), shape=(12, 32, 32), classes=("COVID-19", "CAP", "normal")
+) -> Fingerprint:
     cases = tuple(
-        CaseFingerprint(f"c{i}", shape, shape, spacing, (1, 0, 0, 0, 1, 0, 0, 0, 1), True,
-                        classes[i % len(classes)] if classes else None, {"ground_glass": 0.01})
+        CaseFingerprint(
+            f"c{i}",
+            shape,
+            shape,
+            spacing,
+            (1, 0, 0, 0, 1, 0, 0, 0, 1),
+            True,
+            classes[i % len(classes)] if classes else None,
+            {"ground_glass": 0.01},
+        )
         for i in range(4)
     )
     return Fingerprint(
-        channel_names={"0": "CT"}, labels={"background": 0, "ground_glass": 1, "consolidation": 2},
-        classes=tuple(classes), cases=cases,
+        channel_names={"0": "CT"},
+        labels={"background": 0, "ground_glass": 1, "consolidation": 2},
+        classes=tuple(classes),
+        cases=cases,
         intensity=(IntensityStats(-500.0, 300.0, -600.0, -1000.0, 200.0, -1000.0, 100.0),),
         diagnosis_counts={c: sum(1 for x in cases if x.diagnosis == c) for c in classes},
-        num_cases_without_label=0, num_cases_without_diagnosis=0,
+        num_cases_without_label=0,
+        num_cases_without_diagnosis=0,
     )
 
 
 @pytest.mark.parametrize("with_classes", [True, False])
 def test_preprocess_arrays_shapes_follow_the_plan(with_classes: bool) -> None:
     fp = _tiny_fingerprint(classes=("COVID-19", "CAP", "normal") if with_classes else ())
-    plan = plan_experiment(fp, memory_budget_gb=0.05, device_profile="cpu", base_features=4,
-                           max_features=16)
+    plan = plan_experiment(
+        fp, memory_budget_gb=0.05, device_profile="cpu", base_features=4, max_features=16
+    )
     img, seg = make_case(np.random.default_rng(0), "COVID-19", (10, 36, 36))
     spacing = (3.0, 0.7, 0.7)
     geo = ImageGeometry((10, 36, 36), spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -253,10 +272,17 @@ def test_preprocess_arrays_shapes_follow_the_plan(with_classes: bool) -> None:
 
 
 def test_preprocess_arrays_without_mask() -> None:
-    plan = plan_experiment(_tiny_fingerprint(), memory_budget_gb=0.05, device_profile="cpu",
-                           base_features=4, max_features=16)
+    plan = plan_experiment(
+        _tiny_fingerprint(),
+        memory_budget_gb=0.05,
+        device_profile="cpu",
+        base_features=4,
+        max_features=16,
+    )
     img, _ = make_case(np.random.default_rng(1), "normal", (8, 24, 24))
-    geo = ImageGeometry((8, 24, 24), plan.target_spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    geo = ImageGeometry(
+        (8, 24, 24), plan.target_spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    )
     pre = preprocess_arrays("y", img[None].astype(np.float32), geo, None, plan)
     assert pre.seg is None and pre.cls_seg is None and pre.diagnosis is None
     cropped = tuple(b - a for a, b in pre.bbox)

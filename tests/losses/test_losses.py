@@ -1,0 +1,318 @@
+"""Segmentation, diagnosis and task-aware losses: known answers, masking, and that they train."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autojoint.losses.joint import VIEW_SEG_WEIGHT, diagnosis_loss, joint_loss, task_aware_loss
+from autojoint.losses.segmentation import (
+    deep_supervision_loss,
+    dice_ce_per_sample,
+    downsample_target,
+    soft_dice_per_sample,
+)
+from autojoint.networks.blocks import init_weights
+from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.planning.schema import LossWeights, Plan
+from tests.fingerprints import tiny_plan
+
+K = 3
+
+
+def _target(shape=(2, 4, 6, 6), seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, K, shape, generator=g)
+
+
+def _perfect_logits(target: torch.Tensor, scale: float = 50.0) -> torch.Tensor:
+    return scale * F.one_hot(target, K).movedim(-1, 1).float()
+
+
+def _scales(B: int = 3, seed: int = 0, *, requires_grad: bool = False) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(8, 8, 8), (4, 4, 4), (2, 2, 2)]
+    return [torch.randn(B, K, *s, generator=g).requires_grad_(requires_grad) for s in shapes]
+
+
+ETA = (4 / 7, 2 / 7, 1 / 7)
+
+
+# --- Dice / CE ----------------------------------------------------------------------------------
+
+
+def test_soft_dice_perfect_prediction_is_zero() -> None:
+    t = _target()
+    loss = soft_dice_per_sample(_perfect_logits(t), t)
+    assert tuple(loss.shape) == (2,)
+    torch.testing.assert_close(loss, torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        dice_ce_per_sample(_perfect_logits(t), t), torch.zeros(2), atol=1e-5, rtol=0
+    )
+
+
+def test_soft_dice_completely_wrong_is_one() -> None:
+    t = torch.ones(1, 3, 3, 3, dtype=torch.long)
+    t[0, 0] = 2
+    wrong = _perfect_logits(torch.zeros_like(t))  # predicts background everywhere
+    torch.testing.assert_close(soft_dice_per_sample(wrong, t), torch.ones(1), atol=1e-4, rtol=0)
+
+
+def test_soft_dice_known_answer() -> None:
+    # Two voxels, K = 2: probabilities of class 1 are 0.8 and 0.4, truth is [1, 0].
+    p1 = torch.tensor([0.8, 0.4])
+    logits = torch.stack([torch.zeros(2), torch.log(p1 / (1 - p1))])[None, :, :, None, None]
+    t = torch.tensor([1, 0])[None, :, None, None]
+    dice = (2 * 0.8 + 1e-5) / (0.8 + 0.4 + 1 + 1e-5)
+    loss = soft_dice_per_sample(logits, t)
+    torch.testing.assert_close(loss, torch.tensor([1 - dice]), rtol=1e-5, atol=1e-6)
+    ce = -(math.log(0.8) + math.log(0.6)) / 2
+    torch.testing.assert_close(
+        dice_ce_per_sample(logits, t), torch.tensor([1 - dice + ce]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_soft_dice_is_per_sample() -> None:
+    t = _target((2, 3, 4, 4))
+    logits = _perfect_logits(t)
+    logits[1] = -logits[1]  # ruin the second sample only
+    loss = soft_dice_per_sample(logits, t)
+    assert loss[0] < 1e-4 and loss[1] > 0.5
+
+
+def test_downsample_target_nearest() -> None:
+    t = torch.arange(16).reshape(1, 1, 4, 4) % K
+    assert downsample_target(t, (1, 4, 4)) is t
+    small = downsample_target(t, (1, 2, 2))
+    assert small.dtype == torch.long
+    torch.testing.assert_close(small, t[:, :, ::2, ::2])
+
+
+# --- deep supervision ---------------------------------------------------------------------------
+
+
+def test_deep_supervision_known_composition() -> None:
+    scales = _scales()
+    t = _target((3, 8, 8, 8))
+    has = torch.ones(3, dtype=torch.bool)
+    fused = dice_ce_per_sample(fuse_scales(scales, ETA), t).mean()
+    per = sum(
+        w * dice_ce_per_sample(s, downsample_target(t, s.shape[2:])).mean()
+        for w, s in zip(ETA, scales, strict=True)
+    )
+    torch.testing.assert_close(deep_supervision_loss(scales, t, ETA, has), 0.5 * fused + 0.5 * per)
+
+
+def test_deep_supervision_perfect_prediction_is_near_zero() -> None:
+    t = _target((2, 8, 8, 8))
+    scales = [_perfect_logits(downsample_target(t, s)) for s in [(8, 8, 8), (4, 4, 4), (2, 2, 2)]]
+    scales = [scales[0], 0 * scales[1], 0 * scales[2]]  # only the finest votes
+    loss = deep_supervision_loss(scales, t, (1.0, 0.0, 0.0), torch.ones(2, dtype=torch.bool))
+    assert float(loss.detach()) < 1e-4
+
+
+def test_deep_supervision_ignores_samples_without_mask() -> None:
+    scales = _scales()
+    t = _target((3, 8, 8, 8))
+    has = torch.tensor([True, False, True])
+    base = deep_supervision_loss(scales, t, ETA, has)
+    t2 = t.clone()
+    t2[1] = (t2[1] + 1) % K  # change only the unmasked-out sample's target
+    torch.testing.assert_close(deep_supervision_loss(scales, t2, ETA, has), base)
+    # ... and it equals the loss of the labelled samples alone.
+    keep = torch.tensor([0, 2])
+    torch.testing.assert_close(
+        deep_supervision_loss(
+            [s[keep] for s in scales], t[keep], ETA, torch.ones(2, dtype=torch.bool)
+        ),
+        base,
+    )
+    assert not torch.allclose(
+        deep_supervision_loss(scales, t2, ETA, torch.ones(3, dtype=torch.bool)), base
+    )
+
+
+def test_deep_supervision_no_mask_at_all_is_zero_with_grad() -> None:
+    scales = _scales(requires_grad=True)
+    loss = deep_supervision_loss(
+        scales, _target((3, 8, 8, 8)), ETA, torch.zeros(3, dtype=torch.bool)
+    )
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert scales[0].grad is not None and torch.count_nonzero(scales[0].grad) == 0
+
+
+# --- diagnosis ----------------------------------------------------------------------------------
+
+
+def test_diagnosis_loss_all_unknown_is_zero() -> None:
+    logits = torch.randn(4, 3, requires_grad=True)
+    loss = diagnosis_loss(logits, torch.full((4,), -1), torch.ones(3))
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # still part of the graph
+    assert logits.grad is not None and torch.count_nonzero(logits.grad) == 0
+
+
+def test_diagnosis_loss_weighted_ce_matches_reference() -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 3, generator=g)
+    target = torch.tensor([0, 2, 1, 2, 2, 0])
+    w = torch.tensor([0.5, 2.0, 1.25])
+    # Reference by hand: sum_i w_{y_i} * -log p_{i, y_i} / sum_i w_{y_i}.
+    logp = torch.log_softmax(logits, 1)[torch.arange(6), target]
+    manual = -(w[target] * logp).sum() / w[target].sum()
+    got = diagnosis_loss(logits, target, w)
+    torch.testing.assert_close(got, manual)
+    torch.testing.assert_close(got, F.cross_entropy(logits, target, weight=w))
+
+
+def test_diagnosis_loss_ignores_minus_one() -> None:
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(5, 3, generator=g)
+    target = torch.tensor([1, -1, 0, -1, 2])
+    w = torch.tensor([1.0, 3.0, 0.5])
+    keep = target >= 0
+    expected = F.cross_entropy(logits[keep], target[keep], weight=w)
+    torch.testing.assert_close(diagnosis_loss(logits, target, w), expected)
+    # The logits of unknown-diagnosis samples do not matter.
+    logits2 = logits.clone()
+    logits2[~keep] = 100.0 * torch.randn(2, 3, generator=g)
+    torch.testing.assert_close(diagnosis_loss(logits2, target, w), expected)
+
+
+# --- task-aware ---------------------------------------------------------------------------------
+
+
+def test_task_aware_loss_known_answers() -> None:
+    shapes = [(8, 8, 8), (4, 4, 4), (2, 2, 2), (1, 1, 1)]
+    eta = (0.4, 0.3, 0.2, 0.1)
+    # Uniform logits over K = 2 classes: lesion probability 0.5 everywhere.
+    view = [torch.zeros(1, 2, *s) for s in shapes]
+    evidence_zero = [
+        torch.zeros(1, 1, 4, 4, 4),
+        torch.zeros(1, 1, 2, 2, 2),
+        torch.zeros(1, 1, 1, 1, 1),
+    ]
+    assert float(task_aware_loss(view, evidence_zero, eta).detach()) == pytest.approx(0.0, abs=1e-7)
+    # Evidence saturated high: sigmoid = 1, so each scale contributes eta_i * 0.25.
+    evidence_high = [torch.full_like(e, 50.0) for e in evidence_zero]
+    assert float(task_aware_loss(view, evidence_high, eta)) == pytest.approx(
+        0.25 * (0.3 + 0.2 + 0.1)
+    )
+    # Only as many terms as there are coarser view scales.
+    assert float(task_aware_loss(view[:2], evidence_high, eta).detach()) == pytest.approx(
+        0.25 * 0.3
+    )
+
+
+def test_task_aware_loss_zero_when_evidence_matches() -> None:
+    g = torch.Generator().manual_seed(5)
+    view = [
+        torch.randn(2, K, 8, 8, 8, generator=g),
+        torch.randn(2, K, 4, 4, 4, generator=g),
+        torch.randn(2, K, 2, 2, 2, generator=g),
+    ]
+    s = [1 - torch.softmax(v, 1)[:, :1] for v in view[1:]]
+    evidence = [torch.logit(x) for x in s]  # same resolution: interpolation is the identity
+    assert float(task_aware_loss(view, evidence, ETA).detach()) == pytest.approx(0.0, abs=1e-10)
+
+
+# --- joint --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return tiny_plan(shape=(8, 16, 16))
+
+
+def _batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    B = 2
+
+    def lesion_map(shape: tuple[int, ...]) -> torch.Tensor:
+        seg = torch.zeros(B, *shape, dtype=torch.long)
+        seg[:, 2:6, 4:10, 4:10] = 1
+        seg[1, 3:5, 10:14, 2:6] = 2
+        return seg
+
+    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(plan.classification_shape)
+    data = torch.randn(B, 1, *plan.patch_size, generator=g) * 0.1 + seg[:, None].float()
+    cls_data = (
+        torch.randn(B, 1, *plan.classification_shape, generator=g) * 0.1 + cls_seg[:, None].float()
+    )
+    return {
+        "data": data,
+        "seg": seg,
+        "cls_data": cls_data,
+        "cls_seg": cls_seg,
+        "diagnosis": torch.tensor([0, 1]),
+        "has_mask": torch.tensor([True, True]),
+    }
+
+
+def test_joint_loss_terms(plan: Plan) -> None:
+    torch.manual_seed(0)
+    net = JointNet(plan)
+    init_weights(net)
+    batch = _batch(plan)
+    out = net(batch["data"], batch["cls_data"])
+    cw = torch.tensor(plan.class_weights)
+    parts = joint_loss(net, out, batch, plan.loss_weights, cw)
+    seg = deep_supervision_loss(out.patch_scales, batch["seg"], net.eta, batch["has_mask"])
+    seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
+        out.view_scales, batch["cls_seg"], net.eta, batch["has_mask"]
+    )
+    torch.testing.assert_close(parts.seg, seg.detach())
+    torch.testing.assert_close(
+        parts.cls, diagnosis_loss(out.class_logits, batch["diagnosis"], cw).detach()
+    )
+    assert float(parts.task_aware) > 0
+    w = plan.loss_weights
+    torch.testing.assert_close(
+        parts.total, w.seg * parts.seg + w.cls * parts.cls + w.task_aware * parts.task_aware
+    )
+    assert parts.total.requires_grad and not parts.seg.requires_grad
+    # Without the task-aware weight the term is not computed.
+    no_ta = joint_loss(net, out, batch, LossWeights(1.0, 1.0, 0.0), cw)
+    assert float(no_ta.task_aware) == 0.0
+
+
+def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:
+    torch.manual_seed(0)
+    net = JointNet(plan)
+    init_weights(net)
+    batch = _batch(plan)
+    cw = torch.tensor(plan.class_weights)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        parts = joint_loss(net, net(batch["data"], batch["cls_data"]), batch, plan.loss_weights, cw)
+        parts.total.backward()
+        opt.step()
+        losses.append(float(parts.total.detach()))
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert max(losses[-3:]) < min(losses[:3]), losses
+
+
+def test_segmentation_only_plan_trains(plan: Plan) -> None:
+    seg_plan = tiny_plan(classes=(), shape=(8, 16, 16))
+    torch.manual_seed(1)
+    net = JointNet(seg_plan)
+    init_weights(net)
+    batch = _batch(seg_plan)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        out = net(batch["data"])
+        parts = joint_loss(net, out, batch, seg_plan.loss_weights, torch.ones(1))
+        assert float(parts.cls) == 0.0 and float(parts.task_aware) == 0.0
+        parts.total.backward()
+        opt.step()
+        losses.append(float(parts.total.detach()))
+    assert losses[-1] < losses[0]

@@ -1,0 +1,326 @@
+"""Planner heuristics on hand-built fingerprints: spacing, topology, patch/batch vs memory."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autojoint.fingerprint.schema import Fingerprint
+from autojoint.planning.planner import (
+    CPU_PROFILE_BUDGET_GB,
+    MIN_BOTTLENECK_VOXELS,
+    detect_memory_budget,
+    estimate_memory_gb,
+    plan_experiment,
+    plan_topology,
+    target_spacing,
+)
+from autojoint.planning.schema import PLAN_SCHEMA_VERSION, Plan
+from tests.fingerprints import make_fingerprint
+
+BUDGETS = (0.6, 2.0, 8.0, 24.0)
+
+
+def isotropic() -> Fingerprint:
+    return make_fingerprint([(1.0, 1.0, 1.0)] * 5, [(300, 300, 300)] * 5)
+
+
+def anisotropic() -> Fingerprint:
+    return make_fingerprint([(3.0, 0.8, 0.8)] * 5, [(100, 400, 400)] * 5)
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging the test run if the planner loops forever."""
+
+    def handler(signum, frame):  # noqa: ANN001
+        raise TimeoutError(f"planning took more than {seconds} s (endless loop?)")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# --- target spacing ---------------------------------------------------------------------------
+
+
+def test_target_spacing_is_the_median() -> None:
+    fp = make_fingerprint(
+        [(1.0, 0.7, 0.7), (1.5, 0.8, 0.9), (1.2, 0.75, 0.6)], [(200, 300, 300)] * 3
+    )
+    assert target_spacing(fp) == pytest.approx((1.2, 0.75, 0.7))
+    assert target_spacing(isotropic()) == (1.0, 1.0, 1.0)
+    assert target_spacing(anisotropic()) == pytest.approx((3.0, 0.8, 0.8))
+
+
+def _slab_fingerprint(extent_z_mm: float) -> Fingerprint:
+    z = [1.0, 2.5, 4.0, 5.0, 5.0]
+    return make_fingerprint(
+        [(s, 0.8, 0.8) for s in z], [(int(round(extent_z_mm / s)), 512, 512) for s in z]
+    )
+
+
+def test_anisotropy_rule_uses_10th_percentile() -> None:
+    # Median z spacing 4 mm > 3 x 0.8 mm, and the z extent (75 voxels) is short: the rule applies.
+    expected_z = float(np.percentile([1.0, 2.5, 4.0, 5.0, 5.0], 10))
+    assert expected_z == pytest.approx(1.6)
+    assert target_spacing(_slab_fingerprint(300.0)) == pytest.approx((expected_z, 0.8, 0.8))
+
+
+def test_anisotropy_rule_not_applied_when_axis_is_long() -> None:
+    # Same spacings, but 800 mm along z (200 voxels at 4 mm; x3 >= 512): keep the median.
+    assert target_spacing(_slab_fingerprint(800.0)) == pytest.approx((4.0, 0.8, 0.8))
+
+
+def test_anisotropy_rule_not_applied_when_ratio_small() -> None:
+    fp = make_fingerprint([(1.0, 0.8, 0.8), (2.0, 0.8, 0.8), (2.2, 0.8, 0.8)], [(60, 512, 512)] * 3)
+    assert target_spacing(fp) == pytest.approx((2.0, 0.8, 0.8))
+
+
+def test_anisotropy_rule_keeps_the_coarse_axis_coarsest() -> None:
+    # 10th percentile below the in-plane spacing: clamp just above the finest axes.
+    z = [0.5, 0.5, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    assert np.percentile(z, 10) == 0.5
+    fp = make_fingerprint([(s, 0.8, 0.8) for s in z], [(int(200 / s), 512, 512) for s in z])
+    spacing = target_spacing(fp)
+    assert spacing[0] == pytest.approx(0.8 * 1.0001)
+    assert spacing[0] > spacing[1]
+
+
+# --- plan invariants --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plans() -> dict[tuple[str, float], Plan]:
+    out = {}
+    for name, fp in [("iso", isotropic()), ("aniso", anisotropic())]:
+        for b in BUDGETS:
+            out[(name, b)] = plan_experiment(fp, memory_budget_gb=b, device_profile="test")
+    return out
+
+
+@pytest.mark.parametrize("name", ["iso", "aniso"])
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_plan_invariants(plans: dict, name: str, budget: float) -> None:
+    plan: Plan = plans[(name, budget)]
+    topo = plan.topology
+    stride = topo.total_stride
+    assert plan.target_spacing == pytest.approx(
+        (1.0, 1.0, 1.0) if name == "iso" else (3.0, 0.8, 0.8)
+    )
+    assert plan.median_shape == ((300, 300, 300) if name == "iso" else (100, 400, 400))
+    # Patch divisible by the total stride, and each pooled axis keeps >= 4 bottleneck voxels.
+    for p, s in zip(plan.patch_size, stride, strict=True):
+        assert p % s == 0
+        if s > 1:
+            assert p // s >= MIN_BOTTLENECK_VOXELS
+    assert all(p <= m for p, m in zip(plan.patch_size, plan.median_shape, strict=True))
+    # The whole-scan view goes through the same U-Net.
+    assert all(c % s == 0 for c, s in zip(plan.classification_shape, stride, strict=True))
+    assert math.prod(plan.classification_shape) <= math.prod(plan.patch_size)
+    assert plan.batch_size >= 2
+    assert plan.estimated_memory_gb <= budget
+    assert plan.estimated_memory_gb == pytest.approx(
+        estimate_memory_gb(
+            plan.patch_size, topo, plan.batch_size, classification_shape=plan.classification_shape
+        )
+    )
+    # Topology shape conventions.
+    assert topo.strides[0] == (1, 1, 1)
+    assert len(topo.kernel_sizes) == len(topo.strides) == topo.num_stages
+    assert topo.features_per_stage[0] == 32
+    assert all(f <= 320 for f in topo.features_per_stage)
+    assert list(topo.features_per_stage) == sorted(topo.features_per_stage)
+    # Deep-supervision weights: finest first, halving, summing to one.
+    assert len(plan.eta) == topo.num_stages
+    assert sum(plan.eta) == pytest.approx(1.0)
+    np.testing.assert_allclose(np.array(plan.eta[1:]) / np.array(plan.eta[:-1]), 0.5)
+    assert plan.memory_budget_gb == budget and plan.device_profile == "test"
+
+
+def test_kernel_is_1_on_too_coarse_axis(plans: dict) -> None:
+    aniso = plans[("aniso", 2.0)].topology
+    assert aniso.kernel_sizes[0] == (1, 3, 3)  # 3 mm > 2 x 0.8 mm: no mixing along z yet
+    assert aniso.strides[1] == (1, 2, 2)  # and no pooling along z at the first step
+    iso = plans[("iso", 2.0)].topology
+    assert all(k == (3, 3, 3) for k in iso.kernel_sizes)
+    assert all(s in ((1, 1, 1), (2, 2, 2)) for s in iso.strides[:4])
+
+
+def test_plan_topology_known_answer() -> None:
+    topo = plan_topology((16, 64, 64), (3.0, 0.8, 0.8), base_features=8, max_features=32)
+    # Spacing (3, .8, .8) -> (3, 1.6, 1.6) -> (6, 3.2, 3.2) -> (12, 6.4, 6.4) -> (12, 12.8, 12.8);
+    # sizes (16, 64, 64) -> (16, 32, 32) -> (8, 16, 16) -> (4, 8, 8) -> (4, 4, 4).
+    assert topo.strides == ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2))
+    assert topo.kernel_sizes == ((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3))
+    assert topo.features_per_stage == (8, 16, 32, 32, 32)
+    assert topo.total_stride == (4, 16, 16)
+
+
+def test_plan_topology_stops_at_max_stages() -> None:
+    topo = plan_topology((1024, 1024, 1024), (1.0, 1.0, 1.0), base_features=32, max_features=320)
+    assert topo.num_stages == 6
+    assert topo.total_stride == (32, 32, 32)
+    assert topo.features_per_stage == (32, 64, 128, 256, 320, 320)
+
+
+@pytest.mark.parametrize("name", ["iso", "aniso"])
+def test_patch_and_batch_grow_with_budget(plans: dict, name: str) -> None:
+    voxels = [math.prod(plans[(name, b)].patch_size) for b in BUDGETS]
+    per_step = [v * plans[(name, b)].batch_size for v, b in zip(voxels, BUDGETS, strict=True)]
+    assert voxels == sorted(voxels)
+    assert all(a < b for a, b in zip(per_step, per_step[1:], strict=False))
+    assert per_step[-1] > 10 * per_step[0]
+    mem = [plans[(name, b)].estimated_memory_gb for b in BUDGETS]
+    assert mem == sorted(mem)
+
+
+def test_batch_capped_by_dataset_size() -> None:
+    # A tiny dataset of tiny cases: a huge budget must not give a batch larger than 5% of it.
+    fp = make_fingerprint([(1.0, 1.0, 1.0)] * 5, [(32, 32, 32)] * 5)
+    plan = plan_experiment(fp, memory_budget_gb=24.0, device_profile="test")
+    assert plan.patch_size == (32, 32, 32)
+    assert plan.batch_size == 2
+    assert plan.estimated_memory_gb < 24.0
+
+
+def test_thin_slab_dataset_plans_without_hanging() -> None:
+    # Few thick slices: the z axis hits the 8-voxel floor while the budget is still exceeded.
+    fp = make_fingerprint([(5.0, 0.63, 0.79)], [(11, 354, 215)], classes=())
+    with time_limit(20):
+        plan = plan_experiment(fp, memory_budget_gb=0.3, device_profile="test")
+    assert plan.patch_size[0] == 8
+    assert plan.estimated_memory_gb <= 0.3
+    assert all(p % s == 0 for p, s in zip(plan.patch_size, plan.topology.total_stride, strict=True))
+
+
+def test_planning_is_deterministic() -> None:
+    a = plan_experiment(anisotropic(), memory_budget_gb=2.0, device_profile="cpu")
+    b = plan_experiment(anisotropic(), memory_budget_gb=2.0, device_profile="cpu")
+    assert a == b
+    assert json.dumps(a.__dict__, default=str) == json.dumps(b.__dict__, default=str)
+
+
+def test_plan_without_classes() -> None:
+    fp = make_fingerprint([(1.0, 1.0, 1.0)] * 4, [(64, 64, 64)] * 4, classes=())
+    plan = plan_experiment(fp, memory_budget_gb=2.0, device_profile="cpu")
+    assert not plan.has_diagnosis
+    assert plan.classification_shape == (0, 0, 0)
+    assert plan.class_weights == ()
+    assert plan.loss_weights.cls == 0.0
+    assert plan.num_seg_classes == 2
+
+
+def test_normalization_scheme_follows_modality() -> None:
+    ct = plan_experiment(isotropic(), memory_budget_gb=2.0, device_profile="cpu")
+    n = ct.normalization[0]
+    assert (n.scheme, n.clip_low, n.clip_high, n.mean, n.std) == (
+        "ct",
+        -1000.0,
+        200.0,
+        -500.0,
+        300.0,
+    )
+    mr = make_fingerprint(
+        [(1.0, 1.0, 1.0)] * 3, [(64, 64, 64)] * 3, channel_names={"0": "T1", "1": "T2"}
+    )
+    plan = plan_experiment(mr, memory_budget_gb=2.0, device_profile="cpu")
+    assert [x.scheme for x in plan.normalization] == ["zscore", "zscore"]
+
+
+def test_class_weights_inverse_frequency_known_answer(caplog: pytest.LogCaptureFixture) -> None:
+    fp = make_fingerprint(
+        [(1.0, 1.0, 1.0)] * 3,
+        [(64, 64, 64)] * 3,
+        classes=("a", "b", "c", "d"),
+        counts={"a": 6, "b": 3, "c": 1},
+    )
+    plan = plan_experiment(fp, memory_budget_gb=2.0, device_profile="cpu")
+    # eq. 9: N / (K * n_c), with N = 10 and K = 4 classes; an absent class gets 0.
+    assert plan.class_weights == pytest.approx((10 / 24, 10 / 12, 10 / 4, 0.0))
+    assert "diagnosis 'd' has no training case" in caplog.text
+
+
+def test_class_weights_balanced_are_one() -> None:
+    fp = make_fingerprint([(1.0, 1.0, 1.0)] * 6, [(64, 64, 64)] * 6)
+    plan = plan_experiment(fp, memory_budget_gb=2.0, device_profile="cpu")
+    assert plan.class_weights == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_plan_experiment_errors() -> None:
+    empty = make_fingerprint([], [])
+    with pytest.raises(ValueError, match="no cases"):
+        plan_experiment(empty, memory_budget_gb=1.0, device_profile="cpu")
+    with pytest.raises(ValueError, match="must be positive"):
+        plan_experiment(isotropic(), memory_budget_gb=0.0, device_profile="cpu")
+
+
+def test_estimate_memory_is_linear_in_batch(plans: dict) -> None:
+    plan: Plan = plans[("iso", 2.0)]
+    one = estimate_memory_gb(plan.patch_size, plan.topology, 1)
+    assert estimate_memory_gb(plan.patch_size, plan.topology, 3) == pytest.approx(3 * one)
+    with_view = estimate_memory_gb(
+        plan.patch_size, plan.topology, 1, classification_shape=plan.classification_shape
+    )
+    assert with_view > one
+
+
+def test_detect_memory_budget() -> None:
+    assert detect_memory_budget(10.0) == (pytest.approx(8.0), "gpu (10 GB, given)")
+    if not torch.cuda.is_available():
+        assert detect_memory_budget(None) == (CPU_PROFILE_BUDGET_GB, "cpu")
+
+
+# --- plan file --------------------------------------------------------------------------------
+
+
+def test_plan_save_load_round_trip(tmp_path: Path, plans: dict) -> None:
+    for key in [("iso", 0.6), ("aniso", 8.0)]:
+        plan: Plan = plans[key]
+        path = tmp_path / f"{key[0]}.json"
+        plan.save(path)
+        loaded = Plan.load(path)
+        assert loaded == plan
+        assert isinstance(loaded.patch_size, tuple) and isinstance(
+            loaded.topology.strides[0], tuple
+        )
+
+
+def test_plan_wrong_schema_version_refused(tmp_path: Path, plans: dict) -> None:
+    path = tmp_path / "plans.json"
+    plans[("iso", 2.0)].save(path)
+    d = json.loads(path.read_text())
+    d["schema_version"] = PLAN_SCHEMA_VERSION + 98
+    path.write_text(json.dumps(d))
+    with pytest.raises(
+        ValueError,
+        match=rf"plans.json: plan schema_version {PLAN_SCHEMA_VERSION + 98} "
+        r"is not supported .*rerun autojoint_plan",
+    ):
+        Plan.load(path)
+    del d["schema_version"]
+    with pytest.raises(ValueError, match="schema_version None is not supported"):
+        Plan.from_dict(d)
+
+
+def test_fingerprint_save_load_round_trip(tmp_path: Path) -> None:
+    fp = anisotropic()
+    fp.save(tmp_path / "fingerprint.json")
+    assert Fingerprint.load(tmp_path / "fingerprint.json") == fp
+    d = json.loads((tmp_path / "fingerprint.json").read_text())
+    d["schema_version"] = 0
+    (tmp_path / "fingerprint.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="fingerprint schema_version 0 is not supported"):
+        Fingerprint.load(tmp_path / "fingerprint.json")
