@@ -33,7 +33,7 @@ s = json.load(open(sys.argv[1]))
 print("\n=== autojoint demo results (held-out synthetic cases) ===")
 for name, m in s["mean"].items():
     d = m["dice"]
-    print(f"  Dice {name:<14} {'n/a' if d is None else f'{d:.3f}'}  ({m['num_cases_defined']} cases with this label)")
+    print(f"  Dice {name:<14} {'n/a' if d is None else f'{d:.3f}'}  (defined on {m['num_cases_defined']} cases)")
 c = s["classification"]
 print(f"  diagnosis accuracy  {c['accuracy']:.3f}  ({c['num_cases']} cases; classes {c['classes']})")
 print(f"  confusion matrix (rows = reference): {c['confusion_matrix']}")
