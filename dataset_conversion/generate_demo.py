@@ -42,8 +42,10 @@ HU_AIR, HU_FAT, HU_SOFT, HU_LUNG, HU_VESSEL = -1000.0, -100.0, 40.0, -850.0, 40.
 HU_SPINE, HU_RIB, HU_STERNUM = 700.0, 600.0, 500.0
 NOISE_SD, TEXTURE_SD = 20.0, 20.0
 PERIPHERAL_RHO = 0.75  # centre in the outer 25% of the lung radius = subpleural
-_COUNT_P = {"COVID-19": {3: 0.45, 4: 0.12, 5: 0.15, 6: 0.13, 7: 0.15},
-            "CAP": {1: 0.55, 2: 0.20, 3: 0.25}}
+_COUNT_P = {
+    "COVID-19": {3: 0.45, 4: 0.12, 5: 0.15, 6: 0.13, 7: 0.15},
+    "CAP": {1: 0.55, 2: 0.20, 3: 0.25},
+}
 # identity for most scans; flipped axes test that consumers honour the direction cosines
 _DIRECTIONS = ((1.0, 1.0, 1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, 1.0))
 _CASE_FILE = re.compile(r"(demo_\d+)(?:_0000)?\.nii\.gz")
@@ -106,14 +108,18 @@ class _Grid:
 
     @classmethod
     def make(cls, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> _Grid:
-        axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32)
-                for n, s in zip(shape, spacing, strict=True)]
+        axes = [
+            ((np.arange(n) - (n - 1) / 2) * s).astype(np.float32)
+            for n, s in zip(shape, spacing, strict=True)
+        ]
         return cls(*axes)
 
     def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice]:
         """Index box of the voxels whose centres lie in ``[lo, hi]`` (mm, zyx)."""
-        return tuple(slice(int(np.searchsorted(a, l_, "left")), int(np.searchsorted(a, h, "right")))
-                     for a, l_, h in zip((self.z, self.y, self.x), lo, hi, strict=True))
+        return tuple(
+            slice(int(np.searchsorted(a, l_, "left")), int(np.searchsorted(a, h, "right")))
+            for a, l_, h in zip((self.z, self.y, self.x), lo, hi, strict=True)
+        )
 
     def sub(self, box: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Broadcastable coordinates of a box, so shapes are built without a voxel loop."""
@@ -148,8 +154,13 @@ class _Lung:
     def point(self, rho: float, theta: float, s: float) -> np.ndarray:
         z = self.z0 + s * (self.z1 - self.z0)
         f = float(self.taper(z))
-        return np.array([z, self.cy + rho * f * self.ay * np.sin(theta),
-                         self.cx + rho * f * self.ax * np.cos(theta)])
+        return np.array(
+            [
+                z,
+                self.cy + rho * f * self.ay * np.sin(theta),
+                self.cx + rho * f * self.ax * np.cos(theta),
+            ]
+        )
 
     def rho(self, p: np.ndarray) -> float:
         """Normalised radial position in the slice (0 centre, 1 pleura)."""
@@ -158,8 +169,9 @@ class _Lung:
         return float(np.sqrt(q) / f) if f > 0 else np.inf
 
 
-def _smooth_field(shape: tuple[int, ...], cell: tuple[float, ...],
-                  rng: np.random.Generator) -> np.ndarray:
+def _smooth_field(
+    shape: tuple[int, ...], cell: tuple[float, ...], rng: np.random.Generator
+) -> np.ndarray:
     """Unit-variance smooth noise: coarse Gaussian noise upsampled by separable matmuls.
 
     Matrix products (BLAS) are far faster than a full-volume Gaussian filter, which keeps
@@ -178,14 +190,16 @@ def _smooth_field(shape: tuple[int, ...], cell: tuple[float, ...],
     return field
 
 
-def _ellipse_q(y: np.ndarray, x: np.ndarray, cy: float, cx: float, ay: float,
-               ax: float) -> np.ndarray:
+def _ellipse_q(
+    y: np.ndarray, x: np.ndarray, cy: float, cx: float, ay: float, ax: float
+) -> np.ndarray:
     """Squared normalised elliptic radius (<= 1 inside) on a (Y, X) plane."""
     return ((y[:, None] - cy) / ay) ** 2 + ((x[None, :] - cx) / ax) ** 2
 
 
-def _paint_anatomy(image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung, ...],
-                   rng: np.random.Generator) -> np.ndarray:
+def _paint_anatomy(
+    image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung, ...], rng: np.random.Generator
+) -> np.ndarray:
     """Body, bones, heart and lungs; returns the lung id map (0 none, 1 right, 2 left)."""
     y, x, z = grid.y, grid.x, grid.z
     q_body = _ellipse_q(y, x, 0.05 * r, 0.0, 0.62 * r, 0.85 * r)
@@ -209,16 +223,23 @@ def _paint_anatomy(image: np.ndarray, grid: _Grid, r: float, lungs: tuple[_Lung,
     radii = np.array([0.2 * (lungs[1].z1 - lungs[1].z0), 0.2 * r, 0.26 * r])
     box = grid.box(c - radii, c + radii)
     zz, yy, xx = grid.sub(box)
-    heart = ((zz - c[0]) / radii[0]) ** 2 + ((yy - c[1]) / radii[1]) ** 2 \
-        + ((xx - c[2]) / radii[2]) ** 2 <= 1
+    heart = ((zz - c[0]) / radii[0]) ** 2 + ((yy - c[1]) / radii[1]) ** 2 + (
+        (xx - c[2]) / radii[2]
+    ) ** 2 <= 1
     image[box][heart] = HU_SOFT + 5.0
     lung_id[box][heart] = 0
     np.copyto(image, HU_LUNG, where=lung_id > 0)
     return lung_id
 
 
-def _paint_vessels(image: np.ndarray, lung_id: np.ndarray, grid: _Grid,
-                   lungs: tuple[_Lung, ...], radius: float, rng: np.random.Generator) -> None:
+def _paint_vessels(
+    image: np.ndarray,
+    lung_id: np.ndarray,
+    grid: _Grid,
+    lungs: tuple[_Lung, ...],
+    radius: float,
+    rng: np.random.Generator,
+) -> None:
     """A few bright branching tubes from each hilum, so lungs are not flat black."""
     segments: list[tuple[np.ndarray, np.ndarray, float]] = []
     for lung in lungs:
@@ -227,8 +248,11 @@ def _paint_vessels(image: np.ndarray, lung_id: np.ndarray, grid: _Grid,
             theta, s = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.9)
             end = lung.point(0.9, theta, s)
             fork = hilum + rng.uniform(0.4, 0.7) * (end - hilum)
-            twig = lung.point(0.9, theta + rng.uniform(-0.8, 0.8),
-                              float(np.clip(s + rng.uniform(-0.2, 0.2), 0.05, 0.95)))
+            twig = lung.point(
+                0.9,
+                theta + rng.uniform(-0.8, 0.8),
+                float(np.clip(s + rng.uniform(-0.2, 0.2), 0.05, 0.95)),
+            )
             segments += [(hilum, end, radius), (fork, twig, 0.7 * radius)]
     for a, b, rad in segments:
         box = grid.box(np.minimum(a, b) - rad, np.maximum(a, b) + rad)
@@ -236,17 +260,31 @@ def _paint_vessels(image: np.ndarray, lung_id: np.ndarray, grid: _Grid,
             continue
         zz, yy, xx = grid.sub(box)
         d = b - a
-        t = np.clip(((zz - a[0]) * d[0] + (yy - a[1]) * d[1] + (xx - a[2]) * d[2])
-                    / max(float(d @ d), 1e-6), 0, 1)
-        dist2 = (zz - a[0] - t * d[0]) ** 2 + (yy - a[1] - t * d[1]) ** 2 \
-            + (xx - a[2] - t * d[2]) ** 2
+        t = np.clip(
+            ((zz - a[0]) * d[0] + (yy - a[1]) * d[1] + (xx - a[2]) * d[2])
+            / max(float(d @ d), 1e-6),
+            0,
+            1,
+        )
+        dist2 = (
+            (zz - a[0] - t * d[0]) ** 2 + (yy - a[1] - t * d[1]) ** 2 + (xx - a[2] - t * d[2]) ** 2
+        )
         image[box][(dist2 <= rad**2) & (lung_id[box] > 0)] = HU_VESSEL
 
 
-def _place_centre(grid: _Grid, lung_id: np.ndarray, lung: _Lung, side: int,
-                  rng: np.random.Generator, *, rho_range: tuple[float, float], peripheral: bool,
-                  anchor: tuple[np.ndarray, float] | None, placed: list[tuple[np.ndarray, float]],
-                  r0: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+def _place_centre(
+    grid: _Grid,
+    lung_id: np.ndarray,
+    lung: _Lung,
+    side: int,
+    rng: np.random.Generator,
+    *,
+    rho_range: tuple[float, float],
+    peripheral: bool,
+    anchor: tuple[np.ndarray, float] | None,
+    placed: list[tuple[np.ndarray, float]],
+    r0: float,
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Rejection-sample a lesion centre (a voxel centre in lung ``side``).
 
     Wanted: ``peripheral`` status, and lesions far enough apart to stay separate connected
@@ -256,8 +294,9 @@ def _place_centre(grid: _Grid, lung_id: np.ndarray, lung: _Lung, side: int,
     fallback = None
     for attempt in range(60):
         if anchor is None:
-            p = lung.point(rng.uniform(*rho_range), rng.uniform(0, 2 * np.pi),
-                           rng.uniform(0.15, 0.85))
+            p = lung.point(
+                rng.uniform(*rho_range), rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.85)
+            )
         else:
             u = rng.normal(size=3)
             p = anchor[0] + u / np.linalg.norm(u) * 1.8 * (anchor[1] + r0)
@@ -274,10 +313,16 @@ def _place_centre(grid: _Grid, lung_id: np.ndarray, lung: _Lung, side: int,
     return fallback
 
 
-def _lesion_mask(grid: _Grid, in_lung: Callable[[tuple[slice, ...]], np.ndarray],
-                 texture: np.ndarray, centre: np.ndarray, idx: tuple[int, int, int],
-                 radius: float, volume: float, rng: np.random.Generator,
-                 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+def _lesion_mask(
+    grid: _Grid,
+    in_lung: Callable[[tuple[slice, ...]], np.ndarray],
+    texture: np.ndarray,
+    centre: np.ndarray,
+    idx: tuple[int, int, int],
+    radius: float,
+    volume: float,
+    rng: np.random.Generator,
+) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
     """An irregular blob (2-4 overlapping ellipsoids, texture-roughened edge) in the lung.
 
     The radius is refined up to twice so pleural clipping does not shrink the volume
@@ -287,15 +332,19 @@ def _lesion_mask(grid: _Grid, in_lung: Callable[[tuple[slice, ...]], np.ndarray]
     blobs = [(np.zeros(3), rng.uniform(0.8, 1.2, 3))]
     for _ in range(int(rng.integers(1, 4))):
         u = rng.normal(size=3)
-        blobs.append((u / np.linalg.norm(u) * rng.uniform(0.4, 0.8),
-                      np.full(3, rng.uniform(0.45, 0.75))))
+        blobs.append(
+            (u / np.linalg.norm(u) * rng.uniform(0.4, 0.8), np.full(3, rng.uniform(0.45, 0.75)))
+        )
     voxel_mm3 = float(np.prod([a[1] - a[0] for a in (grid.z, grid.y, grid.x)]))
     for _ in range(3):
         box = grid.box(centre - 1.7 * radius, centre + 1.7 * radius)
         zz, yy, xx = grid.sub(box)
-        qs = [((zz - centre[0] - radius * o[0]) / (radius * s[0])) ** 2
-              + ((yy - centre[1] - radius * o[1]) / (radius * s[1])) ** 2
-              + ((xx - centre[2] - radius * o[2]) / (radius * s[2])) ** 2 for o, s in blobs]
+        qs = [
+            ((zz - centre[0] - radius * o[0]) / (radius * s[0])) ** 2
+            + ((yy - centre[1] - radius * o[1]) / (radius * s[1])) ** 2
+            + ((xx - centre[2] - radius * o[2]) / (radius * s[2])) ** 2
+            for o, s in blobs
+        ]
         lesion = (np.minimum.reduce(qs) + 0.25 * texture[box] <= 1.0) & in_lung(box)
         lesion[tuple(i - b.start for i, b in zip(idx, box, strict=True))] = True
         vol = float(np.count_nonzero(lesion)) * voxel_mm3
@@ -305,9 +354,16 @@ def _lesion_mask(grid: _Grid, in_lung: Callable[[tuple[slice, ...]], np.ndarray]
     return box, lesion, qs[0]
 
 
-def _paint_lesions(image: np.ndarray, label: np.ndarray, lung_id: np.ndarray, grid: _Grid,
-                   lungs: tuple[_Lung, ...], texture: np.ndarray, diagnosis: str,
-                   rng: np.random.Generator) -> tuple[LesionInfo, ...]:
+def _paint_lesions(
+    image: np.ndarray,
+    label: np.ndarray,
+    lung_id: np.ndarray,
+    grid: _Grid,
+    lungs: tuple[_Lung, ...],
+    texture: np.ndarray,
+    diagnosis: str,
+    rng: np.random.Generator,
+) -> tuple[LesionInfo, ...]:
     """Place lesions whose count, size, density and location follow the class findings."""
     if diagnosis == "normal":
         return ()
@@ -335,29 +391,62 @@ def _paint_lesions(image: np.ndarray, label: np.ndarray, lung_id: np.ndarray, gr
         r0 = (3 * volumes[k] / (4 * np.pi)) ** (1 / 3) / 1.15  # the union inflates volume
         rho_range = (0.76, 0.95) if peripheral[k] else ((0.15, 0.74) if covid else (0.0, 0.5))
         anchor = placed[0] if not covid and placed and side == int(sides[0]) else None
-        centre, idx = _place_centre(grid, lung_id, lung, side, rng, rho_range=rho_range,
-                                    peripheral=bool(peripheral[k]), anchor=anchor,
-                                    placed=placed, r0=r0)
+        centre, idx = _place_centre(
+            grid,
+            lung_id,
+            lung,
+            side,
+            rng,
+            rho_range=rho_range,
+            peripheral=bool(peripheral[k]),
+            anchor=anchor,
+            placed=placed,
+            r0=r0,
+        )
         placed.append((centre, r0))
-        core = rng.uniform(0.55, 0.75) if not covid else (
-            rng.uniform(0.25, 0.45) if rng.random() < 0.3 else 0.0)
+        core = (
+            rng.uniform(0.55, 0.75)
+            if not covid
+            else (rng.uniform(0.25, 0.45) if rng.random() < 0.3 else 0.0)
+        )
         ggo_hu, cons_hu = rng.uniform(-750, -600), rng.uniform(-40, 100)
         radius = max(r0, 0.75 * float(grid.x[1] - grid.x[0]))
-        box, lesion, q_main = _lesion_mask(grid, lambda b, s=side: lung_id[b] == s + 1, texture,
-                                           centre, idx, radius, volumes[k], rng)
+        box, lesion, q_main = _lesion_mask(
+            grid,
+            lambda b, s=side: lung_id[b] == s + 1,
+            texture,
+            centre,
+            idx,
+            radius,
+            volumes[k],
+            rng,
+        )
         solid = lesion & (q_main <= core**2)
         hu = np.where(solid, np.float32(cons_hu), np.float32(ggo_hu))
         sub = image[box]
         sub[lesion] = np.maximum(sub, hu)[lesion]  # vessels stay visible through GGO
         label[box] = np.maximum(label[box], np.where(solid, 2, lesion).astype(np.uint8))
         rho = lung.rho(centre)
-        infos.append(LesionInfo(idx, lung.name, rho, rho >= PERIPHERAL_RHO,
-                                float(np.count_nonzero(lesion)) * voxel_mm3))
+        infos.append(
+            LesionInfo(
+                idx,
+                lung.name,
+                rho,
+                rho >= PERIPHERAL_RHO,
+                float(np.count_nonzero(lesion)) * voxel_mm3,
+            )
+        )
     return tuple(infos)
 
 
-def generate_case(case_id: str, diagnosis: str, rng: np.random.Generator, *,
-                  fov_mm: float = 340.0, z_extent_mm: float = 300.0) -> DemoCase:
+def generate_case(
+    case_id: str,
+    diagnosis: str,
+    rng: np.random.Generator,
+    *,
+    fov_mm: float = 340.0,
+    z_extent_mm: float = 300.0,
+) -> DemoCase:
     """Synthesise one chest CT and its lesion labels.
 
     Args:
@@ -382,9 +471,18 @@ def generate_case(case_id: str, diagnosis: str, rng: np.random.Generator, *,
     grid = _Grid.make(shape, (sz, sxy, sxy))
     r = fov_mm / 2 * float(rng.uniform(0.93, 1.0))
     z0, z1 = (np.array([-0.42, 0.42]) + rng.uniform(-0.03, 0.03, 2)) * z_extent_mm
-    lungs = tuple(_Lung(name, sign * 0.36 * r, 0.0, 0.28 * r * float(rng.uniform(0.96, 1.04)),
-                        0.42 * r * float(rng.uniform(0.96, 1.04)), float(z0), float(z1))
-                  for name, sign in (("right", -1.0), ("left", 1.0)))
+    lungs = tuple(
+        _Lung(
+            name,
+            sign * 0.36 * r,
+            0.0,
+            0.28 * r * float(rng.uniform(0.96, 1.04)),
+            0.42 * r * float(rng.uniform(0.96, 1.04)),
+            float(z0),
+            float(z1),
+        )
+        for name, sign in (("right", -1.0), ("left", 1.0))
+    )
     image = np.full(shape, HU_AIR, np.float32)
     lung_id = _paint_anatomy(image, grid, r, lungs, rng)
     _paint_vessels(image, lung_id, grid, lungs, max(0.006 * fov_mm, 0.75 * sxy), rng)
@@ -397,15 +495,23 @@ def generate_case(case_id: str, diagnosis: str, rng: np.random.Generator, *,
     np.add(image, texture, out=image, where=body[None])
     del texture
     for start in range(0, shape[0], 16):  # slabs: no second full-size float array
-        slab = image[start:start + 16]
+        slab = image[start : start + 16]
         slab += NOISE_SD * rng.standard_normal(slab.shape, dtype=np.float32)
     np.clip(image, -1024, 3071, out=image)
     direction = np.diag(_DIRECTIONS[int(rng.choice(3, p=[0.7, 0.15, 0.15]))])
     half_xyz = (np.array(shape[::-1]) - 1) / 2 * np.array([sxy, sxy, sz])
     origin = rng.uniform(-40, 40, 3) - direction @ half_xyz  # volume centre near (0, 0, 0)
-    return DemoCase(case_id, diagnosis, np.rint(image).astype(np.int16), label, (sz, sxy, sxy),
-                    (float(origin[0]), float(origin[1]), float(origin[2])),
-                    tuple(float(v) for v in direction.ravel()), lung_id > 0, lesions)
+    return DemoCase(
+        case_id,
+        diagnosis,
+        np.rint(image).astype(np.int16),
+        label,
+        (sz, sxy, sxy),
+        (float(origin[0]), float(origin[1]), float(origin[2])),
+        tuple(float(v) for v in direction.ravel()),
+        lung_id > 0,
+        lesions,
+    )
 
 
 def _check_extent(fov_mm: float, z_extent_mm: float) -> None:
@@ -413,8 +519,10 @@ def _check_extent(fov_mm: float, z_extent_mm: float) -> None:
     if not fov_mm > 0 or not z_extent_mm > 0:
         raise ValueError(f"fov_mm ({fov_mm}) and z_extent_mm ({z_extent_mm}) must be positive.")
     if fov_mm < 20 or z_extent_mm < 10:
-        raise ValueError(f"fov_mm must be >= 20 and z_extent_mm >= 10 (got {fov_mm}, "
-                         f"{z_extent_mm}); smaller volumes cannot hold two lungs with lesions.")
+        raise ValueError(
+            f"fov_mm must be >= 20 and z_extent_mm >= 10 (got {fov_mm}, "
+            f"{z_extent_mm}); smaller volumes cannot hold two lungs with lesions."
+        )
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -459,8 +567,15 @@ def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:
         (out_dir / f"diagnoses{split}.csv").unlink(missing_ok=True)
 
 
-def _write_split(out_dir: Path, split: str, ids: list[str], seed: int, split_key: int,
-                 fov_mm: float, z_extent_mm: float) -> None:
+def _write_split(
+    out_dir: Path,
+    split: str,
+    ids: list[str],
+    seed: int,
+    split_key: int,
+    fov_mm: float,
+    z_extent_mm: float,
+) -> None:
     """Generate and write one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses."""
     _remove_stale(out_dir, split, ids)
     if not ids:
@@ -473,8 +588,13 @@ def _write_split(out_dir: Path, split: str, ids: list[str], seed: int, split_key
     jobs = list(zip(ids, diagnoses, strict=True))
     for i, (case_id, diagnosis) in enumerate(tqdm(jobs, desc=f"demo{split}", unit="case")):
         # one stream per case: a case does not change when other cases are added
-        case = generate_case(case_id, diagnosis, np.random.default_rng([seed, split_key, i]),
-                             fov_mm=fov_mm, z_extent_mm=z_extent_mm)
+        case = generate_case(
+            case_id,
+            diagnosis,
+            np.random.default_rng([seed, split_key, i]),
+            fov_mm=fov_mm,
+            z_extent_mm=z_extent_mm,
+        )
         _write_volume(case.image, case, img_dir / f"{case_id}_0000.nii.gz")
         _write_volume(case.label, case, lab_dir / f"{case_id}.nii.gz")
     buf = io.StringIO()
@@ -484,8 +604,15 @@ def _write_split(out_dir: Path, split: str, ids: list[str], seed: int, split_key
     _write_text(out_dir / f"diagnoses{split}.csv", buf.getvalue())
 
 
-def generate_dataset(out_dir: Path, *, num_train: int, num_test: int = 0, seed: int = 0,
-                     fov_mm: float = 340.0, z_extent_mm: float = 300.0) -> None:
+def generate_dataset(
+    out_dir: Path,
+    *,
+    num_train: int,
+    num_test: int = 0,
+    seed: int = 0,
+    fov_mm: float = 340.0,
+    z_extent_mm: float = 300.0,
+) -> None:
     """Write a complete nnU-Net v2 raw dataset of synthetic chest CTs to ``out_dir``.
 
     Args:
@@ -500,8 +627,11 @@ def generate_dataset(out_dir: Path, *, num_train: int, num_test: int = 0, seed: 
     Raises:
         ValueError: on a bad count, seed or extent (checked before anything is written).
     """
-    for name, value, low in (("num_train", num_train, 1), ("num_test", num_test, 0),
-                             ("seed", seed, 0)):
+    for name, value, low in (
+        ("num_train", num_train, 1),
+        ("num_test", num_test, 0),
+        ("seed", seed, 0),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low} (got {value}).")
     _check_extent(fov_mm, z_extent_mm)
@@ -512,9 +642,11 @@ def generate_dataset(out_dir: Path, *, num_train: int, num_test: int = 0, seed: 
     _write_split(out_dir, "Ts", ids[num_train:], seed, 1, fov_mm, z_extent_mm)
     meta = {
         "name": "AutoJointDemo",
-        "description": (f"Synthetic chest CT (seed {seed}, fov {fov_mm} mm, z {z_extent_mm} mm) "
-                        "with COVID-19 / CAP / normal lesion patterns after DeepSC-COVID: "
-                        "count, lesion/lung volume, density and location differ by class."),
+        "description": (
+            f"Synthetic chest CT (seed {seed}, fov {fov_mm} mm, z {z_extent_mm} mm) "
+            "with COVID-19 / CAP / normal lesion patterns after DeepSC-COVID: "
+            "count, lesion/lung volume, density and location differ by class."
+        ),
         "channel_names": {"0": "CT"},
         "labels": LABELS,
         "numTraining": num_train,
@@ -537,23 +669,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autojoint_generate_demo",
         description="Write a deterministic synthetic chest-CT dataset (nnU-Net v2 raw layout: "
-                    "imagesTr, labelsTr, dataset.json, diagnosesTr.csv) whose COVID-19, CAP "
-                    "and normal cases follow published lesion count/volume/density/location "
-                    "findings. Use --fov-mm 100 --z-extent-mm 100 for a fast CPU demo.")
+        "imagesTr, labelsTr, dataset.json, diagnosesTr.csv) whose COVID-19, CAP "
+        "and normal cases follow published lesion count/volume/density/location "
+        "findings. Use --fov-mm 100 --z-extent-mm 100 for a fast CPU demo.",
+    )
     parser.add_argument("-o", "--output", required=True, type=Path, help="dataset folder")
     parser.add_argument("--num-train", type=int, default=30, help="training cases (default 30)")
     parser.add_argument("--num-test", type=int, default=0, help="held-out cases (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--fov-mm", type=float, default=340.0,
-                        help="in-plane field of view in mm; anatomy scales with it (default 340)")
-    parser.add_argument("--z-extent-mm", type=float, default=300.0,
-                        help="cranio-caudal extent in mm (default 300)")
+    parser.add_argument(
+        "--fov-mm",
+        type=float,
+        default=340.0,
+        help="in-plane field of view in mm; anatomy scales with it (default 340)",
+    )
+    parser.add_argument(
+        "--z-extent-mm", type=float, default=300.0, help="cranio-caudal extent in mm (default 300)"
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        generate_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
-                         seed=args.seed, fov_mm=args.fov_mm, z_extent_mm=args.z_extent_mm)
+        generate_dataset(
+            args.output,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            seed=args.seed,
+            fov_mm=args.fov_mm,
+            z_extent_mm=args.z_extent_mm,
+        )
     except ValueError as err:
         parser.error(str(err))
     return 0

@@ -16,7 +16,7 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "[setup] installing torch==$TORCH_VERSION (on this machine: the CPU wheel on disk)"
-  "${PIP[@]}" install "torch==$TORCH_VERSION" 2> >(grep -v "is ignored: it is neither" >&2)
+  "${PIP[@]}" install "torch==$TORCH_VERSION" numpy 2> >(grep -v "is ignored: it is neither" >&2)
 fi
 INSTALLED_TORCH="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
 CONSTRAINTS="$VENV/autojoint-constraints.txt"

@@ -5,4 +5,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
 cd "$ROOT"
+echo "[test] ruff and mypy"
+"$VENV/bin/ruff" check autojoint dataset_conversion tests
+"$VENV/bin/mypy"
+echo "[test] pytest"
 "$VENV/bin/python" -m pytest "$@"

@@ -14,8 +14,13 @@ CLASSES = ["COVID-19", "CAP", "normal"]
 LABELS = {"background": 0, "ground_glass": 1, "consolidation": 2}
 
 
-def write_volume(array: np.ndarray, path: Path, spacing_zyx=(2.5, 0.8, 0.8),
-                 origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> None:
+def write_volume(
+    array: np.ndarray,
+    path: Path,
+    spacing_zyx=(2.5, 0.8, 0.8),
+    origin=(0.0, 0.0, 0.0),
+    direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+) -> None:
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
     img.SetOrigin(origin)
@@ -24,14 +29,20 @@ def write_volume(array: np.ndarray, path: Path, spacing_zyx=(2.5, 0.8, 0.8),
     sitk.WriteImage(img, str(path))
 
 
-def make_case(rng: np.random.Generator, diagnosis: str, shape=(12, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
+def make_case(
+    rng: np.random.Generator, diagnosis: str, shape=(12, 40, 40)
+) -> tuple[np.ndarray, np.ndarray]:
     """A box of air around a 'body' with a dark 'lung' and lesions whose kind depends on
     the diagnosis (COVID: several ground-glass blobs; CAP: one consolidation; normal: none)."""
     z, y, x = np.indices(shape)
     img = np.full(shape, -1000.0, np.float32)
-    body = ((y - shape[1] / 2) / (shape[1] * 0.42)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.42)) ** 2 < 1
+    body = ((y - shape[1] / 2) / (shape[1] * 0.42)) ** 2 + (
+        (x - shape[2] / 2) / (shape[2] * 0.42)
+    ) ** 2 < 1
     img[body] = 40.0
-    lung = ((y - shape[1] / 2) / (shape[1] * 0.3)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.32)) ** 2 < 1
+    lung = ((y - shape[1] / 2) / (shape[1] * 0.3)) ** 2 + (
+        (x - shape[2] / 2) / (shape[2] * 0.32)
+    ) ** 2 < 1
     img[lung] = -850.0
     seg = np.zeros(shape, np.uint8)
     n = {"COVID-19": 3, "CAP": 1, "normal": 0}[diagnosis]
@@ -51,8 +62,15 @@ def make_case(rng: np.random.Generator, diagnosis: str, shape=(12, 40, 40)) -> t
     return img.astype(np.int16), seg
 
 
-def make_raw_dataset(root: Path, num_cases: int = 6, *, with_diagnoses: bool = True,
-                     seed: int = 0, shape=(12, 40, 40), flip_case: int | None = 1) -> Path:
+def make_raw_dataset(
+    root: Path,
+    num_cases: int = 6,
+    *,
+    with_diagnoses: bool = True,
+    seed: int = 0,
+    shape=(12, 40, 40),
+    flip_case: int | None = 1,
+) -> Path:
     """Write an nnU-Net v2 raw dataset (plus diagnoses) into ``root``; returns ``root``."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -66,8 +84,12 @@ def make_raw_dataset(root: Path, num_cases: int = 6, *, with_diagnoses: bool = T
         write_volume(img, root / "imagesTr" / f"{case}_0000.nii.gz", spacing, origin, direction)
         write_volume(seg, root / "labelsTr" / f"{case}.nii.gz", spacing, origin, direction)
         rows.append((case, diag))
-    meta = {"channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": num_cases,
-            "file_ending": ".nii.gz"}
+    meta = {
+        "channel_names": {"0": "CT"},
+        "labels": LABELS,
+        "numTraining": num_cases,
+        "file_ending": ".nii.gz",
+    }
     if with_diagnoses:
         meta["classes"] = CLASSES
         with open(root / "diagnosesTr.csv", "w", newline="") as fh:

@@ -26,8 +26,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     raw = make_raw_dataset(root / "raw", num_cases=6)
     work = root / "work"
     assert cli_plan.main(["-d", str(raw), "-w", str(work), "-j", "2"]) == 0
-    assert cli_train.main(["0", "-w", str(work), "--epochs", "1",
-                           "--iterations-per-epoch", "2"]) == 0
+    assert (
+        cli_train.main(["0", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "2"]) == 0
+    )
     return {"root": root, "raw": raw, "work": work}
 
 
@@ -55,8 +56,10 @@ def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
 def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
     raw, work, root = trained["raw"], trained["work"], trained["root"]
     out = root / "pred"
-    assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work),
-                             "-f", "0"]) == 0
+    assert (
+        cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0"])
+        == 0
+    )
     for img_path in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
         case = img_path.name.removesuffix("_0000.nii.gz")
         ref, pred = sitk.ReadImage(str(img_path)), sitk.ReadImage(str(out / f"{case}.nii.gz"))
@@ -75,8 +78,21 @@ def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
         np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-4)
         assert r["diagnosis"] == CLASSES[int(np.argmax(probs))]
     summary_path = root / "summary.json"
-    assert cli_evaluate.main(["-p", str(out), "-r", str(raw / "labelsTr"), "--diagnoses",
-                              str(raw / "diagnosesTr.csv"), "-o", str(summary_path)]) == 0
+    assert (
+        cli_evaluate.main(
+            [
+                "-p",
+                str(out),
+                "-r",
+                str(raw / "labelsTr"),
+                "--diagnoses",
+                str(raw / "diagnosesTr.csv"),
+                "-o",
+                str(summary_path),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(summary_path.read_text())
     assert summary["num_cases"] == 6
     assert 0.0 <= summary["classification"]["accuracy"] <= 1.0
@@ -88,8 +104,10 @@ def test_segmentation_only_dataset(tmp_path: Path) -> None:
     raw = make_raw_dataset(tmp_path / "raw", num_cases=5, with_diagnoses=False)
     work = tmp_path / "work"
     assert cli_plan.main(["-d", str(raw), "-w", str(work)]) == 0
-    assert cli_train.main(["all", "-w", str(work), "--epochs", "1",
-                           "--iterations-per-epoch", "1"]) == 0
+    assert (
+        cli_train.main(["all", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "1"])
+        == 0
+    )
     out = tmp_path / "pred"
     assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]) == 0
     assert len(list(out.glob("*.nii.gz"))) == 5
@@ -109,8 +127,9 @@ def test_missing_work_dir_is_reported(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "plans.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["autojoint_plan", "autojoint_train", "autojoint_predict",
-                                     "autojoint_evaluate"])
+@pytest.mark.parametrize(
+    "command", ["autojoint_plan", "autojoint_train", "autojoint_predict", "autojoint_evaluate"]
+)
 def test_console_scripts_installed_with_help(command: str) -> None:
     exe = shutil.which(command, path=str(Path(sys.executable).parent))
     assert exe is not None, f"{command} not installed; run scripts/setup_env.sh"

@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _case(diagnosis: str, seed: int) -> DemoCase:
-    return generate_case(f"t{seed}", diagnosis, np.random.default_rng(seed),
-                         fov_mm=FOV, z_extent_mm=ZEXT)
+    return generate_case(
+        f"t{seed}", diagnosis, np.random.default_rng(seed), fov_mm=FOV, z_extent_mm=ZEXT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,9 @@ def means(cohort: dict[str, list[DemoCase]]) -> dict[str, dict[str, float]]:
     out = {}
     for dx, cases in cohort.items():
         rows = [_findings(c) for c in cases]
-        out[dx] = {k: float(np.nanmean([r[k] for r in rows])) if dx != "normal" else 0.0
-                   for k in rows[0]}
+        out[dx] = {
+            k: float(np.nanmean([r[k] for r in rows])) if dx != "normal" else 0.0 for k in rows[0]
+        }
     return out
 
 
@@ -65,8 +67,7 @@ def test_same_seed_identical_different_seed_differs() -> None:
     a, b, c = _case("COVID-19", 5), _case("COVID-19", 5), _case("COVID-19", 6)
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.label, b.label)
-    assert (a.spacing_zyx, a.origin_xyz, a.direction) == (b.spacing_zyx, b.origin_xyz,
-                                                          b.direction)
+    assert (a.spacing_zyx, a.origin_xyz, a.direction) == (b.spacing_zyx, b.origin_xyz, b.direction)
     assert a.image.shape != c.image.shape or not np.array_equal(a.image, c.image)
     assert a.image.dtype == np.int16 and a.label.dtype == np.uint8
     assert a.image.shape == a.label.shape == a.lung_mask.shape
@@ -93,7 +94,8 @@ def test_dataset_layout_geometry_and_atomic_write(tmp_path: Path) -> None:
         assert not seen & {r["case"] for r in rows}
         seen |= {r["case"] for r in rows}
         assert sorted(p.name for p in (out / f"images{split}").iterdir()) == sorted(
-            f"{r['case']}_0000.nii.gz" for r in rows)
+            f"{r['case']}_0000.nii.gz" for r in rows
+        )
         for r in rows:
             image, img = _read(out / f"images{split}" / f"{r['case']}_0000.nii.gz")
             label, lab = _read(out / f"labels{split}" / f"{r['case']}.nii.gz")
@@ -110,11 +112,15 @@ def test_dataset_layout_geometry_and_atomic_write(tmp_path: Path) -> None:
     generate_dataset(again, num_train=4, seed=3, fov_mm=FOV, z_extent_mm=ZEXT)
     for p in (out / "labelsTr").iterdir():
         np.testing.assert_array_equal(_read(p)[0], _read(again / "labelsTr" / p.name)[0])
-    np.testing.assert_array_equal(_read(out / "imagesTr" / "demo_001_0000.nii.gz")[0],
-                                  _read(again / "imagesTr" / "demo_001_0000.nii.gz")[0])
+    np.testing.assert_array_equal(
+        _read(out / "imagesTr" / "demo_001_0000.nii.gz")[0],
+        _read(again / "imagesTr" / "demo_001_0000.nii.gz")[0],
+    )
     generate_dataset(out, num_train=2, seed=3, fov_mm=FOV, z_extent_mm=ZEXT)
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
-        "demo_000.nii.gz", "demo_001.nii.gz"]
+        "demo_000.nii.gz",
+        "demo_001.nii.gz",
+    ]
     assert not list((out / "imagesTs").iterdir()) and not (out / "diagnosesTs.csv").exists()
     assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
 
@@ -141,16 +147,19 @@ def test_lesions_live_in_lungs_and_normals_are_clean(cohort: dict[str, list[Demo
             assert c.lung_mask.sum() > 0.05 * c.lung_mask.size
 
 
-def test_findings_follow_the_literature(cohort: dict[str, list[DemoCase]],
-                                        means: dict[str, dict[str, float]]) -> None:
+def test_findings_follow_the_literature(
+    cohort: dict[str, list[DemoCase]], means: dict[str, dict[str, float]]
+) -> None:
     covid, cap = means["COVID-19"], means["CAP"]
     assert covid["count"] > cap["count"] + 1.5
     assert covid["ratio"] > 2 * cap["ratio"]
     assert 0.08 < covid["ratio"] < 0.22 and 0.02 < cap["ratio"] < 0.08
     assert cap["consolidation"] > 0.15 > covid["consolidation"]
     assert covid["depth"] < cap["depth"]  # COVID lesions lie closer to the pleura
-    peripheral = {dx: np.mean([les.peripheral for c in cohort[dx] for les in c.lesions])
-                  for dx in ("COVID-19", "CAP")}
+    peripheral = {
+        dx: np.mean([les.peripheral for c in cohort[dx] for les in c.lesions])
+        for dx in ("COVID-19", "CAP")
+    }
     assert peripheral["COVID-19"] > peripheral["CAP"] + 0.2
     assert {len({les.lung for les in c.lesions}) for c in cohort["COVID-19"]} == {2}
 
@@ -190,14 +199,35 @@ def test_bad_arguments_raise(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    assert main(["-o", str(out), "--num-train", "2", "--num-test", "1", "--seed", "4",
-                 "--fov-mm", str(FOV), "--z-extent-mm", str(ZEXT)]) == 0
+    assert (
+        main(
+            [
+                "-o",
+                str(out),
+                "--num-train",
+                "2",
+                "--num-test",
+                "1",
+                "--seed",
+                "4",
+                "--fov-mm",
+                str(FOV),
+                "--z-extent-mm",
+                str(ZEXT),
+            ]
+        )
+        == 0
+    )
     assert len(list((out / "imagesTr").glob("*.nii.gz"))) == 2
     assert (out / "diagnosesTs.csv").read_text().count("\n") == 2
     with pytest.raises(SystemExit) as err:
         main(["-o", str(out), "--num-train", "0"])
     assert err.value.code == 2 and "num_train" in capsys.readouterr().err
     help_text = subprocess.run(
-        [sys.executable, "-m", "dataset_conversion.generate_demo", "--help"], cwd=ROOT,
-        capture_output=True, text=True, check=True).stdout
+        [sys.executable, "-m", "dataset_conversion.generate_demo", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "--fov-mm" in help_text and "--num-test" in help_text

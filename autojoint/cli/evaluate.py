@@ -17,16 +17,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autojoint_evaluate",
         description="Dice per lesion label (and all lesions together) for every reference mask "
-                    "in REF_LABELS_DIR, plus diagnosis accuracy, sensitivity, specificity, F1 and "
-                    "AUC when --diagnoses is given. Writes SUMMARY_JSON.",
+        "in REF_LABELS_DIR, plus diagnosis accuracy, sensitivity, specificity, F1 and "
+        "AUC when --diagnoses is given. Writes SUMMARY_JSON.",
     )
-    parser.add_argument("-p", "--pred", type=Path, required=True,
-                        help="autojoint_predict output folder (CASE.nii.gz, diagnoses.csv)")
+    parser.add_argument(
+        "-p",
+        "--pred",
+        type=Path,
+        required=True,
+        help="autojoint_predict output folder (CASE.nii.gz, diagnoses.csv)",
+    )
     parser.add_argument("-r", "--ref", type=Path, required=True, help="reference masks CASE.nii.gz")
-    parser.add_argument("--diagnoses", type=Path, default=None,
-                        help="reference diagnoses CSV (case,diagnosis)")
-    parser.add_argument("--dataset-json", type=Path, default=None,
-                        help="dataset.json whose 'labels' name the label values (optional)")
+    parser.add_argument(
+        "--diagnoses", type=Path, default=None, help="reference diagnoses CSV (case,diagnosis)"
+    )
+    parser.add_argument(
+        "--dataset-json",
+        type=Path,
+        default=None,
+        help="dataset.json whose 'labels' name the label values (optional)",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="summary JSON to write")
     add_verbosity(parser)
     args = parser.parse_args(argv)
@@ -35,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         labels = None
         if args.dataset_json is not None:
             labels = {k: v for k, v in read_json(args.dataset_json)["labels"].items() if v != 0}
-        summary = evaluate_folder(args.pred, args.ref, label_values=labels,
-                                  ref_diagnoses_csv=args.diagnoses)
+        summary = evaluate_folder(
+            args.pred, args.ref, label_values=labels, ref_diagnoses_csv=args.diagnoses
+        )
         write_summary(summary, args.output)
         lesion = summary["mean"].get("lesion", {})
         line = f"mean lesion Dice {lesion.get('dice', float('nan')):.4f}"

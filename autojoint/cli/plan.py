@@ -13,19 +13,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autojoint_plan",
         description="Fingerprint RAW_DATASET (nnU-Net v2 layout + optional diagnoses), derive "
-                    "plans.json for the detected accelerator, and preprocess into WORK_DIR.",
+        "plans.json for the detected accelerator, and preprocess into WORK_DIR.",
     )
-    parser.add_argument("-d", "--dataset", type=Path, required=True,
-                        help="raw dataset folder (dataset.json, imagesTr/, labelsTr/, diagnosesTr.csv)")
+    parser.add_argument(
+        "-d",
+        "--dataset",
+        type=Path,
+        required=True,
+        help="raw dataset folder (dataset.json, imagesTr/, labelsTr/, diagnosesTr.csv)",
+    )
     add_work_dir(parser)
-    parser.add_argument("--no-preprocess", action="store_true",
-                        help="only write fingerprint.json and plans.json")
-    parser.add_argument("-j", "--num-workers", type=int, default=1,
-                        help="parallel worker processes over cases (default 1)")
-    parser.add_argument("--gpu-memory-gb", type=float, default=None,
-                        help="plan for a GPU with this much memory instead of the detected device")
+    parser.add_argument(
+        "--no-preprocess", action="store_true", help="only write fingerprint.json and plans.json"
+    )
+    parser.add_argument(
+        "-j",
+        "--num-workers",
+        type=int,
+        default=1,
+        help="parallel worker processes over cases (default 1)",
+    )
+    parser.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=None,
+        help="plan for a GPU with this much memory instead of the detected device",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
-    return run(lambda: plan_and_preprocess(args.dataset, args.work_dir, num_workers=args.num_workers,
-                                           gpu_memory_gb=args.gpu_memory_gb,
-                                           preprocess=not args.no_preprocess), args.verbose)
+    return run(
+        lambda: plan_and_preprocess(
+            args.dataset,
+            args.work_dir,
+            num_workers=args.num_workers,
+            gpu_memory_gb=args.gpu_memory_gb,
+            preprocess=not args.no_preprocess,
+        ),
+        args.verbose,
+    )

@@ -13,23 +13,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autojoint_train",
         description="Train the joint segmentation + diagnosis network on FOLD; writes "
-                    "WORK_DIR/fold_FOLD/ (checkpoint_final.pt, checkpoint_latest.pt, training_log.json).",
+        "WORK_DIR/fold_FOLD/ (checkpoint_final.pt, checkpoint_latest.pt, training_log.json).",
     )
     parser.add_argument("fold", help="cross-validation fold 0-4, or 'all' to train on every case")
     add_work_dir(parser)
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    parser.add_argument("--iterations-per-epoch", type=int, default=d.iterations_per_epoch,
-                        help=f"default {d.iterations_per_epoch}")
+    parser.add_argument(
+        "--iterations-per-epoch",
+        type=int,
+        default=d.iterations_per_epoch,
+        help=f"default {d.iterations_per_epoch}",
+    )
     parser.add_argument("--device", default=d.device, help="cpu or cuda (default cpu)")
-    parser.add_argument("--lr", type=float, default=d.learning_rate, help=f"Adam learning rate (default {d.learning_rate})")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=d.learning_rate,
+        help=f"Adam learning rate (default {d.learning_rate})",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--num-workers", type=int, default=d.num_workers,
-                        help="data-augmentation worker processes (0 = in the main process)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=d.num_workers,
+        help="data-augmentation worker processes (0 = in the main process)",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.iterations_per_epoch < 1:
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
-    config = TrainerConfig(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
-                           learning_rate=args.lr, device=args.device, seed=args.seed,
-                           num_workers=args.num_workers)
+    config = TrainerConfig(
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch,
+        learning_rate=args.lr,
+        device=args.device,
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
     return run(lambda: train_fold(args.work_dir, args.fold, config), args.verbose)

@@ -21,15 +21,21 @@ def training_transforms() -> Compose:
     return Compose(
         [
             GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_sample=0.1),
-            GammaTransform(gamma_range=(0.7, 1.5), invert_image=False, per_channel=True,
-                           retain_stats=True, p_per_sample=0.3),
+            GammaTransform(
+                gamma_range=(0.7, 1.5),
+                invert_image=False,
+                per_channel=True,
+                retain_stats=True,
+                p_per_sample=0.3,
+            ),
             MirrorTransform(axes=(0, 1, 2), data_key="data", label_key="seg"),
         ]
     )
 
 
-def make_batch_iterator(loader: JointDataLoader, num_workers: int, seed: int
-                        ) -> SingleThreadedAugmenter | MultiThreadedAugmenter:
+def make_batch_iterator(
+    loader: JointDataLoader, num_workers: int, seed: int
+) -> SingleThreadedAugmenter | MultiThreadedAugmenter:
     """Batches in the main process (``num_workers == 0``) or in worker processes.
 
     Arrays stay numpy inside workers and become tensors in the trainer: converting in the
@@ -38,6 +44,11 @@ def make_batch_iterator(loader: JointDataLoader, num_workers: int, seed: int
     transforms = training_transforms()
     if num_workers <= 0:
         return SingleThreadedAugmenter(loader, transforms)
-    return MultiThreadedAugmenter(loader, transforms, num_processes=num_workers,
-                                  num_cached_per_queue=2, seeds=[seed + i for i in range(num_workers)],
-                                  pin_memory=False)
+    return MultiThreadedAugmenter(
+        loader,
+        transforms,
+        num_processes=num_workers,
+        num_cached_per_queue=2,
+        seeds=[seed + i for i in range(num_workers)],
+        pin_memory=False,
+    )

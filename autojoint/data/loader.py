@@ -17,7 +17,9 @@ from autojoint.preprocessing.preprocess import load_preprocessed
 
 
 def sample_patch_start(
-    shape: Sequence[int], patch: Sequence[int], rng: np.random.Generator,
+    shape: Sequence[int],
+    patch: Sequence[int],
+    rng: np.random.Generator,
     center: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
     """Start index of a patch inside ``shape``; around ``center`` (lesion oversampling) or
@@ -34,8 +36,9 @@ def sample_patch_start(
     return tuple(out)
 
 
-def extract_patch(array: np.ndarray, start: Sequence[int], patch: Sequence[int],
-                  fill: float) -> np.ndarray:
+def extract_patch(
+    array: np.ndarray, start: Sequence[int], patch: Sequence[int], fill: float
+) -> np.ndarray:
     """Crop ``patch`` voxels from the trailing axes at ``start``, padding with ``fill``.
 
     Shape:
@@ -43,12 +46,13 @@ def extract_patch(array: np.ndarray, start: Sequence[int], patch: Sequence[int],
     """
     lead = array.shape[: array.ndim - len(patch)]
     out = np.full(lead + tuple(patch), fill, dtype=array.dtype)
-    src, dst = [], []
-    for st, p, s in zip(start, patch, array.shape[-len(patch):], strict=True):
+    src: list[slice] = []
+    dst: list[slice] = []
+    for st, p, s in zip(start, patch, array.shape[-len(patch) :], strict=True):
         a0, a1 = max(st, 0), min(st + p, s)
         src.append(slice(a0, max(a1, a0)))
         dst.append(slice(a0 - st, a0 - st + max(a1 - a0, 0)))
-    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    out[(..., *dst)] = array[(..., *src)]  # type: ignore[index, arg-type]
     return out
 
 
@@ -56,11 +60,27 @@ class JointDataLoader(DataLoader):
     """Yields dicts with ``data`` (B,C,*patch), ``seg`` (B,1,*patch), ``cls_data``,
     ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, and ``has_mask`` (B,)."""
 
-    def __init__(self, preprocessed_dir: Path, case_ids: Sequence[str], *, patch_size: Sequence[int],
-                 batch_size: int, classes: Sequence[str], seed: int,
-                 oversample_foreground: float = 0.33, num_workers: int = 1) -> None:
-        super().__init__(list(case_ids), batch_size, num_workers, seed_for_shuffle=seed,
-                         return_incomplete=False, shuffle=True, infinite=True)
+    def __init__(
+        self,
+        preprocessed_dir: Path,
+        case_ids: Sequence[str],
+        *,
+        patch_size: Sequence[int],
+        batch_size: int,
+        classes: Sequence[str],
+        seed: int,
+        oversample_foreground: float = 0.33,
+        num_workers: int = 1,
+    ) -> None:
+        super().__init__(
+            list(case_ids),
+            batch_size,
+            num_workers,
+            seed_for_shuffle=seed,
+            return_incomplete=False,
+            shuffle=True,
+            infinite=True,
+        )
         if not case_ids:
             raise ValueError("no training cases for this fold.")
         self.indices = list(range(len(case_ids)))  # required by batchgenerators' sampler
@@ -86,15 +106,25 @@ class JointDataLoader(DataLoader):
             center = case["fg_coords"][self.rng.integers(len(case["fg_coords"]))]
         start = sample_patch_start(data.shape[1:], self.patch_size, self.rng, center)
         fill = data.reshape(data.shape[0], -1).min(axis=1)
-        patch = np.stack([extract_patch(c, start, self.patch_size, float(f))
-                          for c, f in zip(data, fill, strict=True)])
-        seg = (extract_patch(case["seg"], start, self.patch_size, 0) if has_mask
-               else np.zeros(self.patch_size, np.uint8))
+        patch = np.stack(
+            [
+                extract_patch(c, start, self.patch_size, float(f))
+                for c, f in zip(data, fill, strict=True)
+            ]
+        )
+        seg = (
+            extract_patch(case["seg"], start, self.patch_size, 0)
+            if has_mask
+            else np.zeros(self.patch_size, np.uint8)
+        )
         cls_data = case["cls_data"]
         cls_seg = case.get("cls_seg", np.zeros(cls_data.shape[1:], np.uint8))
         diag = case["properties"]["diagnosis"]
         return {
-            "data": patch, "seg": seg[None], "cls_data": cls_data, "cls_seg": cls_seg,
+            "data": patch,
+            "seg": seg[None],
+            "cls_data": cls_data,
+            "cls_seg": cls_seg,
             "diagnosis": self.classes.index(diag) if diag in self.classes else -1,
             "has_mask": has_mask,
         }

@@ -31,8 +31,9 @@ def is_ct(channel_names: dict[str, str]) -> bool:
     return any(name.strip().upper() == "CT" for name in channel_names.values())
 
 
-def _analyse_case(case: RawCase, labels: dict[str, int], channel_names: dict[str, str],
-                  seed: int) -> _CaseResult:
+def _analyse_case(
+    case: RawCase, labels: dict[str, int], channel_names: dict[str, str], seed: int
+) -> _CaseResult:
     data, geo = load_channels(case.image_paths)
     seg = load_label(case.label_path, geo, len(labels)) if case.label_path else None
     bbox = bbox_of(body_mask(data, is_ct=is_ct(channel_names)))
@@ -89,7 +90,9 @@ def compute_fingerprint(dataset: RawDataset, *, num_workers: int = 1, seed: int 
 
     A failing case re-raises its own error (file name included) in the caller.
     """
-    args = [(c, dataset.labels, dataset.channel_names, seed + i) for i, c in enumerate(dataset.cases)]
+    args = [
+        (c, dataset.labels, dataset.channel_names, seed + i) for i, c in enumerate(dataset.cases)
+    ]
     bar = dict(total=len(args), desc="fingerprint", unit="case")
     if num_workers > 1:
         with ProcessPoolExecutor(num_workers) as pool:

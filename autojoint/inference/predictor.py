@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from autojoint.inference.sliding_window import sliding_window_predict
 from autojoint.io.case_loading import load_channels
 from autojoint.io.files import atomic_write
 from autojoint.io.image_io import write_image
@@ -27,7 +28,6 @@ from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from autojoint.preprocessing.resample import resample_probabilities
-from autojoint.inference.sliding_window import sliding_window_predict
 from autojoint.training.checkpoint import load_checkpoint
 from autojoint.training.trainer import resolve_device
 from autojoint.workdir import fold_dir
@@ -90,7 +90,9 @@ def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
     return cases
 
 
-def load_models(work_dir: Path, folds: list[str], device: torch.device) -> tuple[Plan, list[JointNet]]:
+def load_models(
+    work_dir: Path, folds: list[str], device: torch.device
+) -> tuple[Plan, list[JointNet]]:
     """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
     plan: Plan | None = None
     nets = []
@@ -98,7 +100,9 @@ def load_models(work_dir: Path, folds: list[str], device: torch.device) -> tuple
         ckpt = load_checkpoint(fold_dir(work_dir, fold) / "checkpoint_final.pt", device)
         p = Plan.from_dict(ckpt["plan"], source=f"fold {fold} checkpoint")
         if plan is not None and p != plan:
-            raise ValueError(f"fold {fold} was trained with a different plan; ensemble folds of one plan.")
+            raise ValueError(
+                f"fold {fold} was trained with a different plan; ensemble folds of one plan."
+            )
         plan = p
         net = JointNet(p)
         net.load_state_dict(ckpt["network"])
@@ -110,25 +114,42 @@ def load_models(work_dir: Path, folds: list[str], device: torch.device) -> tuple
 
 def available_folds(work_dir: Path) -> list[str]:
     """Folds with a final checkpoint, used when ``-f`` is not given."""
-    return sorted(p.parent.name.removeprefix("fold_")
-                  for p in Path(work_dir).glob("fold_*/checkpoint_final.pt"))
+    return sorted(
+        p.parent.name.removeprefix("fold_")
+        for p in Path(work_dir).glob("fold_*/checkpoint_final.pt")
+    )
 
 
 @torch.no_grad()
-def predict_case(case: InputCase, plan: Plan, nets: list[JointNet], device: torch.device,
-                 *, step_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray | None, object]:
+def predict_case(
+    case: InputCase,
+    plan: Plan,
+    nets: list[JointNet],
+    device: torch.device,
+    *,
+    step_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray | None, object]:
     """Mask on the input grid, diagnosis probabilities (or None) and the input geometry."""
     data, geo = load_channels(case.paths)
     pre = preprocess_arrays(case.case_id, data, geo, None, plan)
     probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
-    class_probs = np.zeros(len(plan.classes), np.float32) if plan.has_diagnosis else None
+    class_probs: np.ndarray | None = (
+        np.zeros(len(plan.classes), np.float32) if plan.has_diagnosis else None
+    )
     for net in nets:
+
         def seg_probs(x: torch.Tensor, net: JointNet = net) -> torch.Tensor:
             return torch.softmax(fuse_scales(net.seg(x), net.eta), dim=1)
 
-        probs += sliding_window_predict(seg_probs, pre.data, plan.patch_size, plan.num_seg_classes,
-                                        step_fraction=step_fraction, device=device,
-                                        show_progress=False)
+        probs += sliding_window_predict(
+            seg_probs,
+            pre.data,
+            plan.patch_size,
+            plan.num_seg_classes,
+            step_fraction=step_fraction,
+            device=device,
+            show_progress=False,
+        )
         if class_probs is not None:
             view = torch.from_numpy(pre.cls_data[None]).to(device)
             _, logits, _ = net.classify(view)
@@ -143,13 +164,22 @@ def predict_case(case: InputCase, plan: Plan, nets: list[JointNet], device: torc
     return mask, class_probs, geo
 
 
-def predict_folder(input_dir: Path, output_dir: Path, work_dir: Path, *, folds: list[str] | None = None,
-                   device: str = "cpu", step_fraction: float = 0.5) -> list[str]:
+def predict_folder(
+    input_dir: Path,
+    output_dir: Path,
+    work_dir: Path,
+    *,
+    folds: list[str] | None = None,
+    device: str = "cpu",
+    step_fraction: float = 0.5,
+) -> list[str]:
     """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv``; returns case ids."""
     dev = resolve_device(device)
     folds = folds or available_folds(work_dir)
     if not folds:
-        raise FileNotFoundError(f"{work_dir}: no fold_*/checkpoint_final.pt; run autojoint_train first.")
+        raise FileNotFoundError(
+            f"{work_dir}: no fold_*/checkpoint_final.pt; run autojoint_train first."
+        )
     plan, nets = load_models(Path(work_dir), folds, dev)
     cases = find_input_cases(input_dir, len(plan.channel_names))
     output_dir = Path(output_dir)
@@ -159,8 +189,13 @@ def predict_folder(input_dir: Path, output_dir: Path, work_dir: Path, *, folds: 
         mask, class_probs, geo = predict_case(case, plan, nets, dev, step_fraction=step_fraction)
         write_image(mask, geo, output_dir / f"{case.case_id}.nii.gz")  # type: ignore[arg-type]
         if class_probs is not None:
-            rows.append([case.case_id, plan.classes[int(np.argmax(class_probs))],
-                         *[f"{p:.6f}" for p in class_probs]])
+            rows.append(
+                [
+                    case.case_id,
+                    plan.classes[int(np.argmax(class_probs))],
+                    *[f"{p:.6f}" for p in class_probs],
+                ]
+            )
     if plan.has_diagnosis:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

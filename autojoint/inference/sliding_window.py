@@ -27,8 +27,13 @@ def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.
 
 
 def sliding_window_predict(
-    predict: Callable[[torch.Tensor], torch.Tensor], data: np.ndarray, patch_size: Sequence[int],
-    num_classes: int, *, step_fraction: float = 0.5, device: torch.device | str = "cpu",
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    data: np.ndarray,
+    patch_size: Sequence[int],
+    num_classes: int,
+    *,
+    step_fraction: float = 0.5,
+    device: torch.device | str = "cpu",
     show_progress: bool = True,
 ) -> np.ndarray:
     """Tile ``data``, run ``predict`` on each tile, blend with Gaussian weights.

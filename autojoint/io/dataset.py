@@ -103,9 +103,7 @@ def _check_dataset_json(path: Path, meta: object) -> dict:
         raise DatasetError(f"{path}: 'labels' must map names to ints with background = 0.")
     values = list(labels.values())
     if any(not isinstance(v, int) for v in values) or sorted(values) != list(range(len(values))):
-        raise DatasetError(
-            f"{path}: label values must be consecutive integers 0..K, got {labels}."
-        )
+        raise DatasetError(f"{path}: label values must be consecutive integers 0..K, got {labels}.")
     classes = meta.get("classes", [])
     if not isinstance(classes, list) or any(not isinstance(c, str) for c in classes):
         raise DatasetError(f"{path}: 'classes' must be a list of diagnosis names.")
@@ -181,7 +179,9 @@ def load_raw_dataset(root: Path) -> RawDataset:
     if "numTraining" in meta and meta["numTraining"] != len(cases):
         logger.warning(
             "%s: numTraining = %s but %d cases found in imagesTr; using the files found.",
-            json_path, meta["numTraining"], len(cases),
+            json_path,
+            meta["numTraining"],
+            len(cases),
         )
     if all(c.label_path is None for c in cases) and not diagnoses:
         raise DatasetError(f"{root}: no case has a mask in labelsTr/ nor a diagnosis.")

@@ -107,7 +107,7 @@ def _nifti_has_nonfinite(path: Path, num_values: int) -> bool:
         return False
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
         head = fh.read(540)
         if len(head) < 348:
             return False
@@ -160,9 +160,13 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
             f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel; store "
             "each channel as its own file CASE_000C (nnU-Net layout)."
         )
-    array = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
+    array: np.ndarray = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
     nonfinite = np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array))
-    if not nonfinite and path.is_file() and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+    if (
+        not nonfinite
+        and path.is_file()
+        and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64)
+    ):
         nonfinite = _nifti_has_nonfinite(path, array.size)
     if nonfinite:
         raise ImageReadError(

@@ -17,7 +17,9 @@ from autojoint.planning.schema import LossWeights
 VIEW_SEG_WEIGHT = 0.5
 
 
-def diagnosis_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+def diagnosis_loss(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor
+) -> torch.Tensor:
     """Eq. 9: cross-entropy weighted by inverse class frequency; target -1 = no diagnosis.
 
     Shape:
@@ -28,8 +30,9 @@ def diagnosis_loss(logits: torch.Tensor, target: torch.Tensor, class_weights: to
     return F.cross_entropy(logits, target, weight=class_weights, ignore_index=-1)
 
 
-def task_aware_loss(view_scales: Sequence[torch.Tensor], evidence: Sequence[torch.Tensor],
-                    eta: Sequence[float]) -> torch.Tensor:
+def task_aware_loss(
+    view_scales: Sequence[torch.Tensor], evidence: Sequence[torch.Tensor], eta: Sequence[float]
+) -> torch.Tensor:
     """Eq. 10: sum_i eta_i * ||S_i - V_i||^2 over the classifier's evidence scales.
 
     S_i is the lesion probability (1 - P(background)) of view scale i (i = 1..3, the scales
@@ -41,7 +44,9 @@ def task_aware_loss(view_scales: Sequence[torch.Tensor], evidence: Sequence[torc
     for i in range(n):
         s = 1.0 - torch.softmax(view_scales[i + 1], dim=1)[:, :1]
         mode = "trilinear" if s.ndim == 5 else "bilinear"
-        v = torch.sigmoid(F.interpolate(evidence[i], size=s.shape[2:], mode=mode, align_corners=False))
+        v = torch.sigmoid(
+            F.interpolate(evidence[i], size=s.shape[2:], mode=mode, align_corners=False)
+        )
         total = total + eta[i + 1] * ((s - v) ** 2).mean()
     return total
 
@@ -56,8 +61,13 @@ class LossParts:
     task_aware: torch.Tensor
 
 
-def joint_loss(net: JointNet, out: JointOutput, batch: dict[str, torch.Tensor],
-               weights: LossWeights, class_weights: torch.Tensor) -> LossParts:
+def joint_loss(
+    net: JointNet,
+    out: JointOutput,
+    batch: dict[str, torch.Tensor],
+    weights: LossWeights,
+    class_weights: torch.Tensor,
+) -> LossParts:
     """Eq. 11: L = l_seg * L_seg + l_cls * L_cls + l_ta * L_ta, with per-case masking."""
     eta = net.eta
     seg = deep_supervision_loss(out.patch_scales, batch["seg"], eta, batch["has_mask"])
@@ -65,7 +75,8 @@ def joint_loss(net: JointNet, out: JointOutput, batch: dict[str, torch.Tensor],
     cls, ta = zero, zero
     if out.view_scales is not None and out.class_logits is not None and net.cls is not None:
         seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
-            out.view_scales, batch["cls_seg"], eta, batch["has_mask"])
+            out.view_scales, batch["cls_seg"], eta, batch["has_mask"]
+        )
         cls = diagnosis_loss(out.class_logits, batch["diagnosis"], class_weights)
         if weights.task_aware > 0 and out.class_features is not None:
             pred = out.class_logits.argmax(dim=1)

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from autojoint.networks.joint_net import fuse_scales
 
 
-def soft_dice_per_sample(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def soft_dice_per_sample(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
     """1 - mean foreground soft Dice per sample (background excluded, as nnU-Net does).
 
     Shape:
@@ -39,7 +41,9 @@ def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor
 
 
 def deep_supervision_loss(
-    scale_logits: Sequence[torch.Tensor], target: torch.Tensor, eta: Sequence[float],
+    scale_logits: Sequence[torch.Tensor],
+    target: torch.Tensor,
+    eta: Sequence[float],
     has_mask: torch.Tensor,
 ) -> torch.Tensor:
     """Half on the fused output (what inference uses), half on the eta-weighted scales.

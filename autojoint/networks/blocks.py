@@ -26,11 +26,18 @@ LAYERS_2D = LayerTypes(nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d, nn.Leak
 class ConvNormAct(nn.Module):
     """conv -> instance norm (affine) -> LeakyReLU; 'same' padding for odd kernels."""
 
-    def __init__(self, layers: LayerTypes, in_ch: int, out_ch: int, kernel: Sequence[int],
-                 stride: Sequence[int]) -> None:
+    def __init__(
+        self,
+        layers: LayerTypes,
+        in_ch: int,
+        out_ch: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+    ) -> None:
         super().__init__()
-        self.conv = layers.conv(in_ch, out_ch, tuple(kernel), tuple(stride),
-                                padding=tuple(k // 2 for k in kernel))
+        self.conv = layers.conv(
+            in_ch, out_ch, tuple(kernel), tuple(stride), padding=tuple(k // 2 for k in kernel)
+        )
         self.norm = layers.norm(out_ch, affine=True)
         self.act = layers.nonlin(inplace=True)
 
@@ -41,8 +48,14 @@ class ConvNormAct(nn.Module):
 class StackedConvs(nn.Sequential):
     """Two ConvNormAct; only the first is strided (it does the downsampling)."""
 
-    def __init__(self, layers: LayerTypes, in_ch: int, out_ch: int, kernel: Sequence[int],
-                 stride: Sequence[int]) -> None:
+    def __init__(
+        self,
+        layers: LayerTypes,
+        in_ch: int,
+        out_ch: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+    ) -> None:
         ones = tuple(1 for _ in kernel)
         super().__init__(
             ConvNormAct(layers, in_ch, out_ch, kernel, stride),

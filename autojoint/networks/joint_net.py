@@ -27,14 +27,15 @@ class SegmentationUNet(nn.Module):
         output list of ``(B, K, Z_i, Y_i, X_i)``, finest scale first.
     """
 
-    def __init__(self, topology: Topology, in_channels: int, num_classes: int,
-                 layers: LayerTypes = LAYERS_3D) -> None:
+    def __init__(
+        self, topology: Topology, in_channels: int, num_classes: int, layers: LayerTypes = LAYERS_3D
+    ) -> None:
         super().__init__()
         feats = topology.features_per_stage
         self.encoder = nn.ModuleList()
         prev = in_channels
-        for f, k, s in zip(feats, topology.kernel_sizes, topology.strides, strict=True):
-            self.encoder.append(StackedConvs(layers, prev, f, k, s))
+        for f, k, st in zip(feats, topology.kernel_sizes, topology.strides, strict=True):
+            self.encoder.append(StackedConvs(layers, prev, f, k, st))
             prev = f
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
@@ -42,8 +43,13 @@ class SegmentationUNet(nn.Module):
             stride = topology.strides[s]
             self.upsample.append(layers.transposed_conv(feats[s], feats[s - 1], stride, stride))
             self.decoder.append(
-                StackedConvs(layers, 2 * feats[s - 1], feats[s - 1], topology.kernel_sizes[s - 1],
-                             tuple(1 for _ in stride))
+                StackedConvs(
+                    layers,
+                    2 * feats[s - 1],
+                    feats[s - 1],
+                    topology.kernel_sizes[s - 1],
+                    tuple(1 for _ in stride),
+                )
             )
         # Heads ordered coarse (bottleneck) to fine, reversed in forward.
         self.heads = nn.ModuleList(
@@ -71,8 +77,9 @@ def fuse_scales(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> t
     size = scale_logits[0].shape[2:]
     fused = eta[0] * scale_logits[0]
     for w, s in zip(eta[1:], scale_logits[1:], strict=True):
-        fused = fused + w * F.interpolate(s, size=size, mode="trilinear" if s.ndim == 5 else "bilinear",
-                                          align_corners=False)
+        fused = fused + w * F.interpolate(
+            s, size=size, mode="trilinear" if s.ndim == 5 else "bilinear", align_corners=False
+        )
     return fused
 
 
@@ -83,8 +90,14 @@ class ClassificationNet(nn.Module):
         input ``(B, C_in, Z, Y, X)`` -> logits ``(B, num_classes)`` and the unit feature maps.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], num_classes: int,
-                 strides: Sequence[Sequence[int]], layers: LayerTypes = LAYERS_3D) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int],
+        num_classes: int,
+        strides: Sequence[Sequence[int]],
+        layers: LayerTypes = LAYERS_3D,
+    ) -> None:
         super().__init__()
         self.units = nn.ModuleList()
         prev = in_channels
@@ -102,7 +115,9 @@ class ClassificationNet(nn.Module):
         pooled = torch.cat([f.flatten(2).mean(dim=2) for f in feats], dim=1)
         return self.fc(pooled), feats
 
-    def evidence_maps(self, feats: Sequence[torch.Tensor], class_index: torch.Tensor) -> list[torch.Tensor]:
+    def evidence_maps(
+        self, feats: Sequence[torch.Tensor], class_index: torch.Tensor
+    ) -> list[torch.Tensor]:
         """Eq. 5: V_m = sum_k F_m,k * w_m^{k,j} for the class j of each sample.
 
         Shape:
@@ -110,7 +125,7 @@ class ClassificationNet(nn.Module):
         """
         maps, start = [], 0
         for f, w in zip(feats, self.widths, strict=True):
-            weight = self.fc.weight[class_index, start:start + w]  # (B, w)
+            weight = self.fc.weight[class_index, start : start + w]  # (B, w)
             view = (-1, w) + (1,) * (f.ndim - 2)
             maps.append((f * weight.view(view)).sum(dim=1, keepdim=True))
             start += w
@@ -148,7 +163,9 @@ class JointNet(nn.Module):
         fused = fuse_scales(view_scales, self.eta)
         return 1.0 - torch.softmax(fused, dim=1)[:, :1]
 
-    def classify(self, view: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    def classify(
+        self, view: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         """Segment the whole-scan view and diagnose from image + lesion map."""
         if self.cls is None:
             raise RuntimeError("this plan has no diagnosis classes; the network has no classifier.")

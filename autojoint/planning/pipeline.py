@@ -15,13 +15,24 @@ from autojoint.workdir import FINGERPRINT_FILE, PLANS_FILE, PREPROCESSED_DIR
 logger = logging.getLogger(__name__)
 
 
-def plan_and_preprocess(raw_dir: Path, work_dir: Path, *, num_workers: int = 1,
-                        gpu_memory_gb: float | None = None, preprocess: bool = True) -> Plan:
+def plan_and_preprocess(
+    raw_dir: Path,
+    work_dir: Path,
+    *,
+    num_workers: int = 1,
+    gpu_memory_gb: float | None = None,
+    preprocess: bool = True,
+) -> Plan:
     """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess."""
     work_dir = Path(work_dir)
     dataset = load_raw_dataset(Path(raw_dir))
-    logger.info("dataset %s: %d cases, labels %s, classes %s", raw_dir, len(dataset.cases),
-                dataset.labels, list(dataset.classes))
+    logger.info(
+        "dataset %s: %d cases, labels %s, classes %s",
+        raw_dir,
+        len(dataset.cases),
+        dataset.labels,
+        list(dataset.classes),
+    )
     fingerprint = compute_fingerprint(dataset, num_workers=num_workers)
     work_dir.mkdir(parents=True, exist_ok=True)
     fingerprint.save(work_dir / FINGERPRINT_FILE)
@@ -30,9 +41,15 @@ def plan_and_preprocess(raw_dir: Path, work_dir: Path, *, num_workers: int = 1,
     widths = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
     plan = plan_experiment(fingerprint, memory_budget_gb=budget, device_profile=profile, **widths)
     plan.save(work_dir / PLANS_FILE)
-    logger.info("plan: spacing %s, patch %s, batch %d, classification view %s, stages %d (%s)",
-                plan.target_spacing, plan.patch_size, plan.batch_size, plan.classification_shape,
-                plan.topology.num_stages, profile)
+    logger.info(
+        "plan: spacing %s, patch %s, batch %d, classification view %s, stages %d (%s)",
+        plan.target_spacing,
+        plan.patch_size,
+        plan.batch_size,
+        plan.classification_shape,
+        plan.topology.num_stages,
+        profile,
+    )
     if preprocess:
         preprocess_dataset(dataset, plan, work_dir / PREPROCESSED_DIR, num_workers=num_workers)
     return plan

@@ -60,7 +60,10 @@ def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:
 
 
 def plan_topology(
-    patch_size: Triple, spacing: tuple[float, float, float], *, base_features: int,
+    patch_size: Triple,
+    spacing: tuple[float, float, float],
+    *,
+    base_features: int,
     max_features: int,
 ) -> Topology:
     """Pool an axis while its spacing is within 2x of the finest and the bottleneck keeps
@@ -88,7 +91,10 @@ def plan_topology(
 
 
 def estimate_memory_gb(
-    patch_size: Triple, topology: Topology, batch_size: int, *,
+    patch_size: Triple,
+    topology: Topology,
+    batch_size: int,
+    *,
     classification_shape: Triple | None = None,
 ) -> float:
     """Activation memory of one training step: feature-map sizes of a forward pass kept for
@@ -167,7 +173,8 @@ def plan_experiment(
     dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
     batch = 2
     while (
-        estimate_memory_gb(patch, topo, batch + 1, classification_shape=cls_shape) <= memory_budget_gb
+        estimate_memory_gb(patch, topo, batch + 1, classification_shape=cls_shape)
+        <= memory_budget_gb
         and (batch + 1) * math.prod(patch) <= MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels
     ):
         batch += 1
@@ -182,16 +189,21 @@ def plan_experiment(
     norms = []
     for stats in fingerprint.intensity:
         if ct:
-            norms.append(ChannelNormalization("ct", stats.percentile_00_5, stats.percentile_99_5,
-                                              stats.mean, max(stats.std, 1e-8)))
+            norms.append(
+                ChannelNormalization(
+                    "ct",
+                    stats.percentile_00_5,
+                    stats.percentile_99_5,
+                    stats.mean,
+                    max(stats.std, 1e-8),
+                )
+            )
         else:
             norms.append(ChannelNormalization("zscore", 0.0, 0.0, 0.0, 1.0))
 
     counts = np.array([fingerprint.diagnosis_counts.get(c, 0) for c in fingerprint.classes], float)
     # eq. 9: inverse class frequency, scaled so a balanced dataset gets weight 1 everywhere.
-    class_weights = tuple(
-        float(counts.sum() / (len(counts) * n)) if n > 0 else 0.0 for n in counts
-    )
+    class_weights = tuple(float(counts.sum() / (len(counts) * n)) if n > 0 else 0.0 for n in counts)
     for name, n in zip(fingerprint.classes, counts, strict=True):
         if n == 0:
             logger.warning("diagnosis '%s' has no training case; its weight is 0", name)

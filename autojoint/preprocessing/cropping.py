@@ -40,7 +40,9 @@ def crop(array: np.ndarray, bbox: BBox) -> np.ndarray:
     return array[lead + tuple(slice(a, b) for a, b in bbox)]
 
 
-def uncrop(array: np.ndarray, bbox: BBox, full_shape: tuple[int, ...], fill: float = 0) -> np.ndarray:
+def uncrop(
+    array: np.ndarray, bbox: BBox, full_shape: tuple[int, ...], fill: float = 0
+) -> np.ndarray:
     """Inverse of :func:`crop` for the spatial axes: paste into a ``full_shape`` array."""
     lead = array.shape[: array.ndim - len(bbox)]
     out = np.full(lead + tuple(full_shape), fill, dtype=array.dtype)

@@ -53,8 +53,12 @@ class PreprocessedCase:
 
 
 def preprocess_arrays(
-    case_id: str, data: np.ndarray, geometry: ImageGeometry, seg: np.ndarray | None,
-    plan: Plan, diagnosis: str | None = None,
+    case_id: str,
+    data: np.ndarray,
+    geometry: ImageGeometry,
+    seg: np.ndarray | None,
+    plan: Plan,
+    diagnosis: str | None = None,
 ) -> PreprocessedCase:
     """Crop, normalise and resample one case held in memory (training and inference)."""
     bbox = bbox_of(body_mask(data, is_ct=is_ct(plan.channel_names)))
@@ -67,7 +71,8 @@ def preprocess_arrays(
         cls_data = resample_image(data_c, plan.classification_shape, order=1)
         cls_seg = (
             resample_label(seg_c, plan.classification_shape, plan.num_seg_classes)
-            if seg_c is not None else None
+            if seg_c is not None
+            else None
         )
     else:
         cls_data, cls_seg = np.zeros((data.shape[0], 1, 1, 1), np.float32), None
@@ -91,7 +96,7 @@ def save_preprocessed(case: PreprocessedCase, out_dir: Path, seed: int = 0) -> N
         arrays["seg"] = case.seg
         arrays["fg_coords"] = foreground_coordinates(case.seg, np.random.default_rng(seed))
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     atomic_write(out_dir / f"{case.case_id}.npz", lambda fh: fh.write(buf.getvalue()), binary=True)
     write_json(
         {
@@ -122,14 +127,18 @@ def _preprocess_one(case: RawCase, plan: Plan, out_dir: Path, seed: int) -> str:
     return case.case_id
 
 
-def preprocess_dataset(dataset: RawDataset, plan: Plan, out_dir: Path, *, num_workers: int = 1) -> None:
+def preprocess_dataset(
+    dataset: RawDataset, plan: Plan, out_dir: Path, *, num_workers: int = 1
+) -> None:
     """Preprocess every case of ``dataset`` into ``out_dir`` (parallel over cases)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(dataset.cases)
     args = (dataset.cases, [plan] * n, [out_dir] * n, range(n))
     if num_workers > 1:
         with ProcessPoolExecutor(num_workers) as pool:
-            for _ in tqdm(pool.map(_preprocess_one, *args), total=n, desc="preprocess", unit="case"):
+            for _ in tqdm(
+                pool.map(_preprocess_one, *args), total=n, desc="preprocess", unit="case"
+            ):
                 pass
     else:
         for a in tqdm(list(zip(*args, strict=True)), desc="preprocess", unit="case"):

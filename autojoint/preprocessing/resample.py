@@ -13,7 +13,8 @@ def shape_for_spacing(
 ) -> tuple[int, ...]:
     """Voxel count per axis that covers the same physical extent at ``new_spacing``."""
     return tuple(
-        max(int(round(s * o / n)), 1) for s, o, n in zip(shape, old_spacing, new_spacing, strict=True)
+        max(int(round(s * o / n)), 1)
+        for s, o, n in zip(shape, old_spacing, new_spacing, strict=True)
     )
 
 
@@ -32,8 +33,14 @@ def resample_image(data: np.ndarray, new_shape: Sequence[int], *, order: int = 3
     shrinking = any(n < o for n, o in zip(new_shape, data.shape[1:], strict=True))
     return np.stack(
         [
-            resize(c.astype(np.float32), new_shape, order=order, mode="edge",
-                   anti_aliasing=shrinking, preserve_range=True).astype(np.float32)
+            resize(
+                c.astype(np.float32),
+                new_shape,
+                order=order,
+                mode="edge",
+                anti_aliasing=shrinking,
+                preserve_range=True,
+            ).astype(np.float32)
             for c in data
         ]
     )
@@ -53,8 +60,14 @@ def resample_label(seg: np.ndarray, new_shape: Sequence[int], num_labels: int) -
         return seg.astype(np.uint8, copy=True)
     scores = np.stack(
         [
-            resize((seg == v).astype(np.float32), new_shape, order=1, mode="edge",
-                   anti_aliasing=False, preserve_range=True)
+            resize(
+                (seg == v).astype(np.float32),
+                new_shape,
+                order=1,
+                mode="edge",
+                anti_aliasing=False,
+                preserve_range=True,
+            )
             for v in range(num_labels)
         ]
     )

@@ -16,8 +16,15 @@ from autojoint.planning.schema import Plan
 CHECKPOINT_FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: Path, *, net: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    plan: Plan, epoch: int, extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    *,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    plan: Plan,
+    epoch: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Save a checkpoint made only of tensors and plain Python values, so it loads with
     ``torch.load(weights_only=True)`` (no arbitrary code from the file)."""
     state = {
@@ -49,8 +56,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except Exception as err:  # torch raises several types for corrupt/unsafe files
         raise ValueError(f"{path}: cannot be loaded as an autojoint checkpoint ({err}).") from err
     if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        found = state.get("format_version") if isinstance(state, dict) else "?"
         raise ValueError(
-            f"{path}: checkpoint format {state.get('format_version') if isinstance(state, dict) else '?'} "
+            f"{path}: checkpoint format {found} "
             f"is not supported (expected {CHECKPOINT_FORMAT_VERSION}); retrain with this version."
         )
     return state

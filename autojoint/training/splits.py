@@ -13,8 +13,13 @@ from autojoint.io.files import read_json, write_json
 NUM_FOLDS = 5
 
 
-def make_splits(case_ids: Sequence[str], diagnoses: Sequence[str | None], *, num_folds: int = NUM_FOLDS,
-                seed: int = 12345) -> list[dict[str, list[str]]]:
+def make_splits(
+    case_ids: Sequence[str],
+    diagnoses: Sequence[str | None],
+    *,
+    num_folds: int = NUM_FOLDS,
+    seed: int = 12345,
+) -> list[dict[str, list[str]]]:
     """Deterministic stratified k-fold: cases of each diagnosis dealt round-robin to folds.
 
     Returns:
@@ -41,8 +46,9 @@ def make_splits(case_ids: Sequence[str], diagnoses: Sequence[str | None], *, num
     return [{"train": [c for c in all_ids if c not in set(v)], "val": sorted(v)} for v in val]
 
 
-def load_or_create_splits(path: Path, case_ids: Sequence[str], diagnoses: Sequence[str | None]
-                          ) -> list[dict[str, list[str]]]:
+def load_or_create_splits(
+    path: Path, case_ids: Sequence[str], diagnoses: Sequence[str | None]
+) -> list[dict[str, list[str]]]:
     """Reuse ``splits.json`` if present (so folds stay comparable), else create it."""
     if path.is_file():
         splits = read_json(path)

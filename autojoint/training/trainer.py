@@ -46,7 +46,9 @@ class TrainerConfig:
 def resolve_device(name: str) -> torch.device:
     """``cpu`` or ``cuda[:N]``; asking for CUDA without one is an error, not a silent CPU run."""
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch sees no CUDA device; use --device cpu.")
+        raise RuntimeError(
+            "--device cuda was requested but torch sees no CUDA device; use --device cpu."
+        )
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device '{name}'; use cpu or cuda.")
     return torch.device(name)
@@ -79,8 +81,9 @@ def _to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def validate(net: JointNet, plan: Plan, pre_dir: Path, case_ids: list[str],
-             device: torch.device) -> dict[str, float]:
+def validate(
+    net: JointNet, plan: Plan, pre_dir: Path, case_ids: list[str], device: torch.device
+) -> dict[str, float]:
     """Cheap per-epoch check on the whole-scan views: diagnosis accuracy and lesion Dice
     (union of lesion labels, pooled over cases). Full-resolution scores come from
     autojoint_predict + autojoint_evaluate."""
@@ -128,27 +131,51 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
     net = JointNet(plan)
     init_weights(net)
     net.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate,
-                                 weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     # Poly decay, as nnU-Net: large steps early, a gentle landing at the end.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: (1 - e / max(config.epochs, 1)) ** 0.9)
+        optimizer, lambda e: (1 - e / max(config.epochs, 1)) ** 0.9
+    )
     class_weights = torch.tensor(plan.class_weights or [1.0], dtype=torch.float32, device=device)
-    loader = JointDataLoader(pre_dir, train_ids, patch_size=plan.patch_size,
-                             batch_size=plan.batch_size, classes=plan.classes, seed=config.seed,
-                             oversample_foreground=config.oversample_foreground,
-                             num_workers=max(config.num_workers, 1))
+    loader = JointDataLoader(
+        pre_dir,
+        train_ids,
+        patch_size=plan.patch_size,
+        batch_size=plan.batch_size,
+        classes=plan.classes,
+        seed=config.seed,
+        oversample_foreground=config.oversample_foreground,
+        num_workers=max(config.num_workers, 1),
+    )
     batches = make_batch_iterator(loader, config.num_workers, config.seed)
-    log: dict = {"fold": fold, "config": asdict(config), "train_cases": train_ids,
-                 "val_cases": val_ids, "epochs": []}
-    logger.info("fold %s: %d train / %d val cases, patch %s, batch %d, device %s",
-                fold, len(train_ids), len(val_ids), plan.patch_size, plan.batch_size, device)
+    log: dict = {
+        "fold": fold,
+        "config": asdict(config),
+        "train_cases": train_ids,
+        "val_cases": val_ids,
+        "epochs": [],
+    }
+    logger.info(
+        "fold %s: %d train / %d val cases, patch %s, batch %d, device %s",
+        fold,
+        len(train_ids),
+        len(val_ids),
+        plan.patch_size,
+        plan.batch_size,
+        device,
+    )
     try:
         for epoch in range(config.epochs):
             t0 = time.perf_counter()
             sums = {"total": 0.0, "seg": 0.0, "cls": 0.0, "task_aware": 0.0}
-            bar = tqdm(range(config.iterations_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                       unit="it", leave=False)
+            bar = tqdm(
+                range(config.iterations_per_epoch),
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                unit="it",
+                leave=False,
+            )
             for _ in bar:
                 batch = _to_device(next(batches), device)
                 optimizer.zero_grad(set_to_none=True)
@@ -162,19 +189,37 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
                 bar.set_postfix(loss=f"{float(parts.total.detach()):.3f}")
             scheduler.step()
             n = max(config.iterations_per_epoch, 1)
-            record = {"epoch": epoch + 1, **{f"loss_{k}": v / n for k, v in sums.items()},
-                      "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": time.perf_counter() - t0}
+            record = {
+                "epoch": epoch + 1,
+                **{f"loss_{k}": v / n for k, v in sums.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
             record.update(validate(net, plan, pre_dir, val_ids, device))
             log["epochs"].append(record)
-            logger.info("epoch %d: %s", epoch + 1,
-                        ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-            save_checkpoint(out / "checkpoint_latest.pt", net=net, optimizer=optimizer, plan=plan,
-                            epoch=epoch + 1, extra={"fold": fold})
+            logger.info(
+                "epoch %d: %s",
+                epoch + 1,
+                ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"),
+            )
+            save_checkpoint(
+                out / "checkpoint_latest.pt",
+                net=net,
+                optimizer=optimizer,
+                plan=plan,
+                epoch=epoch + 1,
+                extra={"fold": fold},
+            )
             write_json(log, out / "training_log.json")
     finally:
         if hasattr(batches, "_finish"):
             batches._finish()
-    save_checkpoint(out / "checkpoint_final.pt", net=net, optimizer=None, plan=plan,
-                    epoch=config.epochs, extra={"fold": fold})
+    save_checkpoint(
+        out / "checkpoint_final.pt",
+        net=net,
+        optimizer=None,
+        plan=plan,
+        epoch=config.epochs,
+        extra={"fold": fold},
+    )
     return out
