@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from autojoint.inference.sliding_window import sliding_window_predict
 from autojoint.io.case_loading import load_channels
+from autojoint.io.dataset import order_channels
 from autojoint.io.files import atomic_write
 from autojoint.io.image_io import write_image
 from autojoint.networks.joint_net import JointNet, fuse_scales
@@ -79,15 +80,10 @@ def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
         channels.setdefault(case, {})[ch] = p
     if not channels:
         raise FileNotFoundError(f"{input_dir}: holds no images ({', '.join(IMAGE_ENDINGS)}).")
-    cases = []
-    for case, files in sorted(channels.items()):
-        if sorted(files) != list(range(num_channels)):
-            raise ValueError(
-                f"{input_dir}: case '{case}' has channels {sorted(files)} but the model needs "
-                f"{list(range(num_channels))} (files CASE_0000..)."
-            )
-        cases.append(InputCase(case, tuple(files[c] for c in range(num_channels))))
-    return cases
+    return [
+        InputCase(case, order_channels(files, num_channels, case, input_dir))
+        for case, files in sorted(channels.items())
+    ]
 
 
 def load_models(

@@ -89,6 +89,22 @@ def read_diagnoses_csv(path: Path, classes: tuple[str, ...] | None) -> dict[str,
     return out
 
 
+def order_channels(
+    files: dict[int, Path], num_channels: int, case_id: str, folder: Path
+) -> tuple[Path, ...]:
+    """Channel files of one case in channel order; every channel 0..C-1 must be present.
+
+    Raises:
+        DatasetError: a channel is missing or an extra one is present.
+    """
+    if sorted(files) != list(range(num_channels)):
+        raise DatasetError(
+            f"{folder}: case '{case_id}' has channels {sorted(files)}, expected "
+            f"{list(range(num_channels))} (files CASE_0000, CASE_0001, ... as in channel_names)."
+        )
+    return tuple(files[c] for c in range(num_channels))
+
+
 def _check_dataset_json(path: Path, meta: object) -> dict:
     if not isinstance(meta, dict):
         raise DatasetError(f"{path}: must hold a JSON object.")
@@ -162,16 +178,12 @@ def load_raw_dataset(root: Path) -> RawDataset:
 
     cases = []
     for case_id, files in sorted(channel_files.items()):
-        if sorted(files) != list(range(num_ch)):
-            raise DatasetError(
-                f"{images_dir}: case '{case_id}' has channels {sorted(files)}, expected "
-                f"{list(range(num_ch))} from channel_names."
-            )
+        paths = order_channels(files, num_ch, case_id, images_dir)
         label = root / "labelsTr" / f"{case_id}{ending}"
         cases.append(
             RawCase(
                 case_id=case_id,
-                image_paths=tuple(files[c] for c in range(num_ch)),
+                image_paths=paths,
                 label_path=label if label.is_file() else None,
                 diagnosis=diagnoses.get(case_id),
             )
