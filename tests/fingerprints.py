@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
-from autojoint.fingerprint.schema import CaseFingerprint, Fingerprint, IntensityStats
+from autojoint.fingerprint.compute import lesion_names, lesion_stats
+from autojoint.fingerprint.schema import (
+    ALL_LESIONS,
+    CaseFingerprint,
+    Fingerprint,
+    IntensityStats,
+)
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import Plan
 
@@ -19,6 +27,18 @@ STATS = IntensityStats(
 )
 
 
+def _case_lesions(
+    labels: dict[str, int], volumes_mm3: Sequence[float], scan_mm3: float
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Every lesion label gets components of ``volumes_mm3``; ``"lesion"`` is their union."""
+    names = [n for n, v in labels.items() if v > 0]
+    vols = sorted((float(v) for v in volumes_mm3), reverse=True)
+    fractions = {n: sum(vols) / scan_mm3 for n in names}
+    components = {n: list(vols) for n in lesion_names(labels)}
+    components[ALL_LESIONS] = sorted((v for n in names for v in vols), reverse=True)
+    return fractions, components
+
+
 def make_fingerprint(
     spacings: Sequence[Sequence[float]],
     shapes: Sequence[Sequence[int]],
@@ -27,33 +47,43 @@ def make_fingerprint(
     counts: dict[str, int] | None = None,
     channel_names: dict[str, str] | None = None,
     labels: dict[str, int] | None = None,
+    lesion_volumes_mm3: Sequence[float] = (4000.0, 500.0),
 ) -> Fingerprint:
-    """One case per (spacing, shape); diagnoses dealt round-robin over ``classes``."""
-    cases = tuple(
-        CaseFingerprint(
-            case_id=f"case_{i:03d}",
-            shape=tuple(sh),
-            shape_after_crop=tuple(sh),
-            spacing=tuple(float(v) for v in sp),
-            direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
-            has_label=True,
-            diagnosis=classes[i % len(classes)] if classes else None,
-            label_voxel_fraction={"lesion": 0.01},
+    """One case per (spacing, shape); diagnoses dealt round-robin over ``classes``; every
+    case has a mask holding, per lesion label, one component of each ``lesion_volumes_mm3``."""
+    labels = labels or {"background": 0, "lesion": 1}
+    cases = []
+    for i, (sp, sh) in enumerate(zip(spacings, shapes, strict=True)):
+        spacing = tuple(float(v) for v in sp)
+        fractions, components = _case_lesions(
+            labels, lesion_volumes_mm3, math.prod(sh) * math.prod(spacing)
         )
-        for i, (sp, sh) in enumerate(zip(spacings, shapes, strict=True))
-    )
+        cases.append(
+            CaseFingerprint(
+                case_id=f"case_{i:03d}",
+                shape=tuple(sh),
+                shape_after_crop=tuple(sh),
+                spacing=spacing,
+                direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+                has_label=True,
+                diagnosis=classes[i % len(classes)] if classes else None,
+                label_voxel_fraction=fractions,
+                lesion_components=components,
+            )
+        )
     if counts is None:
         counts = {c: sum(1 for x in cases if x.diagnosis == c) for c in classes}
     channel_names = channel_names or {"0": "CT"}
     return Fingerprint(
         channel_names=channel_names,
-        labels=labels or {"background": 0, "lesion": 1},
+        labels=labels,
         classes=tuple(classes),
-        cases=cases,
+        cases=tuple(cases),
         intensity=(STATS,) * len(channel_names),
         diagnosis_counts=counts,
         num_cases_without_label=0,
         num_cases_without_diagnosis=0,
+        lesion_stats=lesion_stats(cases, labels),
     )
 
 
@@ -71,3 +101,23 @@ def tiny_plan(
     return plan_experiment(
         fp, memory_budget_gb=0.05, device_profile="cpu", base_features=4, max_features=16
     )
+
+
+def nan_equal(a: object, b: object) -> bool:
+    """Deep equality of fingerprints (or parts) where NaN equals NaN and container and
+    number types must match (a tuple read back as a list is a difference)."""
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            nan_equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(nan_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return (
+            type(a) is type(b)
+            and len(a) == len(b)
+            and all(nan_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b

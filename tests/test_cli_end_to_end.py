@@ -43,6 +43,18 @@ def test_plan_writes_versioned_files(trained: dict[str, Path]) -> None:
     assert np.all(np.array(plan["patch_size"]) % stride == 0)
 
 
+def test_explain_prints_every_number_with_its_reason(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    assert cli_plan.main(["-w", str(trained["work"]), "--explain"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads((trained["work"] / "plans.json").read_text())
+    patch = " x ".join(str(v) for v in plan["patch_size"])
+    assert "patch size" in out and patch in out
+    assert out.count("why:") >= 8
+    assert set(plan["reasons"]) >= {"target_spacing", "patch_size", "batch_size", "eta"}
+
+
 def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
     fold = trained["work"] / "fold_0"
     assert (fold / "checkpoint_final.pt").is_file()

@@ -6,7 +6,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from autojoint.fingerprint.schema import CaseFingerprint, Fingerprint, IntensityStats
+from autojoint.fingerprint.schema import (
+    PERCENTILES,
+    CaseFingerprint,
+    Fingerprint,
+    IntensityStats,
+    LesionStats,
+)
 from autojoint.planning.schema import Plan
 
 PLANS = Path(__file__).resolve().parents[1] / "plans"
@@ -21,6 +27,10 @@ def test_fingerprint_schema_matches_dataclass() -> None:
     assert set(schema["required"]) == _fields(Fingerprint)
     assert set(schema["properties"]["cases"]["items"]["required"]) == _fields(CaseFingerprint)
     assert set(schema["properties"]["intensity"]["items"]["required"]) == _fields(IntensityStats)
+    lesion = schema["properties"]["lesion_stats"]["additionalProperties"]
+    assert set(lesion["required"]) == _fields(LesionStats)
+    assert set(lesion["properties"]) == _fields(LesionStats)
+    assert set(schema["$defs"]["percentiles"]["required"]) == set(PERCENTILES)
 
 
 def test_plan_schema_matches_dataclass() -> None:

@@ -6,7 +6,10 @@ import argparse
 from pathlib import Path
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
+from autojoint.planning.explain import explain_plan
 from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.planning.schema import Plan
+from autojoint.workdir import PLANS_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         "-d",
         "--dataset",
         type=Path,
-        required=True,
-        help="raw dataset folder (dataset.json, imagesTr/, labelsTr/, diagnosesTr.csv)",
+        default=None,
+        help="raw dataset folder (dataset.json, imagesTr/, labelsTr/, diagnosesTr.csv); "
+        "required unless --explain only reads an existing WORK_DIR/plans.json",
     )
     add_work_dir(parser)
     parser.add_argument(
@@ -39,15 +43,29 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="plan for a GPU with this much memory instead of the detected device",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print every planned number with the rule behind it (after planning, or for "
+        "the existing WORK_DIR/plans.json when -d is not given)",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
-    return run(
-        lambda: plan_and_preprocess(
-            args.dataset,
-            args.work_dir,
-            num_workers=args.num_workers,
-            gpu_memory_gb=args.gpu_memory_gb,
-            preprocess=not args.no_preprocess,
-        ),
-        args.verbose,
-    )
+    if args.dataset is None and not args.explain:
+        parser.error("-d/--dataset is required (or use --explain to show an existing plan)")
+
+    def job() -> None:
+        if args.dataset is not None:
+            plan = plan_and_preprocess(
+                args.dataset,
+                args.work_dir,
+                num_workers=args.num_workers,
+                gpu_memory_gb=args.gpu_memory_gb,
+                preprocess=not args.no_preprocess,
+            )
+        else:
+            plan = Plan.load(args.work_dir / PLANS_FILE)
+        if args.explain:
+            print(explain_plan(plan))
+
+    return run(job, args.verbose)

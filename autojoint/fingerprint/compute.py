@@ -1,16 +1,27 @@
-"""Compute the dataset fingerprint: spacings, shapes, intensities, label and class balance."""
+"""Compute the dataset fingerprint: spacings, shapes, intensities, label and class balance,
+and the number and size of lesions (connected components of each label)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
-from autojoint.fingerprint.schema import CaseFingerprint, Fingerprint, IntensityStats
+from autojoint.fingerprint.schema import (
+    ALL_LESIONS,
+    PERCENTILES,
+    CaseFingerprint,
+    Fingerprint,
+    IntensityStats,
+    LesionStats,
+)
 from autojoint.io.case_loading import load_channels, load_label
 from autojoint.io.dataset import RawCase, RawDataset
 from autojoint.preprocessing.cropping import bbox_of, body_mask, crop
@@ -18,6 +29,12 @@ from autojoint.preprocessing.cropping import bbox_of, body_mask, crop
 logger = logging.getLogger(__name__)
 
 SAMPLES_PER_CASE = 10_000
+
+# 26-connectivity: voxels touching by a face, an edge or a corner are one lesion.
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+# 4-connectivity within each axial slice, none across slices: hole filling slice by slice.
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
 @dataclass(frozen=True)
@@ -31,20 +48,64 @@ def is_ct(channel_names: dict[str, str]) -> bool:
     return any(name.strip().upper() == "CT" for name in channel_names.values())
 
 
+def component_volumes(mask: np.ndarray, spacing: Sequence[float]) -> list[float]:
+    """Volumes in mm³ of the 26-connected components of ``mask``, largest first.
+
+    Shape:
+        mask: ``(Z, Y, X)`` bool; ``spacing`` in mm ``(z, y, x)``.
+    """
+    if not mask.any():
+        return []
+    components, n = ndimage.label(mask, structure=CONNECTIVITY_26)
+    voxels = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=np.float64)))
+    return [float(v) * voxel_mm3 for v in np.sort(voxels)[::-1]]
+
+
+def equivalent_diameter(volume_mm3: np.ndarray) -> np.ndarray:
+    """Diameter (mm) of the sphere of the given volume: ``(6 V / pi) ** (1/3)``."""
+    return np.cbrt(6.0 * np.asarray(volume_mm3, dtype=np.float64) / math.pi)
+
+
+def _lesion_components(
+    seg_c: np.ndarray, labels: dict[str, int], spacing: Sequence[float]
+) -> dict[str, list[float]]:
+    """Component volumes per lesion label and for all lesions together (``"lesion"``).
+
+    One labelling call per label, on the mask cropped to the lesions' bounding box.
+    """
+    foreground = seg_c > 0
+    if not foreground.any():
+        return {name: [] for name in lesion_names(labels)}
+    sub = crop(seg_c, bbox_of(foreground))
+    out = {name: component_volumes(sub == v, spacing) for name, v in labels.items() if v > 0}
+    out[ALL_LESIONS] = component_volumes(sub > 0, spacing)
+    return out
+
+
+def _sampling_body(body: np.ndarray, *, ct: bool) -> np.ndarray:
+    """Voxels to sample intensities from. In CT the body mask (above -500 HU) leaves out the
+    lungs (about -850 HU); filling holes slice by slice adds them back."""
+    return ndimage.binary_fill_holes(body, structure=_IN_PLANE) if ct else body
+
+
 def _analyse_case(
     case: RawCase, labels: dict[str, int], channel_names: dict[str, str], seed: int
 ) -> _CaseResult:
     data, geo = load_channels(case.image_paths)
     seg = load_label(case.label_path, geo, len(labels)) if case.label_path else None
-    bbox = bbox_of(body_mask(data, is_ct=is_ct(channel_names)))
+    ct = is_ct(channel_names)
+    bbox = bbox_of(body_mask(data, is_ct=ct))
     data_c = crop(data, bbox)
-    body = body_mask(data_c, is_ct=is_ct(channel_names))
-    # Sample lesion voxels AND body voxels: lesions alone (-750..140 HU) would make the
-    # clipping window cut the surrounding lung (-850 HU) the network must also see.
+    seg_c = crop(seg, bbox) if seg is not None else None
+    body = _sampling_body(body_mask(data_c, is_ct=ct), ct=ct)
+    # Sample lesion voxels AND body voxels (lungs included): lesions alone (-750..140 HU)
+    # would make the clipping window cut the surrounding lung (-850 HU) the network must
+    # also see.
     rng = np.random.default_rng(seed)
     pools = [np.flatnonzero(body)]
-    if seg is not None:
-        pools.append(np.flatnonzero(crop(seg, bbox) > 0))
+    if seg_c is not None:
+        pools.append(np.flatnonzero(seg_c > 0))
     picks = []
     for pool in pools:
         if pool.size:
@@ -66,6 +127,9 @@ def _analyse_case(
         has_label=seg is not None,
         diagnosis=case.diagnosis,
         label_voxel_fraction=fractions,
+        lesion_components=(
+            _lesion_components(seg_c, labels, geo.spacing) if seg_c is not None else {}
+        ),
     )
     return _CaseResult(fp, samples)
 
@@ -85,11 +149,71 @@ def _stats(values: np.ndarray) -> IntensityStats:
     )
 
 
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {key: math.nan for key in PERCENTILES}
+    return {key: float(np.percentile(values, q)) for key, q in PERCENTILES.items()}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values)) if len(values) else math.nan
+
+
+def lesion_names(labels: dict[str, int]) -> list[str]:
+    """Keys of the lesion statistics: every non-zero label, then ``"lesion"`` (all of them)."""
+    names = [name for name, value in labels.items() if value > 0 and name != ALL_LESIONS]
+    return names + [ALL_LESIONS]
+
+
+def lesion_stats(
+    cases: Sequence[CaseFingerprint], labels: dict[str, int]
+) -> dict[str, LesionStats]:
+    """Dataset-level lesion statistics from the case fingerprints (see :class:`LesionStats`).
+
+    ``"lesion"`` is the union of all non-zero labels. A label itself named ``"lesion"``
+    coincides with it when it is the only lesion label; next to other labels it gets no
+    entry of its own (``compute_fingerprint`` warns).
+    """
+    masked = [c for c in cases if c.has_label]
+    out = {}
+    for name in lesion_names(labels):
+        if name == ALL_LESIONS:  # labels are disjoint: the union's share is the sum
+            fractions = [sum(c.label_voxel_fraction.values()) for c in masked]
+        else:
+            fractions = [c.label_voxel_fraction[name] for c in masked]
+        per_case = [c.lesion_components[name] for c in masked]
+        counts = [len(v) for v in per_case]
+        volumes = np.asarray([v for vols in per_case for v in vols], dtype=np.float64)
+        out[name] = LesionStats(
+            num_cases_with_mask=len(masked),
+            num_cases_with_label=sum(n > 0 for n in counts),
+            mean_voxel_fraction=_mean(fractions),
+            components_per_case_mean=_mean(counts),
+            components_per_case_median=_median(counts),
+            volume_mm3_percentiles=_percentiles(volumes),
+            equivalent_diameter_mm_percentiles=_percentiles(equivalent_diameter(volumes)),
+        )
+    return out
+
+
 def compute_fingerprint(dataset: RawDataset, *, num_workers: int = 1, seed: int = 0) -> Fingerprint:
     """Fingerprint every case (in parallel when ``num_workers > 1``).
 
     A failing case re-raises its own error (file name included) in the caller.
     """
+    lesion_labels = [name for name, value in dataset.labels.items() if value > 0]
+    if ALL_LESIONS in lesion_labels and len(lesion_labels) > 1:
+        logger.warning(
+            "label '%s' shares its name with the all-lesions entry of the fingerprint's lesion "
+            "statistics; there '%s' means the union of %s.",
+            ALL_LESIONS,
+            ALL_LESIONS,
+            lesion_labels,
+        )
     args = [
         (c, dataset.labels, dataset.channel_names, seed + i) for i, c in enumerate(dataset.cases)
     ]
@@ -101,13 +225,15 @@ def compute_fingerprint(dataset: RawDataset, *, num_workers: int = 1, seed: int 
         results = [_analyse_case(*a) for a in tqdm(args, **bar)]
     samples = np.concatenate([r.samples for r in results], axis=1)
     counts = Counter(c.diagnosis for c in dataset.cases if c.diagnosis is not None)
+    cases = tuple(r.fingerprint for r in results)
     return Fingerprint(
         channel_names=dataset.channel_names,
         labels=dataset.labels,
         classes=dataset.classes,
-        cases=tuple(r.fingerprint for r in results),
+        cases=cases,
         intensity=tuple(_stats(samples[c]) for c in range(samples.shape[0])),
         diagnosis_counts={name: counts.get(name, 0) for name in dataset.classes},
         num_cases_without_label=sum(c.label_path is None for c in dataset.cases),
         num_cases_without_diagnosis=sum(c.diagnosis is None for c in dataset.cases),
+        lesion_stats=lesion_stats(cases, dataset.labels),
     )

@@ -1,13 +1,35 @@
-"""The dataset fingerprint file (``fingerprint.json``): what the planner knows of the data."""
+"""The dataset fingerprint file (``fingerprint.json``): what the planner knows of the data.
+
+Undefined statistics (no masked case, no lesion component) are ``nan`` in memory and
+``null`` in the file; :meth:`Fingerprint.load` turns ``null`` back into ``nan``.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from autojoint.io.files import read_json, write_json
 
 FINGERPRINT_SCHEMA_VERSION = 1
+
+# Key of the union of all non-zero labels in the lesion statistics.
+ALL_LESIONS = "lesion"
+
+# Keys of the component size percentiles, and the percentile each stands for.
+PERCENTILES: dict[str, float] = {"p05": 5.0, "p25": 25.0, "p50": 50.0, "p75": 75.0, "p95": 95.0}
+
+
+def _num(v: Any) -> float:
+    """A JSON number back to float; ``null`` (written for NaN) becomes NaN."""
+    return math.nan if v is None else float(v)
+
+
+def _nums(d: Mapping[str, Any]) -> dict[str, float]:
+    return {str(k): _num(v) for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -24,8 +46,54 @@ class IntensityStats:
 
 
 @dataclass(frozen=True)
+class LesionStats:
+    """Dataset-level statistics of one lesion label (or of all lesions, key ``"lesion"``).
+
+    Attributes:
+        num_cases_with_mask: cases that have a mask at all.
+        num_cases_with_label: masked cases in which the label occurs.
+        mean_voxel_fraction: mean over masked cases of the label's share of the scan.
+        components_per_case_mean: mean over masked cases of the number of connected
+            components (26-connectivity), cases without the label counting 0.
+        components_per_case_median: median of the same.
+        volume_mm3_percentiles: ``p05``..``p95`` of the volumes of all components of all
+            cases, mm³.
+        equivalent_diameter_mm_percentiles: the same for the diameter of the sphere of equal
+            volume, ``(6 V / pi) ** (1/3)``, mm.
+
+    Every float is NaN when there is nothing to average (no masked case, no component).
+    """
+
+    num_cases_with_mask: int
+    num_cases_with_label: int
+    mean_voxel_fraction: float
+    components_per_case_mean: float
+    components_per_case_median: float
+    volume_mm3_percentiles: dict[str, float]
+    equivalent_diameter_mm_percentiles: dict[str, float]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LesionStats:
+        return cls(
+            num_cases_with_mask=int(d["num_cases_with_mask"]),
+            num_cases_with_label=int(d["num_cases_with_label"]),
+            mean_voxel_fraction=_num(d["mean_voxel_fraction"]),
+            components_per_case_mean=_num(d["components_per_case_mean"]),
+            components_per_case_median=_num(d["components_per_case_median"]),
+            volume_mm3_percentiles=_nums(d["volume_mm3_percentiles"]),
+            equivalent_diameter_mm_percentiles=_nums(d["equivalent_diameter_mm_percentiles"]),
+        )
+
+
+@dataclass(frozen=True)
 class CaseFingerprint:
-    """Per-case facts; spacing and shapes in ``(z, y, x)``."""
+    """Per-case facts; spacing and shapes in ``(z, y, x)``.
+
+    ``label_voxel_fraction`` is per lesion label, over the whole scan (NaN without a mask).
+    ``lesion_components`` holds, per lesion label and for ``"lesion"`` (all non-zero labels),
+    the volume in mm³ of each connected component (26-connectivity) inside the body crop,
+    largest first; ``{}`` for a case without a mask.
+    """
 
     case_id: str
     shape: tuple[int, int, int]
@@ -35,11 +103,29 @@ class CaseFingerprint:
     has_label: bool
     diagnosis: str | None
     label_voxel_fraction: dict[str, float]
+    lesion_components: dict[str, list[float]]
+
+    @classmethod
+    def from_dict(cls, c: Mapping[str, Any]) -> CaseFingerprint:
+        return cls(
+            case_id=c["case_id"],
+            shape=tuple(int(v) for v in c["shape"]),  # type: ignore[arg-type]
+            shape_after_crop=tuple(int(v) for v in c["shape_after_crop"]),  # type: ignore[arg-type]
+            spacing=tuple(float(v) for v in c["spacing"]),  # type: ignore[arg-type]
+            direction=tuple(float(v) for v in c["direction"]),
+            has_label=bool(c["has_label"]),
+            diagnosis=c["diagnosis"],
+            label_voxel_fraction=_nums(c["label_voxel_fraction"]),
+            lesion_components={
+                str(k): [float(v) for v in vols] for k, vols in c["lesion_components"].items()
+            },
+        )
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Dataset fingerprint; ``intensity`` holds one entry per channel."""
+    """Dataset fingerprint; ``intensity`` holds one entry per channel, ``lesion_stats`` one
+    per lesion label plus ``"lesion"`` for all non-zero labels together."""
 
     channel_names: dict[str, str]
     labels: dict[str, int]
@@ -49,39 +135,48 @@ class Fingerprint:
     diagnosis_counts: dict[str, int]
     num_cases_without_label: int
     num_cases_without_diagnosis: int
+    lesion_stats: dict[str, LesionStats]
     schema_version: int = FINGERPRINT_SCHEMA_VERSION
 
     def save(self, path: Path) -> None:
         write_json(asdict(self), path)
 
     @classmethod
-    def load(cls, path: Path) -> Fingerprint:
-        d = read_json(path)
+    def from_dict(cls, d: Mapping[str, Any], source: str = "fingerprint") -> Fingerprint:
+        """Build from the dict :meth:`save` writes.
+
+        Raises:
+            ValueError: other schema_version, or a key missing (naming ``source``).
+        """
         version = d.get("schema_version")
         if version != FINGERPRINT_SCHEMA_VERSION:
             raise ValueError(
-                f"{path}: fingerprint schema_version {version} is not supported "
+                f"{source}: fingerprint schema_version {version} is not supported "
                 f"(expected {FINGERPRINT_SCHEMA_VERSION}); rerun autojoint_plan."
             )
-        return cls(
-            channel_names=d["channel_names"],
-            labels=d["labels"],
-            classes=tuple(d["classes"]),
-            cases=tuple(
-                CaseFingerprint(
-                    case_id=c["case_id"],
-                    shape=tuple(c["shape"]),
-                    shape_after_crop=tuple(c["shape_after_crop"]),
-                    spacing=tuple(c["spacing"]),
-                    direction=tuple(c["direction"]),
-                    has_label=c["has_label"],
-                    diagnosis=c["diagnosis"],
-                    label_voxel_fraction=c["label_voxel_fraction"],
-                )
-                for c in d["cases"]
-            ),
-            intensity=tuple(IntensityStats(**s) for s in d["intensity"]),
-            diagnosis_counts=d["diagnosis_counts"],
-            num_cases_without_label=d["num_cases_without_label"],
-            num_cases_without_diagnosis=d["num_cases_without_diagnosis"],
-        )
+        try:
+            return cls(
+                channel_names=dict(d["channel_names"]),
+                labels={str(k): int(v) for k, v in d["labels"].items()},
+                classes=tuple(d["classes"]),
+                cases=tuple(CaseFingerprint.from_dict(c) for c in d["cases"]),
+                intensity=tuple(
+                    IntensityStats(**{k: _num(v) for k, v in s.items()}) for s in d["intensity"]
+                ),
+                diagnosis_counts={str(k): int(v) for k, v in d["diagnosis_counts"].items()},
+                num_cases_without_label=int(d["num_cases_without_label"]),
+                num_cases_without_diagnosis=int(d["num_cases_without_diagnosis"]),
+                lesion_stats={
+                    str(k): LesionStats.from_dict(s) for k, s in d["lesion_stats"].items()
+                },
+                schema_version=version,
+            )
+        except KeyError as err:
+            raise ValueError(
+                f"{source}: fingerprint lacks key {err}; it was written by an older "
+                "development version. Rerun autojoint_plan."
+            ) from err
+
+    @classmethod
+    def load(cls, path: Path) -> Fingerprint:
+        return cls.from_dict(read_json(path), source=str(path))

@@ -26,16 +26,17 @@ from autojoint.planning.schema import (
 logger = logging.getLogger(__name__)
 
 # Without a GPU, "memory" is not the limit: step time is. This budget keeps one training
-# step of the CPU profile around 1-2 s on 2 cores (measured: docs/planning.md).
-CPU_PROFILE_BUDGET_GB = 0.6
-GPU_RESERVE_FRACTION = 0.8  # leave room for the CUDA context, workspace and fragmentation
+# step of the CPU profile around 1 s on 2 cores (measured: docs/planning.md).
+CPU_PROFILE_BUDGET_GB = 0.4
 MIN_BOTTLENECK_VOXELS = 4
 MAX_STAGES = 6
 MAX_BATCH_FRACTION_OF_DATASET = 0.05
 ANISOTROPY_RATIO = 3.0
-# Activation tensors kept per voxel and feature for backward, per stage: encoder (2 convs x
-# conv/norm/nonlin outputs) plus decoder (transposed conv, concat, 2 convs x 3).
-TENSORS_PER_STAGE = 14
+# Stored activations per voxel and feature of each stage (encoder + decoder, kept for
+# backward), plus framework overhead. Calibrated so that a budget of G GB reproduces the
+# plans nnU-Net v2 makes for a G GB GPU with its plain U-Net (8 GB: 1 mm isotropic, median
+# 300^3 -> 128^3 batch 2; (3, 0.8, 0.8) mm, median (100, 400, 400) -> (56, 192, 192) batch 2).
+TENSORS_PER_STAGE = 9.7
 
 
 def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:
@@ -122,6 +123,22 @@ def _round_to_multiple(shape: np.ndarray, multiple: Triple) -> Triple:
     return (int(out[0]), int(out[1]), int(out[2]))
 
 
+def _round_up_to_multiple(shape: np.ndarray, multiple: Triple, limit: np.ndarray) -> Triple:
+    """Round up to a multiple, unless that passes ``limit`` (then round down)."""
+    m = np.array(multiple)
+    up = np.ceil(shape / m) * m
+    down = np.maximum(np.floor(shape / m) * m, m)
+    out = np.where(up <= np.maximum(limit, m), up, down).astype(int)
+    return (int(out[0]), int(out[1]), int(out[2]))
+
+
+def initial_patch(spacing: tuple[float, float, float], voxels: float = 256.0**3) -> np.ndarray:
+    """Patch of ``voxels`` voxels covering a physical cube (axis length inversely
+    proportional to spacing), the starting point of the patch search."""
+    inv = 1.0 / np.array(spacing, dtype=np.float64)
+    return np.round(inv * (voxels / float(np.prod(inv))) ** (1 / 3))
+
+
 def _classification_shape(median_shape: np.ndarray, patch: Triple, stride: Triple) -> Triple:
     """Whole cropped scan, shrunk uniformly so it holds no more voxels than one patch."""
     f = min(1.0, (math.prod(patch) / float(np.prod(median_shape))) ** (1 / 3))
@@ -157,16 +174,23 @@ def plan_experiment(
         cls = _classification_shape(median_shape, patch, topo.total_stride) if has_cls else None
         return topo, cls, estimate_memory_gb(patch, topo, 2, classification_shape=cls)
 
-    # Start from the median shape and shrink the axis that is largest relative to it.
-    patch_arr = median_shape.copy()
+    # Start from a 256^3-voxel patch shaped like a physical cube (finer axes get more
+    # voxels), no larger than the median scan; then shrink, one stride-step at a time, the
+    # axis that is largest relative to the median shape until the estimate fits.
+    patch_arr = np.minimum(initial_patch(spacing), median_shape)
+    topo, cls_shape, mem = fit(_round_to_multiple(patch_arr, (1, 1, 1)))
+    patch_arr = np.array(_round_up_to_multiple(patch_arr, topo.total_stride, median_shape))
     topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
-    while mem > memory_budget_gb and patch_arr.max() > 8:
-        # Only axes still above 8 voxels can shrink; picking one already at 8 would loop forever.
-        rel = np.where(patch_arr > 8, patch_arr / median_shape, -np.inf)
+    while mem > memory_budget_gb:
+        step = np.array(topo.total_stride)
+        # Only axes that stay >= 8 voxels after the step may shrink; no candidate = done.
+        rel = np.where(patch_arr - step >= 8, patch_arr / median_shape, -np.inf)
+        if not np.isfinite(rel).any():
+            break
         axis = int(np.argmax(rel))
-        step = max(topo.total_stride[axis], 1)
-        patch_arr[axis] = max(patch_arr[axis] - step, min(8, patch_arr[axis]))
+        patch_arr[axis] -= step[axis]
         topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
+        patch_arr = np.array(_round_to_multiple(patch_arr, topo.total_stride))
     patch = _round_to_multiple(patch_arr, topo.total_stride)
     topo, cls_shape, mem = fit(patch)
 
@@ -179,6 +203,10 @@ def plan_experiment(
     ):
         batch += 1
     mem = estimate_memory_gb(patch, topo, batch, classification_shape=cls_shape)
+    batch_by_memory = (
+        estimate_memory_gb(patch, topo, batch + 1, classification_shape=cls_shape)
+        > memory_budget_gb
+    )
 
     # Deep-supervision weights, finest scale first: each coarser scale counts half as much
     # (coarse maps are blurrier, so they guide rather than decide), normalised to sum to 1.
@@ -208,6 +236,48 @@ def plan_experiment(
         if n == 0:
             logger.warning("diagnosis '%s' has no training case; its weight is 0", name)
 
+    medians = np.median(np.array([c.spacing for c in fingerprint.cases]), axis=0)
+    coarse = [a for a in range(3) if not np.isclose(spacing[a], medians[a])]
+    reasons = {
+        "target_spacing": (
+            f"median spacing per axis; axis {coarse[0]} (z,y,x order) is >3x coarser and short,"
+            " so its 10th-percentile spacing is used (anisotropy rule)"
+            if coarse
+            else "median spacing per axis (no axis triggers the anisotropy rule)"
+        ),
+        "patch_size": (
+            f"256^3-voxel physical cube clipped to the median shape "
+            f"{tuple(int(v) for v in median_shape)}, the axis largest relative to it shrunk "
+            f"one stride-step at a time until the estimate fits {memory_budget_gb:.2f} GB "
+            f"({device_profile}); multiple of the total stride {topo.total_stride}"
+        ),
+        "batch_size": (
+            "largest batch >= 2 within the memory budget"
+            if batch_by_memory
+            else "capped so one batch covers <= 5% of the dataset's voxels"
+        )
+        + f" (estimate {mem:.2f} GB)",
+        "topology": (
+            "pool an axis while its spacing is within 2x of the finest and >= 4 voxels remain; "
+            "kernel 1 on axes still >2x coarser; features double per stage "
+            f"from {base_features} up to {max_features}"
+        ),
+        "classification_shape": (
+            "whole cropped median scan shrunk uniformly to at most one patch's voxels, "
+            "multiple of the total stride"
+            if has_cls
+            else "no diagnosis classes: no classification view"
+        ),
+        "eta": "finest scale first, each coarser scale half the previous, sum 1",
+        "normalization": (
+            "CT: clip to the 0.5/99.5 percentiles of lesion + body samples, then their mean/std"
+            if ct
+            else "non-CT channels: per-image z-score"
+        ),
+        "loss_weights": "l_seg 1, l_cls 1 (0 without classes), l_ta 10 (DeepSC-COVID's best)",
+        "class_weights": "inverse class frequency N / (C * n_c) (eq. 9); 0 for absent classes",
+    }
+
     return Plan(
         channel_names=fingerprint.channel_names,
         labels=fingerprint.labels,
@@ -225,17 +295,18 @@ def plan_experiment(
         device_profile=device_profile,
         memory_budget_gb=memory_budget_gb,
         estimated_memory_gb=mem,
+        reasons=reasons,
     )
 
 
 def detect_memory_budget(gpu_memory_gb: float | None) -> tuple[float, str]:
     """Budget from ``--gpu-memory-gb``, else the detected CUDA device, else the CPU profile."""
     if gpu_memory_gb is not None:
-        return gpu_memory_gb * GPU_RESERVE_FRACTION, f"gpu ({gpu_memory_gb:g} GB, given)"
+        return gpu_memory_gb, f"gpu ({gpu_memory_gb:g} GB, given)"
     import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         total = props.total_memory / 1024**3
-        return total * GPU_RESERVE_FRACTION, f"gpu ({props.name}, {total:.1f} GB)"
+        return total, f"gpu ({props.name}, {total:.1f} GB)"
     return CPU_PROFILE_BUDGET_GB, "cpu"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autojoint import __version__
@@ -80,6 +80,7 @@ class Plan:
     device_profile: str
     memory_budget_gb: float
     estimated_memory_gb: float
+    reasons: dict[str, str] = field(default_factory=dict)
     schema_version: int = PLAN_SCHEMA_VERSION
     autojoint_version: str = __version__
 
@@ -125,6 +126,7 @@ class Plan:
             device_profile=d["device_profile"],
             memory_budget_gb=float(d["memory_budget_gb"]),
             estimated_memory_gb=float(d["estimated_memory_gb"]),
+            reasons=dict(d.get("reasons", {})),
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
         )

@@ -123,6 +123,9 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
     plan = Plan.load(work_dir / PLANS_FILE)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
+    # batchgenerators' transforms draw from numpy's global generator; seed it so a run
+    # is repeatable for a seed (our own sampling uses explicit Generators).
+    np.random.seed(config.seed)
     train_ids, val_ids = fold_cases(work_dir, fold)
     out = fold_dir(work_dir, fold)
     out.mkdir(parents=True, exist_ok=True)

@@ -278,7 +278,7 @@ def test_estimate_memory_is_linear_in_batch(plans: dict) -> None:
 
 
 def test_detect_memory_budget() -> None:
-    assert detect_memory_budget(10.0) == (pytest.approx(8.0), "gpu (10 GB, given)")
+    assert detect_memory_budget(10.0) == (pytest.approx(10.0), "gpu (10 GB, given)")
     if not torch.cuda.is_available():
         assert detect_memory_budget(None) == (CPU_PROFILE_BUDGET_GB, "cpu")
 
@@ -324,3 +324,26 @@ def test_fingerprint_save_load_round_trip(tmp_path: Path) -> None:
     (tmp_path / "fingerprint.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="fingerprint schema_version 0 is not supported"):
         Fingerprint.load(tmp_path / "fingerprint.json")
+
+
+# --- nnU-Net v2 reference plans ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spacing", "median", "nnunet_patch"),
+    [
+        ((1.0, 1.0, 1.0), (300, 300, 300), (128, 128, 128)),
+        ((3.0, 0.8, 0.8), (100, 400, 400), (56, 192, 192)),
+    ],
+)
+def test_matches_nnunet_reference_within_one_stride_step(
+    spacing: tuple[float, float, float], median: tuple[int, int, int], nnunet_patch: tuple
+) -> None:
+    """nnU-Net v2.8.1's plain U-Net at 8 GB plans these patches with batch 2; for the same
+    budget and widths (32..320) ours must be within one stride-step per axis."""
+    fp = make_fingerprint([spacing] * 10, [median] * 10, classes=())
+    plan = plan_experiment(fp, memory_budget_gb=8.0, device_profile="gpu")
+    stride = plan.topology.total_stride
+    assert plan.batch_size == 2
+    for ours, ref, st in zip(plan.patch_size, nnunet_patch, stride, strict=True):
+        assert abs(ours - ref) <= st, (plan.patch_size, nnunet_patch, stride)

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from autojoint.fingerprint.compute import lesion_stats
 from autojoint.fingerprint.schema import CaseFingerprint, Fingerprint, IntensityStats
 from autojoint.io.image_io import ImageGeometry
 from autojoint.planning.planner import plan_experiment
@@ -223,19 +224,22 @@ def _tiny_fingerprint(
             (1, 0, 0, 0, 1, 0, 0, 0, 1),
             True,
             classes[i % len(classes)] if classes else None,
-            {"ground_glass": 0.01},
+            {"ground_glass": 0.01, "consolidation": 0.0},
+            {"ground_glass": [300.0], "consolidation": [], "lesion": [300.0]},
         )
         for i in range(4)
     )
+    labels = {"background": 0, "ground_glass": 1, "consolidation": 2}
     return Fingerprint(
         channel_names={"0": "CT"},
-        labels={"background": 0, "ground_glass": 1, "consolidation": 2},
+        labels=labels,
         classes=tuple(classes),
         cases=cases,
         intensity=(IntensityStats(-500.0, 300.0, -600.0, -1000.0, 200.0, -1000.0, 100.0),),
         diagnosis_counts={c: sum(1 for x in cases if x.diagnosis == c) for c in classes},
         num_cases_without_label=0,
         num_cases_without_diagnosis=0,
+        lesion_stats=lesion_stats(cases, labels),
     )
 
 
