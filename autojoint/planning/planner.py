@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from autojoint.fingerprint.compute import is_ct
+from autojoint.fingerprint.compute import equivalent_diameter, is_ct
 from autojoint.fingerprint.schema import Fingerprint
 from autojoint.planning.schema import (
     ChannelNormalization,
@@ -123,6 +123,45 @@ def _round_to_multiple(shape: np.ndarray, multiple: Triple) -> Triple:
     return (int(out[0]), int(out[1]), int(out[2]))
 
 
+def scale_weights(
+    fingerprint: Fingerprint, spacing: tuple[float, float, float], topology: Topology
+) -> tuple[tuple[float, ...], str]:
+    """eta_i of eq. 1/3, finest scale first, from the lesion-size distribution.
+
+    A scale resolves a lesion component when the component's equivalent diameter spans at
+    least two voxels of that scale along its coarsest axis; eta_i is the share of all
+    training components scale i resolves, normalised to sum 1. Scales too coarse for every
+    lesion get 0, so they neither vote in the fused map nor pull in deep supervision.
+    Without any lesion component (no masks) each coarser scale gets half the previous.
+    """
+    diameters = equivalent_diameter(
+        np.array(
+            [v for c in fingerprint.cases for v in c.lesion_components.get("lesion", [])],
+            dtype=np.float64,
+        )
+    )
+    stride = np.ones(3)
+    coarsest_voxel = []
+    for st in topology.strides:
+        stride = stride * np.array(st)
+        coarsest_voxel.append(float(np.max(np.array(spacing) * stride)))
+    if diameters.size == 0:
+        raw = np.array([0.5**i for i in range(topology.num_stages)])
+        return tuple(float(v) for v in raw / raw.sum()), (
+            "no lesion components in the fingerprint: finest scale first, each coarser "
+            "scale half the previous, sum 1"
+        )
+    share = np.array([np.mean(diameters >= 2 * edge) for edge in coarsest_voxel])
+    if share.sum() == 0:  # every lesion smaller than two voxels: trust the finest scale only
+        share[0] = 1.0
+    return tuple(float(v) for v in share / share.sum()), (
+        "share of the {} training lesion components whose equivalent diameter spans >= 2 "
+        "voxels at each scale (voxel edges {} mm), normalised to sum 1".format(
+            diameters.size, ", ".join(f"{e:.1f}" for e in coarsest_voxel)
+        )
+    )
+
+
 def _round_up_to_multiple(shape: np.ndarray, multiple: Triple, limit: np.ndarray) -> Triple:
     """Round up to a multiple, unless that passes ``limit`` (then round down)."""
     m = np.array(multiple)
@@ -208,10 +247,7 @@ def plan_experiment(
         > memory_budget_gb
     )
 
-    # Deep-supervision weights, finest scale first: each coarser scale counts half as much
-    # (coarse maps are blurrier, so they guide rather than decide), normalised to sum to 1.
-    raw = np.array([0.5**i for i in range(topo.num_stages)])
-    eta = tuple(float(v) for v in raw / raw.sum())
+    eta, eta_reason = scale_weights(fingerprint, spacing, topo)
 
     ct = is_ct(fingerprint.channel_names)
     norms = []
@@ -268,7 +304,7 @@ def plan_experiment(
             if has_cls
             else "no diagnosis classes: no classification view"
         ),
-        "eta": "finest scale first, each coarser scale half the previous, sum 1",
+        "eta": eta_reason,
         "normalization": (
             "CT: clip to the 0.5/99.5 percentiles of lesion + body samples, then their mean/std"
             if ct

@@ -143,10 +143,10 @@ def test_plan_invariants(plans: dict, name: str, budget: float) -> None:
     assert topo.features_per_stage[0] == 32
     assert all(f <= 320 for f in topo.features_per_stage)
     assert list(topo.features_per_stage) == sorted(topo.features_per_stage)
-    # Deep-supervision weights: finest first, halving, summing to one.
+    # Deep-supervision weights: finest first, never growing with coarseness, summing to one.
     assert len(plan.eta) == topo.num_stages
     assert sum(plan.eta) == pytest.approx(1.0)
-    np.testing.assert_allclose(np.array(plan.eta[1:]) / np.array(plan.eta[:-1]), 0.5)
+    assert all(a >= b for a, b in zip(plan.eta, plan.eta[1:], strict=False))
     assert plan.memory_budget_gb == budget and plan.device_profile == "test"
 
 
@@ -347,3 +347,23 @@ def test_matches_nnunet_reference_within_one_stride_step(
     assert plan.batch_size == 2
     for ours, ref, st in zip(plan.patch_size, nnunet_patch, stride, strict=True):
         assert abs(ours - ref) <= st, (plan.patch_size, nnunet_patch, stride)
+
+
+def test_eta_is_share_of_lesions_each_scale_resolves() -> None:
+    """Lesions of 4000 and 500 mm^3 (diameters 19.7 and 9.8 mm) at 1 mm isotropic: scales
+    with voxel edges 1, 2, 4 mm resolve both, 8 mm only the larger, 16 and 32 mm neither."""
+    fp = make_fingerprint(
+        [(1.0, 1.0, 1.0)] * 4, [(300, 300, 300)] * 4, lesion_volumes_mm3=(4000.0, 500.0)
+    )
+    plan = plan_experiment(fp, memory_budget_gb=8.0, device_profile="gpu")
+    assert plan.topology.num_stages >= 5
+    assert all(s == (2, 2, 2) for s in plan.topology.strides[1:])
+    shares = np.array([1, 1, 1, 0.5, 0, 0])[: plan.topology.num_stages]
+    np.testing.assert_allclose(plan.eta, shares / 3.5)
+    assert "lesion components" in plan.reasons["eta"]
+
+
+def test_eta_without_lesions_halves_per_scale() -> None:
+    fp = make_fingerprint([(1.0, 1.0, 1.0)] * 4, [(64, 64, 64)] * 4, lesion_volumes_mm3=())
+    plan = plan_experiment(fp, memory_budget_gb=8.0, device_profile="gpu")
+    np.testing.assert_allclose(np.array(plan.eta[1:]) / np.array(plan.eta[:-1]), 0.5)
