@@ -104,6 +104,20 @@ class Plan:
                 f"{source}: plan schema_version {version} is not supported (expected "
                 f"{PLAN_SCHEMA_VERSION}); rerun autojoint_plan with this autojoint version."
             )
+        try:
+            plan = cls._build(d, version)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{source}: malformed plan ({type(err).__name__}: {err}); rerun autojoint_plan "
+                "instead of editing plans.json by hand."
+            ) from err
+        problems = plan.validate()
+        if problems:
+            raise ValueError(f"{source}: invalid plan: {'; '.join(problems)}.")
+        return plan
+
+    @classmethod
+    def _build(cls, d: dict, version: int) -> Plan:
         t = d["topology"]
         return cls(
             channel_names=d["channel_names"],
@@ -130,6 +144,32 @@ class Plan:
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
         )
+
+    def validate(self) -> list[str]:
+        """Consistency problems of this plan (empty when valid), as a schema can't say."""
+        out = []
+        for name in ("target_spacing", "median_shape", "patch_size"):
+            v = getattr(self, name)
+            if len(v) != 3 or any(x <= 0 for x in v):
+                out.append(f"{name} must be 3 positive numbers, got {list(v)}")
+        topo = self.topology
+        if not (len(topo.features_per_stage) == len(topo.kernel_sizes) == len(topo.strides) > 0):
+            out.append("topology lists must have one entry per stage")
+        elif any(len(s) != 3 or min(s) < 1 for s in topo.strides + topo.kernel_sizes):
+            out.append("topology strides and kernel sizes must be 3 positive ints each")
+        elif any(p % s for p, s in zip(self.patch_size, topo.total_stride, strict=True)):
+            out.append(f"patch_size {self.patch_size} not divisible by {topo.total_stride}")
+        if len(self.eta) != len(topo.strides) or abs(sum(self.eta) - 1) > 1e-6:
+            out.append("eta needs one weight per stage, summing to 1")
+        if self.batch_size < 1:
+            out.append("batch_size must be >= 1")
+        if len(self.normalization) != len(self.channel_names):
+            out.append("normalization needs one entry per channel")
+        if len(self.class_weights) != len(self.classes):
+            out.append("class_weights needs one weight per class")
+        if sorted(self.labels.values()) != list(range(len(self.labels))):
+            out.append("labels must map names to 0..K")
+        return out
 
     @classmethod
     def load(cls, path: Path) -> Plan:
