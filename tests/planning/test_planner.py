@@ -369,23 +369,22 @@ def test_eta_without_lesions_halves_per_scale() -> None:
     np.testing.assert_allclose(np.array(plan.eta[1:]) / np.array(plan.eta[:-1]), 0.5)
 
 
-def test_malformed_plans_are_refused_with_the_file_named(tmp_path: Path) -> None:
+CORRUPTIONS = {
+    "missing key": lambda d: d.pop("patch_size"),
+    "wrong eta length": lambda d: d.update(eta=[1.0]),
+    "patch not divisible": lambda d: d.update(patch_size=[d["patch_size"][0] + 1, 32, 32]),
+    "bad normalisation": lambda d: d.update(normalization=[]),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_malformed_plans_are_refused_with_the_file_named(tmp_path: Path, corruption: str) -> None:
     plan = plan_experiment(isotropic(), memory_budget_gb=2.0, device_profile="test")
     path = tmp_path / "plans.json"
     plan.save(path)
-    good = json.loads(path.read_text())
-    cases = {
-        "missing key": lambda d: d.pop("patch_size"),
-        "wrong eta length": lambda d: d.update(eta=[1.0]),
-        "patch not divisible": lambda d: d.update(patch_size=[d["patch_size"][0] + 1, 32, 32]),
-        "bad normalisation": lambda d: d.update(normalization=[]),
-    }
-    for name, corrupt in cases.items():
-        d = json.loads(json.dumps(good))
-        corrupt(d)
-        path.write_text(json.dumps(d))
-        with pytest.raises(ValueError, match="plans.json: (malformed|invalid) plan") as info:
-            Plan.load(path)
-        assert info.value is not None, name
-    path.write_text(json.dumps(good))
     assert Plan.load(path) == plan
+    d = json.loads(path.read_text())
+    CORRUPTIONS[corruption](d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="plans.json: (malformed|invalid) plan"):
+        Plan.load(path)
