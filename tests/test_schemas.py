@@ -42,3 +42,11 @@ def test_reference_plan_loads() -> None:
     plan = Plan.load(PLANS / "reference_demo_plan.json")
     assert plan.device_profile == "cpu"
     assert plan.batch_size >= 2
+
+
+def test_plan_option_schemas_match_dataclasses() -> None:
+    from autojoint.planning.schema import LossOptions, NetworkOptions
+
+    schema = json.loads((PLANS / "plans.schema.json").read_text())
+    assert set(schema["properties"]["network"]["required"]) == _fields(NetworkOptions)
+    assert set(schema["properties"]["loss"]["required"]) == _fields(LossOptions)

@@ -61,6 +61,44 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
+class NetworkOptions:
+    """Ablation switches of the joint network (METHODS.md sections 1-2).
+
+    Attributes:
+        reverse_attention: MultiR-Net reverse attention on every skip connection.
+        cross_stitch: DeepSC-COVID inception stems + cross-stitch unit for the two views.
+        classifier_input: ``"concat"`` (DeepSC: image and lesion map as channels) or
+            ``"multiply"`` (MultiR-Net: image x lesion map).
+        refinement_passes: MultiR-Net iterative refinement passes (0 = off).
+    """
+
+    reverse_attention: bool = False
+    cross_stitch: bool = False
+    classifier_input: str = "concat"
+    refinement_passes: int = 0
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """Which segmentation loss and its parameters (names from ``autojoint.losses`` registry).
+
+    Attributes:
+        segmentation: ``"dice_ce"`` (nnU-Net), ``"dice_focal"`` (DeepSC-COVID) or
+            ``"focal_tversky"`` (MultiR-Net).
+        focal_alpha, focal_gamma: focal loss lesion/background balance and hardness.
+        tversky_alpha, tversky_beta, tversky_gamma: focal Tversky weights of false
+            negatives, false positives, and the exponent 1/gamma.
+    """
+
+    segmentation: str = "dice_ce"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.7
+    tversky_beta: float = 0.3
+    tversky_gamma: float = 4.0 / 3.0
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the preprocessor, trainer and predictor need; spacings/shapes ``(z, y, x)``."""
 
@@ -80,6 +118,8 @@ class Plan:
     device_profile: str
     memory_budget_gb: float
     estimated_memory_gb: float
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    loss: LossOptions = field(default_factory=LossOptions)
     reasons: dict[str, str] = field(default_factory=dict)
     schema_version: int = PLAN_SCHEMA_VERSION
     autojoint_version: str = __version__
@@ -140,6 +180,8 @@ class Plan:
             device_profile=d["device_profile"],
             memory_budget_gb=float(d["memory_budget_gb"]),
             estimated_memory_gb=float(d["estimated_memory_gb"]),
+            network=NetworkOptions(**d.get("network", {})),
+            loss=LossOptions(**d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
@@ -167,6 +209,10 @@ class Plan:
             out.append("normalization needs one entry per channel")
         if len(self.class_weights) != len(self.classes):
             out.append("class_weights needs one weight per class")
+        if self.network.classifier_input not in ("concat", "multiply"):
+            out.append("network.classifier_input must be 'concat' or 'multiply'")
+        if self.network.refinement_passes < 0:
+            out.append("network.refinement_passes must be >= 0")
         if sorted(self.labels.values()) != list(range(len(self.labels))):
             out.append("labels must map names to 0..K")
         return out
