@@ -38,6 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         default=d.num_workers,
         help="data-augmentation worker processes (0 = in the main process)",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a plan switch for this run, e.g. --set network.reverse_attention=true "
+        "--set loss.segmentation=focal_tversky --set loss_weights.task_aware=0 (repeatable; "
+        "the checkpoint stores the resulting plan)",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.iterations_per_epoch < 1:
@@ -49,5 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         seed=args.seed,
         num_workers=args.num_workers,
+        plan_overrides=tuple(args.overrides),
     )
     return run(lambda: train_fold(args.work_dir, args.fold, config), args.verbose)

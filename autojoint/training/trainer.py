@@ -21,6 +21,7 @@ from autojoint.io.files import read_json, write_json
 from autojoint.losses.joint import joint_loss
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
 from autojoint.training.checkpoint import save_checkpoint
 from autojoint.training.splits import NUM_FOLDS, load_or_create_splits
@@ -41,6 +42,7 @@ class TrainerConfig:
     seed: int = 0
     num_workers: int = 0
     oversample_foreground: float = 0.33
+    plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,7 +122,7 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
     """Train one fold; writes ``fold_FOLD/checkpoint_{latest,final}.pt`` and
     ``training_log.json``. Returns the fold directory."""
     work_dir = Path(work_dir)
-    plan = Plan.load(work_dir / PLANS_FILE)
+    plan = apply_overrides(Plan.load(work_dir / PLANS_FILE), config.plan_overrides)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     # batchgenerators' transforms draw from numpy's global generator; seed it so a run
