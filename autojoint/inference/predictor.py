@@ -27,7 +27,11 @@ from autojoint.io.image_io import write_image
 from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
-from autojoint.preprocessing.preprocess import preprocess_arrays
+from autojoint.preprocessing.preprocess import (
+    PreprocessedCase,
+    preprocess_arrays,
+    transpose_spatial,
+)
 from autojoint.preprocessing.resample import resample_probabilities
 from autojoint.training.checkpoint import load_checkpoint
 from autojoint.training.trainer import resolve_device
@@ -116,6 +120,22 @@ def available_folds(work_dir: Path) -> list[str]:
     )
 
 
+def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
+    """Undo preprocessing for class probabilities: resample to the cropped grid (in the
+    network's axis order), transpose back to the array order, argmax, paste into the input.
+
+    Shape:
+        probs ``(K, *pre.data.shape[1:])`` -> ``pre.geometry.shape`` uint8.
+    """
+    crop_shape = tuple(b - a for a, b in pre.bbox)
+    fwd_crop_shape = tuple(crop_shape[a] for a in plan.transpose_forward)
+    probs = transpose_spatial(
+        resample_probabilities(probs, fwd_crop_shape), plan.transpose_backward
+    )
+    mask = np.argmax(probs, axis=0).astype(np.uint8)
+    return uncrop(mask, pre.bbox, pre.geometry.shape)
+
+
 @torch.no_grad()
 def predict_case(
     case: InputCase,
@@ -151,9 +171,7 @@ def predict_case(
             _, logits, _ = net.classify(view)
             class_probs += torch.softmax(logits, dim=1)[0].cpu().numpy()
     probs /= len(nets)
-    crop_shape = tuple(b - a for a, b in pre.bbox)
-    mask = np.argmax(resample_probabilities(probs, crop_shape), axis=0).astype(np.uint8)
-    mask = uncrop(mask, pre.bbox, geo.shape)
+    mask = mask_on_input_grid(probs, pre, plan)
     if class_probs is not None:
         class_probs = class_probs / len(nets)
         class_probs = class_probs / class_probs.sum()

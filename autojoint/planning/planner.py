@@ -60,6 +60,16 @@ def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:
     return (float(target[0]), float(target[1]), float(target[2]))
 
 
+def transpose_order(spacing: tuple[float, float, float]) -> Triple:
+    """Axis permutation putting the coarsest axis first (the others keep their order), so
+    thick slices are always axis 0 whatever the acquisition plane; stable for ties."""
+    coarse = int(np.argmax(np.array(spacing)))
+    if spacing[coarse] <= min(spacing) * (1 + 1e-6):  # isotropic: keep the array order
+        return (0, 1, 2)
+    rest = [a for a in range(3) if a != coarse]
+    return (coarse, rest[0], rest[1])
+
+
 def plan_topology(
     patch_size: Triple,
     spacing: tuple[float, float, float],
@@ -201,10 +211,16 @@ def plan_experiment(
         raise ValueError("fingerprint holds no cases; nothing to plan.")
     if memory_budget_gb <= 0:
         raise ValueError(f"memory budget must be positive, got {memory_budget_gb} GB.")
-    spacing = target_spacing(fingerprint)
+    array_spacing = target_spacing(fingerprint)
+    order = transpose_order(array_spacing)
+    # From here on every spacing and shape is in the transposed order (coarse axis first).
+    spacing = (array_spacing[order[0]], array_spacing[order[1]], array_spacing[order[2]])
     shapes = np.array(
-        [np.array(c.shape_after_crop) * np.array(c.spacing) / spacing for c in fingerprint.cases]
-    )
+        [
+            np.array(c.shape_after_crop) * np.array(c.spacing) / array_spacing
+            for c in fingerprint.cases
+        ]
+    )[:, list(order)]
     median_shape = np.maximum(np.round(np.median(shapes, axis=0)), 1)
     has_cls = len(fingerprint.classes) > 0
 
@@ -273,7 +289,7 @@ def plan_experiment(
             logger.warning("diagnosis '%s' has no training case; its weight is 0", name)
 
     medians = np.median(np.array([c.spacing for c in fingerprint.cases]), axis=0)
-    coarse = [a for a in range(3) if not np.isclose(spacing[a], medians[a])]
+    coarse = [a for a in range(3) if not np.isclose(array_spacing[a], medians[a])]
     reasons = {
         "target_spacing": (
             f"median spacing per axis; axis {coarse[0]} (z,y,x order) is >3x coarser and short,"
@@ -305,6 +321,11 @@ def plan_experiment(
             else "no diagnosis classes: no classification view"
         ),
         "eta": eta_reason,
+        "transpose_forward": (
+            "array axes already have the coarsest first"
+            if order == (0, 1, 2)
+            else f"array axis {order[0]} is the coarsest: moved first, order {order}"
+        ),
         "normalization": (
             "CT: clip to the 0.5/99.5 percentiles of lesion + body samples, then their mean/std"
             if ct
@@ -331,6 +352,7 @@ def plan_experiment(
         device_profile=device_profile,
         memory_budget_gb=memory_budget_gb,
         estimated_memory_gb=mem,
+        transpose_forward=order,
         reasons=reasons,
     )
 

@@ -118,6 +118,7 @@ class Plan:
     device_profile: str
     memory_budget_gb: float
     estimated_memory_gb: float
+    transpose_forward: Triple = (0, 1, 2)
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -128,6 +129,14 @@ class Plan:
     def num_seg_classes(self) -> int:
         """Segmentation output channels: background plus every lesion label."""
         return len(self.labels)
+
+    @property
+    def transpose_backward(self) -> Triple:
+        """Inverse of ``transpose_forward`` (network order back to array order)."""
+        inv = [0, 0, 0]
+        for i, a in enumerate(self.transpose_forward):
+            inv[a] = i
+        return (inv[0], inv[1], inv[2])
 
     @property
     def has_diagnosis(self) -> bool:
@@ -180,6 +189,7 @@ class Plan:
             device_profile=d["device_profile"],
             memory_budget_gb=float(d["memory_budget_gb"]),
             estimated_memory_gb=float(d["estimated_memory_gb"]),
+            transpose_forward=tuple(d.get("transpose_forward", (0, 1, 2))),  # type: ignore[arg-type]
             network=NetworkOptions(**d.get("network", {})),
             loss=LossOptions(**d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
@@ -209,6 +219,8 @@ class Plan:
             out.append("normalization needs one entry per channel")
         if len(self.class_weights) != len(self.classes):
             out.append("class_weights needs one weight per class")
+        if sorted(self.transpose_forward) != [0, 1, 2]:
+            out.append(f"transpose_forward {list(self.transpose_forward)} is not a permutation")
         if self.network.classifier_input not in ("concat", "multiply"):
             out.append("network.classifier_input must be 'concat' or 'multiply'")
         if self.network.refinement_passes < 0:

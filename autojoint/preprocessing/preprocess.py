@@ -52,6 +52,16 @@ class PreprocessedCase:
     diagnosis: str | None
 
 
+def transpose_spatial(array: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """Permute the trailing three (spatial) axes of ``array`` by ``order``; leading axes kept.
+
+    Shape:
+        ``(..., A0, A1, A2)`` -> ``(..., A[order[0]], A[order[1]], A[order[2]])``.
+    """
+    lead = array.ndim - 3
+    return np.transpose(array, tuple(range(lead)) + tuple(lead + a for a in order))
+
+
 def preprocess_arrays(
     case_id: str,
     data: np.ndarray,
@@ -60,11 +70,14 @@ def preprocess_arrays(
     plan: Plan,
     diagnosis: str | None = None,
 ) -> PreprocessedCase:
-    """Crop, normalise and resample one case held in memory (training and inference)."""
+    """Crop, normalise, transpose (coarse axis first) and resample one case held in memory
+    (training and inference); arrays of the result are in the plan's transposed order."""
     bbox = bbox_of(body_mask(data, is_ct=is_ct(plan.channel_names)))
-    data_c = normalize(crop(data, bbox), plan.normalization)
-    seg_c = crop(seg, bbox) if seg is not None else None
-    new_shape = shape_for_spacing(data_c.shape[1:], geometry.spacing, plan.target_spacing)
+    fwd = plan.transpose_forward
+    data_c = transpose_spatial(normalize(crop(data, bbox), plan.normalization), fwd)
+    seg_c = transpose_spatial(crop(seg, bbox), fwd) if seg is not None else None
+    spacing = tuple(geometry.spacing[a] for a in fwd)
+    new_shape = shape_for_spacing(data_c.shape[1:], spacing, plan.target_spacing)
     data_r = resample_image(data_c, new_shape)
     seg_r = resample_label(seg_c, new_shape, plan.num_seg_classes) if seg_c is not None else None
     if plan.has_diagnosis:
