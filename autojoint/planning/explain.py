@@ -19,6 +19,11 @@ def explain_plan(plan: Plan) -> str:
             _fmt(tuple(round(s, 3) for s in plan.target_spacing)),
             r.get("target_spacing", ""),
         ),
+        (
+            "axis order (transpose)",
+            _fmt(plan.transpose_forward),
+            r.get("transpose_forward", ""),
+        ),
         ("median shape (voxels)", _fmt(plan.median_shape), ""),
         ("patch size", _fmt(plan.patch_size), r.get("patch_size", "")),
         ("batch size", str(plan.batch_size), r.get("batch_size", "")),
@@ -45,6 +50,18 @@ def explain_plan(plan: Plan) -> str:
                 for n in plan.normalization
             ),
             r.get("normalization", ""),
+        ),
+        (
+            "segmentation loss",
+            f"{plan.loss.segmentation} (focal alpha {plan.loss.focal_alpha:.2f} gamma "
+            f"{plan.loss.focal_gamma:g}; Tversky alpha {plan.loss.tversky_alpha:.2f} beta "
+            f"{plan.loss.tversky_beta:.2f} gamma {plan.loss.tversky_gamma:.2f})",
+            r.get("loss", ""),
+        ),
+        (
+            "network switches",
+            ", ".join(f"{k}={v}" for k, v in vars(plan.network).items()),
+            "",
         ),
         (
             "loss weights",

@@ -17,6 +17,7 @@ from autojoint.fingerprint.compute import equivalent_diameter, is_ct
 from autojoint.fingerprint.schema import Fingerprint
 from autojoint.planning.schema import (
     ChannelNormalization,
+    LossOptions,
     LossWeights,
     Plan,
     Topology,
@@ -172,6 +173,31 @@ def scale_weights(
     )
 
 
+def loss_parameters(fingerprint: Fingerprint) -> tuple[LossOptions, str]:
+    """Focal and focal-Tversky parameters from the lesion voxel fraction f (all labels).
+
+    Rarer lesions need more weight on them and on missing them:
+    focal alpha (lesion side) = clip(1 - sqrt(f), 0.5, 0.9) -> 0.9 at f = 1%, 0.5 at 25%;
+    Tversky alpha (false negatives) = 0.7 (MultiR-Net) for f <= 5%, falling linearly to 0.5
+    (plain Dice) at f >= 25%, beta = 1 - alpha. Gammas keep the papers' values
+    (focal 2, Tversky 4/3). Without masks the defaults stay.
+    """
+    stats = fingerprint.lesion_stats.get("lesion")
+    f = stats.mean_voxel_fraction if stats is not None else float("nan")
+    if not np.isfinite(f):
+        return LossOptions(), "no lesion masks: default focal / Tversky parameters"
+    focal_alpha = float(np.clip(1 - np.sqrt(f), 0.5, 0.9))
+    tversky_alpha = float(np.clip(0.7 - 0.2 * (f - 0.05) / 0.20, 0.5, 0.7))
+    options = LossOptions(
+        focal_alpha=focal_alpha, tversky_alpha=tversky_alpha, tversky_beta=1 - tversky_alpha
+    )
+    return options, (
+        f"lesion voxel fraction {f:.4f}: focal alpha clip(1 - sqrt(f), 0.5, 0.9) = "
+        f"{focal_alpha:.2f}; Tversky alpha 0.7 up to 5%, linear to 0.5 at 25% = "
+        f"{tversky_alpha:.2f}, beta = 1 - alpha; segmentation loss dice_ce (nnU-Net default)"
+    )
+
+
 def _round_up_to_multiple(shape: np.ndarray, multiple: Triple, limit: np.ndarray) -> Triple:
     """Round up to a multiple, unless that passes ``limit`` (then round down)."""
     m = np.array(multiple)
@@ -288,6 +314,7 @@ def plan_experiment(
         if n == 0:
             logger.warning("diagnosis '%s' has no training case; its weight is 0", name)
 
+    loss_options, loss_reason = loss_parameters(fingerprint)
     medians = np.median(np.array([c.spacing for c in fingerprint.cases]), axis=0)
     coarse = [a for a in range(3) if not np.isclose(array_spacing[a], medians[a])]
     reasons = {
@@ -332,6 +359,7 @@ def plan_experiment(
             else "non-CT channels: per-image z-score"
         ),
         "loss_weights": "l_seg 1, l_cls 1 (0 without classes), l_ta 10 (DeepSC-COVID's best)",
+        "loss": loss_reason,
         "class_weights": "inverse class frequency N / (C * n_c) (eq. 9); 0 for absent classes",
     }
 
@@ -348,6 +376,7 @@ def plan_experiment(
         eta=eta,
         normalization=tuple(norms),
         loss_weights=LossWeights(seg=1.0, cls=1.0 if has_cls else 0.0, task_aware=10.0),
+        loss=loss_options,
         class_weights=class_weights,
         device_profile=device_profile,
         memory_budget_gb=memory_budget_gb,

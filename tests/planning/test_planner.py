@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -388,3 +389,30 @@ def test_malformed_plans_are_refused_with_the_file_named(tmp_path: Path, corrupt
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="plans.json: (malformed|invalid) plan"):
         Plan.load(path)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "focal_alpha", "tversky_alpha"),
+    [
+        (0.0001, 0.9, 0.7),
+        (0.01, 0.9, 0.7),
+        (0.04, 0.8, 0.7),
+        (0.15, 1 - math.sqrt(0.15), 0.6),
+        (0.25, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    ],
+)
+def test_loss_parameters_follow_lesion_fraction(
+    fraction: float, focal_alpha: float, tversky_alpha: float
+) -> None:
+    fp = isotropic()
+    stats = fp.lesion_stats["lesion"]
+    fp = dataclasses.replace(
+        fp, lesion_stats={"lesion": dataclasses.replace(stats, mean_voxel_fraction=fraction)}
+    )
+    plan = plan_experiment(fp, memory_budget_gb=2.0, device_profile="test")
+    assert plan.loss.focal_alpha == pytest.approx(focal_alpha)
+    assert plan.loss.tversky_alpha == pytest.approx(tversky_alpha)
+    assert plan.loss.tversky_alpha + plan.loss.tversky_beta == pytest.approx(1.0)
+    assert plan.loss.segmentation == "dice_ce"
+    assert "lesion voxel fraction" in plan.reasons["loss"]
