@@ -1,0 +1,191 @@
+"""Resolution-dependent planning: topology, memory estimate, patch and batch search.
+
+Used for the full-resolution configuration and, on large scans, the low-resolution one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from autojoint.planning.schema import Topology, Triple
+
+MIN_BOTTLENECK_VOXELS = 4
+MAX_STAGES = 6
+MAX_BATCH_FRACTION_OF_DATASET = 0.05
+# Stored activations per voxel and feature of each stage (encoder + decoder, kept for
+# backward), plus framework overhead. Calibrated so that a budget of G GB reproduces the
+# plans nnU-Net v2 makes for a G GB GPU with its plain U-Net (8 GB: 1 mm isotropic, median
+# 300^3 -> 128^3 batch 2; (3, 0.8, 0.8) mm, median (100, 400, 400) -> (56, 192, 192) batch 2).
+TENSORS_PER_STAGE = 9.7
+
+
+def plan_topology(
+    patch_size: Triple,
+    spacing: tuple[float, float, float],
+    *,
+    base_features: int,
+    max_features: int,
+) -> Topology:
+    """Pool an axis while its spacing is within 2x of the finest and the bottleneck keeps
+    at least 4 voxels; use kernel 1 on axes still too coarse to mix neighbours."""
+    sp, size = list(spacing), list(patch_size)
+
+    def kernel() -> Triple:
+        m = min(sp)
+        k = [3 if s <= 2 * m else 1 for s in sp]
+        return (k[0], k[1], k[2])
+
+    strides: list[Triple] = [(1, 1, 1)]
+    kernels: list[Triple] = [kernel()]
+    while len(strides) < MAX_STAGES:
+        m = min(sp)
+        st = [2 if sp[a] <= 2 * m and size[a] >= 2 * MIN_BOTTLENECK_VOXELS else 1 for a in range(3)]
+        if st == [1, 1, 1]:
+            break
+        sp = [s * f for s, f in zip(sp, st, strict=True)]
+        size = [z // f for z, f in zip(size, st, strict=True)]
+        strides.append((st[0], st[1], st[2]))
+        kernels.append(kernel())
+    feats = tuple(min(base_features * 2**s, max_features) for s in range(len(strides)))
+    return Topology(features_per_stage=feats, kernel_sizes=tuple(kernels), strides=tuple(strides))
+
+
+def estimate_memory_gb(
+    patch_size: Triple,
+    topology: Topology,
+    batch_size: int,
+    *,
+    classification_shape: Triple | None = None,
+) -> float:
+    """Activation memory of one training step: feature-map sizes of a forward pass kept for
+    backward, for the patch and (joint training) the whole-scan view through both heads."""
+
+    def seg_pass(shape: Triple) -> float:
+        vox = np.array(shape, dtype=np.float64)
+        total = 0.0
+        for s, stride in enumerate(topology.strides):
+            vox = np.maximum(vox // np.array(stride), 1)
+            total += topology.features_per_stage[s] * float(np.prod(vox)) * TENSORS_PER_STAGE
+        return total
+
+    elements = seg_pass(patch_size)
+    if classification_shape is not None:
+        # The view goes through the segmentation net, then the classification encoder
+        # (3 residual units at 1/2, 1/4, 1/8 of the view, roughly one more seg-pass's worth).
+        elements += 2 * seg_pass(classification_shape)
+    return elements * batch_size * 4 / 1024**3
+
+
+def _round_to_multiple(shape: np.ndarray, multiple: Triple) -> Triple:
+    m = np.array(multiple)
+    out = np.maximum(np.floor(shape / m) * m, m).astype(int)
+    return (int(out[0]), int(out[1]), int(out[2]))
+
+
+def _round_up_to_multiple(shape: np.ndarray, multiple: Triple, limit: np.ndarray) -> Triple:
+    """Round up to a multiple, unless that passes ``limit`` (then round down)."""
+    m = np.array(multiple)
+    up = np.ceil(shape / m) * m
+    down = np.maximum(np.floor(shape / m) * m, m)
+    out = np.where(up <= np.maximum(limit, m), up, down).astype(int)
+    return (int(out[0]), int(out[1]), int(out[2]))
+
+
+def initial_patch(spacing: tuple[float, float, float], voxels: float = 256.0**3) -> np.ndarray:
+    """Patch of ``voxels`` voxels covering a physical cube (axis length inversely
+    proportional to spacing), the starting point of the patch search."""
+    inv = 1.0 / np.array(spacing, dtype=np.float64)
+    return np.round(inv * (voxels / float(np.prod(inv))) ** (1 / 3))
+
+
+def _classification_shape(median_shape: np.ndarray, patch: Triple, stride: Triple) -> Triple:
+    """Whole cropped scan, shrunk uniformly so it holds no more voxels than one patch."""
+    f = min(1.0, (math.prod(patch) / float(np.prod(median_shape))) ** (1 / 3))
+    return _round_to_multiple(median_shape * f, stride)
+
+
+@dataclass(frozen=True)
+class ResolutionFit:
+    """Patch, batch, topology and view fitted to a memory budget at one spacing."""
+
+    spacing: tuple[float, float, float]
+    median_shape: Triple
+    patch_size: Triple
+    batch_size: int
+    classification_shape: Triple | None
+    topology: Topology
+    estimated_memory_gb: float
+    batch_limited_by_memory: bool
+
+
+def fit_resolution(
+    spacing: tuple[float, float, float],
+    shapes_mm: np.ndarray,
+    *,
+    memory_budget_gb: float,
+    has_classification: bool,
+    base_features: int,
+    max_features: int,
+) -> ResolutionFit:
+    """Fit patch and batch at ``spacing`` for cases of physical extents ``shapes_mm``.
+
+    Starts from a 256^3-voxel patch shaped like a physical cube (finer axes get more
+    voxels), no larger than the median scan; then shrinks, one stride-step at a time, the
+    axis that is largest relative to the median shape until the estimate fits.
+
+    Shape:
+        shapes_mm: ``(num_cases, 3)`` extents in mm, in the plan's axis order.
+    """
+    shapes = shapes_mm / np.array(spacing)
+    median_shape = np.maximum(np.round(np.median(shapes, axis=0)), 1)
+
+    def fit(patch: Triple) -> tuple[Topology, Triple | None, float]:
+        topo = plan_topology(patch, spacing, base_features=base_features, max_features=max_features)
+        cls = (
+            _classification_shape(median_shape, patch, topo.total_stride)
+            if has_classification
+            else None
+        )
+        return topo, cls, estimate_memory_gb(patch, topo, 2, classification_shape=cls)
+
+    patch_arr = np.minimum(initial_patch(spacing), median_shape)
+    topo, cls_shape, mem = fit(_round_to_multiple(patch_arr, (1, 1, 1)))
+    patch_arr = np.array(_round_up_to_multiple(patch_arr, topo.total_stride, median_shape))
+    topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
+    while mem > memory_budget_gb:
+        step = np.array(topo.total_stride)
+        # Only axes that stay >= 8 voxels after the step may shrink; no candidate = done.
+        rel = np.where(patch_arr - step >= 8, patch_arr / median_shape, -np.inf)
+        if not np.isfinite(rel).any():
+            break
+        axis = int(np.argmax(rel))
+        patch_arr[axis] -= step[axis]
+        topo, cls_shape, mem = fit(tuple(int(v) for v in patch_arr))  # type: ignore[arg-type]
+        patch_arr = np.array(_round_to_multiple(patch_arr, topo.total_stride))
+    patch = _round_to_multiple(patch_arr, topo.total_stride)
+    topo, cls_shape, mem = fit(patch)
+
+    dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
+    batch = 2
+    while (
+        estimate_memory_gb(patch, topo, batch + 1, classification_shape=cls_shape)
+        <= memory_budget_gb
+        and (batch + 1) * math.prod(patch) <= MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels
+    ):
+        batch += 1
+    return ResolutionFit(
+        spacing=spacing,
+        median_shape=(int(median_shape[0]), int(median_shape[1]), int(median_shape[2])),
+        patch_size=patch,
+        batch_size=batch,
+        classification_shape=cls_shape,
+        topology=topo,
+        estimated_memory_gb=estimate_memory_gb(patch, topo, batch, classification_shape=cls_shape),
+        batch_limited_by_memory=estimate_memory_gb(
+            patch, topo, batch + 1, classification_shape=cls_shape
+        )
+        > memory_budget_gb,
+    )
