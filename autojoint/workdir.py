@@ -10,6 +10,14 @@ PREPROCESSED_DIR = "preprocessed"
 SPLITS_FILE = "splits.json"
 
 
-def fold_dir(work_dir: Path, fold: str) -> Path:
-    """``WORK/fold_FOLD``: checkpoints and the training log of one fold."""
-    return Path(work_dir) / f"fold_{fold}"
+def fold_dir(work_dir: Path, fold: str, configuration: str = "fullres") -> Path:
+    """``WORK/fold_FOLD`` (full resolution) or ``WORK/lowres/fold_FOLD``: checkpoints and
+    the training log of one fold."""
+    base = Path(work_dir) if configuration == "fullres" else Path(work_dir) / configuration
+    return base / f"fold_{fold}"
+
+
+def preprocessed_dir(work_dir: Path, configuration: str = "fullres") -> Path:
+    """``WORK/preprocessed`` (full resolution) or ``WORK/preprocessed_lowres``."""
+    suffix = "" if configuration == "fullres" else f"_{configuration}"
+    return Path(work_dir) / f"{PREPROCESSED_DIR}{suffix}"

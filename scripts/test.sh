@@ -6,7 +6,7 @@ bash "$ROOT/scripts/setup_env.sh"
 VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
 cd "$ROOT"
 echo "[test] ruff and mypy"
-"$VENV/bin/ruff" check autojoint dataset_conversion tests
+"$VENV/bin/ruff" check autojoint dataset_conversion tests benchmarks
 "$VENV/bin/mypy"
 echo "[test] pytest"
 "$VENV/bin/python" -m pytest "$@"

@@ -148,3 +148,35 @@ def test_console_scripts_installed_with_help(command: str) -> None:
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith(f"usage: {command}")
     assert "--help" in result.stdout
+
+
+def test_lowres_configuration_end_to_end(tmp_path: Path) -> None:
+    """A tiny memory budget makes the full-resolution patch cover < 1/4 of the scan: the
+    plan gains a low-resolution configuration that preprocesses, trains and predicts."""
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=5, shape=(16, 64, 64))
+    work = tmp_path / "work"
+    assert cli_plan.main(["-d", str(raw), "-w", str(work), "--gpu-memory-gb", "0.002"]) == 0
+    plan = json.loads((work / "plans.json").read_text())
+    assert plan["lowres"] is not None
+    low, full = plan["lowres"], plan
+    assert all(a >= b for a, b in zip(low["target_spacing"], full["target_spacing"], strict=True))
+    assert np.prod(low["patch_size"]) / np.prod(low["median_shape"]) >= 0.25
+    assert len(list((work / "preprocessed_lowres").glob("*.npz"))) == 5
+    args = ["all", "-w", str(work), "-c", "lowres", "--epochs", "1", "--iterations-per-epoch", "1"]
+    assert cli_train.main(args) == 0
+    assert (work / "lowres" / "fold_all" / "checkpoint_final.pt").is_file()
+    out = tmp_path / "pred"
+    predict = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-c", "lowres"]
+    assert cli_predict.main(predict) == 0
+    ref = sitk.ReadImage(str(raw / "imagesTr" / "case_000_0000.nii.gz"))
+    assert sitk.ReadImage(str(out / "case_000.nii.gz")).GetSize() == ref.GetSize()
+    # The full-resolution configuration was not trained: predicting with it says so.
+    assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]) == 1
+
+
+def test_unknown_loss_fails_before_training(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    args = ["0", "-w", str(trained["work"]), "--set", "loss.segmentation=nope"]
+    assert cli_train.main(args) == 1
+    assert "available: dice_ce, dice_focal, focal_tversky" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
 from autojoint.inference.predictor import predict_folder
+from autojoint.planning.schema import CONFIGURATIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="sliding-window step as a fraction of the patch (default 0.5)",
     )
+    parser.add_argument(
+        "-c",
+        "--configuration",
+        choices=CONFIGURATIONS,
+        default="fullres",
+        help="which trained configuration to use: fullres (default) or lowres",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
     if not 0 < args.step_size <= 1:
@@ -45,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             folds=args.folds,
             device=args.device,
             step_fraction=args.step_size,
+            configuration=args.configuration,
         ),
         args.verbose,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
+from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.training.trainer import TrainerConfig, train_fold
 
 
@@ -39,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         help="data-augmentation worker processes (0 = in the main process)",
     )
     parser.add_argument(
+        "-c",
+        "--configuration",
+        choices=CONFIGURATIONS,
+        default="fullres",
+        help="fullres (default) or lowres (only when the plan has one; writes "
+        "WORK_DIR/lowres/fold_FOLD/)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -59,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         seed=args.seed,
         num_workers=args.num_workers,
+        configuration=args.configuration,
         plan_overrides=tuple(args.overrides),
     )
     return run(lambda: train_fold(args.work_dir, args.fold, config), args.verbose)

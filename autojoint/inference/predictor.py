@@ -91,13 +91,15 @@ def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
 
 
 def load_models(
-    work_dir: Path, folds: list[str], device: torch.device
+    work_dir: Path, folds: list[str], device: torch.device, configuration: str = "fullres"
 ) -> tuple[Plan, list[JointNet]]:
     """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
     plan: Plan | None = None
     nets = []
     for fold in folds:
-        ckpt = load_checkpoint(fold_dir(work_dir, fold) / "checkpoint_final.pt", device)
+        ckpt = load_checkpoint(
+            fold_dir(work_dir, fold, configuration) / "checkpoint_final.pt", device
+        )
         p = Plan.from_dict(ckpt["plan"], source=f"fold {fold} checkpoint")
         if plan is not None and p != plan:
             raise ValueError(
@@ -112,11 +114,11 @@ def load_models(
     return plan, nets
 
 
-def available_folds(work_dir: Path) -> list[str]:
-    """Folds with a final checkpoint, used when ``-f`` is not given."""
+def available_folds(work_dir: Path, configuration: str = "fullres") -> list[str]:
+    """Folds of ``configuration`` with a final checkpoint, used when ``-f`` is not given."""
+    base = fold_dir(work_dir, "x", configuration).parent
     return sorted(
-        p.parent.name.removeprefix("fold_")
-        for p in Path(work_dir).glob("fold_*/checkpoint_final.pt")
+        p.parent.name.removeprefix("fold_") for p in base.glob("fold_*/checkpoint_final.pt")
     )
 
 
@@ -186,15 +188,18 @@ def predict_folder(
     folds: list[str] | None = None,
     device: str = "cpu",
     step_fraction: float = 0.5,
+    configuration: str = "fullres",
 ) -> list[str]:
     """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv``; returns case ids."""
     dev = resolve_device(device)
-    folds = folds or available_folds(work_dir)
+    folds = folds or available_folds(work_dir, configuration)
     if not folds:
+        where = fold_dir(work_dir, "*", configuration)
         raise FileNotFoundError(
-            f"{work_dir}: no fold_*/checkpoint_final.pt; run autojoint_train first."
+            f"{where}/checkpoint_final.pt: none found; run autojoint_train "
+            f"(-c {configuration}) first."
         )
-    plan, nets = load_models(Path(work_dir), folds, dev)
+    plan, nets = load_models(Path(work_dir), folds, dev, configuration)
     cases = find_input_cases(input_dir, len(plan.channel_names))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

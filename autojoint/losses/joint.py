@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from autojoint.losses.registry import get_segmentation_loss
 from autojoint.losses.segmentation import deep_supervision_loss
 from autojoint.networks.joint_net import JointNet, JointOutput
-from autojoint.planning.schema import LossWeights
+from autojoint.planning.schema import LossOptions, LossWeights
 
 # Weight of the whole-scan view's segmentation loss relative to the patch's: the view is
 # coarse, so it should help, not dominate, the full-resolution masks.
@@ -67,15 +68,22 @@ def joint_loss(
     batch: dict[str, torch.Tensor],
     weights: LossWeights,
     class_weights: torch.Tensor,
+    options: LossOptions,
 ) -> LossParts:
-    """Eq. 11: L = l_seg * L_seg + l_cls * L_cls + l_ta * L_ta, with per-case masking."""
+    """Eq. 11: L = l_seg * L_seg + l_cls * L_cls + l_ta * L_ta, with per-case masking.
+
+    L_seg is the segmentation loss named by ``options.segmentation`` (built through the
+    registry; building it is a dict lookup), with deep supervision, on the patch and
+    (x ``VIEW_SEG_WEIGHT``) on the whole-scan view.
+    """
     eta = net.eta
-    seg = deep_supervision_loss(out.patch_scales, batch["seg"], eta, batch["has_mask"])
+    seg_loss = get_segmentation_loss(options.segmentation, options)
+    seg = deep_supervision_loss(out.patch_scales, batch["seg"], eta, batch["has_mask"], seg_loss)
     zero = seg * 0.0
     cls, ta = zero, zero
     if out.view_scales is not None and out.class_logits is not None and net.cls is not None:
         seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
-            out.view_scales, batch["cls_seg"], eta, batch["has_mask"]
+            out.view_scales, batch["cls_seg"], eta, batch["has_mask"], seg_loss
         )
         cls = diagnosis_loss(out.class_logits, batch["diagnosis"], class_weights)
         if weights.task_aware > 0 and out.class_features is not None:

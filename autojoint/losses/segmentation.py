@@ -1,13 +1,38 @@
-"""Segmentation losses: soft Dice + cross-entropy with deep supervision and per-case masks."""
+"""Segmentation losses (per sample, registered by name) and deep supervision with masks.
+
+Registered in ``autojoint.losses.registry``:
+
+- ``dice_ce``: soft Dice + cross-entropy (nnU-Net).
+- ``dice_focal``: soft Dice + focal loss (DeepSC-COVID).
+- ``focal_tversky``: focal Tversky loss (MultiR-Net).
+
+All are multi-class softmax losses over K channels including background; the region terms
+(Dice, Tversky) average the foreground classes, the voxel terms (CE, focal) average all
+voxels. Each returns one value per sample so that samples without a mask can be left out.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from autojoint.losses.registry import SegmentationLoss, register_segmentation_loss
 from autojoint.networks.joint_net import fuse_scales
+from autojoint.planning.schema import LossOptions
+
+# Floor of the bases raised to a power below 1 ((1 - p_t)^gamma, (1 - TI)^(1/gamma)): keeps
+# their gradient finite at a perfect prediction; shifts the value by at most _TINY^power.
+_TINY = 1e-12
+
+
+def _foreground(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground softmax probabilities and one-hot target, both ``(B, K - 1, ...)``."""
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+    return probs, onehot
 
 
 def soft_dice_per_sample(
@@ -18,8 +43,7 @@ def soft_dice_per_sample(
     Shape:
         logits ``(B, K, ...)``, target ``(B, ...)`` int64 -> ``(B,)``.
     """
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+    probs, onehot = _foreground(logits, target)
     dims = tuple(range(2, probs.ndim))
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
@@ -31,6 +55,85 @@ def dice_ce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     """Soft Dice + voxel-mean cross-entropy, one value per sample. Shape: ``(B,)``."""
     ce = F.cross_entropy(logits, target, reduction="none").flatten(1).mean(dim=1)
     return soft_dice_per_sample(logits, target) + ce
+
+
+def focal_per_sample(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float
+) -> torch.Tensor:
+    """Voxel-mean focal loss -alpha_t (1 - p_t)^gamma log p_t per sample.
+
+    p_t is the softmax probability of the true class; alpha_t is ``alpha`` on foreground
+    voxels (target > 0) and ``1 - alpha`` on background. With gamma = 0 and alpha = 0.5 it
+    is half the cross-entropy.
+
+    Shape:
+        logits ``(B, K, ...)``, target ``(B, ...)`` int64 -> ``(B,)``.
+    """
+    log_pt = torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+    modulation = (-torch.expm1(log_pt)).clamp_min(_TINY).pow(gamma)  # (1 - p_t)^gamma
+    alpha_t = torch.where(target > 0, log_pt.new_tensor(alpha), log_pt.new_tensor(1.0 - alpha))
+    return (-alpha_t * modulation * log_pt).flatten(1).mean(dim=1)
+
+
+def dice_focal_per_sample(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float
+) -> torch.Tensor:
+    """Soft Dice + focal loss (DeepSC-COVID's L_seg with l_dice = l_focal = 1). ``(B,)``."""
+    return soft_dice_per_sample(logits, target) + focal_per_sample(logits, target, alpha, gamma)
+
+
+def tversky_index(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float, beta: float, eps: float = 1e-5
+) -> torch.Tensor:
+    """Tversky index per sample and foreground class.
+
+    TI = (sum p g + eps) / (sum p g + alpha sum (1 - p) g + beta sum p (1 - g) + eps); alpha
+    weighs false negatives, beta false positives. alpha = beta = 0.5 is the soft Dice (up to
+    where eps enters).
+
+    Shape:
+        logits ``(B, K, ...)``, target ``(B, ...)`` int64 -> ``(B, K - 1)``.
+    """
+    probs, onehot = _foreground(logits, target)
+    dims = tuple(range(2, probs.ndim))
+    tp = (probs * onehot).sum(dims)
+    fn = ((1.0 - probs) * onehot).sum(dims)
+    fp = (probs * (1.0 - onehot)).sum(dims)
+    return (tp + eps) / (tp + alpha * fn + beta * fp + eps)
+
+
+def focal_tversky_per_sample(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float, beta: float, gamma: float
+) -> torch.Tensor:
+    """Focal Tversky loss: mean over foreground classes of (1 - TI)^(1/gamma). ``(B,)``."""
+    ti = tversky_index(logits, target, alpha, beta)
+    return (1.0 - ti).clamp_min(_TINY).pow(1.0 / gamma).mean(dim=1)
+
+
+@register_segmentation_loss("dice_ce")
+def _dice_ce(options: LossOptions) -> SegmentationLoss:
+    return dice_ce_per_sample
+
+
+@register_segmentation_loss("dice_focal")
+def _dice_focal(options: LossOptions) -> SegmentationLoss:
+    if not 0.0 <= options.focal_alpha <= 1.0 or options.focal_gamma < 0.0:
+        raise ValueError(
+            f"dice_focal needs 0 <= focal_alpha <= 1 and focal_gamma >= 0, got "
+            f"focal_alpha={options.focal_alpha}, focal_gamma={options.focal_gamma}"
+        )
+    return partial(dice_focal_per_sample, alpha=options.focal_alpha, gamma=options.focal_gamma)
+
+
+@register_segmentation_loss("focal_tversky")
+def _focal_tversky(options: LossOptions) -> SegmentationLoss:
+    a, b, g = options.tversky_alpha, options.tversky_beta, options.tversky_gamma
+    if a < 0.0 or b < 0.0 or a + b <= 0.0 or g <= 0.0:
+        raise ValueError(
+            "focal_tversky needs tversky_alpha, tversky_beta >= 0 (not both 0) and "
+            f"tversky_gamma > 0, got {a}, {b}, {g}"
+        )
+    return partial(focal_tversky_per_sample, alpha=a, beta=b, gamma=g)
 
 
 def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -45,11 +148,12 @@ def deep_supervision_loss(
     target: torch.Tensor,
     eta: Sequence[float],
     has_mask: torch.Tensor,
+    loss_fn: SegmentationLoss,
 ) -> torch.Tensor:
     """Half on the fused output (what inference uses), half on the eta-weighted scales.
 
-    Samples without a mask (``has_mask`` False) are left out of the mean, not scored
-    against an empty mask.
+    ``loss_fn`` is the per-sample segmentation loss (from the registry). Samples without a
+    mask (``has_mask`` False) are left out of the mean, not scored against an empty mask.
 
     Shape:
         scale_logits finest first ``(B, K, ...)``; target ``(B, ...)``; has_mask ``(B,)`` bool.
@@ -59,9 +163,9 @@ def deep_supervision_loss(
     idx = has_mask.nonzero().flatten()
     logits = [s[idx] for s in scale_logits]
     tgt = target[idx]
-    fused = dice_ce_per_sample(fuse_scales(logits, eta), tgt).mean()
+    fused = loss_fn(fuse_scales(logits, eta), tgt).mean()
     per_scale = sum(
-        w * dice_ce_per_sample(s, downsample_target(tgt, s.shape[2:])).mean()
+        w * loss_fn(s, downsample_target(tgt, s.shape[2:])).mean()
         for w, s in zip(eta, logits, strict=True)
     )
     return 0.5 * fused + 0.5 * per_scale

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,10 +18,17 @@ class LayerTypes:
     transposed_conv: type[nn.Module] = nn.ConvTranspose3d
     norm: type[nn.Module] = nn.InstanceNorm3d
     nonlin: type[nn.Module] = nn.LeakyReLU
+    pool: type[nn.Module] = nn.MaxPool3d
 
 
 LAYERS_3D = LayerTypes()
-LAYERS_2D = LayerTypes(nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d, nn.LeakyReLU)
+LAYERS_2D = LayerTypes(nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d, nn.LeakyReLU, nn.MaxPool2d)
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(Tri/bi)linear interpolation of ``(B, C, *spatial)`` to ``size`` (align_corners False)."""
+    mode = "trilinear" if x.ndim == 5 else "bilinear"
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
 class ConvNormAct(nn.Module):

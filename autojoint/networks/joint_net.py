@@ -2,12 +2,19 @@
 
 One segmentation U-Net runs on both views of a case (the full-resolution patch and the
 whole-scan classification view). Its lesion probability on the whole-scan view,
-concatenated with that view's image, feeds the classification subnet (DeepSC-COVID,
-METHODS.md section 1), so the diagnosis is made from every lesion of the scan.
+concatenated with (or multiplied into) that view's image, feeds the classification subnet
+(DeepSC-COVID, METHODS.md section 1), so the diagnosis is made from every lesion of the scan.
+
+The plan's ``network`` section switches on the ablations of METHODS.md sections 1-2:
+reverse attention on the skips, the cross-task inception stem with a cross-stitch unit, the
+multiplied classifier input and iterative refinement (docs/architecture.md, "Network
+switches"). With every switch off the network is exactly the foundation one: same
+parameters, same names, same outputs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,24 +23,54 @@ import torch.nn.functional as F
 from torch import nn
 
 from autojoint.networks.blocks import LAYERS_3D, LayerTypes, ResidualUnit, StackedConvs
-from autojoint.planning.schema import Plan, Topology
+from autojoint.networks.cross_stitch import CrossTaskStem
+from autojoint.networks.reverse_attention import apply_reverse_attention
+from autojoint.planning.schema import NetworkOptions, Plan, Topology
+
+CLASSIFIER_INPUTS = ("concat", "multiply")
 
 
 class SegmentationUNet(nn.Module):
     """U-Net whose every decoder level (and the bottleneck) emits logits S_i.
 
+    Optional parts (all off by default):
+        stem: a :class:`CrossTaskStem`; the U-Net then segments its ``F_seg`` features, and
+            ``forward(x, context)`` mixes in the classification view ``context``.
+        reverse_attention: skip features times ``1 - sigmoid(UP(coarser lesion logit))``.
+        refinement_passes: n > 0 runs the U-Net n + 1 times; pass k > 0 gets the previous
+            pass's fused lesion probability as one extra input channel (zeros for pass 0),
+            so the first conv takes one channel more. ``eta`` fuses the scales.
+
     Shape:
         input ``(B, C, Z, Y, X)`` with spatial sizes divisible by the total stride;
-        output list of ``(B, K, Z_i, Y_i, X_i)``, finest scale first.
+        output list of ``(B, K, Z_i, Y_i, X_i)``, finest scale first (the last pass's).
     """
 
     def __init__(
-        self, topology: Topology, in_channels: int, num_classes: int, layers: LayerTypes = LAYERS_3D
+        self,
+        topology: Topology,
+        in_channels: int,
+        num_classes: int,
+        layers: LayerTypes = LAYERS_3D,
+        *,
+        reverse_attention: bool = False,
+        refinement_passes: int = 0,
+        eta: Sequence[float] = (),
+        stem: CrossTaskStem | None = None,
     ) -> None:
         super().__init__()
+        if refinement_passes < 0:
+            raise ValueError(f"refinement_passes must be >= 0, got {refinement_passes}.")
+        if refinement_passes > 0 and len(eta) != topology.num_stages:
+            raise ValueError(
+                f"refinement needs one eta per stage ({topology.num_stages}), got {len(eta)}."
+            )
+        self.reverse_attention = reverse_attention
+        self.refinement_passes = refinement_passes
+        self.eta = tuple(eta)
         feats = topology.features_per_stage
         self.encoder = nn.ModuleList()
-        prev = in_channels
+        prev = (stem.out_channels if stem is not None else in_channels) + int(refinement_passes > 0)
         for f, k, st in zip(feats, topology.kernel_sizes, topology.strides, strict=True):
             self.encoder.append(StackedConvs(layers, prev, f, k, st))
             prev = f
@@ -55,15 +92,49 @@ class SegmentationUNet(nn.Module):
         self.heads = nn.ModuleList(
             [layers.conv(feats[s], num_classes, 1) for s in range(topology.num_stages - 1, -1, -1)]
         )
+        # Registered last so a net without a stem keeps the foundation's parameter order.
+        self.stem = stem
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Segment ``x``. ``context`` (the case's classification view) is mixed in by the
+        cross-stitch stem; without a stem it is ignored, without a context the stem uses
+        ``x``'s own features alone."""
+        if self.stem is not None:
+            features, _ = self.stem(x, context)
+            assert features is not None
+            x = features
+        return self.segment_features(x)
+
+    def segment_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Segment U-Net input features (the stem's output when there is a stem);
+        the last refinement pass's scales."""
+        if self.refinement_passes == 0:
+            return self.unet(x)
+        return self.refinement(x)[-1]
+
+    def refinement(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Every pass's scales (MultiR-Net Algorithm 1). The previous lesion map is not
+        detached: the loss on the last pass trains the earlier ones through it."""
+        lesion = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
+        passes = []
+        for _ in range(self.refinement_passes + 1):
+            scales = self.unet(torch.cat([x, lesion], dim=1))
+            passes.append(scales)
+            lesion = lesion_probability(scales, self.eta)
+        return passes
+
+    def unet(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One encoder-decoder pass over ``x`` (already holding any refinement channel)."""
         skips = []
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
         outputs = [self.heads[0](x)]
         for i, (up, dec) in enumerate(zip(self.upsample, self.decoder, strict=True)):
-            x = dec(torch.cat([up(x), skips[-(i + 2)]], dim=1))
+            skip = skips[-(i + 2)]
+            if self.reverse_attention:
+                skip = apply_reverse_attention(skip, outputs[-1])
+            x = dec(torch.cat([up(x), skip], dim=1))
             outputs.append(self.heads[i + 1](x))
         return outputs[::-1]
 
@@ -81,6 +152,11 @@ def fuse_scales(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> t
             s, size=size, mode="trilinear" if s.ndim == 5 else "bilinear", align_corners=False
         )
     return fused
+
+
+def lesion_probability(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> torch.Tensor:
+    """P(any lesion) per voxel of the fused map: 1 - P(background), ``(B, 1, ...)``."""
+    return 1.0 - torch.softmax(fuse_scales(scale_logits, eta), dim=1)[:, :1]
 
 
 class ClassificationNet(nn.Module):
@@ -142,26 +218,69 @@ class JointOutput:
     class_features: list[torch.Tensor] | None
 
 
+def check_network_options(options: NetworkOptions) -> None:
+    """Refuse switch values the network cannot build."""
+    if options.classifier_input not in CLASSIFIER_INPUTS:
+        raise ValueError(
+            f"network.classifier_input must be one of {CLASSIFIER_INPUTS}, "
+            f"got {options.classifier_input!r}."
+        )
+    if options.refinement_passes < 0:
+        raise ValueError(
+            f"network.refinement_passes must be >= 0, got {options.refinement_passes}."
+        )
+
+
 class JointNet(nn.Module):
-    """Segmentation U-Net shared by both views, plus the classification subnet."""
+    """Segmentation U-Net shared by both views, plus the classification subnet.
+
+    With ``plan.network.cross_stitch`` the U-Net's input is the cross-stitch stem's output:
+    ``F_seg`` for the patch, ``F_cls`` for the whole-scan view, and the classifier reads
+    ``F_cls`` in place of the view's image.
+    """
 
     def __init__(self, plan: Plan, layers: LayerTypes = LAYERS_3D) -> None:
         super().__init__()
+        options = plan.network
+        check_network_options(options)
+        self.options = options
         in_ch = len(plan.channel_names)
         self.eta = tuple(plan.eta)
-        self.seg = SegmentationUNet(plan.topology, in_ch, plan.num_seg_classes, layers)
+        topology = plan.topology
+        stem = None
+        if options.cross_stitch:
+            # Four branches together as wide as the first stage (at least one channel each).
+            branch = max(1, math.ceil(topology.features_per_stage[0] / 4))
+            stem = CrossTaskStem(in_ch, branch, topology.kernel_sizes[0], layers)
+        self.seg = SegmentationUNet(
+            topology,
+            in_ch,
+            plan.num_seg_classes,
+            layers,
+            reverse_attention=options.reverse_attention,
+            refinement_passes=options.refinement_passes,
+            eta=self.eta,
+            stem=stem,
+        )
         self.cls: ClassificationNet | None = None
         if plan.has_diagnosis:
-            feats = plan.topology.features_per_stage
+            feats = topology.features_per_stage
             widths = [feats[min(i, len(feats) - 1)] * 2 for i in range(3)]
-            strides = [(2, 2, 2)] * 3
-            # Input: the view's image channels plus the predicted lesion probability.
-            self.cls = ClassificationNet(in_ch + 1, widths, len(plan.classes), strides, layers)
+            strides = [tuple(2 for _ in topology.strides[0])] * 3
+            # Input: the view's image (or F_cls), plus the lesion probability as a channel
+            # ("concat", DeepSC) or multiplied into it ("multiply", MultiR-Net).
+            image_ch = stem.out_channels if stem is not None else in_ch
+            cls_in = image_ch + int(options.classifier_input == "concat")
+            self.cls = ClassificationNet(cls_in, widths, len(plan.classes), strides, layers)
+
+    @property
+    def stem(self) -> CrossTaskStem | None:
+        """The cross-stitch stem (owned by ``seg``), or None when the switch is off."""
+        return self.seg.stem
 
     def lesion_probability(self, view_scales: Sequence[torch.Tensor]) -> torch.Tensor:
         """P(any lesion) per voxel of the fused map: 1 - P(background)."""
-        fused = fuse_scales(view_scales, self.eta)
-        return 1.0 - torch.softmax(fused, dim=1)[:, :1]
+        return lesion_probability(view_scales, self.eta)
 
     def classify(
         self, view: torch.Tensor
@@ -169,13 +288,35 @@ class JointNet(nn.Module):
         """Segment the whole-scan view and diagnose from image + lesion map."""
         if self.cls is None:
             raise RuntimeError("this plan has no diagnosis classes; the network has no classifier.")
-        view_scales = self.seg(view)
-        logits, feats = self.cls(torch.cat([view, self.lesion_probability(view_scales)], dim=1))
+        if self.stem is not None:
+            _, f_cls = self.stem(None, view)
+            assert f_cls is not None
+            view = f_cls
+        return self._diagnose(view)
+
+    def _diagnose(
+        self, view: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """Segment U-Net input features of the view and classify them with the lesion map."""
+        assert self.cls is not None
+        view_scales = self.seg.segment_features(view)
+        lesion = self.lesion_probability(view_scales)
+        if self.options.classifier_input == "multiply":
+            cls_input = view * lesion
+        else:
+            cls_input = torch.cat([view, lesion], dim=1)
+        logits, feats = self.cls(cls_input)
         return view_scales, logits, feats
 
     def forward(self, patch: torch.Tensor, view: torch.Tensor | None = None) -> JointOutput:
-        patch_scales = self.seg(patch)
         if view is None or self.cls is None:
-            return JointOutput(patch_scales, None, None, None)
-        view_scales, logits, feats = self.classify(view)
+            return JointOutput(self.seg(patch), None, None, None)
+        if self.stem is not None:
+            f_seg, f_cls = self.stem(patch, view)
+            assert f_seg is not None and f_cls is not None
+            patch_scales = self.seg.segment_features(f_seg)
+            view_scales, logits, feats = self._diagnose(f_cls)
+        else:
+            patch_scales = self.seg(patch)
+            view_scales, logits, feats = self._diagnose(view)
         return JointOutput(patch_scales, view_scales, logits, feats)

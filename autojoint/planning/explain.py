@@ -76,6 +76,14 @@ def explain_plan(plan: Plan) -> str:
             r.get("class_weights", ""),
         ),
         (
+            "low-res configuration",
+            "-"
+            if plan.lowres is None
+            else f"spacing {_fmt(tuple(round(s, 3) for s in plan.lowres.target_spacing))}, "
+            f"patch {_fmt(plan.lowres.patch_size)}, batch {plan.lowres.batch_size}",
+            r.get("lowres", ""),
+        ),
+        (
             "device",
             f"{plan.device_profile}, budget {plan.memory_budget_gb:.2f} GB, "
             f"estimate {plan.estimated_memory_gb:.2f} GB",

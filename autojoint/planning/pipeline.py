@@ -10,7 +10,7 @@ from autojoint.io.dataset import load_raw_dataset
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import preprocess_dataset
-from autojoint.workdir import FINGERPRINT_FILE, PLANS_FILE, PREPROCESSED_DIR
+from autojoint.workdir import FINGERPRINT_FILE, PLANS_FILE, preprocessed_dir
 
 logger = logging.getLogger(__name__)
 
@@ -51,5 +51,13 @@ def plan_and_preprocess(
         profile,
     )
     if preprocess:
-        preprocess_dataset(dataset, plan, work_dir / PREPROCESSED_DIR, num_workers=num_workers)
+        configurations = ["fullres"] + (["lowres"] if plan.lowres is not None else [])
+        for name in configurations:
+            logger.info("preprocessing the %s configuration", name)
+            preprocess_dataset(
+                dataset,
+                plan.for_configuration(name),
+                preprocessed_dir(work_dir, name),
+                num_workers=num_workers,
+            )
     return plan

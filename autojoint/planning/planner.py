@@ -9,6 +9,8 @@ See docs/planning.md for the reasoning.
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from autojoint.fingerprint.compute import equivalent_diameter, is_ct
 from autojoint.fingerprint.schema import Fingerprint
 from autojoint.planning.resolution import (  # noqa: F401 (re-exported for callers)
     MIN_BOTTLENECK_VOXELS,
+    ResolutionFit,
     estimate_memory_gb,
     fit_resolution,
     initial_patch,
@@ -25,6 +28,7 @@ from autojoint.planning.schema import (
     ChannelNormalization,
     LossOptions,
     LossWeights,
+    LowresConfig,
     Plan,
     Topology,
     Triple,
@@ -36,6 +40,9 @@ logger = logging.getLogger(__name__)
 # step of the CPU profile around 1 s on 2 cores (measured: docs/planning.md).
 CPU_PROFILE_BUDGET_GB = 0.4
 ANISOTROPY_RATIO = 3.0
+LOWRES_MIN_COVERAGE = 0.25
+LOWRES_SPACING_STEP = 1.05
+LOWRES_MAX_STEPS = 200
 
 
 def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:
@@ -108,6 +115,48 @@ def scale_weights(
     )
 
 
+def plan_lowres(
+    fingerprint: Fingerprint,
+    full: ResolutionFit,
+    shapes_mm: np.ndarray,
+    **fit_kwargs: Any,
+) -> tuple[LowresConfig | None, str]:
+    """nnU-Net's 3d_lowres idea: when the full-resolution patch covers less than a quarter
+    of the median scan, coarsen the spacing (5% a step; on anisotropic data only the finer
+    axes, until they catch up) until a fitted patch covers at least a quarter."""
+    coverage = math.prod(full.patch_size) / math.prod(full.median_shape)
+    if coverage >= LOWRES_MIN_COVERAGE:
+        return None, (
+            f"full-resolution patch covers {coverage:.0%} of the median scan (>= 25%): "
+            "no low-resolution configuration needed"
+        )
+    sp = np.array(full.spacing, dtype=np.float64)
+    fit = full
+    for _ in range(LOWRES_MAX_STEPS):
+        grow = sp < sp.max() if sp.max() > 2 * sp.min() else np.ones(3, dtype=bool)
+        sp = np.where(grow, sp * LOWRES_SPACING_STEP, sp)
+        fit = fit_resolution((float(sp[0]), float(sp[1]), float(sp[2])), shapes_mm, **fit_kwargs)
+        if math.prod(fit.patch_size) / math.prod(fit.median_shape) >= LOWRES_MIN_COVERAGE:
+            break
+    eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology)
+    config = LowresConfig(
+        target_spacing=fit.spacing,
+        median_shape=fit.median_shape,
+        patch_size=fit.patch_size,
+        batch_size=fit.batch_size,
+        classification_shape=fit.classification_shape or (0, 0, 0),
+        topology=fit.topology,
+        eta=eta,
+        estimated_memory_gb=fit.estimated_memory_gb,
+    )
+    final = math.prod(fit.patch_size) / math.prod(fit.median_shape)
+    return config, (
+        f"full-resolution patch covers only {coverage:.0%} of the median scan: spacing "
+        f"coarsened to {tuple(round(float(v), 3) for v in sp)} mm where the patch "
+        f"{fit.patch_size} covers {final:.0%}"
+    )
+
+
 def loss_parameters(fingerprint: Fingerprint) -> tuple[LossOptions, str]:
     """Focal and focal-Tversky parameters from the lesion voxel fraction f (all labels).
 
@@ -163,6 +212,15 @@ def plan_experiment(
     has_cls = len(fingerprint.classes) > 0
     full = fit_resolution(
         spacing,
+        shapes * np.array(spacing),
+        memory_budget_gb=memory_budget_gb,
+        has_classification=has_cls,
+        base_features=base_features,
+        max_features=max_features,
+    )
+    lowres, lowres_reason = plan_lowres(
+        fingerprint,
+        full,
         shapes * np.array(spacing),
         memory_budget_gb=memory_budget_gb,
         has_classification=has_cls,
@@ -249,6 +307,7 @@ def plan_experiment(
         ),
         "loss_weights": "l_seg 1, l_cls 1 (0 without classes), l_ta 10 (DeepSC-COVID's best)",
         "loss": loss_reason,
+        "lowres": lowres_reason,
         "class_weights": "inverse class frequency N / (C * n_c) (eq. 9); 0 for absent classes",
     }
 
@@ -271,6 +330,7 @@ def plan_experiment(
         memory_budget_gb=memory_budget_gb,
         estimated_memory_gb=mem,
         transpose_forward=order,
+        lowres=lowres,
         reasons=reasons,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from autojoint import __version__
@@ -98,6 +98,35 @@ class LossOptions:
     tversky_gamma: float = 4.0 / 3.0
 
 
+def _topology(t: dict) -> Topology:
+    return Topology(
+        features_per_stage=tuple(t["features_per_stage"]),
+        kernel_sizes=tuple(tuple(k) for k in t["kernel_sizes"]),  # type: ignore[misc]
+        strides=tuple(tuple(s) for s in t["strides"]),  # type: ignore[misc]
+    )
+
+
+@dataclass(frozen=True)
+class LowresConfig:
+    """The low-resolution configuration: what differs from full resolution.
+
+    Planned when the full-resolution patch covers less than a quarter of the median scan,
+    so a second network can see more context (nnU-Net's 3d_lowres).
+    """
+
+    target_spacing: tuple[float, float, float]
+    median_shape: Triple
+    patch_size: Triple
+    batch_size: int
+    classification_shape: Triple
+    topology: Topology
+    eta: tuple[float, ...]
+    estimated_memory_gb: float
+
+
+CONFIGURATIONS = ("fullres", "lowres")
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything the preprocessor, trainer and predictor need; spacings/shapes ``(z, y, x)``."""
@@ -119,6 +148,8 @@ class Plan:
     memory_budget_gb: float
     estimated_memory_gb: float
     transpose_forward: Triple = (0, 1, 2)
+    configuration: str = "fullres"
+    lowres: LowresConfig | None = None
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -129,6 +160,36 @@ class Plan:
     def num_seg_classes(self) -> int:
         """Segmentation output channels: background plus every lesion label."""
         return len(self.labels)
+
+    def for_configuration(self, name: str) -> Plan:
+        """This plan as seen by configuration ``name`` (``fullres`` or ``lowres``).
+
+        Raises:
+            ValueError: unknown name, or no low-resolution configuration was planned.
+        """
+        if name not in CONFIGURATIONS:
+            raise ValueError(f"unknown configuration '{name}'; available: {CONFIGURATIONS}.")
+        if name == self.configuration:
+            return self
+        if name == "fullres" or self.lowres is None:
+            raise ValueError(
+                f"this plan has no '{name}' configuration: the full-resolution patch already "
+                "covers at least a quarter of the median scan. Use -c fullres."
+            )
+        lr = self.lowres
+        return replace(
+            self,
+            target_spacing=lr.target_spacing,
+            median_shape=lr.median_shape,
+            patch_size=lr.patch_size,
+            batch_size=lr.batch_size,
+            classification_shape=lr.classification_shape,
+            topology=lr.topology,
+            eta=lr.eta,
+            estimated_memory_gb=lr.estimated_memory_gb,
+            configuration="lowres",
+            lowres=None,
+        )
 
     @property
     def transpose_backward(self) -> Triple:
@@ -167,7 +228,7 @@ class Plan:
 
     @classmethod
     def _build(cls, d: dict, version: int) -> Plan:
-        t = d["topology"]
+        lr = d.get("lowres")
         return cls(
             channel_names=d["channel_names"],
             labels=d["labels"],
@@ -177,11 +238,7 @@ class Plan:
             patch_size=tuple(d["patch_size"]),  # type: ignore[arg-type]
             batch_size=int(d["batch_size"]),
             classification_shape=tuple(d["classification_shape"]),  # type: ignore[arg-type]
-            topology=Topology(
-                features_per_stage=tuple(t["features_per_stage"]),
-                kernel_sizes=tuple(tuple(k) for k in t["kernel_sizes"]),  # type: ignore[misc]
-                strides=tuple(tuple(s) for s in t["strides"]),  # type: ignore[misc]
-            ),
+            topology=_topology(d["topology"]),
             eta=tuple(d["eta"]),
             normalization=tuple(ChannelNormalization(**n) for n in d["normalization"]),
             loss_weights=LossWeights(**d["loss_weights"]),
@@ -190,6 +247,19 @@ class Plan:
             memory_budget_gb=float(d["memory_budget_gb"]),
             estimated_memory_gb=float(d["estimated_memory_gb"]),
             transpose_forward=tuple(d.get("transpose_forward", (0, 1, 2))),  # type: ignore[arg-type]
+            configuration=d.get("configuration", "fullres"),
+            lowres=None
+            if lr is None
+            else LowresConfig(
+                target_spacing=tuple(lr["target_spacing"]),  # type: ignore[arg-type]
+                median_shape=tuple(lr["median_shape"]),  # type: ignore[arg-type]
+                patch_size=tuple(lr["patch_size"]),  # type: ignore[arg-type]
+                batch_size=int(lr["batch_size"]),
+                classification_shape=tuple(lr["classification_shape"]),  # type: ignore[arg-type]
+                topology=_topology(lr["topology"]),
+                eta=tuple(lr["eta"]),
+                estimated_memory_gb=float(lr["estimated_memory_gb"]),
+            ),
             network=NetworkOptions(**d.get("network", {})),
             loss=LossOptions(**d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
@@ -219,6 +289,14 @@ class Plan:
             out.append("normalization needs one entry per channel")
         if len(self.class_weights) != len(self.classes):
             out.append("class_weights needs one weight per class")
+        if self.configuration not in CONFIGURATIONS:
+            out.append(f"configuration must be one of {CONFIGURATIONS}")
+        if self.lowres is not None:
+            lr_patch, lr_stride = self.lowres.patch_size, self.lowres.topology.total_stride
+            if any(p % s for p, s in zip(lr_patch, lr_stride, strict=True)):
+                out.append(f"lowres patch_size {lr_patch} not divisible by {lr_stride}")
+            if len(self.lowres.eta) != self.lowres.topology.num_stages:
+                out.append("lowres eta needs one weight per stage")
         if sorted(self.transpose_forward) != [0, 1, 2]:
             out.append(f"transpose_forward {list(self.transpose_forward)} is not a permutation")
         if self.network.classifier_input not in ("concat", "multiply"):

@@ -19,13 +19,14 @@ from autojoint.data.augmentation import make_batch_iterator
 from autojoint.data.loader import JointDataLoader
 from autojoint.io.files import read_json, write_json
 from autojoint.losses.joint import joint_loss
+from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
 from autojoint.training.checkpoint import save_checkpoint
 from autojoint.training.splits import NUM_FOLDS, load_or_create_splits
-from autojoint.workdir import PLANS_FILE, PREPROCESSED_DIR, SPLITS_FILE, fold_dir
+from autojoint.workdir import PLANS_FILE, SPLITS_FILE, fold_dir, preprocessed_dir
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class TrainerConfig:
     seed: int = 0
     num_workers: int = 0
     oversample_foreground: float = 0.33
+    configuration: str = "fullres"  # or "lowres" when the plan has one
     plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
 
 
@@ -56,9 +58,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fold_cases(work_dir: Path, fold: str) -> tuple[list[str], list[str]]:
+def fold_cases(
+    work_dir: Path, fold: str, configuration: str = "fullres"
+) -> tuple[list[str], list[str]]:
     """Train and validation case ids of ``fold`` ('0'..'4' or 'all')."""
-    pre = Path(work_dir) / PREPROCESSED_DIR
+    pre = preprocessed_dir(work_dir, configuration)
     ids = sorted(p.stem for p in pre.glob("*.npz"))
     if not ids:
         raise FileNotFoundError(f"{pre}: no preprocessed cases; run autojoint_plan first.")
@@ -122,16 +126,20 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
     """Train one fold; writes ``fold_FOLD/checkpoint_{latest,final}.pt`` and
     ``training_log.json``. Returns the fold directory."""
     work_dir = Path(work_dir)
-    plan = apply_overrides(Plan.load(work_dir / PLANS_FILE), config.plan_overrides)
+    plan = apply_overrides(
+        Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration),
+        config.plan_overrides,
+    )
     device = resolve_device(config.device)
+    get_segmentation_loss(plan.loss.segmentation, plan.loss)  # fail fast on a bad --set
     torch.manual_seed(config.seed)
     # batchgenerators' transforms draw from numpy's global generator; seed it so a run
     # is repeatable for a seed (our own sampling uses explicit Generators).
     np.random.seed(config.seed)
-    train_ids, val_ids = fold_cases(work_dir, fold)
-    out = fold_dir(work_dir, fold)
+    train_ids, val_ids = fold_cases(work_dir, fold, config.configuration)
+    out = fold_dir(work_dir, fold, config.configuration)
     out.mkdir(parents=True, exist_ok=True)
-    pre_dir = work_dir / PREPROCESSED_DIR
+    pre_dir = preprocessed_dir(work_dir, config.configuration)
 
     net = JointNet(plan)
     init_weights(net)
@@ -185,7 +193,7 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
                 batch = _to_device(next(batches), device)
                 optimizer.zero_grad(set_to_none=True)
                 output = net(batch["data"], batch["cls_data"] if plan.has_diagnosis else None)
-                parts = joint_loss(net, output, batch, plan.loss_weights, class_weights)
+                parts = joint_loss(net, output, batch, plan.loss_weights, class_weights, plan.loss)
                 parts.total.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
                 optimizer.step()

@@ -17,10 +17,11 @@ from autojoint.losses.segmentation import (
 )
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
-from autojoint.planning.schema import LossWeights, Plan
+from autojoint.planning.schema import LossOptions, LossWeights, Plan
 from tests.fingerprints import tiny_plan
 
 K = 3
+DICE_CE = dice_ce_per_sample
 
 
 def _target(shape=(2, 4, 6, 6), seed=0) -> torch.Tensor:
@@ -103,14 +104,18 @@ def test_deep_supervision_known_composition() -> None:
         w * dice_ce_per_sample(s, downsample_target(t, s.shape[2:])).mean()
         for w, s in zip(ETA, scales, strict=True)
     )
-    torch.testing.assert_close(deep_supervision_loss(scales, t, ETA, has), 0.5 * fused + 0.5 * per)
+    torch.testing.assert_close(
+        deep_supervision_loss(scales, t, ETA, has, DICE_CE), 0.5 * fused + 0.5 * per
+    )
 
 
 def test_deep_supervision_perfect_prediction_is_near_zero() -> None:
     t = _target((2, 8, 8, 8))
     scales = [_perfect_logits(downsample_target(t, s)) for s in [(8, 8, 8), (4, 4, 4), (2, 2, 2)]]
     scales = [scales[0], 0 * scales[1], 0 * scales[2]]  # only the finest votes
-    loss = deep_supervision_loss(scales, t, (1.0, 0.0, 0.0), torch.ones(2, dtype=torch.bool))
+    loss = deep_supervision_loss(
+        scales, t, (1.0, 0.0, 0.0), torch.ones(2, dtype=torch.bool), DICE_CE
+    )
     assert float(loss.detach()) < 1e-4
 
 
@@ -118,27 +123,27 @@ def test_deep_supervision_ignores_samples_without_mask() -> None:
     scales = _scales()
     t = _target((3, 8, 8, 8))
     has = torch.tensor([True, False, True])
-    base = deep_supervision_loss(scales, t, ETA, has)
+    base = deep_supervision_loss(scales, t, ETA, has, DICE_CE)
     t2 = t.clone()
     t2[1] = (t2[1] + 1) % K  # change only the unmasked-out sample's target
-    torch.testing.assert_close(deep_supervision_loss(scales, t2, ETA, has), base)
+    torch.testing.assert_close(deep_supervision_loss(scales, t2, ETA, has, DICE_CE), base)
     # ... and it equals the loss of the labelled samples alone.
     keep = torch.tensor([0, 2])
     torch.testing.assert_close(
         deep_supervision_loss(
-            [s[keep] for s in scales], t[keep], ETA, torch.ones(2, dtype=torch.bool)
+            [s[keep] for s in scales], t[keep], ETA, torch.ones(2, dtype=torch.bool), DICE_CE
         ),
         base,
     )
     assert not torch.allclose(
-        deep_supervision_loss(scales, t2, ETA, torch.ones(3, dtype=torch.bool)), base
+        deep_supervision_loss(scales, t2, ETA, torch.ones(3, dtype=torch.bool), DICE_CE), base
     )
 
 
 def test_deep_supervision_no_mask_at_all_is_zero_with_grad() -> None:
     scales = _scales(requires_grad=True)
     loss = deep_supervision_loss(
-        scales, _target((3, 8, 8, 8)), ETA, torch.zeros(3, dtype=torch.bool)
+        scales, _target((3, 8, 8, 8)), ETA, torch.zeros(3, dtype=torch.bool), DICE_CE
     )
     assert float(loss.detach()) == 0.0
     loss.backward()
@@ -260,10 +265,10 @@ def test_joint_loss_terms(plan: Plan) -> None:
     batch = _batch(plan)
     out = net(batch["data"], batch["cls_data"])
     cw = torch.tensor(plan.class_weights)
-    parts = joint_loss(net, out, batch, plan.loss_weights, cw)
-    seg = deep_supervision_loss(out.patch_scales, batch["seg"], net.eta, batch["has_mask"])
+    parts = joint_loss(net, out, batch, plan.loss_weights, cw, LossOptions())
+    seg = deep_supervision_loss(out.patch_scales, batch["seg"], net.eta, batch["has_mask"], DICE_CE)
     seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
-        out.view_scales, batch["cls_seg"], net.eta, batch["has_mask"]
+        out.view_scales, batch["cls_seg"], net.eta, batch["has_mask"], DICE_CE
     )
     torch.testing.assert_close(parts.seg, seg.detach())
     torch.testing.assert_close(
@@ -276,7 +281,7 @@ def test_joint_loss_terms(plan: Plan) -> None:
     )
     assert parts.total.requires_grad and not parts.seg.requires_grad
     # Without the task-aware weight the term is not computed.
-    no_ta = joint_loss(net, out, batch, LossWeights(1.0, 1.0, 0.0), cw)
+    no_ta = joint_loss(net, out, batch, LossWeights(1.0, 1.0, 0.0), cw, LossOptions())
     assert float(no_ta.task_aware) == 0.0
 
 
@@ -290,7 +295,8 @@ def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:
     losses = []
     for _ in range(10):
         opt.zero_grad()
-        parts = joint_loss(net, net(batch["data"], batch["cls_data"]), batch, plan.loss_weights, cw)
+        out = net(batch["data"], batch["cls_data"])
+        parts = joint_loss(net, out, batch, plan.loss_weights, cw, plan.loss)
         parts.total.backward()
         opt.step()
         losses.append(float(parts.total.detach()))
@@ -310,7 +316,7 @@ def test_segmentation_only_plan_trains(plan: Plan) -> None:
     for _ in range(6):
         opt.zero_grad()
         out = net(batch["data"])
-        parts = joint_loss(net, out, batch, seg_plan.loss_weights, torch.ones(1))
+        parts = joint_loss(net, out, batch, seg_plan.loss_weights, torch.ones(1), seg_plan.loss)
         assert float(parts.cls) == 0.0 and float(parts.task_aware) == 0.0
         parts.total.backward()
         opt.step()

@@ -416,3 +416,34 @@ def test_loss_parameters_follow_lesion_fraction(
     assert plan.loss.tversky_alpha + plan.loss.tversky_beta == pytest.approx(1.0)
     assert plan.loss.segmentation == "dice_ce"
     assert "lesion voxel fraction" in plan.reasons["loss"]
+
+
+def test_lowres_planned_only_for_large_scans() -> None:
+    huge = make_fingerprint([(0.7, 0.7, 0.7)] * 5, [(500, 500, 500)] * 5)
+    plan = plan_experiment(huge, memory_budget_gb=8.0, device_profile="gpu")
+    assert math.prod(plan.patch_size) < 0.25 * math.prod(plan.median_shape)
+    assert plan.lowres is not None
+    low = plan.for_configuration("lowres")
+    assert low.configuration == "lowres" and low.lowres is None
+    assert all(lo > fu for lo, fu in zip(low.target_spacing, plan.target_spacing, strict=True))
+    assert math.prod(low.patch_size) >= 0.25 * math.prod(low.median_shape)
+    assert low.validate() == []
+    assert low.normalization == plan.normalization and low.classes == plan.classes
+    assert plan.for_configuration("fullres") is plan
+    assert "covers only" in plan.reasons["lowres"]
+
+    small = plan_experiment(isotropic(), memory_budget_gb=24.0, device_profile="gpu")
+    if math.prod(small.patch_size) >= 0.25 * math.prod(small.median_shape):
+        assert small.lowres is None
+        with pytest.raises(ValueError, match="no 'lowres' configuration"):
+            small.for_configuration("lowres")
+    with pytest.raises(ValueError, match="unknown configuration"):
+        plan.for_configuration("2d")
+
+
+def test_lowres_survives_save_and_load(tmp_path: Path) -> None:
+    huge = make_fingerprint([(2.5, 0.7, 0.7)] * 5, [(300, 512, 512)] * 5)
+    plan = plan_experiment(huge, memory_budget_gb=0.4, device_profile="cpu")
+    assert plan.lowres is not None
+    plan.save(tmp_path / "plans.json")
+    assert Plan.load(tmp_path / "plans.json") == plan

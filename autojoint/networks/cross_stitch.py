@@ -1,0 +1,158 @@
+"""Cross-task feature stem (DeepSC-COVID, METHODS.md section 1).
+
+Two un-shared inception blocks, one on the segmentation input (the patch) and one on the
+classification input (the whole-scan view), then a cross-stitch unit with learnable
+scalars:
+
+    F_seg = w_seg1 * I_seg + w_cls2 * R(I_cls)
+    F_cls = w_seg2 * R(I_seg) + w_cls1 * I_cls
+
+Choices the paper leaves open (documented in docs/architecture.md, "Network switches"):
+- The two inputs have different sizes. The paper pads/crops; we resample the other input's
+  stem features to the target's spatial size with (tri/bi)linear interpolation
+  (``R`` above), so each task sees the other input whole, squeezed or stretched, rather than
+  a zero-padded or cut-off part of it.
+- A missing input (segmentation-only forward, sliding-window prediction of a patch alone, a
+  diagnosis of the view alone) contributes zero features: ``F_seg = w_seg1 * I_seg``.
+  The next layer is a convolution followed by instance norm, which removes any constant
+  scale, so this is the same as using ``I_seg`` alone.
+- "3x3" means the plan's first-stage kernel (e.g. ``(1, 3, 3)`` on anisotropic data), the
+  "5x5" branch is two of them, the pooling branch is a stride-1 max-pool of that size
+  followed by a 1x1 conv. Every conv is followed by GroupNorm and ReLU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from autojoint.networks.blocks import LAYERS_3D, LayerTypes, resize
+
+# Cross-stitch initialisation: mostly the own task's features, a little of the other's.
+STITCH_SELF_INIT = 0.9
+STITCH_OTHER_INIT = 0.1
+
+
+def group_count(channels: int, max_groups: int = 8) -> int:
+    """GroupNorm groups: the most groups (at most ``max_groups``) of at least two channels
+    each that divide ``channels``; 1 when no such split exists."""
+    for g in range(min(max_groups, channels // 2), 1, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ConvGroupNormReLU(nn.Sequential):
+    """conv (stride 1, 'same' padding) -> GroupNorm -> ReLU."""
+
+    def __init__(self, layers: LayerTypes, in_ch: int, out_ch: int, kernel: Sequence[int]) -> None:
+        super().__init__(
+            layers.conv(in_ch, out_ch, tuple(kernel), 1, padding=tuple(k // 2 for k in kernel)),
+            nn.GroupNorm(group_count(out_ch), out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+class InceptionBlock(nn.Module):
+    """Four parallel branches with growing receptive fields, concatenated:
+    1x1 | k | k then k (a 5x5-like field) | max-pool k then 1x1.
+
+    Shape:
+        ``(B, in_ch, *S) -> (B, 4 * branch_ch, *S)`` for odd kernel sizes ``k``.
+    """
+
+    def __init__(
+        self,
+        layers: LayerTypes,
+        in_ch: int,
+        branch_ch: int,
+        kernel: Sequence[int],
+    ) -> None:
+        super().__init__()
+        ones = tuple(1 for _ in kernel)
+        self.branch_1 = ConvGroupNormReLU(layers, in_ch, branch_ch, ones)
+        self.branch_3 = ConvGroupNormReLU(layers, in_ch, branch_ch, kernel)
+        self.branch_5 = nn.Sequential(
+            ConvGroupNormReLU(layers, in_ch, branch_ch, kernel),
+            ConvGroupNormReLU(layers, branch_ch, branch_ch, kernel),
+        )
+        self.branch_pool = nn.Sequential(
+            layers.pool(tuple(kernel), stride=1, padding=tuple(k // 2 for k in kernel)),
+            ConvGroupNormReLU(layers, in_ch, branch_ch, ones),
+        )
+        self.out_channels = 4 * branch_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [self.branch_1(x), self.branch_3(x), self.branch_5(x), self.branch_pool(x)], dim=1
+        )
+
+
+class CrossStitch(nn.Module):
+    """Learnable 2x2 mixing of the segmentation and classification stem features.
+
+    ``weight`` rows are the outputs (seg, cls), columns the inputs (seg, cls):
+    ``[[w_seg1, w_cls2], [w_seg2, w_cls1]]``. Either input may be ``None`` (absent: zero
+    features); the other input's features are resampled to the target's spatial size.
+    """
+
+    def __init__(
+        self, self_init: float = STITCH_SELF_INIT, other_init: float = STITCH_OTHER_INIT
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([[self_init, other_init], [other_init, self_init]]))
+
+    def forward(
+        self, i_seg: torch.Tensor | None, i_cls: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if i_seg is not None and i_cls is not None and i_seg.shape[:2] != i_cls.shape[:2]:
+            raise ValueError(
+                "cross-stitch inputs must share batch size and channels, got "
+                f"{tuple(i_seg.shape)} and {tuple(i_cls.shape)}."
+            )
+        w = self.weight
+        f_seg = f_cls = None
+        if i_seg is not None:
+            f_seg = w[0, 0] * i_seg
+            if i_cls is not None:
+                f_seg = f_seg + w[0, 1] * _resized(i_cls, i_seg.shape[2:])
+        if i_cls is not None:
+            f_cls = w[1, 1] * i_cls
+            if i_seg is not None:
+                f_cls = f_cls + w[1, 0] * _resized(i_seg, i_cls.shape[2:])
+        return f_seg, f_cls
+
+
+def _resized(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return x if tuple(x.shape[2:]) == tuple(size) else resize(x, size)
+
+
+class CrossTaskStem(nn.Module):
+    """Un-shared inception blocks for the two inputs plus the cross-stitch unit.
+
+    Shape:
+        seg input ``(B, C, *S_patch)``, cls input ``(B, C, *S_view)`` (either may be None)
+        -> ``F_seg (B, out_channels, *S_patch)``, ``F_cls (B, out_channels, *S_view)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        branch_channels: int,
+        kernel: Sequence[int],
+        layers: LayerTypes = LAYERS_3D,
+    ) -> None:
+        super().__init__()
+        self.seg_block = InceptionBlock(layers, in_channels, branch_channels, kernel)
+        self.cls_block = InceptionBlock(layers, in_channels, branch_channels, kernel)
+        self.stitch = CrossStitch()
+        self.out_channels = self.seg_block.out_channels
+
+    def forward(
+        self, seg_input: torch.Tensor | None, cls_input: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        i_seg = None if seg_input is None else self.seg_block(seg_input)
+        i_cls = None if cls_input is None else self.cls_block(cls_input)
+        return self.stitch(i_seg, i_cls)

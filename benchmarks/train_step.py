@@ -1,0 +1,84 @@
+"""Seconds per joint training step (forward + losses + backward + Adam) for a plan.
+
+Checks the CPU profile's promise (about 1 s per step on 2 cores) and shows what each
+network switch costs, all measured in one run on random tensors of the plan's shapes.
+
+    python benchmarks/train_step.py WORK_DIR/plans.json [--steps 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autojoint.losses.joint import joint_loss  # noqa: E402
+from autojoint.networks.blocks import init_weights  # noqa: E402
+from autojoint.networks.joint_net import JointNet  # noqa: E402
+from autojoint.planning.schema import NetworkOptions, Plan  # noqa: E402
+
+
+def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
+    torch.manual_seed(0)
+    net = JointNet(plan)
+    init_weights(net)
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    b, c = plan.batch_size, len(plan.channel_names)
+    k = plan.num_seg_classes
+    batch = {
+        "data": torch.randn(b, c, *plan.patch_size, device=device),
+        "seg": torch.randint(0, k, (b, *plan.patch_size), device=device),
+        "cls_data": torch.randn(b, c, *plan.classification_shape, device=device),
+        "cls_seg": torch.randint(0, k, (b, *plan.classification_shape), device=device),
+        "diagnosis": torch.randint(0, max(len(plan.classes), 1), (b,), device=device),
+        "has_mask": torch.ones(b, dtype=torch.bool, device=device),
+    }
+    weights = torch.ones(max(len(plan.classes), 1), device=device)
+    times = []
+    for _ in range(steps + 2):  # the first two steps warm up kernels and are not counted
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = net(batch["data"], batch["cls_data"] if plan.has_diagnosis else None)
+        joint_loss(net, out, batch, plan.loss_weights, weights, plan.loss).total.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sum(times[2:]) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("plans", type=Path)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    plan = Plan.load(args.plans)
+    device = torch.device(args.device)
+    print(
+        f"plan: patch {plan.patch_size}, batch {plan.batch_size}, view "
+        f"{plan.classification_shape}, threads {torch.get_num_threads()}, device {device}"
+    )
+    variants = {
+        "default": NetworkOptions(),
+        "reverse_attention": NetworkOptions(reverse_attention=True),
+        "cross_stitch": NetworkOptions(cross_stitch=True),
+        "classifier_input=multiply": NetworkOptions(classifier_input="multiply"),
+        "refinement_passes=2": NetworkOptions(refinement_passes=2),
+    }
+    base = None
+    for name, options in variants.items():
+        s = seconds_per_step(dataclasses.replace(plan, network=options), args.steps, device)
+        base = base or s
+        print(f"  {name:<28} {s:6.3f} s/step  ({s / base:4.2f}x default)")
+
+
+if __name__ == "__main__":
+    main()
