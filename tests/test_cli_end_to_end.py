@@ -180,3 +180,32 @@ def test_unknown_loss_fails_before_training(
     args = ["0", "-w", str(trained["work"]), "--set", "loss.segmentation=nope"]
     assert cli_train.main(args) == 1
     assert "available: dice_ce, dice_focal, focal_tversky" in capsys.readouterr().err
+
+
+def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
+    """Every network switch and a non-default loss on: the checkpoint keeps the switched
+    plan, and prediction rebuilds that network."""
+    work, raw, root = trained["work"], trained["raw"], trained["root"]
+    switches = [
+        "network.reverse_attention=true",
+        "network.cross_stitch=true",
+        "network.classifier_input=multiply",
+        "network.refinement_passes=1",
+        "loss.segmentation=focal_tversky",
+    ]
+    args = ["1", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "1"]
+    assert cli_train.main(args + [a for s in switches for a in ("--set", s)]) == 0
+    out = root / "pred_switches"
+    assert (
+        cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "1"])
+        == 0
+    )
+    with open(out / "diagnoses.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+    # Folds trained with different switches are not ensembled silently.
+    assert (
+        cli_predict.main(
+            ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0", "1"]
+        )
+        == 1
+    )

@@ -154,10 +154,17 @@ def predict_case(
     class_probs: np.ndarray | None = (
         np.zeros(len(plan.classes), np.float32) if plan.has_diagnosis else None
     )
+    # With the cross-stitch stem, each window mixes in the case's whole-scan view, as in
+    # training; without it the context is ignored.
+    context = (
+        torch.from_numpy(pre.cls_data[None]).to(device)
+        if plan.has_diagnosis and plan.network.cross_stitch
+        else None
+    )
     for net in nets:
 
         def seg_probs(x: torch.Tensor, net: JointNet = net) -> torch.Tensor:
-            return torch.softmax(fuse_scales(net.seg(x), net.eta), dim=1)
+            return torch.softmax(fuse_scales(net.seg(x, context), net.eta), dim=1)
 
         probs += sliding_window_predict(
             seg_probs,
