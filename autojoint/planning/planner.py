@@ -203,30 +203,19 @@ def plan_experiment(
     order = transpose_order(array_spacing)
     # From here on every spacing and shape is in the transposed order (coarse axis first).
     spacing = (array_spacing[order[0]], array_spacing[order[1]], array_spacing[order[2]])
-    shapes = np.array(
-        [
-            np.array(c.shape_after_crop) * np.array(c.spacing) / array_spacing
-            for c in fingerprint.cases
-        ]
+    # Physical extent (mm) of every cropped case, in the transposed axis order.
+    shapes_mm = np.array(
+        [np.array(c.shape_after_crop) * np.array(c.spacing) for c in fingerprint.cases]
     )[:, list(order)]
     has_cls = len(fingerprint.classes) > 0
-    full = fit_resolution(
-        spacing,
-        shapes * np.array(spacing),
-        memory_budget_gb=memory_budget_gb,
-        has_classification=has_cls,
-        base_features=base_features,
-        max_features=max_features,
-    )
-    lowres, lowres_reason = plan_lowres(
-        fingerprint,
-        full,
-        shapes * np.array(spacing),
-        memory_budget_gb=memory_budget_gb,
-        has_classification=has_cls,
-        base_features=base_features,
-        max_features=max_features,
-    )
+    fit_kwargs: dict[str, Any] = {
+        "memory_budget_gb": memory_budget_gb,
+        "has_classification": has_cls,
+        "base_features": base_features,
+        "max_features": max_features,
+    }
+    full = fit_resolution(spacing, shapes_mm, **fit_kwargs)
+    lowres, lowres_reason = plan_lowres(fingerprint, full, shapes_mm, **fit_kwargs)
     median_shape = np.array(full.median_shape)
     patch, batch, topo, mem = (
         full.patch_size,
