@@ -209,3 +209,21 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
         )
         == 1
     )
+
+
+def test_evidence_maps_on_input_grid(trained: dict[str, Path]) -> None:
+    raw, work, root = trained["raw"], trained["work"], trained["root"]
+    out = root / "pred_evidence"
+    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0"]
+    assert cli_predict.main(args + ["--evidence"]) == 0
+    for img_path in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
+        case = img_path.name.removesuffix("_0000.nii.gz")
+        ref = sitk.ReadImage(str(img_path))
+        ev_img = sitk.ReadImage(str(out / f"{case}_evidence.nii.gz"))
+        assert ev_img.GetSize() == ref.GetSize()
+        np.testing.assert_allclose(ev_img.GetDirection(), ref.GetDirection(), atol=1e-6)
+        ev = sitk.GetArrayFromImage(ev_img)
+        assert ev.dtype == np.float32 and ev.min() >= 0.0 and ev.max() <= 1.0
+        air = sitk.GetArrayFromImage(ref) < -900
+        # Outside the body crop the map is exactly 0 (the corners of these scans are air).
+        assert ev[0, 0, 0] == 0.0 and air[0, 0, 0]

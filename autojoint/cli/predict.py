@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         default="fullres",
         help="which trained configuration to use: fullres (default) or lowres",
     )
+    parser.add_argument(
+        "--evidence",
+        action="store_true",
+        help="also write OUTPUT_DIR/CASE_evidence.nii.gz: the classifier's evidence map (eq. 5) "
+        "for the predicted diagnosis, in [0, 1], on the input grid",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
     if not 0 < args.step_size <= 1:
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             step_fraction=args.step_size,
             configuration=args.configuration,
+            evidence=args.evidence,
         ),
         args.verbose,
     )

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from autojoint.inference.sliding_window import sliding_window_predict
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import order_channels
 from autojoint.io.files import atomic_write
-from autojoint.io.image_io import write_image
+from autojoint.io.image_io import ImageGeometry, write_image
 from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
@@ -122,6 +123,20 @@ def available_folds(work_dir: Path, configuration: str = "fullres") -> list[str]
     )
 
 
+def to_cropped_input_order(volumes: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
+    """Resample per-channel maps from network space (any grid covering the cropped scan,
+    in the plan's axis order) to the cropped input grid in the input's array order.
+
+    Shape:
+        volumes ``(K, a, b, c)`` -> ``(K, *crop_shape)`` float32.
+    """
+    crop_shape = tuple(b - a for a, b in pre.bbox)
+    fwd_crop_shape = tuple(crop_shape[a] for a in plan.transpose_forward)
+    return transpose_spatial(
+        resample_probabilities(volumes, fwd_crop_shape), plan.transpose_backward
+    )
+
+
 def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
     """Undo preprocessing for class probabilities: resample to the cropped grid (in the
     network's axis order), transpose back to the array order, argmax, paste into the input.
@@ -129,13 +144,39 @@ def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> 
     Shape:
         probs ``(K, *pre.data.shape[1:])`` -> ``pre.geometry.shape`` uint8.
     """
-    crop_shape = tuple(b - a for a, b in pre.bbox)
-    fwd_crop_shape = tuple(crop_shape[a] for a in plan.transpose_forward)
-    probs = transpose_spatial(
-        resample_probabilities(probs, fwd_crop_shape), plan.transpose_backward
-    )
-    mask = np.argmax(probs, axis=0).astype(np.uint8)
+    mask = np.argmax(to_cropped_input_order(probs, pre, plan), axis=0).astype(np.uint8)
     return uncrop(mask, pre.bbox, pre.geometry.shape)
+
+
+def evidence_on_input_grid(
+    maps: list[torch.Tensor], pre: PreprocessedCase, plan: Plan
+) -> np.ndarray:
+    """Eq. 5 evidence maps of all classifier units (and folds), upsampled to the view,
+    averaged, rectified and scaled to [0, 1] (as Grad-CAM displays are), then put on the
+    input grid (0 outside the body crop).
+
+    Shape:
+        maps: each ``(1, 1, ...)`` at a unit's resolution -> ``pre.geometry.shape`` float32.
+    """
+    size = tuple(pre.cls_data.shape[1:])
+    mode = "trilinear" if maps[0].ndim == 5 else "bilinear"
+    up = [F.interpolate(m, size=size, mode=mode, align_corners=False)[0, 0] for m in maps]
+    view = torch.relu(torch.stack(up).mean(dim=0)).cpu().numpy().astype(np.float32)
+    peak = float(view.max())
+    if peak > 0:
+        view /= peak
+    cropped = to_cropped_input_order(view[None], pre, plan)[0]
+    return uncrop(np.clip(cropped, 0.0, 1.0), pre.bbox, pre.geometry.shape)
+
+
+@dataclass(frozen=True)
+class CasePrediction:
+    """What the predictor produces for one case, on the input grid."""
+
+    mask: np.ndarray
+    class_probs: np.ndarray | None
+    geometry: ImageGeometry
+    evidence: np.ndarray | None
 
 
 @torch.no_grad()
@@ -146,21 +187,19 @@ def predict_case(
     device: torch.device,
     *,
     step_fraction: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray | None, object]:
-    """Mask on the input grid, diagnosis probabilities (or None) and the input geometry."""
+    with_evidence: bool = False,
+) -> CasePrediction:
+    """Mask, diagnosis probabilities (None without classes) and, if asked, evidence maps
+    of the predicted diagnosis, all on the input grid."""
     data, geo = load_channels(case.paths)
     pre = preprocess_arrays(case.case_id, data, geo, None, plan)
     probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
-    class_probs: np.ndarray | None = (
-        np.zeros(len(plan.classes), np.float32) if plan.has_diagnosis else None
-    )
+    view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
     # With the cross-stitch stem, each window mixes in the case's whole-scan view, as in
     # training; without it the context is ignored.
-    context = (
-        torch.from_numpy(pre.cls_data[None]).to(device)
-        if plan.has_diagnosis and plan.network.cross_stitch
-        else None
-    )
+    context = view if plan.network.cross_stitch else None
+    class_probs = np.zeros(len(plan.classes), np.float32)
+    unit_features = []
     for net in nets:
 
         def seg_probs(x: torch.Tensor, net: JointNet = net) -> torch.Tensor:
@@ -175,16 +214,25 @@ def predict_case(
             device=device,
             show_progress=False,
         )
-        if class_probs is not None:
-            view = torch.from_numpy(pre.cls_data[None]).to(device)
-            _, logits, _ = net.classify(view)
+        if view is not None:
+            _, logits, feats = net.classify(view)
             class_probs += torch.softmax(logits, dim=1)[0].cpu().numpy()
-    probs /= len(nets)
-    mask = mask_on_input_grid(probs, pre, plan)
-    if class_probs is not None:
-        class_probs = class_probs / len(nets)
-        class_probs = class_probs / class_probs.sum()
-    return mask, class_probs, geo
+            unit_features.append(feats)
+    mask = mask_on_input_grid(probs / len(nets), pre, plan)
+    if view is None:
+        return CasePrediction(mask, None, geo, None)
+    class_probs = class_probs / class_probs.sum()
+    evidence = None
+    if with_evidence:
+        predicted = torch.tensor([int(np.argmax(class_probs))], device=device)
+        maps = [
+            m
+            for net, feats in zip(nets, unit_features, strict=True)
+            if net.cls is not None
+            for m in net.cls.evidence_maps(feats, predicted)
+        ]
+        evidence = evidence_on_input_grid(maps, pre, plan)
+    return CasePrediction(mask, class_probs, geo, evidence)
 
 
 def predict_folder(
@@ -196,8 +244,10 @@ def predict_folder(
     device: str = "cpu",
     step_fraction: float = 0.5,
     configuration: str = "fullres",
+    evidence: bool = False,
 ) -> list[str]:
-    """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv``; returns case ids."""
+    """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv`` (and, with
+    ``evidence``, ``OUT/CASE_evidence.nii.gz``); returns case ids."""
     dev = resolve_device(device)
     folds = folds or available_folds(work_dir, configuration)
     if not folds:
@@ -212,8 +262,15 @@ def predict_folder(
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in tqdm(cases, desc="predict", unit="case"):
-        mask, class_probs, geo = predict_case(case, plan, nets, dev, step_fraction=step_fraction)
-        write_image(mask, geo, output_dir / f"{case.case_id}.nii.gz")  # type: ignore[arg-type]
+        result = predict_case(
+            case, plan, nets, dev, step_fraction=step_fraction, with_evidence=evidence
+        )
+        write_image(result.mask, result.geometry, output_dir / f"{case.case_id}.nii.gz")
+        if result.evidence is not None:
+            write_image(
+                result.evidence, result.geometry, output_dir / f"{case.case_id}_evidence.nii.gz"
+            )
+        class_probs = result.class_probs
         if class_probs is not None:
             rows.append(
                 [
