@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         "WORK_DIR/lowres/fold_FOLD/)",
     )
     parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="resume from fold_FOLD/checkpoint_latest.pt (weights, optimiser, schedule, random "
+        "streams; bit-exact with --num-workers 0); starts fresh if there is none",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -70,5 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers,
         configuration=args.configuration,
         plan_overrides=tuple(args.overrides),
+        resume=args.resume,
     )
     return run(lambda: train_fold(args.work_dir, args.fold, config), args.verbose)

@@ -7,6 +7,7 @@ are ``TrainerConfig`` values, not subclasses.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
-from autojoint.training.checkpoint import save_checkpoint
+from autojoint.training.checkpoint import load_checkpoint, save_checkpoint
+from autojoint.training.rng_state import capture_rng_state, restore_rng_state
 from autojoint.training.splits import NUM_FOLDS, load_or_create_splits
 from autojoint.workdir import PLANS_FILE, SPLITS_FILE, fold_dir, preprocessed_dir
 
@@ -45,6 +47,7 @@ class TrainerConfig:
     oversample_foreground: float = 0.33
     configuration: str = "fullres"  # or "lowres" when the plan has one
     plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
+    resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,6 +125,39 @@ def validate(
     return out
 
 
+def _resume(
+    out: Path,
+    plan: Plan,
+    net: JointNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: JointDataLoader,
+    log: dict,
+    device: torch.device,
+) -> int:
+    """Restore weights, optimiser, schedule, random streams and log from
+    ``checkpoint_latest.pt``; returns the epoch to continue from (0 = nothing to resume)."""
+    path = out / "checkpoint_latest.pt"
+    if not path.is_file():
+        logger.warning("--continue: %s not found; starting from scratch", path)
+        return 0
+    state = load_checkpoint(path, device)
+    if Plan.from_dict(state["plan"], source=str(path)) != plan:
+        raise ValueError(
+            f"{path}: was trained with a different plan or --set options; resume with the "
+            "same options, or train into a fresh fold directory."
+        )
+    net.load_state_dict(state["network"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["extra"]["scheduler"])
+    restore_rng_state(state["extra"]["rng"], loader)
+    log_path = out / "training_log.json"
+    if log_path.is_file():
+        log["epochs"] = read_json(log_path)["epochs"][: state["epoch"]]
+    logger.info("resuming fold from epoch %d (%s)", state["epoch"], path)
+    return int(state["epoch"])
+
+
 def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
     """Train one fold; writes ``fold_FOLD/checkpoint_{latest,final}.pt`` and
     ``training_log.json``. Returns the fold directory."""
@@ -133,9 +169,10 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
     device = resolve_device(config.device)
     get_segmentation_loss(plan.loss.segmentation, plan.loss)  # fail fast on a bad --set
     torch.manual_seed(config.seed)
-    # batchgenerators' transforms draw from numpy's global generator; seed it so a run
-    # is repeatable for a seed (our own sampling uses explicit Generators).
+    # batchgenerators' transforms draw from numpy's and Python's global generators; seed
+    # both so a run is repeatable for a seed (our own sampling uses explicit Generators).
     np.random.seed(config.seed)
+    random.seed(config.seed)
     train_ids, val_ids = fold_cases(work_dir, fold, config.configuration)
     out = fold_dir(work_dir, fold, config.configuration)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +199,6 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
         oversample_foreground=config.oversample_foreground,
         num_workers=max(config.num_workers, 1),
     )
-    batches = make_batch_iterator(loader, config.num_workers, config.seed)
     log: dict = {
         "fold": fold,
         "config": asdict(config),
@@ -170,6 +206,12 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
         "val_cases": val_ids,
         "epochs": [],
     }
+    start_epoch = 0
+    if config.resume:
+        start_epoch = _resume(out, plan, net, optimizer, scheduler, loader, log, device)
+    # Workers cannot restore the in-process loader's streams: offset their seeds instead,
+    # so a resumed multi-worker run does not replay the first epochs' batches.
+    batches = make_batch_iterator(loader, config.num_workers, config.seed + 1000 * start_epoch)
     logger.info(
         "fold %s: %d train / %d val cases, patch %s, batch %d, device %s",
         fold,
@@ -180,7 +222,7 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
         device,
     )
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             sums = {"total": 0.0, "seg": 0.0, "cls": 0.0, "task_aware": 0.0}
             bar = tqdm(
@@ -221,7 +263,11 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
                 optimizer=optimizer,
                 plan=plan,
                 epoch=epoch + 1,
-                extra={"fold": fold},
+                extra={
+                    "fold": fold,
+                    "scheduler": scheduler.state_dict(),
+                    "rng": capture_rng_state(loader),
+                },
             )
             write_json(log, out / "training_log.json")
     finally:
