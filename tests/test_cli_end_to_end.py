@@ -63,6 +63,12 @@ def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
     assert len(log["epochs"]) == 1
     assert set(log["train_cases"]).isdisjoint(log["val_cases"])
     assert np.isfinite(log["epochs"][0]["loss_total"])
+    # Full-case validation of the held-out fold, in preprocessed space.
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert summary["num_cases"] == len(log["val_cases"]) > 0
+    assert {e["case"] for e in summary["per_case"]} == set(log["val_cases"])
+    assert set(summary["mean"]) == {"ground_glass", "consolidation", "lesion"}
+    assert 0.0 <= summary["classification"]["accuracy"] <= 1.0
 
 
 def test_predict_and_evaluate(trained: dict[str, Path]) -> None:

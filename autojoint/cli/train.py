@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         "streams; bit-exact with --num-workers 0); starts fresh if there is none",
     )
     parser.add_argument(
+        "--skip-validation",
+        action="store_true",
+        help="skip the final sliding-window validation (fold_FOLD/validation/summary.json)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -78,5 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         configuration=args.configuration,
         plan_overrides=tuple(args.overrides),
         resume=args.resume,
+        final_validation=not args.skip_validation,
     )
     return run(lambda: train_fold(args.work_dir, args.fold, config), args.verbose)

@@ -28,6 +28,7 @@ from autojoint.planning.schema import Plan
 from autojoint.training.checkpoint import load_checkpoint, save_checkpoint
 from autojoint.training.rng_state import capture_rng_state, restore_rng_state
 from autojoint.training.splits import NUM_FOLDS, load_or_create_splits
+from autojoint.training.validation import validate_cases, write_validation
 from autojoint.workdir import PLANS_FILE, SPLITS_FILE, fold_dir, preprocessed_dir
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class TrainerConfig:
     oversample_foreground: float = 0.33
     configuration: str = "fullres"  # or "lowres" when the plan has one
     plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
+    final_validation: bool = True  # sliding window over every validation case at the end
     resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
 
 
@@ -159,8 +161,9 @@ def _resume(
 
 
 def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
-    """Train one fold; writes ``fold_FOLD/checkpoint_{latest,final}.pt`` and
-    ``training_log.json``. Returns the fold directory."""
+    """Train one fold; writes ``fold_FOLD/checkpoint_{latest,final}.pt``,
+    ``training_log.json`` and (folds 0-4) ``validation/summary.json``. Returns the fold
+    directory."""
     work_dir = Path(work_dir)
     plan = apply_overrides(
         Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration),
@@ -281,4 +284,6 @@ def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
         epoch=config.epochs,
         extra={"fold": fold},
     )
+    if val_ids and config.final_validation:
+        write_validation(validate_cases(net, plan, pre_dir, val_ids, device), out)
     return out
