@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from autojoint.inference.sliding_window import sliding_window_predict
+from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import order_channels
 from autojoint.io.files import atomic_write
 from autojoint.io.image_io import ImageGeometry, write_image
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
 from autojoint.preprocessing.preprocess import (
@@ -201,18 +201,14 @@ def predict_case(
     class_probs = np.zeros(len(plan.classes), np.float32)
     unit_features = []
     for net in nets:
-
-        def seg_probs(x: torch.Tensor, net: JointNet = net) -> torch.Tensor:
-            return torch.softmax(fuse_scales(net.seg(x, context), net.eta), dim=1)
-
-        probs += sliding_window_predict(
-            seg_probs,
+        probs += network_probabilities(
+            net,
             pre.data,
             plan.patch_size,
             plan.num_seg_classes,
+            context=context,
             step_fraction=step_fraction,
             device=device,
-            show_progress=False,
         )
         if view is not None:
             _, logits, feats = net.classify(view)

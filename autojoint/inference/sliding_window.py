@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from autojoint.networks.joint_net import JointNet, fuse_scales
+
 
 def tile_starts(size: int, patch: int, step_fraction: float) -> list[int]:
     """Evenly spaced tile starts covering ``[0, size)`` with overlap >= 1 - step_fraction."""
@@ -66,3 +68,36 @@ def sliding_window_predict(
         norm[sl] += weight
     out = acc / norm
     return out[(slice(None), *[slice(0, s) for s in shape])]
+
+
+def network_probabilities(
+    net: JointNet,
+    data: np.ndarray,
+    patch_size: Sequence[int],
+    num_classes: int,
+    *,
+    context: torch.Tensor | None = None,
+    step_fraction: float = 0.5,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Softmax of the eta-fused segmentation (eq. 1/3) of a joint network, tiled.
+
+    ``context`` is the case's whole-scan view, mixed into every tile when the network has a
+    cross-stitch stem (ignored otherwise).
+
+    Shape:
+        data ``(C, Z, Y, X)`` -> ``(K, Z, Y, X)`` float32.
+    """
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(fuse_scales(net.seg(x, context), net.eta), dim=1)
+
+    return sliding_window_predict(
+        predict,
+        data,
+        patch_size,
+        num_classes,
+        step_fraction=step_fraction,
+        device=device,
+        show_progress=False,
+    )

@@ -15,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from autojoint.evaluation.metrics import classification_scores, segmentation_scores
-from autojoint.inference.sliding_window import sliding_window_predict
+from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.files import write_json
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import load_preprocessed
 
@@ -41,19 +41,15 @@ def validate_cases(
         case = load_preprocessed(pre_dir, case_id)
         view = torch.from_numpy(case["cls_data"][None]).to(device) if plan.has_diagnosis else None
         context = view if plan.network.cross_stitch else None
-
-        def seg_probs(x: torch.Tensor, context: torch.Tensor | None = context) -> torch.Tensor:
-            return torch.softmax(fuse_scales(net.seg(x, context), net.eta), dim=1)
-
         entry: dict = {"case": case_id}
         if "seg" in case:
-            probs = sliding_window_predict(
-                seg_probs,
+            probs = network_probabilities(
+                net,
                 case["data"],
                 plan.patch_size,
                 plan.num_seg_classes,
+                context=context,
                 device=device,
-                show_progress=False,
             )
             pred = np.argmax(probs, axis=0).astype(np.uint8)
             entry["segmentation"] = segmentation_scores(pred, case["seg"], labels)
