@@ -10,11 +10,15 @@ PREPROCESSED_DIR = "preprocessed"
 SPLITS_FILE = "splits.json"
 
 
+def configuration_dir(work_dir: Path, configuration: str = "fullres") -> Path:
+    """Where a configuration's folds live: ``WORK`` (full resolution) or ``WORK/lowres``."""
+    return Path(work_dir) if configuration == "fullres" else Path(work_dir) / configuration
+
+
 def fold_dir(work_dir: Path, fold: str, configuration: str = "fullres") -> Path:
     """``WORK/fold_FOLD`` (full resolution) or ``WORK/lowres/fold_FOLD``: checkpoints and
     the training log of one fold."""
-    base = Path(work_dir) if configuration == "fullres" else Path(work_dir) / configuration
-    return base / f"fold_{fold}"
+    return configuration_dir(work_dir, configuration) / f"fold_{fold}"
 
 
 def preprocessed_dir(work_dir: Path, configuration: str = "fullres") -> Path:

@@ -36,7 +36,7 @@ from autojoint.preprocessing.preprocess import (
 from autojoint.preprocessing.resample import resample_probabilities
 from autojoint.training.checkpoint import load_checkpoint
 from autojoint.training.trainer import resolve_device
-from autojoint.workdir import fold_dir
+from autojoint.workdir import configuration_dir, fold_dir
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def load_models(
 
 def available_folds(work_dir: Path, configuration: str = "fullres") -> list[str]:
     """Folds of ``configuration`` with a final checkpoint, used when ``-f`` is not given."""
-    base = fold_dir(work_dir, "x", configuration).parent
+    base = configuration_dir(work_dir, configuration)
     return sorted(
         p.parent.name.removeprefix("fold_") for p in base.glob("fold_*/checkpoint_final.pt")
     )

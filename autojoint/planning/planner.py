@@ -16,14 +16,7 @@ import numpy as np
 
 from autojoint.fingerprint.compute import equivalent_diameter, is_ct
 from autojoint.fingerprint.schema import Fingerprint
-from autojoint.planning.resolution import (  # noqa: F401 (re-exported for callers)
-    MIN_BOTTLENECK_VOXELS,
-    ResolutionFit,
-    estimate_memory_gb,
-    fit_resolution,
-    initial_patch,
-    plan_topology,
-)
+from autojoint.planning.resolution import ResolutionFit, fit_resolution
 from autojoint.planning.schema import (
     ChannelNormalization,
     LossOptions,

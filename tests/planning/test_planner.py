@@ -17,12 +17,14 @@ import torch
 from autojoint.fingerprint.schema import Fingerprint
 from autojoint.planning.planner import (
     CPU_PROFILE_BUDGET_GB,
-    MIN_BOTTLENECK_VOXELS,
     detect_memory_budget,
-    estimate_memory_gb,
     plan_experiment,
-    plan_topology,
     target_spacing,
+)
+from autojoint.planning.resolution import (
+    MIN_BOTTLENECK_VOXELS,
+    estimate_memory_gb,
+    plan_topology,
 )
 from autojoint.planning.schema import PLAN_SCHEMA_VERSION, Plan
 from tests.fingerprints import make_fingerprint
