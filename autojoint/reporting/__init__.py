@@ -1,0 +1,1 @@
+"""Pictures for people: training curves, evaluation plots, evidence montages."""
