@@ -20,6 +20,7 @@ from autojoint.io.image_io import (
     read_image,
     write_image,
 )
+from tests.shared_data import SHARED_DATA
 from tests.synthetic import write_volume
 
 FLIPPED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
@@ -310,7 +311,7 @@ def test_read_json_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def _shared_data() -> Path:
-    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+    return SHARED_DATA
 
 
 @pytest.mark.realdata

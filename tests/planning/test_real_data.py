@@ -12,8 +12,9 @@ import pytest
 
 from autojoint.planning.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
+from tests.shared_data import SHARED_DATA
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "covid_ct_md"
+REAL = SHARED_DATA / "covid_ct_md"
 
 pytestmark = pytest.mark.realdata
 
