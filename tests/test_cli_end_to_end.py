@@ -185,12 +185,13 @@ def test_unknown_loss_fails_before_training(
 ) -> None:
     args = ["0", "-w", str(trained["work"]), "--set", "loss.segmentation=nope"]
     assert cli_train.main(args) == 1
-    assert "available: dice_ce, dice_focal, focal_tversky" in capsys.readouterr().err
+    assert "available: dice_ce, dice_focal, focal, focal_tversky" in capsys.readouterr().err
 
 
 def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
-    """Every network switch and a non-default loss on: the checkpoint keeps the switched
-    plan, and prediction rebuilds that network."""
+    """Every network switch (the MSD-Net preset's blocks plus every other switch) and a
+    non-default loss on: the checkpoint keeps the switched plan, and prediction rebuilds
+    that network."""
     work, raw, root = trained["work"], trained["raw"], trained["root"]
     switches = [
         "network.reverse_attention=true",
@@ -200,6 +201,7 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
         "loss.segmentation=focal_tversky",
     ]
     args = ["1", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "1"]
+    args += ["--preset", "msd-net"]
     assert cli_train.main(args + [a for s in switches for a in ("--set", s)]) == 0
     out = root / "pred_switches"
     assert (

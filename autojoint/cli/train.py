@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
+from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.training.trainer import TrainerConfig, train_fold
 
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         "--set loss.segmentation=focal_tversky --set loss_weights.task_aware=0 (repeatable; "
         "the checkpoint stores the resulting plan)",
     )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="a published system's switches and losses (deepsc-covid, multir-net, msd-net; "
+        "docs/architecture.md); --set items apply after it",
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.iterations_per_epoch < 1:
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         num_workers=args.num_workers,
         configuration=args.configuration,
-        plan_overrides=tuple(args.overrides),
+        plan_overrides=preset_overrides(args.preset) + tuple(args.overrides),
         resume=args.resume,
         final_validation=not args.skip_validation,
     )

@@ -5,6 +5,7 @@ Registered in ``autojoint.losses.registry``:
 - ``dice_ce``: soft Dice + cross-entropy (nnU-Net).
 - ``dice_focal``: soft Dice + focal loss (DeepSC-COVID).
 - ``focal_tversky``: focal Tversky loss (MultiR-Net).
+- ``focal``: multi-class focal loss with per-class weights (MSD-Net).
 
 All are multi-class softmax losses over K channels including background; the region terms
 (Dice, Tversky) average the foreground classes, the voxel terms (CE, focal) average all
@@ -75,6 +76,29 @@ def focal_per_sample(
     return (-alpha_t * modulation * log_pt).flatten(1).mean(dim=1)
 
 
+def weighted_focal_per_sample(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: Sequence[float], gamma: float
+) -> torch.Tensor:
+    """Voxel-mean multi-class focal loss -w_t (1 - p_t)^gamma log p_t per sample (MSD-Net).
+
+    w_t is the weight of the voxel's true class; with all weights 1 and gamma = 0 it is the
+    cross-entropy. Empty ``class_weights`` means all 1.
+
+    Shape:
+        logits ``(B, K, ...)``, target ``(B, ...)`` int64 -> ``(B,)``.
+    """
+    log_pt = torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+    modulation = (-torch.expm1(log_pt)).clamp_min(_TINY).pow(gamma)
+    loss = -modulation * log_pt
+    if len(class_weights):
+        if len(class_weights) != logits.shape[1]:
+            raise ValueError(
+                f"focal loss: {len(class_weights)} class weights for {logits.shape[1]} classes."
+            )
+        loss = loss * log_pt.new_tensor(list(class_weights))[target]
+    return loss.flatten(1).mean(dim=1)
+
+
 def dice_focal_per_sample(
     logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float
 ) -> torch.Tensor:
@@ -134,6 +158,20 @@ def _focal_tversky(options: LossOptions) -> SegmentationLoss:
             f"tversky_gamma > 0, got {a}, {b}, {g}"
         )
     return partial(focal_tversky_per_sample, alpha=a, beta=b, gamma=g)
+
+
+@register_segmentation_loss("focal")
+def _focal(options: LossOptions) -> SegmentationLoss:
+    if options.focal_gamma < 0.0 or any(w <= 0 for w in options.voxel_class_weights):
+        raise ValueError(
+            f"focal needs focal_gamma >= 0 and positive voxel_class_weights, got "
+            f"focal_gamma={options.focal_gamma}, weights={list(options.voxel_class_weights)}"
+        )
+    return partial(
+        weighted_focal_per_sample,
+        class_weights=tuple(options.voxel_class_weights),
+        gamma=options.focal_gamma,
+    )
 
 
 def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

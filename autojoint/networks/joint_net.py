@@ -24,6 +24,11 @@ from torch import nn
 
 from autojoint.networks.blocks import LAYERS_3D, LayerTypes, ResidualUnit, StackedConvs
 from autojoint.networks.cross_stitch import CrossTaskStem
+from autojoint.networks.msd_blocks import (
+    ChannelAttentionFusion,
+    PyramidConvBlock,
+    ResidualRefinementBlock,
+)
 from autojoint.networks.reverse_attention import apply_reverse_attention
 from autojoint.planning.schema import NetworkOptions, Plan, Topology
 
@@ -40,6 +45,11 @@ class SegmentationUNet(nn.Module):
         refinement_passes: n > 0 runs the U-Net n + 1 times; pass k > 0 gets the previous
             pass's fused lesion probability as one extra input channel (zeros for pass 0),
             so the first conv takes one channel more. ``eta`` fuses the scales.
+        pyramid_conv, channel_attention, residual_refinement: MSD-Net's blocks
+            (``autojoint.networks.msd_blocks``): a pyramid convolution block after encoder
+            stage k; skips fused into the upsampled decoder features by channel attention
+            (the decoder convs then take C channels, not 2C); a residual refinement block on
+            every decoder stage's output.
 
     Shape:
         input ``(B, C, Z, Y, X)`` with spatial sizes divisible by the total stride;
@@ -57,6 +67,9 @@ class SegmentationUNet(nn.Module):
         refinement_passes: int = 0,
         eta: Sequence[float] = (),
         stem: CrossTaskStem | None = None,
+        pyramid_conv: bool = False,
+        channel_attention: bool = False,
+        residual_refinement: bool = False,
     ) -> None:
         super().__init__()
         if refinement_passes < 0:
@@ -82,7 +95,7 @@ class SegmentationUNet(nn.Module):
             self.decoder.append(
                 StackedConvs(
                     layers,
-                    2 * feats[s - 1],
+                    (1 if channel_attention else 2) * feats[s - 1],
                     feats[s - 1],
                     topology.kernel_sizes[s - 1],
                     tuple(1 for _ in stride),
@@ -91,6 +104,38 @@ class SegmentationUNet(nn.Module):
         # Heads ordered coarse (bottleneck) to fine, reversed in forward.
         self.heads = nn.ModuleList(
             [layers.conv(feats[s], num_classes, 1) for s in range(topology.num_stages - 1, -1, -1)]
+        )
+        # Optional blocks only exist when switched on, so a net with every switch off keeps
+        # the foundation's parameters and names.
+        decoder_stages = range(topology.num_stages - 2, -1, -1)  # coarse to fine, as decoder
+        self.pyramids = (
+            nn.ModuleList(
+                [
+                    PyramidConvBlock(layers, f, level, k)
+                    for level, (f, k) in enumerate(
+                        zip(feats, topology.kernel_sizes, strict=True), start=1
+                    )
+                ]
+            )
+            if pyramid_conv
+            else None
+        )
+        self.attention = (
+            nn.ModuleList(
+                [ChannelAttentionFusion(layers, feats[s], feats[s]) for s in decoder_stages]
+            )
+            if channel_attention
+            else None
+        )
+        self.refiners = (
+            nn.ModuleList(
+                [
+                    ResidualRefinementBlock(layers, feats[s], feats[s], topology.kernel_sizes[s])
+                    for s in decoder_stages
+                ]
+            )
+            if residual_refinement
+            else None
         )
         # Registered last so a net without a stem keeps the foundation's parameter order.
         self.stem = stem
@@ -126,15 +171,22 @@ class SegmentationUNet(nn.Module):
     def unet(self, x: torch.Tensor) -> list[torch.Tensor]:
         """One encoder-decoder pass over ``x`` (already holding any refinement channel)."""
         skips = []
-        for stage in self.encoder:
+        for s, stage in enumerate(self.encoder):
             x = stage(x)
+            if self.pyramids is not None:
+                x = self.pyramids[s](x)
             skips.append(x)
         outputs = [self.heads[0](x)]
         for i, (up, dec) in enumerate(zip(self.upsample, self.decoder, strict=True)):
             skip = skips[-(i + 2)]
             if self.reverse_attention:
                 skip = apply_reverse_attention(skip, outputs[-1])
-            x = dec(torch.cat([up(x), skip], dim=1))
+            if self.attention is not None:
+                x = dec(self.attention[i](skip, up(x)))
+            else:
+                x = dec(torch.cat([up(x), skip], dim=1))
+            if self.refiners is not None:
+                x = self.refiners[i](x)
             outputs.append(self.heads[i + 1](x))
         return outputs[::-1]
 
@@ -261,6 +313,9 @@ class JointNet(nn.Module):
             refinement_passes=options.refinement_passes,
             eta=self.eta,
             stem=stem,
+            pyramid_conv=options.pyramid_conv,
+            channel_attention=options.channel_attention,
+            residual_refinement=options.residual_refinement,
         )
         self.cls: ClassificationNet | None = None
         if plan.has_diagnosis:

@@ -165,14 +165,48 @@ def loss_parameters(fingerprint: Fingerprint) -> tuple[LossOptions, str]:
         return LossOptions(), "no lesion masks: default focal / Tversky parameters"
     focal_alpha = float(np.clip(1 - np.sqrt(f), 0.5, 0.9))
     tversky_alpha = float(np.clip(0.7 - 0.2 * (f - 0.05) / 0.20, 0.5, 0.7))
+    weights = voxel_class_weights(fingerprint)
     options = LossOptions(
-        focal_alpha=focal_alpha, tversky_alpha=tversky_alpha, tversky_beta=1 - tversky_alpha
+        focal_alpha=focal_alpha,
+        tversky_alpha=tversky_alpha,
+        tversky_beta=1 - tversky_alpha,
+        voxel_class_weights=weights,
     )
     return options, (
         f"lesion voxel fraction {f:.4f}: focal alpha clip(1 - sqrt(f), 0.5, 0.9) = "
         f"{focal_alpha:.2f}; Tversky alpha 0.7 up to 5%, linear to 0.5 at 25% = "
-        f"{tversky_alpha:.2f}, beta = 1 - alpha; segmentation loss dice_ce (nnU-Net default)"
+        f"{tversky_alpha:.2f}, beta = 1 - alpha; class-weighted focal (MSD-Net) weights "
+        f"f_c^-1/2 scaled to sum f_c w_c = 1: {[round(w, 2) for w in weights]}; "
+        "segmentation loss dice_ce (nnU-Net default)"
     )
+
+
+MIN_VOXEL_FREQUENCY = 1e-4
+"""Floor of a class's voxel frequency for its focal weight (a label that never occurs)."""
+
+
+def voxel_class_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
+    """Per-class focal weights from voxel frequencies f_c (background = 1 - all lesions).
+
+    w_c = f_c^(-1/2), scaled so that sum_c f_c w_c = 1: a voxel's expected weight is 1, so
+    the loss keeps the cross-entropy's scale. The square root damps plain inverse
+    frequency, which at 0.5% lesion voxels would weigh a lesion voxel 200x a background one
+    and destabilise training. Ordered by label value (background first).
+    """
+    union = fingerprint.lesion_stats.get("lesion")
+    total = union.mean_voxel_fraction if union is not None else float("nan")
+    freqs = []
+    for name, value in sorted(fingerprint.labels.items(), key=lambda kv: kv[1]):
+        if value == 0:
+            f = 1.0 - total
+        else:
+            stats = fingerprint.lesion_stats.get(name)
+            f = stats.mean_voxel_fraction if stats is not None else float("nan")
+        freqs.append(f if np.isfinite(f) and f > MIN_VOXEL_FREQUENCY else MIN_VOXEL_FREQUENCY)
+    freq = np.array(freqs, dtype=np.float64)
+    weights = freq**-0.5
+    weights /= float((freq * weights).sum())
+    return tuple(float(w) for w in weights)
 
 
 def plan_experiment(

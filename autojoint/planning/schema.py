@@ -70,12 +70,18 @@ class NetworkOptions:
         classifier_input: ``"concat"`` (DeepSC: image and lesion map as channels) or
             ``"multiply"`` (MultiR-Net: image x lesion map).
         refinement_passes: MultiR-Net iterative refinement passes (0 = off).
+        pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
+        channel_attention: MSD-Net channel attention fusing each skip into the decoder.
+        residual_refinement: MSD-Net residual refinement block on every decoder stage.
     """
 
     reverse_attention: bool = False
     cross_stitch: bool = False
     classifier_input: str = "concat"
     refinement_passes: int = 0
+    pyramid_conv: bool = False
+    channel_attention: bool = False
+    residual_refinement: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,13 @@ class LossOptions:
     """Which segmentation loss and its parameters (names from ``autojoint.losses`` registry).
 
     Attributes:
-        segmentation: ``"dice_ce"`` (nnU-Net), ``"dice_focal"`` (DeepSC-COVID) or
-            ``"focal_tversky"`` (MultiR-Net).
+        segmentation: ``"dice_ce"`` (nnU-Net), ``"dice_focal"`` (DeepSC-COVID),
+            ``"focal_tversky"`` (MultiR-Net) or ``"focal"`` (MSD-Net: class-weighted
+            multi-class focal loss).
         focal_alpha, focal_gamma: focal loss lesion/background balance and hardness.
+        voxel_class_weights: one weight per segmentation class (background first) for the
+            ``"focal"`` loss, planned from the training set's voxel frequencies; empty means
+            uniform.
         tversky_alpha, tversky_beta, tversky_gamma: focal Tversky weights of false
             negatives, false positives, and the exponent 1/gamma.
     """
@@ -96,6 +106,12 @@ class LossOptions:
     tversky_alpha: float = 0.7
     tversky_beta: float = 0.3
     tversky_gamma: float = 4.0 / 3.0
+    voxel_class_weights: tuple[float, ...] = ()
+
+
+def _loss_options(d: dict) -> LossOptions:
+    weights = tuple(float(w) for w in d.get("voxel_class_weights", ()))
+    return LossOptions(**{**d, "voxel_class_weights": weights})
 
 
 def _topology(t: dict) -> Topology:
@@ -261,7 +277,7 @@ class Plan:
                 estimated_memory_gb=float(lr["estimated_memory_gb"]),
             ),
             network=NetworkOptions(**d.get("network", {})),
-            loss=LossOptions(**d.get("loss", {})),
+            loss=_loss_options(d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
@@ -303,6 +319,9 @@ class Plan:
             out.append("network.classifier_input must be 'concat' or 'multiply'")
         if self.network.refinement_passes < 0:
             out.append("network.refinement_passes must be >= 0")
+        weights = self.loss.voxel_class_weights
+        if weights and (len(weights) != len(self.labels) or min(weights) <= 0):
+            out.append("loss.voxel_class_weights needs one positive weight per label (or none)")
         if sorted(self.labels.values()) != list(range(len(self.labels))):
             out.append("labels must map names to 0..K")
         return out

@@ -28,7 +28,7 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, Plan
 from tests.fingerprints import tiny_plan
 
-NAMES = ("dice_ce", "dice_focal", "focal_tversky")
+NAMES = ("dice_ce", "dice_focal", "focal", "focal_tversky")
 EPS = 1e-5
 
 # --- plain-Python references ---------------------------------------------------------------------
@@ -252,6 +252,7 @@ def test_registering_a_new_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("dice_focal", {"focal_alpha": 1.5}),
         ("dice_focal", {"focal_gamma": -1.0}),
+        ("focal", {"focal_gamma": -1.0}),
         ("focal_tversky", {"tversky_gamma": 0.0}),
         ("focal_tversky", {"tversky_alpha": -0.1}),
         ("focal_tversky", {"tversky_alpha": 0.0, "tversky_beta": 0.0}),
