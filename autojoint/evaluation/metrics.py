@@ -182,13 +182,19 @@ def segmentation_scores(
         spacing = check_spacing(spacing, pred_labels.ndim)
     check_tolerance(tolerance_mm)
     out: dict[str, dict[str, float]] = {}
+    pred_any, ref_any = pred_labels != 0, ref_labels != 0
+    num_any = (int(np.count_nonzero(pred_any)), int(np.count_nonzero(ref_any)))
+    lesion: dict[str, float] | None = None
     for name, value in label_values.items():
         if int(value) == 0:
             raise ValueError(f"label {name!r} has value 0, which is background")
-        out[name] = _scores_from_masks(
-            pred_labels == value, ref_labels == value, spacing, tolerance_mm
-        )
-    out[LESION_KEY] = _scores_from_masks(pred_labels != 0, ref_labels != 0, spacing, tolerance_mm)
+        pred_v, ref_v = pred_labels == value, ref_labels == value
+        out[name] = _scores_from_masks(pred_v, ref_v, spacing, tolerance_mm)
+        if (int(np.count_nonzero(pred_v)), int(np.count_nonzero(ref_v))) == num_any:
+            # Only this label occurs, so the lesion union is the same pair of masks: reuse
+            # its scores rather than repeat the distance transforms (binary datasets).
+            lesion = dict(out[name])
+    out[LESION_KEY] = lesion or _scores_from_masks(pred_any, ref_any, spacing, tolerance_mm)
     return out
 
 
