@@ -13,6 +13,20 @@ from autojoint.io.files import read_json
 logger = logging.getLogger(__name__)
 
 
+def _labels_from_dataset_json(path: Path) -> dict[str, int]:
+    """Non-background ``name: value`` pairs of a dataset.json's ``labels``."""
+    data = read_json(path)
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in labels.values()
+    ):
+        raise ValueError(
+            f"{path}: needs a 'labels' object of name: integer value pairs, "
+            'e.g. {"background": 0, "lesion": 1}'
+        )
+    return {str(k): int(v) for k, v in labels.items() if v != 0}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autojoint_evaluate",
@@ -64,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         labels = None
         if args.dataset_json is not None:
-            labels = {k: v for k, v in read_json(args.dataset_json)["labels"].items() if v != 0}
+            labels = _labels_from_dataset_json(args.dataset_json)
         if args.num_workers < 1:
             raise ValueError(f"-j/--num-workers must be at least 1, got {args.num_workers}")
         summary = evaluate_folder(

@@ -102,3 +102,6 @@ def test_cli_flags_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "tolerance" in capsys.readouterr().err
     assert cli_evaluate.main([*argv, "-j", "0"]) == 1
     assert "--num-workers" in capsys.readouterr().err
+    dataset_json.write_text(json.dumps({"name": "no labels"}))
+    assert cli_evaluate.main([*argv, "--dataset-json", str(dataset_json)]) == 1
+    assert f"{dataset_json}: needs a 'labels' object" in capsys.readouterr().err
