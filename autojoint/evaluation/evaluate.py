@@ -2,9 +2,11 @@
 
 The set of evaluated cases is defined by the *references*: a missing prediction is an
 error (a silently skipped case would inflate the scores), an extra prediction is only
-warned about. Segmentation is scored per label and for the lesion union; diagnoses, when
-a reference CSV is given, are scored with :func:`classification_scores` and one-vs-rest
-AUC from the ``p_<class>`` probability columns written by ``autojoint_predict``.
+warned about. Segmentation is scored per label and for the lesion union (overlap, surface
+distances in mm on each image's own spacing, volumes), in parallel over cases; diagnoses,
+when a reference CSV is given, are scored with accuracy, per-class scores, confusion matrix
+and one-vs-rest AUC from the ``p_<class>`` probability columns written by
+``autojoint_predict``. Metric definitions: ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from autojoint.evaluation.metrics import (
-    LESION_KEY,
-    classification_scores,
-    roc_auc_one_vs_rest,
-    segmentation_scores,
-)
+from autojoint.evaluation.metrics import LESION_KEY, absent_label_scores, segmentation_scores
+from autojoint.evaluation.plots import write_figures
+from autojoint.evaluation.summary import build_summary, score_diagnoses
+from autojoint.evaluation.surface import check_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,20 @@ def _read_csv(path: Path, hint: str = "") -> tuple[list[str], dict[str, dict]]:
     return header, rows
 
 
-def _score_diagnoses(
+@dataclass(frozen=True)
+class _Diagnoses:
+    """Reference/predicted class and probabilities per case (aligned with the case list)."""
+
+    classes: list[str]
+    y_ref: list[str]
+    y_pred: list[str]
+    probs: np.ndarray | None
+
+
+def _read_diagnoses(
     cases: list[str], ref_csv: Path, pred_csv: Path, classes: list[str] | None
-) -> tuple[dict, list[str], list[str]]:
-    """Classification scores (+ AUC from ``p_<class>`` columns), reference and predicted."""
+) -> _Diagnoses:
+    """Check both CSVs against the case list and the class set; read ``p_<class>`` columns."""
     _, ref_rows = _read_csv(ref_csv)
     hint = "; run autojoint_predict, which writes diagnoses.csv next to the predicted masks"
     pred_header, pred_rows = _read_csv(pred_csv, hint)
@@ -130,8 +141,7 @@ def _score_diagnoses(
         unknown = sorted(set(ys) - set(classes))
         if unknown:
             raise ValueError(f"{path}: {name} diagnosis {unknown} not among classes {classes}")
-    result = classification_scores(y_true, y_pred, classes)
-    result["auc"] = None
+    probs = None
     if prob_classes:
         lacking = [c for c in classes if c not in prob_classes]
         if lacking:
@@ -141,23 +151,62 @@ def _score_diagnoses(
             probs = np.array([[float(pred_rows[c][k]) for k in cols] for c in cases])
         except ValueError as err:
             raise ValueError(f"{pred_csv}: non-numeric {PROB_PREFIX}<class> value ({err})") from err
-        result["auc"] = roc_auc_one_vs_rest(y_true, probs, classes)
+        if not np.all(np.isfinite(probs)):
+            raise ValueError(f"{pred_csv}: {PROB_PREFIX}<class> values must be finite numbers")
     else:
         logger.warning("%s: no %s<class> columns; AUC not computed", pred_csv, PROB_PREFIX)
-    return result, y_true, y_pred
+    return _Diagnoses(classes, y_true, y_pred, probs)
 
 
-# Scores of a label absent from both maps of a case (Dice undefined).
-_EMPTY_SCORES = {"dice": math.nan, "tp": 0, "fp": 0, "fn": 0, "n_ref": 0, "n_pred": 0}
+@dataclass(frozen=True)
+class _CaseTask:
+    case: str
+    pred_path: Path
+    ref_path: Path
+    label_values: dict[str, int] | None
+    tolerance_mm: float
 
 
-def _mean_dice(per_case: list[dict], name: str) -> dict:
-    """Mean Dice over the cases where it is defined (NaN = empty/empty, nnU-Net style)."""
-    defined = [d for e in per_case if not math.isnan(d := e["segmentation"][name]["dice"])]
-    return {
-        "dice": float(np.mean(defined)) if defined else math.nan,
-        "num_cases_defined": len(defined),
-    }
+@dataclass(frozen=True)
+class _CaseResult:
+    case: str
+    metrics: dict[str, dict[str, float]]
+    ref_values: set[int]
+    num_voxels: int
+    spacing: tuple[float, ...]
+
+
+def _score_case(task: _CaseTask) -> _CaseResult:
+    """Read one prediction/reference pair and score it (runs in a worker process)."""
+    ref_img, pred_img = sitk.ReadImage(str(task.ref_path)), sitk.ReadImage(str(task.pred_path))
+    _check_geometry(pred_img, ref_img, task.pred_path, task.ref_path)
+    ref, pred = _read_labels(ref_img, task.ref_path), _read_labels(pred_img, task.pred_path)
+    # SimpleITK spacing is (x, y, z); the array axes are (z, y, x).
+    spacing = tuple(float(s) for s in reversed(ref_img.GetSpacing()))
+    ref_vals = _nonzero_values(ref)
+    if task.label_values is None:
+        # Final label set is only known after all references are read; score every
+        # value present here and reconcile afterwards, instead of reading images twice.
+        case_labels = {f"label_{v}": v for v in sorted(ref_vals | _nonzero_values(pred))}
+    else:
+        case_labels = task.label_values
+    metrics = segmentation_scores(
+        pred, ref, case_labels, spacing=spacing, tolerance_mm=task.tolerance_mm
+    )
+    return _CaseResult(task.case, metrics, ref_vals, int(ref.size), spacing)
+
+
+def _map_cases(tasks: list[_CaseTask], num_workers: int) -> list[_CaseResult]:
+    """Score every case, in ``num_workers`` processes when > 1; keeps the case order.
+
+    A worker's exception is re-raised here as the original error (ProcessPoolExecutor
+    pickles it back), so a bad file is named just as in a serial run.
+    """
+    bar = {"total": len(tasks), "desc": "evaluating", "unit": "case", "disable": None}
+    if num_workers <= 1 or len(tasks) <= 1:
+        return [_score_case(t) for t in tqdm(tasks, **bar)]
+    with ProcessPoolExecutor(min(num_workers, len(tasks))) as pool:
+        return list(tqdm(pool.map(_score_case, tasks), **bar))
 
 
 def evaluate_folder(
@@ -168,6 +217,8 @@ def evaluate_folder(
     ref_diagnoses_csv: Path | None = None,
     pred_diagnoses_csv: Path | None = None,
     classes: list[str] | None = None,
+    tolerance_mm: float = 1.0,
+    num_workers: int = 1,
 ) -> dict:
     """Score every reference case against its prediction.
 
@@ -181,15 +232,21 @@ def evaluate_folder(
         pred_diagnoses_csv: predicted diagnoses, default ``pred_dir/diagnoses.csv``.
         classes: class order; default the ``p_<class>`` column order of the prediction
             CSV, else the sorted class names seen.
+        tolerance_mm: NSD/ASO tolerance in mm.
+        num_workers: processes scoring cases in parallel (1 = in this process).
 
     Returns:
-        ``{"num_cases", "labels", "per_case", "mean", "classification"}``; floats may be
-        NaN (undefined), see :func:`write_summary` for serialisation.
+        The summary dict of :func:`autojoint.evaluation.summary.build_summary`
+        (``metric_per_case``, ``mean``, ``diagnosis``, ... and the first release's
+        ``per_case`` / ``classification``); floats may be NaN (undefined), see
+        :func:`write_summary` for serialisation.
 
     Raises:
         FileNotFoundError: a reference case has no prediction, or a diagnoses CSV is missing.
-        ValueError: geometry mismatch, no reference cases, or malformed diagnoses CSVs.
+        ValueError: geometry mismatch, no reference cases, malformed diagnoses CSVs or a
+            bad tolerance.
     """
+    check_tolerance(tolerance_mm)
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     refs = _list_cases(ref_dir)
     if not refs:
@@ -207,42 +264,23 @@ def evaluate_folder(
 
     cases = list(refs)
     # Diagnoses first: a malformed CSV should fail before minutes of image reading.
-    classification: dict | None = None
-    y_ref: Sequence[str | None] = [None] * len(cases)
-    y_pred: Sequence[str | None] = [None] * len(cases)
+    dx: _Diagnoses | None = None
     if ref_diagnoses_csv is not None:
         pred_csv = Path(pred_diagnoses_csv or pred_dir / PRED_DIAGNOSES_NAME)
-        classification, y_ref, y_pred = _score_diagnoses(
-            cases, Path(ref_diagnoses_csv), pred_csv, classes
-        )
-    per_case: list[dict] = []
-    ref_values_seen: set[int] = set()
-    rows = list(zip(cases, y_ref, y_pred, strict=True))
-    for case, ref_dx, pred_dx in tqdm(rows, desc="evaluating", unit="case", disable=None):
-        ref_img, pred_img = sitk.ReadImage(str(refs[case])), sitk.ReadImage(str(preds[case]))
-        _check_geometry(pred_img, ref_img, preds[case], refs[case])
-        ref, pred = _read_labels(ref_img, refs[case]), _read_labels(pred_img, preds[case])
-        ref_vals = _nonzero_values(ref)
-        ref_values_seen |= ref_vals
-        if label_values is None:
-            # Final label set is only known after all references are read; score every
-            # value present here and reconcile below, instead of reading images twice.
-            vals = ref_vals | _nonzero_values(pred)
-            case_labels = {f"label_{v}": v for v in sorted(vals)}
-        else:
-            case_labels = label_values
-        seg = segmentation_scores(pred, ref, case_labels)
-        per_case.append(
-            {"case": case, "segmentation": seg, "diagnosis_ref": ref_dx, "diagnosis_pred": pred_dx}
-        )
+        dx = _read_diagnoses(cases, Path(ref_diagnoses_csv), pred_csv, classes)
+    tasks = [_CaseTask(c, preds[c], refs[c], label_values, float(tolerance_mm)) for c in cases]
+    results = _map_cases(tasks, num_workers)
 
+    ref_values_seen = set().union(*(r.ref_values for r in results))
     if label_values is None:
         label_values = {f"label_{v}": v for v in sorted(ref_values_seen)}
-        for entry in per_case:
-            seg = entry["segmentation"]
-            entry["segmentation"] = {
-                name: seg.get(name, dict(_EMPTY_SCORES)) for name in [*label_values, LESION_KEY]
-            }
+        for r in results:
+            for name in label_values:
+                if name not in r.metrics:
+                    r.metrics[name] = absent_label_scores(r.num_voxels, spacing=r.spacing)
+            for name in [n for n in r.metrics if n not in label_values and n != LESION_KEY]:
+                del r.metrics[name]
+            r.metrics[LESION_KEY] = r.metrics.pop(LESION_KEY)  # keep "lesion" last
     else:
         unlabelled = sorted(ref_values_seen - {int(v) for v in label_values.values()})
         if unlabelled:
@@ -250,15 +288,22 @@ def evaluate_folder(
                 "reference values %s are not in label_values; only in 'lesion'", unlabelled
             )
 
-    mean = {name: _mean_dice(per_case, name) for name in [*label_values, LESION_KEY]}
-
-    return {
-        "num_cases": len(cases),
-        "labels": {k: int(v) for k, v in label_values.items()},
-        "per_case": per_case,
-        "mean": mean,
-        "classification": classification,
-    }
+    entries: list[dict] = []
+    for i, r in enumerate(results):
+        entry: dict = {
+            "case": r.case,
+            "reference_file": str(refs[r.case]),
+            "prediction_file": str(preds[r.case]),
+            "spacing": list(r.spacing),
+            "metrics": r.metrics,
+            "diagnosis_ref": dx.y_ref[i] if dx else None,
+            "diagnosis_pred": dx.y_pred[i] if dx else None,
+        }
+        if dx is not None and dx.probs is not None:
+            entry["probabilities"] = dict(zip(dx.classes, dx.probs[i].tolist(), strict=True))
+        entries.append(entry)
+    diagnosis = score_diagnoses(entries, dx.classes) if dx is not None else None
+    return build_summary(entries, label_values, tolerance_mm=tolerance_mm, diagnosis=diagnosis)
 
 
 def _json_safe(obj: object) -> object:
@@ -296,3 +341,16 @@ def write_summary(summary: dict, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_report(summary: dict, path: Path, *, figures: bool = True) -> list[str]:
+    """Write the figures (unless ``figures`` is False) beside ``path``, then the summary.
+
+    The written PNG names are recorded in the summary under ``"figures"``; the summary is
+    written last so its presence means the report is complete.
+    """
+    path = Path(path)
+    names = write_figures(summary, path.parent) if figures else []
+    summary["figures"] = names
+    write_summary(summary, path)
+    return names

@@ -18,6 +18,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from autojoint.evaluation.surface import (
+    SURFACE_METRICS,
+    check_spacing,
+    check_tolerance,
+    surface_metrics,
+)
+
 logger = logging.getLogger(__name__)
 
 LESION_KEY = "lesion"
@@ -65,33 +72,103 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * tp / denom
 
 
-def _scores_from_masks(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    tp, fp, fn, _ = confusion_counts(pred, ref)
-    denom = 2 * tp + fp + fn
-    return {
-        "dice": (2.0 * tp / denom) if denom else NAN,
+SEGMENTATION_METRICS = (
+    "dice",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "precision",
+    *SURFACE_METRICS,
+    "volume_pred_ml",
+    "volume_ref_ml",
+)
+"""Float metrics of one label of one case (averaged in summaries); counts come in addition."""
+
+
+def overlap_scores(
+    tp: int, fp: int, fn: int, tn: int, *, voxel_volume_mm3: float | None = None
+) -> dict[str, float]:
+    """Voxel-overlap metrics from confusion counts; NaN where a denominator is 0.
+
+    Dice and IoU are NaN only when both masks are empty, sensitivity when the reference is
+    empty, precision when the prediction is empty, specificity when no voxel is background
+    in the reference. With ``voxel_volume_mm3``, ``volume_pred_ml`` and ``volume_ref_ml``
+    are added (1 ml = 1000 mm³).
+    """
+    out: dict[str, float] = {
+        "dice": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "iou": _safe_div(tp, tp + fp + fn),
+        "sensitivity": _safe_div(tp, tp + fn),
+        "specificity": _safe_div(tn, tn + fp),
+        "precision": _safe_div(tp, tp + fp),
         "tp": tp,
         "fp": fp,
         "fn": fn,
+        "tn": tn,
         "n_ref": tp + fn,
         "n_pred": tp + fp,
     }
+    if voxel_volume_mm3 is not None:
+        out["volume_pred_ml"] = (tp + fp) * voxel_volume_mm3 / 1000.0
+        out["volume_ref_ml"] = (tp + fn) * voxel_volume_mm3 / 1000.0
+    return out
+
+
+def absent_label_scores(
+    num_voxels: int, *, spacing: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Scores of a label that neither map of a case contains (Dice, distances NaN)."""
+    out = overlap_scores(0, 0, 0, int(num_voxels), voxel_volume_mm3=_voxel_volume(spacing))
+    if spacing is not None:
+        out.update(dict.fromkeys(SURFACE_METRICS, NAN))
+    return out
+
+
+def _voxel_volume(spacing: Sequence[float] | None) -> float | None:
+    return None if spacing is None else float(np.prod([float(s) for s in spacing]))
+
+
+def _scores_from_masks(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    tolerance_mm: float = 1.0,
+) -> dict[str, float]:
+    tp, fp, fn, tn = confusion_counts(pred, ref)
+    out = overlap_scores(tp, fp, fn, tn, voxel_volume_mm3=_voxel_volume(spacing))
+    if spacing is not None:
+        if tp + fp + fn == 0:  # both empty: skip the erosion and distance transforms
+            out.update(dict.fromkeys(SURFACE_METRICS, NAN))
+        else:
+            out.update(surface_metrics(pred, ref, spacing, tolerance_mm=tolerance_mm))
+    return out
 
 
 def segmentation_scores(
-    pred_labels: np.ndarray, ref_labels: np.ndarray, label_values: Mapping[str, int]
+    pred_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    label_values: Mapping[str, int],
+    *,
+    spacing: Sequence[float] | None = None,
+    tolerance_mm: float = 1.0,
 ) -> dict[str, dict[str, float]]:
-    """Per-label overlap statistics of two integer label maps.
+    """Per-label overlap (and, given the spacing, surface and volume) metrics.
 
     Args:
         pred_labels: predicted label map (Z, Y, X), 0 = background.
         ref_labels: reference label map of the same shape.
         label_values: name -> integer label, e.g. ``{"ground_glass": 1, "consolidation": 2}``.
+        spacing: voxel size in mm per array axis. Surface metrics (``nsd``, ``asd``,
+            ``hd95``, ``rmsd``, ``aso``, see :mod:`autojoint.evaluation.surface`) and
+            volumes in ml need it; without it only the overlap metrics are returned.
+        tolerance_mm: NSD/ASO tolerance in mm.
 
     Returns:
-        ``{name: {"dice", "tp", "fp", "fn", "n_ref", "n_pred"}}`` for every named label,
-        plus ``"lesion"`` computed on ``labels != 0`` for both maps. The lesion entry shows
-        whether lesions are found at all, separately from whether their *type* is right.
+        ``{name: {"dice", "iou", "sensitivity", "specificity", "precision", "tp", "fp",
+        "fn", "tn", "n_ref", "n_pred"[, "nsd", "asd", "hd95", "rmsd", "aso",
+        "volume_pred_ml", "volume_ref_ml"]}}`` for every named label, plus ``"lesion"``
+        computed on ``labels != 0`` for both maps. The lesion entry shows whether lesions
+        are found at all, separately from whether their *type* is right.
     """
     pred_labels = np.asarray(pred_labels)
     ref_labels = np.asarray(ref_labels)
@@ -101,12 +178,23 @@ def segmentation_scores(
         )
     if LESION_KEY in label_values:
         raise ValueError(f"label name {LESION_KEY!r} is reserved for the union of all labels")
+    if spacing is not None:
+        spacing = check_spacing(spacing, pred_labels.ndim)
+    check_tolerance(tolerance_mm)
     out: dict[str, dict[str, float]] = {}
+    pred_any, ref_any = pred_labels != 0, ref_labels != 0
+    num_any = (int(np.count_nonzero(pred_any)), int(np.count_nonzero(ref_any)))
+    lesion: dict[str, float] | None = None
     for name, value in label_values.items():
         if int(value) == 0:
             raise ValueError(f"label {name!r} has value 0, which is background")
-        out[name] = _scores_from_masks(pred_labels == value, ref_labels == value)
-    out[LESION_KEY] = _scores_from_masks(pred_labels != 0, ref_labels != 0)
+        pred_v, ref_v = pred_labels == value, ref_labels == value
+        out[name] = _scores_from_masks(pred_v, ref_v, spacing, tolerance_mm)
+        if (int(np.count_nonzero(pred_v)), int(np.count_nonzero(ref_v))) == num_any:
+            # Only this label occurs, so the lesion union is the same pair of masks: reuse
+            # its scores rather than repeat the distance transforms (binary datasets).
+            lesion = dict(out[name])
+    out[LESION_KEY] = lesion or _scores_from_masks(pred_any, ref_any, spacing, tolerance_mm)
     return out
 
 
@@ -225,4 +313,65 @@ def roc_auc_one_vs_rest(
         out[c] = _auc_mann_whitney(probs[:, j], truth == c)
     defined = [v for v in out.values() if not math.isnan(v)]
     out["macro"] = float(np.mean(defined)) if defined else NAN
+    return out
+
+
+def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC points ``(fpr, tpr)`` of one-vs-rest scores, from (0, 0) to (1, 1).
+
+    One point per distinct score (ties move diagonally), so the trapezoidal area under
+    these points equals the Mann–Whitney AUC of :func:`roc_auc_one_vs_rest`.
+
+    Raises:
+        ValueError: there are no positive or no negative cases (the curve is undefined).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = int(positive.size) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC curve needs at least one positive and one negative case")
+    order = np.argsort(-scores, kind="stable")
+    s, pos = scores[order], positive[order]
+    # Last index of each run of equal scores: a threshold between distinct scores.
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    tps = np.cumsum(pos)[ends]
+    fps = (ends + 1) - tps
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
+
+
+def diagnosis_scores(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    classes: Sequence[str],
+    probs: np.ndarray | None = None,
+) -> dict:
+    """The ``diagnosis`` block of a summary: classification scores, AUC and ROC curves.
+
+    Args:
+        y_true: reference class per case.
+        y_pred: predicted class per case.
+        classes: class names (order of the confusion matrix and of ``probs`` columns).
+        probs: optional ``(N, C)`` class probabilities; without them AUC and ROC are None.
+
+    Returns:
+        :func:`classification_scores` plus ``"auc"`` (``{cls, "macro"}`` or None),
+        ``"macro_auc"``, an ``"auc"`` entry in every ``per_class`` block and ``"roc"``
+        (``{cls: {"fpr": [...], "tpr": [...]}}`` for classes with positives and negatives).
+    """
+    out = classification_scores(y_true, y_pred, classes)
+    out.update(auc=None, macro_auc=NAN, roc=None)
+    for cls in out["per_class"].values():
+        cls["auc"] = NAN
+    if probs is None:
+        return out
+    auc = roc_auc_one_vs_rest(y_true, probs, classes)
+    truth = np.array([str(y) for y in y_true], dtype=object)
+    roc: dict[str, dict[str, list[float]]] = {}
+    for j, c in enumerate(out["classes"]):
+        out["per_class"][c]["auc"] = auc[c]
+        if not math.isnan(auc[c]):
+            fpr, tpr = roc_curve(np.asarray(probs)[:, j], truth == c)
+            roc[c] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    out.update(auc=auc, macro_auc=auc["macro"], roc=roc)
     return out

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autojoint.evaluation.metrics import classification_scores, segmentation_scores
+from autojoint.evaluation.evaluate import write_report
+from autojoint.evaluation.metrics import segmentation_scores
+from autojoint.evaluation.summary import build_summary, score_diagnoses
 from autojoint.inference.sliding_window import network_probabilities
-from autojoint.io.files import write_json
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import load_preprocessed
@@ -26,17 +27,28 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def validate_cases(
-    net: JointNet, plan: Plan, pre_dir: Path, case_ids: list[str], device: torch.device
+    net: JointNet,
+    plan: Plan,
+    pre_dir: Path,
+    case_ids: list[str],
+    device: torch.device,
+    *,
+    tolerance_mm: float = 1.0,
 ) -> dict:
-    """Dice per lesion label (and all lesions) and diagnosis scores over ``case_ids``.
+    """Every segmentation and diagnosis metric of ``autojoint_evaluate`` over ``case_ids``.
+
+    Segmentation is scored at the plan's target spacing (the preprocessed grid), so surface
+    distances and volumes are in mm and ml as on the raw grid, up to resampling.
 
     Returns:
-        ``{"per_case": [...], "mean": {label: {"dice", "num_cases_defined"}},
-        "classification": {...} or None, "num_cases": N}``.
+        The summary of :func:`autojoint.evaluation.summary.build_summary`:
+        ``metric_per_case``, ``mean`` (Dice, NSD, HD95, ... per label), ``diagnosis``
+        (accuracy, per-class scores, AUC, macro-AUC) and the first release's ``per_case``,
+        ``classification`` and ``num_cases``.
     """
     net.eval()
     labels = {k: v for k, v in plan.labels.items() if v > 0}
-    per_case, y_true, y_pred = [], [], []
+    entries: list[dict] = []
     for case_id in tqdm(case_ids, desc="validation", unit="case", leave=False):
         case = load_preprocessed(pre_dir, case_id)
         view = torch.from_numpy(case["cls_data"][None]).to(device) if plan.has_diagnosis else None
@@ -52,39 +64,41 @@ def validate_cases(
                 device=device,
             )
             pred = np.argmax(probs, axis=0).astype(np.uint8)
-            entry["segmentation"] = segmentation_scores(pred, case["seg"], labels)
+            entry["spacing"] = [float(s) for s in plan.target_spacing]
+            entry["metrics"] = segmentation_scores(
+                pred, case["seg"], labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
+            )
         diagnosis = case["properties"]["diagnosis"]
         if view is not None and diagnosis in plan.classes:
             _, logits, _ = net.classify(view)
-            predicted = plan.classes[int(logits.argmax())]
-            entry.update(diagnosis_ref=diagnosis, diagnosis_pred=predicted)
-            y_true.append(diagnosis)
-            y_pred.append(predicted)
-        per_case.append(entry)
+            p = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+            entry.update(
+                diagnosis_ref=diagnosis,
+                diagnosis_pred=plan.classes[int(p.argmax())],
+                probabilities=dict(zip(plan.classes, p.tolist(), strict=True)),
+            )
+        entries.append(entry)
     net.train()
-    mean = {}
-    for name in [*labels, "lesion"]:
-        values = [e["segmentation"][name]["dice"] for e in per_case if "segmentation" in e]
-        defined = [v for v in values if np.isfinite(v)]
-        mean[name] = {
-            "dice": float(np.mean(defined)) if defined else float("nan"),
-            "num_cases_defined": len(defined),
-        }
-    return {
-        "per_case": per_case,
-        "mean": mean,
-        "classification": classification_scores(y_true, y_pred, list(plan.classes))
-        if y_true
-        else None,
-        "num_cases": len(case_ids),
-    }
+    return build_summary(
+        entries,
+        labels,
+        tolerance_mm=tolerance_mm,
+        diagnosis=score_diagnoses(entries, plan.classes),
+    )
 
 
 def write_validation(summary: dict, fold_dir: Path) -> Path:
-    """``fold_X/validation/summary.json`` (strict JSON, atomic)."""
+    """``fold_X/validation/summary.json`` (strict JSON, atomic) and its figures beside it."""
     path = fold_dir / "validation" / "summary.json"
-    write_json(summary, path)
-    lesion = summary["mean"]["lesion"]["dice"]
-    acc = (summary["classification"] or {}).get("accuracy", float("nan"))
-    logger.info("validation: lesion Dice %.4f, diagnosis accuracy %.4f -> %s", lesion, acc, path)
+    write_report(summary, path)
+    lesion = summary["mean"]["lesion"]
+    dx = summary["diagnosis"] or {}
+    logger.info(
+        "validation: lesion Dice %.4f, NSD %.4f, diagnosis accuracy %.4f, macro-AUC %.4f -> %s",
+        lesion.get("dice", float("nan")),
+        lesion.get("nsd", float("nan")),
+        dx.get("accuracy", float("nan")),
+        dx.get("macro_auc", float("nan")),
+        path,
+    )
     return path

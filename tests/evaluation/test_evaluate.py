@@ -69,11 +69,90 @@ def test_segmentation_known_dice_and_means(tmp_path: Path, caplog) -> None:
     assert a["lesion"]["dice"] == pytest.approx(0.8)
     assert math.isnan(s["per_case"][1]["segmentation"]["consolidation"]["dice"])
     assert all(math.isnan(v["dice"]) for v in s["per_case"][2]["segmentation"].values())
-    assert s["mean"]["ground_glass"] == {"dice": pytest.approx(5 / 6), "num_cases_defined": 2}
-    assert s["mean"]["consolidation"] == {"dice": 1.0, "num_cases_defined": 1}
-    assert s["mean"]["lesion"] == {"dice": pytest.approx(0.9), "num_cases_defined": 2}
-    assert s["classification"] is None
+    means = s["mean"]
+    assert (means["ground_glass"]["dice"], means["ground_glass"]["num_cases_defined"]) == (
+        pytest.approx(5 / 6),
+        2,
+    )
+    assert (means["consolidation"]["dice"], means["consolidation"]["num_cases_defined"]) == (1, 1)
+    assert (means["lesion"]["dice"], means["lesion"]["num_cases_defined"]) == (
+        pytest.approx(0.9),
+        2,
+    )
+    # HD95 etc. are undefined where a mask is empty: case_b and case_c for consolidation.
+    assert means["consolidation"]["num_defined"]["hd95"] == 1
+    assert means["ground_glass"]["num_defined"]["hd95"] == 2
+    assert s["classification"] is None and s["diagnosis"] is None
     assert s["per_case"][0]["diagnosis_ref"] is None
+    assert [e["case"] for e in s["metric_per_case"]] == ["case_a", "case_b", "case_c"]
+
+
+def test_case_a_every_metric_by_hand(tmp_path: Path) -> None:
+    """case_a ground glass: reference 2x2x4 voxels (z, y, x), prediction its first half in x.
+
+    Spacing x 0.7, y 0.8, z 2.5 mm. Every voxel of both blocks is surface. Prediction to
+    reference: 8 zeros; reference to prediction: 8 zeros, 4 at 0.7 mm (x = 4), 4 at 1.4 mm
+    (x = 5). Pooled over 24 surface voxels.
+    """
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, tolerance_mm=1.0)
+    gg = s["metric_per_case"][0]["metrics"]["ground_glass"]
+    voxel_ml = 0.7 * 0.8 * 2.5 / 1000
+    expected = {
+        "dice": 2 / 3,
+        "iou": 0.5,
+        "sensitivity": 0.5,
+        "specificity": 1.0,
+        "precision": 1.0,
+        "asd": (4 * 0.7 + 4 * 1.4) / 24,
+        "rmsd": math.sqrt((4 * 0.7**2 + 4 * 1.4**2) / 24),
+        "hd95": 1.4,  # 95th percentile at rank 21.85 of 24 sorted values
+        "nsd": 20 / 24,
+        "aso": 0.5 * (8 / 8 + 12 / 16),
+        "volume_ref_ml": 16 * voxel_ml,
+        "volume_pred_ml": 8 * voxel_ml,
+    }
+    for key, value in expected.items():
+        # NIfTI stores spacing as float32.
+        assert gg[key] == pytest.approx(value, rel=1e-6), key
+    assert s["metric_per_case"][0]["spacing"] == pytest.approx([2.5, 0.8, 0.7])
+    assert s["tolerance_mm"] == 1.0
+    tight = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, tolerance_mm=0.5)
+    assert tight["metric_per_case"][0]["metrics"]["ground_glass"]["nsd"] == pytest.approx(16 / 24)
+    assert tight["tolerance_mm"] == 0.5
+
+
+def test_slice_offset_is_measured_in_z_spacing(tmp_path: Path) -> None:
+    """A one-voxel-thick plate predicted one slice off: every distance is z spacing 2.5 mm."""
+    ref, pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    ref[3, 2:8, 2:10] = 1
+    pred[4, 2:8, 2:10] = 1
+    _write(ref, tmp_path / "ref" / "plate.nii.gz")
+    _write(pred, tmp_path / "pred" / "plate.nii.gz")
+    s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", label_values={"gg": 1})
+    m = s["metric_per_case"][0]["metrics"]["gg"]
+    assert m["asd"] == m["hd95"] == m["rmsd"] == pytest.approx(2.5, rel=1e-6)
+    assert (m["dice"], m["nsd"], m["aso"]) == (0.0, 0.0, 0.0)
+
+
+def test_parallel_equals_serial_and_worker_errors_surface(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    serial = evaluate_folder(pred_dir, ref_dir, num_workers=1)
+    parallel = evaluate_folder(pred_dir, ref_dir, num_workers=2)
+    out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
+    write_summary(serial, out_a)
+    write_summary(parallel, out_b)
+    assert out_a.read_text() == out_b.read_text()
+    _write(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", spacing=(0.7, 0.8, 2.6))
+    with pytest.raises(ValueError, match="geometry") as info:
+        evaluate_folder(pred_dir, ref_dir, num_workers=2)
+    assert str(pred_dir / "case_b.nii.gz") in str(info.value)
+
+
+def test_bad_tolerance_is_refused(tmp_path: Path) -> None:
+    pred_dir, ref_dir = _make_dataset(tmp_path)
+    with pytest.raises(ValueError, match="tolerance"):
+        evaluate_folder(pred_dir, ref_dir, tolerance_mm=-1.0)
 
 
 def test_default_labels_come_from_references(tmp_path: Path) -> None:
@@ -87,6 +166,12 @@ def test_default_labels_come_from_references(tmp_path: Path) -> None:
         assert list(entry["segmentation"]) == ["label_1", "label_2", "lesion"]
     b = s["per_case"][1]["segmentation"]["label_2"]
     assert math.isnan(b["dice"]) and b["n_ref"] == b["n_pred"] == 0
+    # A label absent from both maps of a case gets the same scores as scoring empty masks.
+    absent = s["metric_per_case"][1]["metrics"]["label_2"]
+    assert list(absent) == list(s["metric_per_case"][0]["metrics"]["label_2"])
+    assert absent["tn"] == int(np.prod(SHAPE)) and absent["specificity"] == 1.0
+    assert all(math.isnan(absent[k]) for k in ("nsd", "asd", "hd95", "rmsd", "aso", "iou"))
+    assert absent["volume_ref_ml"] == absent["volume_pred_ml"] == 0.0
     assert s["mean"]["label_1"]["dice"] == pytest.approx(5 / 6)
     c_lesion = s["per_case"][2]["segmentation"]["lesion"]
     assert (c_lesion["fp"], c_lesion["dice"]) == (1, 0.0)

@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 
 from autojoint.evaluation.metrics import (
+    absent_label_scores,
     classification_scores,
     confusion_counts,
+    diagnosis_scores,
     dice,
     roc_auc_one_vs_rest,
+    roc_curve,
     segmentation_scores,
 )
+from autojoint.evaluation.surface import surface_metrics
 
 
 def _brute_counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
@@ -176,3 +180,100 @@ def test_auc_nan_without_positives_and_macro_excludes_it() -> None:
 def test_auc_rejects_bad_shape() -> None:
     with pytest.raises(ValueError, match="shape"):
         roc_auc_one_vs_rest(["a", "b"], np.zeros((2, 3)), ["a", "b"])
+
+
+def test_overlap_metrics_with_spacing_match_brute_force_and_surface_module() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 3, size=(4, 6, 5)).astype(np.uint8)
+    pred = rng.integers(0, 3, size=(4, 6, 5)).astype(np.uint8)
+    spacing = (3.0, 0.7, 0.9)
+    labels = {"ground_glass": 1, "consolidation": 2}
+    s = segmentation_scores(pred, ref, labels, spacing=spacing, tolerance_mm=1.5)
+    for name, p, r in (
+        ("ground_glass", pred == 1, ref == 1),
+        ("consolidation", pred == 2, ref == 2),
+        ("lesion", pred > 0, ref > 0),
+    ):
+        tp, fp, fn, tn = _brute_counts(p, r)
+        got = s[name]
+        assert (got["tp"], got["fp"], got["fn"], got["tn"]) == (tp, fp, fn, tn)
+        assert got["iou"] == pytest.approx(tp / (tp + fp + fn))
+        assert got["sensitivity"] == pytest.approx(tp / (tp + fn))
+        assert got["specificity"] == pytest.approx(tn / (tn + fp))
+        assert got["precision"] == pytest.approx(tp / (tp + fp))
+        assert got["volume_ref_ml"] == pytest.approx((tp + fn) * 3.0 * 0.7 * 0.9 / 1000)
+        assert got["volume_pred_ml"] == pytest.approx((tp + fp) * 3.0 * 0.7 * 0.9 / 1000)
+        surface = surface_metrics(p, r, spacing, tolerance_mm=1.5)
+        assert {k: got[k] for k in surface} == surface
+
+
+def test_overlap_metrics_empty_conventions() -> None:
+    empty = np.zeros((3, 3, 3), np.uint8)
+    full = np.ones((3, 3, 3), np.uint8)
+    both = segmentation_scores(empty, empty, {"a": 1}, spacing=(1, 1, 1))["a"]
+    assert all(math.isnan(both[k]) for k in ("dice", "iou", "sensitivity", "precision", "nsd"))
+    assert both["specificity"] == 1.0
+    assert both == pytest.approx(absent_label_scores(27, spacing=(1, 1, 1)), nan_ok=True)
+    missed = segmentation_scores(empty, full, {"a": 1}, spacing=(1, 1, 1))["a"]
+    assert (missed["dice"], missed["iou"], missed["sensitivity"], missed["nsd"]) == (0, 0, 0, 0)
+    assert math.isnan(missed["precision"]) and math.isnan(missed["specificity"])
+    assert math.isnan(missed["hd95"]) and missed["aso"] == 0.0
+    spurious = segmentation_scores(full, empty, {"a": 1}, spacing=(1, 1, 1))["a"]
+    assert math.isnan(spurious["sensitivity"]) and spurious["precision"] == 0.0
+    assert spurious["specificity"] == 0.0 and math.isnan(spurious["asd"])
+    no_spacing = segmentation_scores(empty, full, {"a": 1})["a"]
+    assert "nsd" not in no_spacing and "volume_ref_ml" not in no_spacing
+
+
+def test_segmentation_scores_refuses_bad_spacing() -> None:
+    a = np.zeros((2, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="spacing"):
+        segmentation_scores(a, a, {"a": 1}, spacing=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_curve_area_is_the_auc(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 30))
+    scores = np.round(rng.random(n), 1)
+    positive = rng.random(n) < 0.5
+    positive[:2] = [True, False]
+    fpr, tpr = roc_curve(scores, positive)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert len(fpr) == len(np.unique(scores)) + 1
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(_brute_auc(scores, positive), abs=1e-12)
+
+
+def test_roc_curve_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        roc_curve(np.array([0.1, 0.2]), np.array([True, True]))
+
+
+def test_diagnosis_scores_hand_example() -> None:
+    """Two classes, four cases; AUC by hand: covid positives 0.9, 0.4 vs negatives 0.6, 0.2
+    -> pairs won 3 of 4 -> 0.75; normal is the mirror image, also 0.75."""
+    y_true = ["covid", "covid", "normal", "normal"]
+    y_pred = ["covid", "normal", "covid", "normal"]
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8]])
+    d = diagnosis_scores(y_true, y_pred, ["covid", "normal"], probs)
+    assert d["accuracy"] == 0.5
+    assert d["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert d["per_class"]["covid"]["auc"] == 0.75
+    assert d["auc"] == {"covid": 0.75, "normal": 0.75, "macro": 0.75}
+    assert d["macro_auc"] == 0.75
+    assert d["roc"]["covid"] == {"fpr": [0.0, 0.0, 0.5, 0.5, 1.0], "tpr": [0.0, 0.5, 0.5, 1, 1]}
+    without = diagnosis_scores(y_true, y_pred, ["covid", "normal"])
+    assert without["auc"] is None and without["roc"] is None
+    assert math.isnan(without["macro_auc"]) and math.isnan(without["per_class"]["covid"]["auc"])
+
+
+def test_lesion_of_a_single_label_map_equals_direct_computation() -> None:
+    rng = np.random.default_rng(8)
+    ref = (rng.random((4, 6, 6)) < 0.3).astype(np.uint8)
+    pred = (rng.random((4, 6, 6)) < 0.3).astype(np.uint8)
+    s = segmentation_scores(pred, ref, {"lesion_label": 1}, spacing=(2.0, 1.0, 1.0))
+    surface = surface_metrics(pred > 0, ref > 0, (2.0, 1.0, 1.0))
+    assert s["lesion"] == s["lesion_label"]
+    assert {k: s["lesion"][k] for k in surface} == surface

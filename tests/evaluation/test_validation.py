@@ -1,0 +1,78 @@
+"""The trainer's full-case validation scores with the evaluation module's implementation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_scores
+from autojoint.networks.blocks import init_weights
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.preprocessing.preprocess import load_preprocessed
+from autojoint.training import validation
+from tests.synthetic import make_raw_dataset
+
+
+def _fake_probabilities(net: object, data: np.ndarray, *_args: object, **_kwargs: object):
+    """A deterministic stand-in segmentation: label 1 where the image is bright-ish."""
+    fg = (data[0] > np.quantile(data[0], 0.9)).astype(np.float32)
+    return np.stack([1 - fg, fg, np.zeros_like(fg)])
+
+
+def test_validation_reports_surface_metrics_and_auc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=4)
+    work = tmp_path / "work"
+    plan = plan_and_preprocess(raw, work)
+    pre_dir = work / "preprocessed"
+    case_ids = sorted(p.stem for p in pre_dir.glob("*.npz"))
+    torch.manual_seed(0)
+    net = JointNet(plan)
+    init_weights(net)
+    monkeypatch.setattr(validation, "network_probabilities", _fake_probabilities)
+
+    summary = validation.validate_cases(net, plan, pre_dir, case_ids, torch.device("cpu"))
+    labels = {k: v for k, v in plan.labels.items() if v > 0}
+    assert summary["num_cases"] == len(case_ids) == len(summary["metric_per_case"])
+    assert summary["tolerance_mm"] == 1.0
+    for entry in summary["metric_per_case"]:
+        case = load_preprocessed(pre_dir, entry["case"])
+        pred = np.argmax(_fake_probabilities(None, case["data"]), axis=0)
+        want = segmentation_scores(
+            pred, case["seg"], labels, spacing=plan.target_spacing, tolerance_mm=1.0
+        )
+        np.testing.assert_equal(entry["metrics"], want)
+        assert entry["spacing"] == list(plan.target_spacing)
+        probs = entry["probabilities"]
+        assert list(probs) == list(plan.classes)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+        assert entry["diagnosis_pred"] == max(probs, key=probs.get)
+    assert set(summary["mean"]) == {*labels, "lesion"}
+    assert math.isfinite(summary["mean"]["lesion"]["nsd"])
+    dx = summary["diagnosis"]
+    entries = summary["metric_per_case"]
+    want_auc = roc_auc_one_vs_rest(
+        [e["diagnosis_ref"] for e in entries],
+        np.array([[e["probabilities"][c] for c in plan.classes] for e in entries]),
+        plan.classes,
+    )
+    np.testing.assert_equal(dx["auc"], want_auc)
+    assert dx["macro_auc"] == want_auc["macro"]
+
+    fold = work / "fold_0"
+    path = validation.write_validation(summary, fold)
+    assert path == fold / "validation" / "summary.json"
+    loaded = json.loads(path.read_text())
+    assert {e["case"] for e in loaded["per_case"]} == set(case_ids)  # first-release keys
+    assert 0.0 <= loaded["classification"]["accuracy"] <= 1.0
+    assert "nsd" in loaded["mean"]["lesion"] and "macro_auc" in loaded["diagnosis"]
+    for name in loaded["figures"]:
+        assert (fold / "validation" / name).is_file()
+    assert "dice_nsd_boxplot.png" in loaded["figures"]
