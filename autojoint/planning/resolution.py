@@ -20,14 +20,14 @@ MAX_BATCH_FRACTION_OF_DATASET = 0.05
 # plans nnU-Net v2 makes for a G GB GPU with its plain U-Net (8 GB: 1 mm isotropic, median
 # 300^3 -> 128^3 batch 2; (3, 0.8, 0.8) mm, median (100, 400, 400) -> (56, 192, 192) batch 2).
 TENSORS_PER_STAGE = 9.7
-# Network switches (docs/planning.md, "Memory model"), per sample, in feature-map elements:
-# reverse attention keeps the re-weighted skip (F_s channels) plus the one-channel logit,
-# its upsampling and its sigmoid at every decoder level;
+# Network switches (docs/planning.md, "Memory model"), per sample, in feature-map elements,
+# calibrated on the tensors the real JointNet saves for backward (tests/planning):
+# reverse attention saves the one-channel coarse logit upsampled, its sigmoid and 1 - it
+# at every decoder level (the re-weighted skip replaces the skip the decoder saved anyway);
 REVERSE_ATTENTION_MAPS = 3
-# the cross-stitch stem keeps, per input, 4 inception branches (6 conv-norm-act triples and
-# a max-pool), their concatenation and the stitched mix: ~STEM_TENSORS x F_0 channels at
-# full resolution, measured on the real stem with forward hooks (tests/planning).
-STEM_TENSORS = 8.0
+# the cross-stitch stem saves, per input, its 4 inception branches (conv, norm, activation
+# each, a max-pool) and the stitched mix: measured 4.8 x its channels at full resolution.
+STEM_TENSORS = 4.8
 # A 2D image's starting patch: 2048^2 pixels shaped like a physical square.
 INITIAL_PATCH_VOXELS_2D = 2048.0**2
 
@@ -95,7 +95,7 @@ def estimate_activation_elements(
             n = float(np.prod(vox))
             total += topology.features_per_stage[s] * n * TENSORS_PER_STAGE
             if net.reverse_attention and s < last:  # the skip of stage s is re-weighted
-                total += (topology.features_per_stage[s] + REVERSE_ATTENTION_MAPS) * n
+                total += REVERSE_ATTENTION_MAPS * n
         return total
 
     def stem(shape: Triple) -> float:
