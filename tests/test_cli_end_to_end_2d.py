@@ -15,7 +15,7 @@ from autojoint.cli import plan as cli_plan
 from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
 from autojoint.planning.schema import Plan
-from tests.synthetic import CLASSES, make_raw_dataset_2d
+from tests.synthetic import CLASSES, make_raw_dataset, make_raw_dataset_2d
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,28 @@ def test_predict_writes_2d_masks_on_the_input_grid(trained_2d: dict[str, Path]) 
         )
         == 0
     )
+
+
+def test_2d_configuration_of_a_3d_dataset(tmp_path: Path) -> None:
+    # nnU-Net's 2d on volumes: plan -c 2d preprocesses slices, train/predict -c 2d, and the
+    # masks come back as 3D volumes on each input grid.
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=4, shape=(6, 32, 32))
+    work = tmp_path / "work"
+    assert cli_plan.main(["-d", str(raw), "-w", str(work), "-c", "2d"]) == 0
+    plan = Plan.load(work / "plans.json")
+    assert plan.configuration == "fullres" and plan.two_d is not None
+    assert plan.two_d.patch_size[0] == 1
+    assert not (work / "preprocessed").exists()
+    assert len(list((work / "preprocessed_2d").glob("*.npz"))) == 4
+    train = ["all", "-w", str(work), "-c", "2d", "--epochs", "1", "--iterations-per-epoch", "1"]
+    assert cli_train.main(train) == 0
+    assert (work / "2d" / "fold_all" / "checkpoint_final.pt").is_file()
+    out = tmp_path / "pred"
+    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-c", "2d"]
+    assert cli_predict.main(args) == 0
+    for image in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
+        ref = sitk.ReadImage(str(image))
+        pred = sitk.ReadImage(str(out / image.name.replace("_0000", "")))
+        assert pred.GetDimension() == 3 and pred.GetSize() == ref.GetSize()
+        np.testing.assert_allclose(pred.GetSpacing(), ref.GetSpacing())
+        np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection())
