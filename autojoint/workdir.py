@@ -11,7 +11,8 @@ SPLITS_FILE = "splits.json"
 
 
 def configuration_dir(work_dir: Path, configuration: str = "fullres") -> Path:
-    """Where a configuration's folds live: ``WORK`` (full resolution) or ``WORK/lowres``."""
+    """Where a configuration's folds live: ``WORK`` (full resolution) or ``WORK/lowres``,
+    ``WORK/2d``."""
     return Path(work_dir) if configuration == "fullres" else Path(work_dir) / configuration
 
 
@@ -22,6 +23,7 @@ def fold_dir(work_dir: Path, fold: str, configuration: str = "fullres") -> Path:
 
 
 def preprocessed_dir(work_dir: Path, configuration: str = "fullres") -> Path:
-    """``WORK/preprocessed`` (full resolution) or ``WORK/preprocessed_lowres``."""
+    """``WORK/preprocessed`` (full resolution) or ``WORK/preprocessed_lowres``,
+    ``WORK/preprocessed_2d``."""
     suffix = "" if configuration == "fullres" else f"_{configuration}"
     return Path(work_dir) / f"{PREPROCESSED_DIR}{suffix}"

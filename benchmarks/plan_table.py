@@ -1,24 +1,41 @@
 """Print the plans autojoint makes for reference inputs, side by side (Markdown table).
 
-Inputs: hand-made fingerprints (isotropic, anisotropic, tiny, huge) planned for an 8 GB
-GPU and the CPU profile, next to nnU-Net v2.8.1's 8 GB reference plans where known; plus,
-when given, raw datasets (e.g. the demo) fingerprinted and planned for real.
+Inputs (the closing table of the planner issue):
+  * hand-made fingerprints: isotropic, anisotropic, tiny dataset, huge scans, a thick axis
+    stored last, 2D slices (MSD-Net-like 512^2 at 0.7 mm; Inf-Net-like JPG slices at 1 mm),
+    planned for an 8 GB GPU (segmentation only and joint) and the CPU profile, next to
+    nnU-Net v2.8.1's 8 GB reference plans where known;
+  * the demo dataset (generated as scripts/demo.sh does: 24 cases, 100 mm field of view);
+  * the real chest CTs in ../shared/data/covid_ct_md and the real 2D slices in
+    ../shared/data/infnet_semiseg (skipped when absent);
+  * any further raw dataset given with --dataset.
 
-    python benchmarks/plan_table.py [--dataset RAW_DIR ...]
+    python benchmarks/plan_table.py [--dataset RAW_DIR ...] [--shared-data DIR] [--no-demo]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import logging
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
 from autojoint.fingerprint.compute import compute_fingerprint  # noqa: E402
+from autojoint.fingerprint.schema import Fingerprint  # noqa: E402
 from autojoint.io.dataset import load_raw_dataset  # noqa: E402
+from autojoint.io.image_io import SLICE_SPACING_2D_MM  # noqa: E402
 from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, plan_experiment  # noqa: E402
 from autojoint.planning.schema import Plan  # noqa: E402
+from dataset_conversion.generate_demo import generate_dataset  # noqa: E402
 from tests.fingerprints import make_fingerprint  # noqa: E402
 
 NNUNET_8GB = {
@@ -31,6 +48,15 @@ CASES = {
     "tiny 2 mm, 12 x 40 x 40": ((2.0, 0.8, 0.8), (12, 40, 40)),
     "huge 0.7 mm, 500^3": ((0.7, 0.7, 0.7), (500, 500, 500)),
     "thick-slice x axis (0.8, 0.8, 5) mm": ((0.8, 0.8, 5.0), (400, 400, 60)),
+    "2D slices 0.7 mm, 512 x 512": ((SLICE_SPACING_2D_MM, 0.7, 0.7), (1, 512, 512)),
+    "2D slices 1 mm, 380 x 330": ((SLICE_SPACING_2D_MM, 1.0, 1.0), (1, 380, 330)),
+}
+GPU_8GB: dict = {"memory_budget_gb": 8.0, "device_profile": "gpu 8 GB"}
+CPU: dict = {
+    "memory_budget_gb": CPU_PROFILE_BUDGET_GB,
+    "device_profile": "cpu",
+    "base_features": 16,
+    "max_features": 128,
 }
 
 
@@ -47,64 +73,131 @@ def _row(name: str, plan: Plan, reference: str = "") -> str:
             f"patch {_fmt(plan.lowres.patch_size)}"
         )
     )
-    spacing = _fmt(tuple(round(s, 2) for s in plan.target_spacing))
-    return (
-        f"| {name} | {plan.device_profile} | {spacing}"
-        f" | {_fmt(plan.transpose_forward)} | {_fmt(plan.patch_size)} | {plan.batch_size} | "
-        f"{plan.topology.num_stages} | {_fmt(plan.classification_shape)} | "
-        f"{', '.join(f'{e:.2f}' for e in plan.eta)} | {low} | {reference} |"
+    two_d = (
+        "-"
+        if plan.two_d is None
+        else f"{_fmt(plan.two_d.patch_size)}, batch {plan.two_d.batch_size}"
     )
+    spacing = _fmt(tuple(round(s, 2) for s in plan.target_spacing))
+    view = _fmt(plan.classification_shape) if plan.has_diagnosis else "-"
+    return (
+        f"| {name} | {plan.device_profile} | {plan.configuration} | {spacing}"
+        f" | {_fmt(plan.transpose_forward)} | {_fmt(plan.patch_size)} | {plan.batch_size} | "
+        f"{plan.topology.num_stages} | {_fmt(plan.topology.kernel_sizes[0])} | {view} | "
+        f"{', '.join(f'{e:.2f}' for e in plan.eta)} | {low} | {two_d} | "
+        f"{plan.estimated_memory_gb:.2f} | {reference} |"
+    )
+
+
+def _real_ct_raw(shared: Path, tmp: Path) -> Path | None:
+    """COVID-CT-MD's three real CTs as a raw dataset of symlinks (diagnoses, no masks)."""
+    src = shared / "covid_ct_md"
+    if not (src / "cases.csv").is_file():
+        return None
+    raw = tmp / "covid_ct_md"
+    (raw / "imagesTr").mkdir(parents=True)
+    rows = []
+    with open(src / "cases.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            (raw / "imagesTr" / f"{row['case_id']}_0000.nii.gz").symlink_to(src / row["file"])
+            rows.append((row["case_id"], row["diagnosis"]))
+    with open(raw / "diagnosesTr.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("case", "diagnosis"), *rows])
+    meta = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": len(rows),
+        "file_ending": ".nii.gz",
+        "classes": sorted({d for _, d in rows}),
+    }
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    return raw
+
+
+def _real_2d_raw(shared: Path, tmp: Path, num: int = 20) -> Path | None:
+    """Inf-Net's real 2D slices (JPG, no spacing) as 2D NIfTI at 1 mm with binary masks."""
+    src = shared / "infnet_semiseg" / "Dataset" / "TrainingSet" / "LungInfection-Train"
+    src = src / "Doctor-label"
+    if not (src / "Imgs").is_dir():
+        return None
+    raw = tmp / "infnet_2d"
+    names = sorted(p.stem for p in (src / "Imgs").glob("*.jpg"))[:num]
+    for sub in ("imagesTr", "labelsTr"):
+        (raw / sub).mkdir(parents=True)
+    for name in names:
+        image = sitk.ReadImage(str(src / "Imgs" / f"{name}.jpg"))
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "GT" / f"{name}.png")))
+        label = sitk.GetImageFromArray((mask > 127).astype(np.uint8))
+        label.CopyInformation(image)
+        sitk.WriteImage(image, str(raw / "imagesTr" / f"infnet_{name}_0000.nii.gz"))
+        sitk.WriteImage(label, str(raw / "labelsTr" / f"infnet_{name}.nii.gz"))
+    meta = {
+        "channel_names": {"0": "slice"},
+        "labels": {"background": 0, "infection": 1},
+        "numTraining": len(names),
+        "file_ending": ".nii.gz",
+    }
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    return raw
+
+
+def _datasets(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, Fingerprint]]:
+    if not args.no_demo:
+        demo = tmp / "demo"
+        generate_dataset(demo, num_train=24, seed=0, fov_mm=100.0, z_extent_mm=100.0)
+        yield (
+            "demo dataset (24 generated CTs)",
+            compute_fingerprint(load_raw_dataset(demo), num_workers=2),
+        )
+    real = _real_ct_raw(args.shared_data, tmp)
+    if real is None:
+        print(f"(skipped: no real CTs in {args.shared_data / 'covid_ct_md'})", file=sys.stderr)
+    else:
+        yield (
+            "real CTs: COVID-CT-MD (3 scans)",
+            compute_fingerprint(load_raw_dataset(real), num_workers=2),
+        )
+    real_2d = _real_2d_raw(args.shared_data, tmp)
+    if real_2d is None:
+        print(f"(skipped: no Inf-Net slices in {args.shared_data})", file=sys.stderr)
+    else:
+        yield "real 2D slices: Inf-Net (20 JPGs)", compute_fingerprint(load_raw_dataset(real_2d))
+    for raw in args.dataset:
+        yield raw.name, compute_fingerprint(load_raw_dataset(raw), num_workers=2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", type=Path, action="append", default=[])
-    args = parser.parse_args()
-    print(
-        "| input | profile | spacing (mm) | axis order | patch | batch | stages | view | eta |"
-        " low-res | nnU-Net v2 8 GB |"
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="the shared real data folder (default ../shared/data beside the checkout)",
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    parser.add_argument("--no-demo", action="store_true", help="skip the generated demo")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    print(
+        "| input | profile | config | spacing (mm) | axis order | patch | batch | stages |"
+        " kernel 0 | view | eta | low-res | 2d config | est. GB | nnU-Net v2 8 GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, (spacing, shape) in CASES.items():
-        fp = make_fingerprint([spacing] * 10, [shape] * 10, classes=())
+        is_2d = shape[0] == 1
+        seg_only = make_fingerprint([spacing] * 10, [shape] * 10, classes=(), is_2d=is_2d)
         print(
             _row(
-                name + " (seg only)",
-                plan_experiment(fp, memory_budget_gb=8.0, device_profile="gpu 8 GB"),
-                NNUNET_8GB.get(name, ""),
+                name + " (seg only)", plan_experiment(seg_only, **GPU_8GB), NNUNET_8GB.get(name, "")
             )
         )
-        fp = make_fingerprint([spacing] * 10, [shape] * 10)
-        print(
-            _row(
-                name + " (joint)",
-                plan_experiment(fp, memory_budget_gb=8.0, device_profile="gpu 8 GB"),
-            )
-        )
-        print(
-            _row(
-                name + " (joint)",
-                plan_experiment(
-                    fp,
-                    memory_budget_gb=CPU_PROFILE_BUDGET_GB,
-                    device_profile="cpu",
-                    base_features=16,
-                    max_features=128,
-                ),
-            )
-        )
-    for raw in args.dataset:
-        fp = compute_fingerprint(load_raw_dataset(raw), num_workers=2)
-        for budget, profile, widths in (
-            (8.0, "gpu 8 GB", {}),
-            (CPU_PROFILE_BUDGET_GB, "cpu", {"base_features": 16, "max_features": 128}),
-        ):
-            print(
-                _row(
-                    raw.name,
-                    plan_experiment(fp, memory_budget_gb=budget, device_profile=profile, **widths),
-                )
-            )
+        joint = make_fingerprint([spacing] * 10, [shape] * 10, is_2d=is_2d)
+        print(_row(name + " (joint)", plan_experiment(joint, **GPU_8GB)))
+        print(_row(name + " (joint)", plan_experiment(joint, **CPU)))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fp in _datasets(args, Path(tmp)):
+            for profile in (GPU_8GB, CPU):
+                print(_row(name, plan_experiment(fp, **profile)))
 
 
 if __name__ == "__main__":

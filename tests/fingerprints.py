@@ -48,9 +48,12 @@ def make_fingerprint(
     channel_names: dict[str, str] | None = None,
     labels: dict[str, int] | None = None,
     lesion_volumes_mm3: Sequence[float] = (4000.0, 500.0),
+    is_2d: bool = False,
 ) -> Fingerprint:
     """One case per (spacing, shape); diagnoses dealt round-robin over ``classes``; every
-    case has a mask holding, per lesion label, one component of each ``lesion_volumes_mm3``."""
+    case has a mask holding, per lesion label, one component of each ``lesion_volumes_mm3``.
+    ``is_2d``: 2D images (shapes ``(1, Y, X)``, spacings ``(1.0, y, x)``; component
+    "volumes" are areas x the nominal 1 mm slice)."""
     labels = labels or {"background": 0, "lesion": 1}
     cases = []
     for i, (sp, sh) in enumerate(zip(spacings, shapes, strict=True)):
@@ -69,6 +72,7 @@ def make_fingerprint(
                 diagnosis=classes[i % len(classes)] if classes else None,
                 label_voxel_fraction=fractions,
                 lesion_components=components,
+                is_2d=is_2d,
             )
         )
     if counts is None:
@@ -84,6 +88,7 @@ def make_fingerprint(
         num_cases_without_label=0,
         num_cases_without_diagnosis=0,
         lesion_stats=lesion_stats(cases, labels),
+        is_2d=is_2d,
     )
 
 

@@ -98,3 +98,54 @@ def make_raw_dataset(
             w.writerows(rows)
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+def write_slice(
+    array: np.ndarray,
+    path: Path,
+    spacing_yx=(0.7, 0.7),
+    origin=(0.0, 0.0),
+    direction=(1, 0, 0, 1),
+) -> None:
+    """Write a 2D image ``(Y, X)`` (one CT slice) as a 2D NIfTI."""
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in reversed(spacing_yx)))
+    img.SetOrigin(tuple(float(o) for o in origin))
+    img.SetDirection(tuple(float(d) for d in direction))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+
+
+def make_raw_dataset_2d(
+    root: Path, num_cases: int = 6, *, seed: int = 0, shape=(40, 40), flip_case: int | None = 1
+) -> Path:
+    """Like :func:`make_raw_dataset` with 2D slices (MSD-Net-style data): 2D NIfTI images
+    and masks, in-plane spacing 0.7 mm, one case with a flipped direction, diagnoses."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(num_cases):
+        case = f"slice_{i:03d}"
+        diag = CLASSES[i % 3]
+        img, seg = make_case(rng, diag, (1, *shape))
+        direction = (-1, 0, 0, -1) if i == flip_case else (1, 0, 0, 1)
+        origin = (4.0 * i, -5.0)
+        write_slice(
+            img[0], root / "imagesTr" / f"{case}_0000.nii.gz", origin=origin, direction=direction
+        )
+        write_slice(
+            seg[0], root / "labelsTr" / f"{case}.nii.gz", origin=origin, direction=direction
+        )
+        rows.append((case, diag))
+    meta = {
+        "channel_names": {"0": "CT"},
+        "labels": LABELS,
+        "numTraining": num_cases,
+        "file_ending": ".nii.gz",
+        "classes": CLASSES,
+    }
+    with open(root / "diagnosesTr.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case", "diagnosis"])
+        w.writerows(rows)
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root

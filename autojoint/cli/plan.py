@@ -8,7 +8,7 @@ from pathlib import Path
 from autojoint.cli.common import add_verbosity, add_work_dir, run
 from autojoint.planning.explain import explain_plan
 from autojoint.planning.pipeline import plan_and_preprocess
-from autojoint.planning.schema import Plan
+from autojoint.planning.schema import CONFIGURATIONS, Plan
 from autojoint.workdir import PLANS_FILE
 
 
@@ -44,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         help="plan for a GPU with this much memory instead of the detected device",
     )
     parser.add_argument(
+        "-c",
+        "--configurations",
+        nargs="+",
+        choices=CONFIGURATIONS,
+        default=None,
+        help="configurations to preprocess (default: fullres, plus lowres when planned; "
+        "2D datasets: 2d). Add 2d to also train slices of 3D volumes (autojoint_train -c 2d)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="print every planned number with the rule behind it (after planning, or for "
@@ -62,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_workers=args.num_workers,
                 gpu_memory_gb=args.gpu_memory_gb,
                 preprocess=not args.no_preprocess,
+                configurations=args.configurations,
             )
         else:
             plan = Plan.load(args.work_dir / PLANS_FILE)

@@ -23,7 +23,8 @@ from autojoint.fingerprint.schema import (
     LesionStats,
 )
 from autojoint.io.case_loading import load_channels, load_label
-from autojoint.io.dataset import RawCase, RawDataset
+from autojoint.io.dataset import DatasetError, RawCase, RawDataset
+from autojoint.io.image_io import SLICE_SPACING_2D_MM
 from autojoint.preprocessing.cropping import bbox_of, body_mask, crop
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,14 @@ def component_volumes(mask: np.ndarray, spacing: Sequence[float]) -> list[float]
     return [float(v) * voxel_mm3 for v in np.sort(voxels)[::-1]]
 
 
-def equivalent_diameter(volume_mm3: np.ndarray) -> np.ndarray:
-    """Diameter (mm) of the sphere of the given volume: ``(6 V / pi) ** (1/3)``."""
-    return np.cbrt(6.0 * np.asarray(volume_mm3, dtype=np.float64) / math.pi)
+def equivalent_diameter(volume_mm3: np.ndarray, *, is_2d: bool = False) -> np.ndarray:
+    """Diameter (mm) of the sphere of the given volume, ``(6 V / pi) ** (1/3)``; for 2D
+    data of the disc of the component's area ``A = V / slice thickness``,
+    ``(4 A / pi) ** (1/2)``."""
+    v = np.asarray(volume_mm3, dtype=np.float64)
+    if is_2d:
+        return np.sqrt(4.0 * (v / SLICE_SPACING_2D_MM) / math.pi)
+    return np.cbrt(6.0 * v / math.pi)
 
 
 def _lesion_components(
@@ -130,6 +136,7 @@ def _analyse_case(
         lesion_components=(
             _lesion_components(seg_c, labels, geo.spacing) if seg_c is not None else {}
         ),
+        is_2d=geo.is_2d,
     )
     return _CaseResult(fp, samples)
 
@@ -179,6 +186,7 @@ def lesion_stats(
     entry of its own (``compute_fingerprint`` warns).
     """
     masked = [c for c in cases if c.has_label]
+    is_2d = bool(cases) and all(c.is_2d for c in cases)
     out = {}
     for name in lesion_names(labels):
         if name == ALL_LESIONS:  # labels are disjoint: the union's share is the sum
@@ -195,7 +203,9 @@ def lesion_stats(
             components_per_case_mean=_mean(counts),
             components_per_case_median=_median(counts),
             volume_mm3_percentiles=_percentiles(volumes),
-            equivalent_diameter_mm_percentiles=_percentiles(equivalent_diameter(volumes)),
+            equivalent_diameter_mm_percentiles=_percentiles(
+                equivalent_diameter(volumes, is_2d=is_2d)
+            ),
         )
     return out
 
@@ -223,6 +233,7 @@ def compute_fingerprint(dataset: RawDataset, *, num_workers: int = 1, seed: int 
             results = list(tqdm(pool.map(_analyse_case, *zip(*args, strict=True)), **bar))
     else:
         results = [_analyse_case(*a) for a in tqdm(args, **bar)]
+    is_2d = check_dimensionality(dataset.cases, [r.fingerprint for r in results])
     samples = np.concatenate([r.samples for r in results], axis=1)
     counts = Counter(c.diagnosis for c in dataset.cases if c.diagnosis is not None)
     cases = tuple(r.fingerprint for r in results)
@@ -236,4 +247,32 @@ def compute_fingerprint(dataset: RawDataset, *, num_workers: int = 1, seed: int 
         num_cases_without_label=sum(c.label_path is None for c in dataset.cases),
         num_cases_without_diagnosis=sum(c.diagnosis is None for c in dataset.cases),
         lesion_stats=lesion_stats(cases, dataset.labels),
+        is_2d=is_2d,
     )
+
+
+def check_dimensionality(
+    raw_cases: Sequence[RawCase], fingerprints: Sequence[CaseFingerprint]
+) -> bool:
+    """True if every case is 2D, False if every case is 3D.
+
+    Raises:
+        DatasetError: the dataset mixes 2D images and 3D volumes (naming examples of each):
+            one plan cannot serve both.
+    """
+    files = {
+        dims: [
+            str(r.image_paths[0])
+            for r, f in zip(raw_cases, fingerprints, strict=True)
+            if f.is_2d == (dims == 2)
+        ]
+        for dims in (2, 3)
+    }
+    if files[2] and files[3]:
+        raise DatasetError(
+            f"the dataset mixes {len(files[2])} 2D images (e.g. {', '.join(files[2][:3])}) "
+            f"with {len(files[3])} 3D volumes (e.g. {', '.join(files[3][:3])}); one plan "
+            "serves one dimensionality. Convert the 2D images into one-slice 3D volumes or "
+            "split the dataset."
+        )
+    return bool(files[2])

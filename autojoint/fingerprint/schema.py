@@ -92,7 +92,8 @@ class CaseFingerprint:
     ``label_voxel_fraction`` is per lesion label, over the whole scan (NaN without a mask).
     ``lesion_components`` holds, per lesion label and for ``"lesion"`` (all non-zero labels),
     the volume in mm³ of each connected component (26-connectivity) inside the body crop,
-    largest first; ``{}`` for a case without a mask.
+    largest first; ``{}`` for a case without a mask. ``is_2d``: the case is a 2D image, held
+    as one slice of nominal thickness 1 mm (so its component "volumes" are areas in mm²).
     """
 
     case_id: str
@@ -104,6 +105,7 @@ class CaseFingerprint:
     diagnosis: str | None
     label_voxel_fraction: dict[str, float]
     lesion_components: dict[str, list[float]]
+    is_2d: bool = False
 
     @classmethod
     def from_dict(cls, c: Mapping[str, Any]) -> CaseFingerprint:
@@ -119,13 +121,15 @@ class CaseFingerprint:
             lesion_components={
                 str(k): [float(v) for v in vols] for k, vols in c["lesion_components"].items()
             },
+            is_2d=bool(c.get("is_2d", False)),
         )
 
 
 @dataclass(frozen=True)
 class Fingerprint:
     """Dataset fingerprint; ``intensity`` holds one entry per channel, ``lesion_stats`` one
-    per lesion label plus ``"lesion"`` for all non-zero labels together."""
+    per lesion label plus ``"lesion"`` for all non-zero labels together. ``is_2d``: every
+    case is a 2D image (a dataset never mixes 2D and 3D; ``compute_fingerprint`` refuses)."""
 
     channel_names: dict[str, str]
     labels: dict[str, int]
@@ -136,7 +140,13 @@ class Fingerprint:
     num_cases_without_label: int
     num_cases_without_diagnosis: int
     lesion_stats: dict[str, LesionStats]
+    is_2d: bool = False
     schema_version: int = FINGERPRINT_SCHEMA_VERSION
+
+    @property
+    def num_dims(self) -> int:
+        """Dimensionality of the images: 2 or 3."""
+        return 2 if self.is_2d else 3
 
     def save(self, path: Path) -> None:
         write_json(asdict(self), path)
@@ -169,6 +179,7 @@ class Fingerprint:
                 lesion_stats={
                     str(k): LesionStats.from_dict(s) for k, s in d["lesion_stats"].items()
                 },
+                is_2d=bool(d.get("is_2d", False)),
                 schema_version=version,
             )
         except KeyError as err:

@@ -15,7 +15,9 @@ def tile_starts(size: int, patch: int, step_fraction: float) -> list[int]:
     """Evenly spaced tile starts covering ``[0, size)`` with overlap >= 1 - step_fraction."""
     if size <= patch:
         return [0]
-    n = int(np.ceil((size - patch) / (patch * step_fraction))) + 1
+    # At least one voxel per step: a 1-voxel patch axis (2d configurations) would otherwise
+    # repeat starts, predicting some slices three times and others once.
+    n = int(np.ceil((size - patch) / max(patch * step_fraction, 1.0))) + 1
     return [int(round(v)) for v in np.linspace(0, size - patch, n)]
 
 

@@ -23,8 +23,9 @@ def load_channels(paths: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
             geometry = geo
         elif not geometry.matches(geo):
             raise ImageReadError(
-                f"{p}: grid {geo.shape} @ {geo.spacing} differs from {paths[0]} "
-                f"({geometry.shape} @ {geometry.spacing}); resample all channels to one grid."
+                f"{p}: grid {geo.shape} @ {geo.spacing} ({geo.num_dims}D) differs from "
+                f"{paths[0]} ({geometry.shape} @ {geometry.spacing}, {geometry.num_dims}D); "
+                "resample all channels to one grid of one dimensionality."
             )
         arrays.append(arr)
     if geometry is None:
@@ -46,10 +47,11 @@ def load_label(path: Path, image_geometry: ImageGeometry, num_labels: int) -> np
     arr, geo = read_image(path, dtype=np.float64)
     if not geo.matches(image_geometry):
         raise ImageReadError(
-            f"{path}: mask grid (shape {geo.shape}, spacing {geo.spacing}, origin {geo.origin}) "
-            f"does not match its image (shape {image_geometry.shape}, spacing "
-            f"{image_geometry.spacing}, origin {image_geometry.origin}); resample the mask "
-            "onto the image grid with nearest-neighbour interpolation."
+            f"{path}: mask grid ({geo.num_dims}D, shape {geo.shape}, spacing {geo.spacing}, "
+            f"origin {geo.origin}) does not match its image ({image_geometry.num_dims}D, shape "
+            f"{image_geometry.shape}, spacing {image_geometry.spacing}, origin "
+            f"{image_geometry.origin}); resample the mask onto the image grid with "
+            "nearest-neighbour interpolation (a 2D image needs a 2D mask)."
         )
     if not np.all(arr == np.round(arr)):
         raise ImageReadError(f"{path}: mask has non-integer values; masks must hold label ids.")

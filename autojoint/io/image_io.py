@@ -4,6 +4,13 @@ Convention (checked here, at the I/O boundary): arrays are ``(Z, Y, X)`` exactly
 ``sitk.GetArrayFromImage`` returns them, and every ``spacing`` tuple is in the same
 ``(z, y, x)`` order. ``origin`` and ``direction`` stay in ITK's physical ``(x, y, z)``
 convention because they are only ever handed back to SimpleITK unchanged.
+
+2D images (one slice per file, e.g. MSD-Net's CT slices) are read as volumes of shape
+``(1, Y, X)`` with a nominal slice spacing of :data:`SLICE_SPACING_2D_MM` (1 mm), origin
+``(x, y, 0)`` and the 2x2 direction embedded in a 3x3 one; ``ImageGeometry.is_2d`` records
+it, so :func:`write_image` writes results back as 2D images with the input's size, spacing,
+origin and direction. The constant z spacing keeps every 2D case at one slice through
+resampling (the planner's target z spacing is the same constant).
 """
 
 from __future__ import annotations
@@ -23,7 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
-    """An input image is missing, unreadable or not a usable 3D scan."""
+    """An input image is missing, unreadable or not a usable 2D or 3D image."""
+
+
+# Nominal spacing (mm) of the one slice a 2D image is read as; the planner's target z
+# spacing for 2D data is the same constant, so a slice stays one slice when resampled.
+SLICE_SPACING_2D_MM = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,12 +47,16 @@ class ImageGeometry:
         spacing: mm ``(z, y, x)``.
         origin: mm, ITK order ``(x, y, z)``.
         direction: 9 cosines, ITK row-major order.
+        is_2d: the file is a 2D image, held as one slice (``shape[0] == 1``, z spacing
+            :data:`SLICE_SPACING_2D_MM`, origin z 0, direction z row/column the unit
+            vector); written back as 2D.
     """
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     direction: tuple[float, ...]
+    is_2d: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -48,6 +64,7 @@ class ImageGeometry:
             "spacing": list(self.spacing),
             "origin": list(self.origin),
             "direction": list(self.direction),
+            "is_2d": self.is_2d,
         }
 
     @classmethod
@@ -57,12 +74,19 @@ class ImageGeometry:
             spacing=tuple(float(v) for v in d["spacing"]),  # type: ignore[arg-type]
             origin=tuple(float(v) for v in d["origin"]),  # type: ignore[arg-type]
             direction=tuple(float(v) for v in d["direction"]),
+            is_2d=bool(d.get("is_2d", False)),
         )
+
+    @property
+    def num_dims(self) -> int:
+        """2 for a 2D image, 3 for a volume."""
+        return 2 if self.is_2d else 3
 
     def matches(self, other: ImageGeometry, *, rtol: float = 1e-4, atol_mm: float = 1e-3) -> bool:
         """True if both describe the same voxel grid (tolerant to float round-off)."""
         return (
             self.shape == other.shape
+            and self.is_2d == other.is_2d
             and np.allclose(self.spacing, other.spacing, rtol=rtol)
             and np.allclose(self.origin, other.origin, atol=atol_mm)
             and np.allclose(self.direction, other.direction, atol=1e-4)
@@ -132,8 +156,16 @@ def _nifti_has_nonfinite(path: Path, num_values: int) -> bool:
     return not bool(np.all(np.isfinite(values)))
 
 
+def _dimension_error(path: Path, dim: int) -> ImageReadError:
+    return ImageReadError(
+        f"{path}: is {dim}D; autojoint reads one 2D image or one 3D volume per file. "
+        "Split 4D series into one file per time point (or per channel, CASE_000C)."
+    )
+
+
 def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
-    """Read one 3D single-channel image (NIfTI, NRRD, MHA, or a DICOM series folder).
+    """Read one 2D or 3D single-channel image (NIfTI, NRRD, MHA, PNG, or a DICOM series
+    folder). A 2D image becomes one slice ``(1, Y, X)`` (see the module docstring).
 
     Casts the voxel values to ``dtype`` (float32 by default, exact for int16 CT).
 
@@ -142,25 +174,24 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
         dtype: dtype of the returned array.
 
     Returns:
-        ``(array, geometry)`` with ``array`` of shape ``(Z, Y, X)``.
+        ``(array, geometry)`` with ``array`` of shape ``(Z, Y, X)`` (``Z = 1`` for 2D).
 
     Raises:
-        ImageReadError: missing/corrupt file, 2D or 4D image, multi-component pixels,
+        ImageReadError: missing/corrupt file, 1D or 4D image, multi-component pixels,
             or non-finite voxel values.
     """
     path = Path(path)
     img = _read_sitk(path)
-    if img.GetDimension() != 3:
-        raise ImageReadError(
-            f"{path}: is {img.GetDimension()}D; autojoint expects one 3D volume per file. "
-            "Store 2D slices as 3D volumes with one slice, and split 4D series per time point."
-        )
+    if img.GetDimension() not in (2, 3):
+        raise _dimension_error(path, img.GetDimension())
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(
             f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel; store "
             "each channel as its own file CASE_000C (nnU-Net layout)."
         )
     array: np.ndarray = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
+    if img.GetDimension() == 2:
+        array = array[None]
     nonfinite = np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array))
     if (
         not nonfinite
@@ -176,16 +207,33 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
     return array, geometry_of(img)
 
 
-def geometry_of(img: sitk.Image) -> ImageGeometry:
-    """Geometry of a SimpleITK image in the project's convention."""
-    size_xyz = img.GetSize()
-    sp_xyz = img.GetSpacing()
+def _geometry(
+    size: tuple[int, ...],
+    spacing: tuple[float, ...],
+    origin: tuple[float, ...],
+    direction: tuple[float, ...],
+) -> ImageGeometry:
+    """Geometry from ITK-ordered header values of a 2D or 3D image."""
+    if len(size) == 2:  # one slice: nominal z spacing, z origin 0, 2x2 direction in a 3x3
+        d = [float(v) for v in direction]
+        return ImageGeometry(
+            shape=(1, int(size[1]), int(size[0])),
+            spacing=(SLICE_SPACING_2D_MM, float(spacing[1]), float(spacing[0])),
+            origin=(float(origin[0]), float(origin[1]), 0.0),
+            direction=(d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0),
+            is_2d=True,
+        )
     return ImageGeometry(
-        shape=(int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])),
-        spacing=(float(sp_xyz[2]), float(sp_xyz[1]), float(sp_xyz[0])),
-        origin=tuple(float(v) for v in img.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in img.GetDirection()),
+        shape=(int(size[2]), int(size[1]), int(size[0])),
+        spacing=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
+        origin=tuple(float(v) for v in origin),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in direction),
     )
+
+
+def geometry_of(img: sitk.Image) -> ImageGeometry:
+    """Geometry of a 2D or 3D SimpleITK image in the project's convention."""
+    return _geometry(img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
 
 
 def read_geometry(path: Path) -> ImageGeometry:
@@ -201,19 +249,18 @@ def read_geometry(path: Path) -> ImageGeometry:
         reader.ReadImageInformation()
     except RuntimeError as err:
         raise ImageReadError(f"{path}: header cannot be read; the file is corrupt.") from err
-    if reader.GetDimension() != 3:
-        raise ImageReadError(f"{path}: is {reader.GetDimension()}D; expected a 3D volume.")
-    sz, sp = reader.GetSize(), reader.GetSpacing()
-    return ImageGeometry(
-        shape=(int(sz[2]), int(sz[1]), int(sz[0])),
-        spacing=(float(sp[2]), float(sp[1]), float(sp[0])),
-        origin=tuple(float(v) for v in reader.GetOrigin()),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in reader.GetDirection()),
+    if reader.GetDimension() not in (2, 3):
+        raise _dimension_error(path, reader.GetDimension())
+    return _geometry(
+        reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
     )
 
 
 def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
     """Write ``array`` (Z, Y, X) on ``geometry`` atomically (temp file, then rename).
+
+    A 2D geometry (``geometry.is_2d``) writes the one slice as a 2D image with the input's
+    in-plane size, spacing, origin and direction.
 
     Raises:
         ValueError: if the array shape differs from the geometry's shape.
@@ -223,10 +270,17 @@ def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
         raise ValueError(
             f"{path}: array shape {array.shape} does not match geometry {geometry.shape}."
         )
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(tuple(reversed(geometry.spacing)))
-    img.SetOrigin(geometry.origin)
-    img.SetDirection(geometry.direction)
+    if geometry.is_2d:
+        d = geometry.direction
+        img = sitk.GetImageFromArray(array[0])
+        img.SetSpacing((geometry.spacing[2], geometry.spacing[1]))
+        img.SetOrigin(geometry.origin[:2])
+        img.SetDirection((d[0], d[1], d[3], d[4]))
+    else:
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(tuple(reversed(geometry.spacing)))
+        img.SetOrigin(geometry.origin)
+        img.SetDirection(geometry.direction)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".nii.gz"
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=path.parent)

@@ -84,6 +84,14 @@ def explain_plan(plan: Plan) -> str:
             r.get("lowres", ""),
         ),
         (
+            "2d configuration",
+            "-"
+            if plan.two_d is None
+            else f"patch {_fmt(plan.two_d.patch_size)}, batch {plan.two_d.batch_size}, "
+            f"view {_fmt(plan.two_d.classification_shape)}",
+            r.get("two_d", ""),
+        ),
+        (
             "device",
             f"{plan.device_profile}, budget {plan.memory_budget_gb:.2f} GB, "
             f"estimate {plan.estimated_memory_gb:.2f} GB",
@@ -91,7 +99,10 @@ def explain_plan(plan: Plan) -> str:
         ),
     ]
     width = max(len(name) for name, _, _ in rows)
-    lines = [f"autojoint plan (schema {plan.schema_version}, autojoint {plan.autojoint_version})"]
+    lines = [
+        f"autojoint plan (schema {plan.schema_version}, autojoint {plan.autojoint_version}), "
+        f"configuration {plan.configuration}"
+    ]
     for name, value, why in rows:
         lines.append(f"  {name:<{width}}  {value}")
         if why:

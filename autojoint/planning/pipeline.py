@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from autojoint.fingerprint.compute import compute_fingerprint
 from autojoint.io.dataset import load_raw_dataset
@@ -22,8 +24,15 @@ def plan_and_preprocess(
     num_workers: int = 1,
     gpu_memory_gb: float | None = None,
     preprocess: bool = True,
+    configurations: Sequence[str] | None = None,
 ) -> Plan:
-    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess."""
+    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess
+    ``configurations`` (default: the plan's top level, plus ``lowres`` when planned; the
+    ``2d`` configuration of a 3D dataset only when named).
+
+    Raises:
+        ValueError: a named configuration the plan does not have.
+    """
     work_dir = Path(work_dir)
     dataset = load_raw_dataset(Path(raw_dir))
     logger.info(
@@ -38,7 +47,7 @@ def plan_and_preprocess(
     fingerprint.save(work_dir / FINGERPRINT_FILE)
     budget, profile = detect_memory_budget(gpu_memory_gb)
     # The CPU profile trades width for speed: a 2-core machine cannot afford nnU-Net's 32..320.
-    widths = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
+    widths: dict[str, Any] = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
     plan = plan_experiment(fingerprint, memory_budget_gb=budget, device_profile=profile, **widths)
     plan.save(work_dir / PLANS_FILE)
     logger.info(
@@ -50,8 +59,11 @@ def plan_and_preprocess(
         plan.topology.num_stages,
         profile,
     )
+    if configurations is None:
+        configurations = [plan.configuration] + (["lowres"] if plan.lowres is not None else [])
+    for name in configurations:
+        plan.for_configuration(name)  # refuse a configuration the plan lacks before any work
     if preprocess:
-        configurations = ["fullres"] + (["lowres"] if plan.lowres is not None else [])
         for name in configurations:
             logger.info("preprocessing the %s configuration", name)
             preprocess_dataset(

@@ -16,12 +16,14 @@ import numpy as np
 
 from autojoint.fingerprint.compute import equivalent_diameter, is_ct
 from autojoint.fingerprint.schema import Fingerprint
+from autojoint.io.image_io import SLICE_SPACING_2D_MM
 from autojoint.planning.resolution import ResolutionFit, fit_resolution
 from autojoint.planning.schema import (
     ChannelNormalization,
     LossOptions,
     LossWeights,
     LowresConfig,
+    NetworkOptions,
     Plan,
     Topology,
     Triple,
@@ -43,9 +45,13 @@ def target_spacing(fingerprint: Fingerprint) -> tuple[float, float, float]:
 
     If one axis is more than 3x coarser than the finest and also short in voxels, the median
     would throw away most of that axis's resolution for the finer-sliced cases; use its 10th
-    percentile instead.
+    percentile instead. 2D data: the median in-plane spacing, and the nominal slice
+    spacing along z (every 2D case is one slice of it, so it stays one slice).
     """
     spacings = np.array([c.spacing for c in fingerprint.cases], dtype=np.float64)
+    if fingerprint.is_2d:
+        in_plane = np.median(spacings[:, 1:], axis=0)
+        return (SLICE_SPACING_2D_MM, float(in_plane[0]), float(in_plane[1]))
     shapes = np.array([c.shape_after_crop for c in fingerprint.cases], dtype=np.float64)
     target = np.median(spacings, axis=0)
     worst = int(np.argmax(target))
@@ -70,7 +76,11 @@ def transpose_order(spacing: tuple[float, float, float]) -> Triple:
 
 
 def scale_weights(
-    fingerprint: Fingerprint, spacing: tuple[float, float, float], topology: Topology
+    fingerprint: Fingerprint,
+    spacing: tuple[float, float, float],
+    topology: Topology,
+    *,
+    is_2d: bool = False,
 ) -> tuple[tuple[float, ...], str]:
     """eta_i of eq. 1/3, finest scale first, from the lesion-size distribution.
 
@@ -79,18 +89,22 @@ def scale_weights(
     training components scale i resolves, normalised to sum 1. Scales too coarse for every
     lesion get 0, so they neither vote in the fused map nor pull in deep supervision.
     Without any lesion component (no masks) each coarser scale gets half the previous.
+    A 2d configuration (``is_2d``) looks at the in-plane axes only; on 2D data the
+    diameter is the disc's of the component's area.
     """
     diameters = equivalent_diameter(
         np.array(
             [v for c in fingerprint.cases for v in c.lesion_components.get("lesion", [])],
             dtype=np.float64,
-        )
+        ),
+        is_2d=fingerprint.is_2d,
     )
+    axes = [1, 2] if is_2d else [0, 1, 2]
     stride = np.ones(3)
     coarsest_voxel = []
     for st in topology.strides:
         stride = stride * np.array(st)
-        coarsest_voxel.append(float(np.max(np.array(spacing) * stride)))
+        coarsest_voxel.append(float(np.max((np.array(spacing) * stride)[axes])))
     if diameters.size == 0:
         raw = np.array([0.5**i for i in range(topology.num_stages)])
         return tuple(float(v) for v in raw / raw.sum()), (
@@ -209,6 +223,21 @@ def voxel_class_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
     return tuple(float(w) for w in weights)
 
 
+def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> LowresConfig:
+    """A fitted 2d configuration of a 3D dataset, as stored in ``Plan.two_d``."""
+    eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology, is_2d=True)
+    return LowresConfig(
+        target_spacing=fit.spacing,
+        median_shape=fit.median_shape,
+        patch_size=fit.patch_size,
+        batch_size=fit.batch_size,
+        classification_shape=fit.classification_shape or (0, 0, 0),
+        topology=fit.topology,
+        eta=eta,
+        estimated_memory_gb=fit.estimated_memory_gb,
+    )
+
+
 def plan_experiment(
     fingerprint: Fingerprint,
     *,
@@ -216,8 +245,15 @@ def plan_experiment(
     device_profile: str,
     base_features: int = 32,
     max_features: int = 320,
+    network: NetworkOptions | None = None,
 ) -> Plan:
     """Derive the full plan from a fingerprint and a memory budget.
+
+    A 3D dataset gets ``fullres`` at the top level, ``lowres`` when its patch covers less
+    than a quarter of the median scan, and ``two_d`` (slices of the volumes); a 2D dataset
+    gets the ``2d`` configuration at the top level and no other. ``network`` (the switches)
+    is stored in the plan and enters the memory estimate, so e.g. iterative refinement
+    gets a smaller patch or batch at the same budget.
 
     Raises:
         ValueError: empty fingerprint or non-positive budget.
@@ -226,8 +262,11 @@ def plan_experiment(
         raise ValueError("fingerprint holds no cases; nothing to plan.")
     if memory_budget_gb <= 0:
         raise ValueError(f"memory budget must be positive, got {memory_budget_gb} GB.")
+    network = network or NetworkOptions()
+    is_2d = fingerprint.is_2d
     array_spacing = target_spacing(fingerprint)
-    order = transpose_order(array_spacing)
+    # 2D data keeps its order: axis 0 is the one slice whatever the in-plane spacings.
+    order = (0, 1, 2) if is_2d else transpose_order(array_spacing)
     # From here on every spacing and shape is in the transposed order (coarse axis first).
     spacing = (array_spacing[order[0]], array_spacing[order[1]], array_spacing[order[2]])
     # Physical extent (mm) of every cropped case, in the transposed axis order.
@@ -240,9 +279,22 @@ def plan_experiment(
         "has_classification": has_cls,
         "base_features": base_features,
         "max_features": max_features,
+        "network": network,
+        "in_channels": len(fingerprint.channel_names),
     }
-    full = fit_resolution(spacing, shapes_mm, **fit_kwargs)
-    lowres, lowres_reason = plan_lowres(fingerprint, full, shapes_mm, **fit_kwargs)
+    full = fit_resolution(spacing, shapes_mm, is_2d=is_2d, **fit_kwargs)
+    if is_2d:
+        lowres, lowres_reason = None, "2D data: no low-resolution configuration"
+        two_d, two_d_reason = None, "2D data: the top level is the 2d configuration"
+    else:
+        lowres, lowres_reason = plan_lowres(fingerprint, full, shapes_mm, **fit_kwargs)
+        two_d = _sub_configuration(
+            fingerprint, fit_resolution(spacing, shapes_mm, is_2d=True, **fit_kwargs)
+        )
+        two_d_reason = (
+            "slices of the volumes (nnU-Net's 2d): full-resolution spacing, patch (1, py, px) "
+            "from a 2048^2-pixel physical square, kernel and stride 1 along axis 0"
+        )
     median_shape = np.array(full.median_shape)
     patch, batch, topo, mem = (
         full.patch_size,
@@ -252,7 +304,7 @@ def plan_experiment(
     )
     cls_shape, batch_by_memory = full.classification_shape, full.batch_limited_by_memory
 
-    eta, eta_reason = scale_weights(fingerprint, spacing, topo)
+    eta, eta_reason = scale_weights(fingerprint, spacing, topo, is_2d=is_2d)
 
     ct = is_ct(fingerprint.channel_names)
     norms = []
@@ -280,30 +332,44 @@ def plan_experiment(
     loss_options, loss_reason = loss_parameters(fingerprint)
     medians = np.median(np.array([c.spacing for c in fingerprint.cases]), axis=0)
     coarse = [a for a in range(3) if not np.isclose(array_spacing[a], medians[a])]
+    start_patch = (
+        "2D images: one slice, a 2048^2-pixel physical square"
+        if is_2d
+        else "256^3-voxel physical cube"
+    )
     reasons = {
         "target_spacing": (
-            f"median spacing per axis; axis {coarse[0]} (z,y,x order) is >3x coarser and short,"
-            " so its 10th-percentile spacing is used (anisotropy rule)"
+            f"2D images: median in-plane spacing; z is the nominal {SLICE_SPACING_2D_MM:g} mm "
+            "of the one slice"
+            if is_2d
+            else f"median spacing per axis; axis {coarse[0]} (z,y,x order) is >3x coarser and "
+            "short, so its 10th-percentile spacing is used (anisotropy rule)"
             if coarse
             else "median spacing per axis (no axis triggers the anisotropy rule)"
         ),
         "patch_size": (
-            f"256^3-voxel physical cube clipped to the median shape "
+            f"{start_patch} clipped to the median shape "
             f"{tuple(int(v) for v in median_shape)}, the axis largest relative to it shrunk "
             f"one stride-step at a time until the estimate fits {memory_budget_gb:.2f} GB "
             f"({device_profile}); multiple of the total stride {topo.total_stride}"
         ),
         "batch_size": (
-            "largest batch >= 2 within the memory budget"
+            "largest batch >= 2 within the memory budget (estimate includes the network switches)"
             if batch_by_memory
             else "capped so one batch covers <= 5% of the dataset's voxels"
         )
         + f" (estimate {mem:.2f} GB)",
         "topology": (
+            "2D images: kernel and stride 1 along z in every stage (3D layers acting as 2D); "
+            if is_2d
+            else ""
+        )
+        + (
             "pool an axis while its spacing is within 2x of the finest and >= 4 voxels remain; "
             "kernel 1 on axes still >2x coarser; features double per stage "
             f"from {base_features} up to {max_features}"
         ),
+        "two_d": two_d_reason,
         "classification_shape": (
             "whole cropped median scan shrunk uniformly to at most one patch's voxels, "
             "multiple of the total stride"
@@ -312,7 +378,9 @@ def plan_experiment(
         ),
         "eta": eta_reason,
         "transpose_forward": (
-            "array axes already have the coarsest first"
+            "2D images: axis 0 is the one slice; order kept"
+            if is_2d
+            else "array axes already have the coarsest first"
             if order == (0, 1, 2)
             else f"array axis {order[0]} is the coarsest: moved first, order {order}"
         ),
@@ -346,7 +414,10 @@ def plan_experiment(
         memory_budget_gb=memory_budget_gb,
         estimated_memory_gb=mem,
         transpose_forward=order,
+        configuration="2d" if is_2d else "fullres",
         lowres=lowres,
+        two_d=two_d,
+        network=network,
         reasons=reasons,
     )
 

@@ -124,10 +124,12 @@ def _topology(t: dict) -> Topology:
 
 @dataclass(frozen=True)
 class LowresConfig:
-    """The low-resolution configuration: what differs from full resolution.
+    """An alternative configuration: what differs from the plan's top level.
 
-    Planned when the full-resolution patch covers less than a quarter of the median scan,
-    so a second network can see more context (nnU-Net's 3d_lowres).
+    ``Plan.lowres``: planned when the full-resolution patch covers less than a quarter of
+    the median scan, so a second network can see more context (nnU-Net's 3d_lowres).
+    ``Plan.two_d``: the 2d configuration of a 3D dataset (patch ``(1, py, px)``, a topology
+    that never pools or convolves along axis 0), as nnU-Net's 2d.
     """
 
     target_spacing: tuple[float, float, float]
@@ -140,7 +142,31 @@ class LowresConfig:
     estimated_memory_gb: float
 
 
-CONFIGURATIONS = ("fullres", "lowres")
+CONFIGURATIONS = ("fullres", "lowres", "2d")
+
+
+def _sub_configuration(lr: dict | None) -> LowresConfig | None:
+    if lr is None:
+        return None
+    return LowresConfig(
+        target_spacing=tuple(lr["target_spacing"]),  # type: ignore[arg-type]
+        median_shape=tuple(lr["median_shape"]),  # type: ignore[arg-type]
+        patch_size=tuple(lr["patch_size"]),  # type: ignore[arg-type]
+        batch_size=int(lr["batch_size"]),
+        classification_shape=tuple(lr["classification_shape"]),  # type: ignore[arg-type]
+        topology=_topology(lr["topology"]),
+        eta=tuple(lr["eta"]),
+        estimated_memory_gb=float(lr["estimated_memory_gb"]),
+    )
+
+
+def is_slice_topology(patch_size: Triple, topology: Topology) -> bool:
+    """True if a 2d configuration's patch and topology stay within one slice: patch
+    ``(1, py, px)``, kernel and stride 1 along axis 0 in every stage."""
+    return patch_size[0] == 1 and all(
+        k[0] == 1 and s[0] == 1
+        for k, s in zip(topology.kernel_sizes, topology.strides, strict=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -166,6 +192,7 @@ class Plan:
     transpose_forward: Triple = (0, 1, 2)
     configuration: str = "fullres"
     lowres: LowresConfig | None = None
+    two_d: LowresConfig | None = None
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -178,33 +205,45 @@ class Plan:
         return len(self.labels)
 
     def for_configuration(self, name: str) -> Plan:
-        """This plan as seen by configuration ``name`` (``fullres`` or ``lowres``).
+        """This plan as seen by configuration ``name`` (``fullres``, ``lowres`` or ``2d``).
+
+        A 3D dataset's plan is ``fullres`` at the top level, with ``lowres`` and ``2d``
+        inside; a 2D dataset's plan is ``2d`` at the top level and has no other.
 
         Raises:
-            ValueError: unknown name, or no low-resolution configuration was planned.
+            ValueError: unknown name, or the plan has no such configuration.
         """
         if name not in CONFIGURATIONS:
             raise ValueError(f"unknown configuration '{name}'; available: {CONFIGURATIONS}.")
         if name == self.configuration:
             return self
-        if name == "fullres" or self.lowres is None:
+        if self.configuration == "2d" and self.two_d is None:
             raise ValueError(
-                f"this plan has no '{name}' configuration: the full-resolution patch already "
-                "covers at least a quarter of the median scan. Use -c fullres."
+                f"this plan has no '{name}' configuration: the dataset holds 2D images, whose "
+                "only configuration is 2d. Pass -c 2d."
             )
-        lr = self.lowres
+        sub = {"lowres": self.lowres, "2d": self.two_d}.get(name)
+        if self.configuration != "fullres" or sub is None:
+            why = (
+                "the full-resolution patch already covers at least a quarter of the median "
+                "scan. Use -c fullres."
+                if name == "lowres"
+                else f"it is the '{self.configuration}' configuration of a plan."
+            )
+            raise ValueError(f"this plan has no '{name}' configuration: {why}")
         return replace(
             self,
-            target_spacing=lr.target_spacing,
-            median_shape=lr.median_shape,
-            patch_size=lr.patch_size,
-            batch_size=lr.batch_size,
-            classification_shape=lr.classification_shape,
-            topology=lr.topology,
-            eta=lr.eta,
-            estimated_memory_gb=lr.estimated_memory_gb,
-            configuration="lowres",
+            target_spacing=sub.target_spacing,
+            median_shape=sub.median_shape,
+            patch_size=sub.patch_size,
+            batch_size=sub.batch_size,
+            classification_shape=sub.classification_shape,
+            topology=sub.topology,
+            eta=sub.eta,
+            estimated_memory_gb=sub.estimated_memory_gb,
+            configuration=name,
             lowres=None,
+            two_d=None,
         )
 
     @property
@@ -244,7 +283,6 @@ class Plan:
 
     @classmethod
     def _build(cls, d: dict, version: int) -> Plan:
-        lr = d.get("lowres")
         return cls(
             channel_names=d["channel_names"],
             labels=d["labels"],
@@ -264,18 +302,8 @@ class Plan:
             estimated_memory_gb=float(d["estimated_memory_gb"]),
             transpose_forward=tuple(d.get("transpose_forward", (0, 1, 2))),  # type: ignore[arg-type]
             configuration=d.get("configuration", "fullres"),
-            lowres=None
-            if lr is None
-            else LowresConfig(
-                target_spacing=tuple(lr["target_spacing"]),  # type: ignore[arg-type]
-                median_shape=tuple(lr["median_shape"]),  # type: ignore[arg-type]
-                patch_size=tuple(lr["patch_size"]),  # type: ignore[arg-type]
-                batch_size=int(lr["batch_size"]),
-                classification_shape=tuple(lr["classification_shape"]),  # type: ignore[arg-type]
-                topology=_topology(lr["topology"]),
-                eta=tuple(lr["eta"]),
-                estimated_memory_gb=float(lr["estimated_memory_gb"]),
-            ),
+            lowres=_sub_configuration(d.get("lowres")),
+            two_d=_sub_configuration(d.get("two_d")),
             network=NetworkOptions(**d.get("network", {})),
             loss=_loss_options(d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
@@ -307,12 +335,20 @@ class Plan:
             out.append("class_weights needs one weight per class")
         if self.configuration not in CONFIGURATIONS:
             out.append(f"configuration must be one of {CONFIGURATIONS}")
-        if self.lowres is not None:
-            lr_patch, lr_stride = self.lowres.patch_size, self.lowres.topology.total_stride
+        for key, sub in (("lowres", self.lowres), ("two_d", self.two_d)):
+            if sub is None:
+                continue
+            lr_patch, lr_stride = sub.patch_size, sub.topology.total_stride
             if any(p % s for p, s in zip(lr_patch, lr_stride, strict=True)):
-                out.append(f"lowres patch_size {lr_patch} not divisible by {lr_stride}")
-            if len(self.lowres.eta) != self.lowres.topology.num_stages:
-                out.append("lowres eta needs one weight per stage")
+                out.append(f"{key} patch_size {lr_patch} not divisible by {lr_stride}")
+            if len(sub.eta) != sub.topology.num_stages:
+                out.append(f"{key} eta needs one weight per stage")
+        if self.two_d is not None and not is_slice_topology(
+            self.two_d.patch_size, self.two_d.topology
+        ):
+            out.append("two_d must have patch (1, py, px) and kernel/stride 1 along axis 0")
+        if self.configuration == "2d" and not is_slice_topology(self.patch_size, self.topology):
+            out.append("a 2d configuration needs patch (1, py, px), kernel/stride 1 along axis 0")
         if sorted(self.transpose_forward) != [0, 1, 2]:
             out.append(f"transpose_forward {list(self.transpose_forward)} is not a permutation")
         if self.network.classifier_input not in ("concat", "multiply"):

@@ -19,10 +19,10 @@ from autojoint.fingerprint.compute import (
     lesion_names,
 )
 from autojoint.fingerprint.schema import PERCENTILES, Fingerprint
-from autojoint.io.dataset import load_raw_dataset
-from autojoint.io.image_io import ImageReadError
+from autojoint.io.dataset import DatasetError, load_raw_dataset
+from autojoint.io.image_io import SLICE_SPACING_2D_MM, ImageReadError
 from tests.fingerprints import nan_equal
-from tests.synthetic import make_raw_dataset, write_volume
+from tests.synthetic import make_raw_dataset, make_raw_dataset_2d, write_volume
 
 SPACING = (2.5, 0.8, 0.8)
 VOXEL_MM3 = 2.5 * 0.8 * 0.8
@@ -304,3 +304,37 @@ def test_load_refuses_other_versions_and_missing_keys(known: Fingerprint, tmp_pa
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"fingerprint.json: fingerprint lacks key 'lesion_stats'"):
         Fingerprint.load(path)
+
+
+def test_equivalent_diameter_of_a_disc() -> None:
+    # 2D data: a component of area A (stored as A x the nominal 1 mm slice) -> disc diameter.
+    np.testing.assert_allclose(equivalent_diameter(np.array([math.pi * 25.0]), is_2d=True), [10.0])
+
+
+def test_2d_dataset_fingerprint(tmp_path: Path) -> None:
+    raw = make_raw_dataset_2d(tmp_path / "raw", num_cases=3)
+    fp = compute_fingerprint(load_raw_dataset(raw))
+    assert fp.is_2d and fp.num_dims == 2
+    assert all(c.is_2d and c.shape == (1, 40, 40) for c in fp.cases)
+    for c in fp.cases:
+        np.testing.assert_allclose(c.spacing, (SLICE_SPACING_2D_MM, 0.7, 0.7), rtol=1e-6)
+    # Component "volumes" are areas x 1 mm: pixel count x the pixel area.
+    pixel_mm2 = fp.cases[0].spacing[1] * fp.cases[0].spacing[2]
+    vols = np.array(fp.cases[0].lesion_components["lesion"])
+    assert vols.size > 0
+    np.testing.assert_allclose(vols / pixel_mm2, np.round(vols / pixel_mm2), rtol=1e-9)
+    fp.save(tmp_path / "fp.json")
+    assert nan_equal(Fingerprint.load(tmp_path / "fp.json"), fp)
+
+
+def test_mixed_2d_and_3d_dataset_is_refused(tmp_path: Path) -> None:
+    raw = make_raw_dataset_2d(tmp_path / "raw", num_cases=3)
+    vol = make_raw_dataset(tmp_path / "vol", num_cases=2)
+    for p in (vol / "imagesTr").iterdir():
+        shutil.copy(p, raw / "imagesTr" / p.name)
+    with pytest.raises(
+        DatasetError,
+        match=r"mixes 3 2D images .*slice_000_0000.nii.gz.* 2 3D "
+        r"volumes .*case_000_0000.nii.gz",
+    ):
+        compute_fingerprint(load_raw_dataset(raw))

@@ -94,7 +94,8 @@ def test_every_voxel_is_covered_by_some_tile() -> None:
 
 
 @pytest.mark.parametrize(
-    "size,patch", [(10, 10), (11, 10), (64, 16), (65, 16), (100, 7), (3, 8), (17, 5)]
+    "size,patch",
+    [(10, 10), (11, 10), (64, 16), (65, 16), (100, 7), (3, 8), (17, 5), (6, 1), (9, 2)],
 )
 @pytest.mark.parametrize("step", [0.5, 0.25, 1.0])
 def test_tile_starts_cover_the_axis(size: int, patch: int, step: float) -> None:
@@ -106,7 +107,7 @@ def test_tile_starts_cover_the_axis(size: int, patch: int, step: float) -> None:
     assert starts[-1] == size - patch
     assert starts == sorted(set(starts))  # increasing, no duplicates
     gaps = np.diff(starts)
-    assert gaps.max() <= patch * step + 1  # overlap at least 1 - step (up to rounding)
+    assert gaps.max() <= max(patch * step, 1) + 1  # overlap >= 1 - step (up to rounding)
     covered = np.zeros(size, bool)
     for s in starts:
         covered[s : s + patch] = True
@@ -116,6 +117,7 @@ def test_tile_starts_cover_the_axis(size: int, patch: int, step: float) -> None:
 def test_tile_starts_known_answer() -> None:
     assert tile_starts(32, 16, 0.5) == [0, 8, 16]
     assert tile_starts(20, 16, 0.5) == [0, 4]
+    assert tile_starts(4, 1, 0.5) == [0, 1, 2, 3]  # one slice per tile, each once
 
 
 @pytest.mark.parametrize("patch", [(8, 16, 16), (5, 9, 7), (1, 4, 4)])

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from autojoint.io.case_loading import load_channels, load_label
 from autojoint.io.files import read_json, write_json
 from autojoint.io.image_io import (
+    SLICE_SPACING_2D_MM,
     ImageGeometry,
     ImageReadError,
     geometry_of,
@@ -136,13 +137,49 @@ def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
         read_geometry(path)
 
 
-def test_2d_image_is_refused(tmp_path: Path) -> None:
+def test_2d_image_round_trips_as_one_slice(tmp_path: Path) -> None:
+    # A 2D image is read as (1, Y, X) with the nominal 1 mm slice spacing and written back
+    # as a 2D image on exactly the input's grid.
     path = tmp_path / "slice.nii.gz"
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 7), np.float32)), str(path))
-    with pytest.raises(ImageReadError, match=r"slice.nii.gz: is 2D"):
-        read_image(path)
-    with pytest.raises(ImageReadError, match=r"slice.nii.gz: is 2D"):
-        read_geometry(path)
+    pixels = np.arange(6 * 7, dtype=np.int16).reshape(6, 7)
+    img = sitk.GetImageFromArray(pixels)
+    img.SetSpacing((0.5, 0.75))
+    img.SetOrigin((12.5, -40.0))
+    img.SetDirection((-1.0, 0.0, 0.0, -1.0))
+    sitk.WriteImage(img, str(path))
+
+    array, geo = read_image(path)
+    assert array.shape == (1, 6, 7) and geo.is_2d and geo.num_dims == 2
+    np.testing.assert_array_equal(array[0], pixels)
+    assert geo.spacing == (SLICE_SPACING_2D_MM, 0.75, 0.5)
+    assert geo.origin == (12.5, -40.0, 0.0)
+    assert geo.direction == (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    assert read_geometry(path) == geo
+    assert ImageGeometry.from_dict(json.loads(json.dumps(geo.to_dict()))) == geo
+
+    out = tmp_path / "out.nii.gz"
+    write_image(array.astype(np.int16), geo, out)
+    back = sitk.ReadImage(str(out))
+    assert back.GetDimension() == 2
+    assert back.GetSize() == img.GetSize()
+    np.testing.assert_allclose(back.GetSpacing(), img.GetSpacing())
+    np.testing.assert_allclose(back.GetOrigin(), img.GetOrigin())
+    np.testing.assert_allclose(back.GetDirection(), img.GetDirection())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), pixels)
+
+
+def test_2d_and_3d_grids_never_match(tmp_path: Path) -> None:
+    # A one-slice 3D volume on the same grid as a 2D image is still another dimensionality.
+    flat = tmp_path / "flat.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 7), np.float32)), str(flat))
+    vol = tmp_path / "vol.nii.gz"
+    write_volume(np.zeros((1, 6, 7), np.float32), vol, spacing_zyx=(1.0, 1.0, 1.0))
+    geo_2d, geo_3d = read_geometry(flat), read_geometry(vol)
+    assert geo_2d.shape == geo_3d.shape and not geo_2d.matches(geo_3d)
+    with pytest.raises(ImageReadError, match=r"vol.nii.gz: mask grid \(3D.* image \(2D"):
+        load_label(vol, geo_2d, 2)
+    with pytest.raises(ImageReadError, match=r"vol.nii.gz: grid .*\(3D\) differs"):
+        load_channels([flat, vol])
 
 
 def test_4d_image_is_refused(tmp_path: Path) -> None:

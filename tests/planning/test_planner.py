@@ -440,7 +440,7 @@ def test_lowres_planned_only_for_large_scans() -> None:
         with pytest.raises(ValueError, match="no 'lowres' configuration"):
             small.for_configuration("lowres")
     with pytest.raises(ValueError, match="unknown configuration"):
-        plan.for_configuration("2d")
+        plan.for_configuration("3d_cascade")
 
 
 def test_lowres_survives_save_and_load(tmp_path: Path) -> None:
