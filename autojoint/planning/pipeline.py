@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from autojoint.fingerprint.compute import compute_fingerprint
-from autojoint.io.dataset import load_raw_dataset
+from autojoint.io.files import remove_stale_temp_files
+from autojoint.io.verify import require_valid_dataset
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import preprocess_dataset
@@ -23,9 +24,18 @@ def plan_and_preprocess(
     gpu_memory_gb: float | None = None,
     preprocess: bool = True,
 ) -> Plan:
-    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess."""
+    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess.
+
+    The dataset and work directory are checked first (every file read once), so a bad
+    input is refused before any long work and nothing is written.
+
+    Raises:
+        DatasetProblems: the dataset has errors (all listed); EnvironmentProblem: the work
+            directory is not writable.
+    """
     work_dir = Path(work_dir)
-    dataset = load_raw_dataset(Path(raw_dir))
+    dataset = require_valid_dataset(Path(raw_dir), work_dir, num_workers=num_workers)
+    remove_stale_temp_files(work_dir)
     logger.info(
         "dataset %s: %d cases, labels %s, classes %s",
         raw_dir,
@@ -54,6 +64,7 @@ def plan_and_preprocess(
         configurations = ["fullres"] + (["lowres"] if plan.lowres is not None else [])
         for name in configurations:
             logger.info("preprocessing the %s configuration", name)
+            remove_stale_temp_files(preprocessed_dir(work_dir, name))
             preprocess_dataset(
                 dataset,
                 plan.for_configuration(name),
