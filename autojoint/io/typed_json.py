@@ -53,7 +53,7 @@ def _type_problems(tp: Any, value: Any, where: str, null_floats: bool) -> list[s
             else [f"'{where}' must be a string, got {_describe(value)}"]
         )
     if origin in (tuple, list):
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):  # tuple: a dict from dataclasses.asdict
             return [f"'{where}' must be a list, got {_describe(value)}"]
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
