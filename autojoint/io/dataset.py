@@ -189,8 +189,9 @@ def scan_raw_dataset(root: Path) -> tuple[RawDataset | None, list[DatasetError]]
         return None, [DatasetError(f"{json_path}: not found; {root} is not a raw dataset folder.")]
     try:
         meta = _check_dataset_json(json_path, read_json(json_path))
-    except (DatasetError, ValueError) as err:
-        return None, [err if isinstance(err, DatasetError) else DatasetError(str(err))]
+    except (DatasetError, ValueError) as err:  # ValueError: not JSON, not UTF-8
+        message = str(err) if str(json_path) in str(err) else f"{json_path}: {err}"
+        return None, [err if isinstance(err, DatasetError) else DatasetError(message)]
     ending: str = meta["file_ending"]
     channels = {str(k): str(v) for k, v in meta["channel_names"].items()}
     num_ch = len(channels)
@@ -246,6 +247,13 @@ def scan_raw_dataset(root: Path) -> tuple[RawDataset | None, list[DatasetError]]
                 diagnoses = read_diagnoses_csv(diag_path, classes, problems)
             except DatasetError as err:
                 problems.append(err)
+            except (UnicodeDecodeError, csv.Error) as err:
+                problems.append(
+                    DatasetError(
+                        f"{diag_path}: cannot be read as a CSV ({err}); save it as UTF-8 text "
+                        "with the header 'case,diagnosis'."
+                    )
+                )
     elif classes:
         logger.warning("%s lists classes but %s is missing: no diagnoses", json_path, diag_path)
     unknown = sorted(set(diagnoses) - set(channel_files))

@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def _nifti_data_end(path: Path) -> tuple[int, bool] | None:
     try:
         with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
             head = fh.read(540)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return None
     for order in "<>":
         if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1
@@ -187,7 +188,7 @@ def _nifti_is_truncated(path: Path) -> bool:
         with gzip.open(path, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 total += len(chunk)
-    except (EOFError, OSError):
+    except (EOFError, OSError, zlib.error):
         return True
     return total < need
 
@@ -222,8 +223,8 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
         )
     if path.is_file() and _nifti_is_truncated(path):
         raise ImageReadError(
-            f"{path}: is truncated (fewer voxel bytes than its header promises); the copy "
-            "or download was interrupted. Copy or export the file again."
+            f"{path}: is truncated or corrupt (fewer readable voxel bytes than its header "
+            "promises); the copy or download was interrupted. Copy or export the file again."
         )
     array: np.ndarray = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
     nonfinite = np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array))

@@ -228,6 +228,8 @@ def verify_dataset(
         problems += check_work_dir(work_dir)
     dataset, layout = scan_raw_dataset(raw_dir)
     problems += [Problem(str(e)) for e in layout]
+    if dataset is not None:
+        problems += _orphan_masks(dataset)
     total_voxels = 0
     if dataset is not None and dataset.cases:
         jobs = [(c, dataset.labels, dataset.channel_names) for c in dataset.cases]
@@ -243,6 +245,23 @@ def verify_dataset(
     if work_dir is not None and total_voxels:
         problems += _disk_space_warning(Path(work_dir), total_voxels)
     return VerifyReport(raw_dir, dataset, tuple(problems))
+
+
+def _orphan_masks(dataset: RawDataset) -> list[Problem]:
+    """Masks in labelsTr/ whose case has no image: ignored by planning, probably a typo."""
+    labels_dir = dataset.root / "labelsTr"
+    if not labels_dir.is_dir():
+        return []
+    used = {c.label_path for c in dataset.cases}
+    return [
+        Problem(
+            f"{p}: mask without an image CASE_0000{dataset.file_ending} in imagesTr; it is "
+            "ignored. Rename it to match its image or remove it.",
+            is_error=False,
+        )
+        for p in sorted(labels_dir.iterdir())
+        if p.name.endswith(dataset.file_ending) and not p.name.startswith(".") and p not in used
+    ]
 
 
 def _disk_space_warning(work_dir: Path, total_voxels: int) -> list[Problem]:

@@ -287,3 +287,31 @@ def test_verify_lists_every_problem_at_once(
         assert fragment in text, text
     assert "4 error(s)" in text
     assert not work.exists()
+
+
+def test_mask_without_image_is_a_warning(raw: Path, capsys: pytest.CaptureFixture) -> None:
+    write_volume(np.zeros(SHAPE, np.uint8), _lab(raw, "case_0O1"), SPACING, ORIGIN)
+    assert cli_plan.main(["-d", str(raw), "--verify"]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "warning:" in text and "labelsTr/case_0O1.nii.gz: mask without an image" in text
+
+
+def test_csv_not_utf8(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (raw / "diagnosesTr.csv").write_bytes(b"case,diagnosis\ncase_000,\xff\xfe\n")
+    text = _assert_refused(raw, tmp_path, capsys, ["diagnosesTr.csv"])
+    assert "UTF-8" in text
+
+
+def test_dataset_json_not_utf8(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (raw / "dataset.json").write_bytes(b'{"channel_names": "\xff"}')
+    _assert_refused(raw, tmp_path, capsys, ["dataset.json"])
+
+
+def test_corrupt_gzip_payload(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Valid gzip header and NIfTI header, damaged compressed voxels further on.
+    path = _img(raw, "case_001")
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) - 8):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    _assert_refused(raw, tmp_path, capsys, ["case_001_0000.nii.gz"])
