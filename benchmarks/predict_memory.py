@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -59,6 +60,7 @@ def main() -> None:
         default=["12x40x40", "16x56x56", "20x72x72", "24x88x88", "28x104x104"],
         help="case shapes ZxYxX, cycled",
     )
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     logging.basicConfig(level=logging.WARNING)
@@ -91,7 +93,7 @@ def main() -> None:
         i = current["case"]
         after[i] = rss_mb()
         peaks[i] = max(peaks[i], after[i])
-        maxrss[i] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+        maxrss[i] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB
         now = time.perf_counter()
         seconds[i], t_last[0] = now - t_last[0], now
         current["case"] = i + 1
@@ -106,10 +108,12 @@ def main() -> None:
         stop.set()
         thread.join()
         predictor.write_image = real_write
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
 
     n = args.num_cases
     first, last = slice(0, min(10, n)), slice(max(n - 10, 0), n)
-    print(f"{n} cases, sizes {args.sizes} (each block of 10 holds the same mix), temp {root}")
+    print(f"{n} cases, sizes {args.sizes} (each block of 10 holds the same mix)")
     header = ("block", "peak RSS MB", "RSS after MB", "ru_maxrss MB", "s/case")
     print(" ".join(f"{h:>13}" for h in header))
     for b in range(0, n, 10):
