@@ -135,7 +135,7 @@ def test_segmentation_only_dataset(tmp_path: Path) -> None:
 def test_bad_input_gives_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     raw = make_raw_dataset(tmp_path / "raw", num_cases=3)
     (raw / "imagesTr" / "case_001_0000.nii.gz").write_bytes(b"not an image")
-    assert cli_plan.main(["-d", str(raw), "-w", str(tmp_path / "work")]) == 1
+    assert cli_plan.main(["-d", str(raw), "-w", str(tmp_path / "work")]) == 3  # dataset
     err = capsys.readouterr().err
     assert "case_001_0000.nii.gz" in err and "corrupt" in err
 

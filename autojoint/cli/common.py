@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -11,15 +12,27 @@ from pathlib import Path
 
 WORK_DIR_ENV = "AUTOJOINT_WORK"
 
+# Exit codes of every command (docs/cli.md, docs/robustness.md).
+EXIT_OK = 0
+EXIT_ERROR = 1  # an input, plan, checkpoint or work file is unusable (message names it)
+EXIT_USAGE = 2  # bad command line (argparse's own code)
+EXIT_DATASET = 3  # the raw dataset has problems (all listed)
+EXIT_ENVIRONMENT = 4  # not writable, disk full, out of memory
+EXIT_INTERNAL = 5  # an unexpected error: a bug; -v shows the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
-def add_work_dir(parser: argparse.ArgumentParser) -> None:
+# OSError numbers that describe the machine, not the input.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def add_work_dir(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     default = os.environ.get(WORK_DIR_ENV)
     parser.add_argument(
         "-w",
         "--work-dir",
         type=Path,
         default=Path(default) if default else None,
-        required=default is None,
+        required=required and default is None,
         help=f"work directory holding plans, preprocessed data and folds "
         f"(default: ${WORK_DIR_ENV}{' = ' + default if default else ', unset'})",
     )
@@ -29,17 +42,47 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def exit_code_for(err: BaseException) -> int:
+    """The documented exit code for an error raised by a command's job."""
+    from autojoint.io.dataset import DatasetError
+    from autojoint.io.verify import DatasetProblems, EnvironmentProblem
+
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, DatasetProblems | DatasetError):
+        return EXIT_DATASET
+    if isinstance(err, EnvironmentProblem | MemoryError):
+        return EXIT_ENVIRONMENT
+    if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
+        return EXIT_ENVIRONMENT
+    if isinstance(err, ValueError | FileNotFoundError | RuntimeError | OSError):
+        return EXIT_ERROR
+    return EXIT_INTERNAL
+
+
 def run(job: Callable[[], object], verbose: bool) -> int:
-    """Configure logging, run ``job``; expected errors become one clear line and exit 1."""
+    """Configure logging, run ``job``; errors become clear lines and a documented exit code
+    (no traceback unless ``verbose``). A job may return an ``int`` exit code itself."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        job()
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        result = job()
+    except KeyboardInterrupt:
+        print("interrupted: finished files are complete; rerun to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
         if verbose:
             raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        code = exit_code_for(err)
+        if code == EXIT_INTERNAL:
+            print(
+                f"internal error: {type(err).__name__}: {err}. This is a bug: rerun with -v "
+                "for the traceback and report it.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: {err}", file=sys.stderr)
+        return code
+    return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK

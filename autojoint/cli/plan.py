@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autojoint.cli.common import add_verbosity, add_work_dir, run
+from autojoint.cli.common import (
+    EXIT_DATASET,
+    EXIT_ENVIRONMENT,
+    EXIT_OK,
+    add_verbosity,
+    add_work_dir,
+    run,
+)
+from autojoint.io.verify import verify_dataset
 from autojoint.planning.explain import explain_plan
 from autojoint.planning.pipeline import plan_and_preprocess
 from autojoint.planning.schema import CONFIGURATIONS, Plan
@@ -26,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         help="raw dataset folder (dataset.json, imagesTr/, labelsTr/, diagnosesTr.csv); "
         "required unless --explain only reads an existing WORK_DIR/plans.json",
     )
-    add_work_dir(parser)
+    add_work_dir(parser, required=False)
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="only check RAW_DATASET (and WORK_DIR if given): list every problem with its "
+        "file and fix, write nothing; exit 0 ok, 3 dataset problems, 4 environment problems",
+    )
     parser.add_argument(
         "--no-preprocess", action="store_true", help="only write fingerprint.json and plans.json"
     )
@@ -62,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset is None and not args.explain:
         parser.error("-d/--dataset is required (or use --explain to show an existing plan)")
+    if args.verify:
+        if args.dataset is None:
+            parser.error("--verify needs -d/--dataset")
+    elif args.work_dir is None:
+        parser.error("-w/--work-dir is required (or set $AUTOJOINT_WORK)")
+
+    def verify() -> int:
+        report = verify_dataset(args.dataset, args.work_dir, num_workers=args.num_workers)
+        print(report.format())
+        if report.has_dataset_errors or report.dataset is None:
+            return EXIT_DATASET
+        return EXIT_ENVIRONMENT if report.has_environment_errors else EXIT_OK
 
     def job() -> None:
         if args.dataset is not None:
@@ -78,4 +104,4 @@ def main(argv: list[str] | None = None) -> int:
         if args.explain:
             print(explain_plan(plan))
 
-    return run(job, args.verbose)
+    return run(verify if args.verify else job, args.verbose)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
 from autojoint.inference.predictor import predict_folder
+from autojoint.io.paths import output_dir_problem
 from autojoint.planning.schema import CONFIGURATIONS
 
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.step_size <= 1:
         parser.error("--step-size must be in (0, 1]")
+    if problem := output_dir_problem([args.input], args.output):
+        parser.error(problem)
     return run(
         lambda: predict_folder(
             args.input,

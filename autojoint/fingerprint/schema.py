@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autojoint.io.files import read_json, write_json
+from autojoint.io.typed_json import field_problems
 
 FINGERPRINT_SCHEMA_VERSION = 1
 
@@ -158,11 +159,23 @@ class Fingerprint:
         Raises:
             ValueError: other schema_version, or a key missing (naming ``source``).
         """
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"{source}: must hold a JSON object (a fingerprint), found {type(d).__name__}; "
+                "rerun autojoint_plan."
+            )
         version = d.get("schema_version")
         if version != FINGERPRINT_SCHEMA_VERSION:
             raise ValueError(
                 f"{source}: fingerprint schema_version {version} is not supported "
                 f"(expected {FINGERPRINT_SCHEMA_VERSION}); rerun autojoint_plan."
+            )
+        mismatches = field_problems(cls, dict(d), null_floats=True)
+        if mismatches:
+            raise ValueError(
+                f"{source}: fingerprint {'; '.join(mismatches[:8])}"
+                f"{' ...' if len(mismatches) > 8 else ''}: it does not match the fingerprint "
+                "schema (another version, or edited). Rerun autojoint_plan."
             )
         try:
             return cls(

@@ -33,6 +33,41 @@ def load_channels(paths: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
     return np.stack(arrays), geometry
 
 
+# Tolerances of ImageGeometry.matches, spelled out for messages and docs/robustness.md.
+GEOMETRY_TOLERANCES = "spacing within 0.01 %, origin within 0.001 mm, direction cosines within 1e-4"
+
+
+def geometry_differences(geo: ImageGeometry, ref: ImageGeometry) -> list[str]:
+    """Which of size, spacing, origin and direction differ (same tolerances as
+    :meth:`ImageGeometry.matches`), each as ``"name a vs b"``."""
+    out = []
+    if geo.is_2d != ref.is_2d:
+        out.append(f"dimensionality {geo.num_dims}D vs {ref.num_dims}D")
+    if geo.shape != ref.shape:
+        out.append(f"size {geo.shape} vs {ref.shape}")
+    if not np.allclose(geo.spacing, ref.spacing, rtol=1e-4):
+        out.append(f"spacing {geo.spacing} vs {ref.spacing}")
+    if not np.allclose(geo.origin, ref.origin, atol=1e-3):
+        out.append(f"origin {geo.origin} vs {ref.origin}")
+    if not np.allclose(geo.direction, ref.direction, atol=1e-4):
+        out.append(f"direction {geo.direction} vs {ref.direction}")
+    return out
+
+
+def label_value_problems(path: Path, arr: np.ndarray, num_labels: int) -> list[str]:
+    """Messages for mask values that are not label ids declared in dataset.json."""
+    if not np.all(arr == np.round(arr)):
+        return [f"{path}: mask has non-integer values; masks must hold label ids."]
+    values = np.unique(arr).astype(np.int64)
+    bad = [int(v) for v in values if v < 0 or v >= num_labels]
+    if bad:
+        return [
+            f"{path}: label values {bad} are not declared in dataset.json 'labels' "
+            f"(valid: 0..{num_labels - 1}); fix the mask or declare the labels."
+        ]
+    return []
+
+
 def load_label(path: Path, image_geometry: ImageGeometry, num_labels: int) -> np.ndarray:
     """Read a mask and check it against its image; returns ``(Z, Y, X)`` uint8.
 
@@ -50,16 +85,11 @@ def load_label(path: Path, image_geometry: ImageGeometry, num_labels: int) -> np
             f"{path}: mask grid ({geo.num_dims}D, shape {geo.shape}, spacing {geo.spacing}, "
             f"origin {geo.origin}) does not match its image ({image_geometry.num_dims}D, shape "
             f"{image_geometry.shape}, spacing {image_geometry.spacing}, origin "
-            f"{image_geometry.origin}); resample the mask onto the image grid with "
+            f"{image_geometry.origin}): {'; '.join(geometry_differences(geo, image_geometry))} "
+            f"(tolerances: {GEOMETRY_TOLERANCES}). Resample the mask onto the image grid with "
             "nearest-neighbour interpolation (a 2D image needs a 2D mask)."
         )
-    if not np.all(arr == np.round(arr)):
-        raise ImageReadError(f"{path}: mask has non-integer values; masks must hold label ids.")
-    values = np.unique(arr).astype(np.int64)
-    bad = [int(v) for v in values if v < 0 or v >= num_labels]
-    if bad:
-        raise ImageReadError(
-            f"{path}: label values {bad} are not declared in dataset.json 'labels' "
-            f"(valid: 0..{num_labels - 1}); fix the mask or declare the labels."
-        )
+    problems = label_value_problems(path, arr, num_labels)
+    if problems:
+        raise ImageReadError(problems[0])
     return arr.astype(np.uint8)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autojoint.io.files import read_json
+from autojoint.io.paths import case_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,26 @@ class RawDataset:
         return len(self.classes) > 0
 
 
-def read_diagnoses_csv(path: Path, classes: tuple[str, ...] | None) -> dict[str, str]:
-    """Read a ``case,diagnosis`` CSV; unknown class names are an error naming the row."""
+def read_diagnoses_csv(
+    path: Path, classes: tuple[str, ...] | None, problems: list[DatasetError] | None = None
+) -> dict[str, str]:
+    """Read a ``case,diagnosis`` CSV; unknown class names are an error naming the row.
+
+    Args:
+        path: the CSV file.
+        classes: known diagnosis names (None: any name is accepted).
+        problems: if given, bad rows are appended here and skipped instead of raising, so a
+            check can report every bad row at once.
+
+    Raises:
+        DatasetError: (without ``problems``) the first bad row; a bad header always.
+    """
+
+    def bad(err: DatasetError) -> None:
+        if problems is None:
+            raise err
+        problems.append(err)
+
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != [
@@ -75,16 +94,25 @@ def read_diagnoses_csv(path: Path, classes: tuple[str, ...] | None) -> dict[str,
         for line_no, row in enumerate(reader, start=2):
             case, diag = (row.get("case") or "").strip(), (row.get("diagnosis") or "").strip()
             if not case:
-                raise DatasetError(f"{path}:{line_no}: empty case id.")
+                bad(DatasetError(f"{path}:{line_no}: empty case id."))
+                continue
             if not diag:
                 continue  # a case without diagnosis is allowed (segmentation only)
             if classes is not None and diag not in classes:
-                raise DatasetError(
-                    f"{path}:{line_no}: unknown diagnosis '{diag}' for case '{case}'. "
-                    f"Known classes (dataset.json 'classes'): {list(classes)}."
+                bad(
+                    DatasetError(
+                        f"{path}:{line_no}: unknown diagnosis '{diag}' for case '{case}'. "
+                        f"Known classes (dataset.json 'classes'): {list(classes)}."
+                    )
                 )
+                continue
             if case in out:
-                raise DatasetError(f"{path}:{line_no}: case '{case}' listed twice.")
+                bad(
+                    DatasetError(
+                        f"{path}:{line_no}: case '{case}' listed twice; keep one row per case."
+                    )
+                )
+                continue
             out[case] = diag
     return out
 
@@ -95,8 +123,15 @@ def order_channels(
     """Channel files of one case in channel order; every channel 0..C-1 must be present.
 
     Raises:
-        DatasetError: a channel is missing or an extra one is present.
+        DatasetError: a channel is missing or an extra one is present, or the case name
+            cannot safely name files (see :mod:`autojoint.io.paths`).
     """
+    problem = case_name_problem(case_id)
+    if problem is not None:
+        raise DatasetError(
+            f"{folder}: case name {case_id!r} {problem}; rename its files with letters, "
+            "digits, '_' or '-' only."
+        )
     if sorted(files) != list(range(num_channels)):
         raise DatasetError(
             f"{folder}: case '{case_id}' has channels {sorted(files)}, expected "
@@ -132,19 +167,40 @@ def load_raw_dataset(root: Path) -> RawDataset:
     """Find and validate every case of a raw dataset (headers are not read here).
 
     Raises:
-        DatasetError: layout errors, naming the file and the fix.
+        DatasetError: layout errors, naming the file and the fix (all of them, one per line).
+    """
+    dataset, problems = scan_raw_dataset(root)
+    if problems or dataset is None:
+        raise DatasetError("\n".join(str(p) for p in problems))
+    return dataset
+
+
+def scan_raw_dataset(root: Path) -> tuple[RawDataset | None, list[DatasetError]]:
+    """Check the layout of a raw dataset and collect every problem instead of stopping.
+
+    Returns:
+        ``(dataset, problems)``: the cases that passed (None when dataset.json or imagesTr
+        is unusable, as nothing else can be checked then) and every layout problem found.
     """
     root = Path(root)
+    problems: list[DatasetError] = []
     json_path = root / "dataset.json"
     if not json_path.is_file():
-        raise DatasetError(f"{json_path}: not found; {root} is not a raw dataset folder.")
-    meta = _check_dataset_json(json_path, read_json(json_path))
+        return None, [DatasetError(f"{json_path}: not found; {root} is not a raw dataset folder.")]
+    try:
+        meta = _check_dataset_json(json_path, read_json(json_path))
+    except (DatasetError, ValueError) as err:  # ValueError: not JSON, not UTF-8
+        message = str(err) if str(json_path) in str(err) else f"{json_path}: {err}"
+        return None, [err if isinstance(err, DatasetError) else DatasetError(message)]
     ending: str = meta["file_ending"]
     channels = {str(k): str(v) for k, v in meta["channel_names"].items()}
     num_ch = len(channels)
     images_dir = root / "imagesTr"
     if not images_dir.is_dir():
-        raise DatasetError(f"{images_dir}: not found; put images there as CASE_0000{ending}.")
+        problems.append(
+            DatasetError(f"{images_dir}: not found; put images there as CASE_0000{ending}.")
+        )
+        return None, problems
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
     channel_files: dict[str, dict[int, Path]] = {}
     for p in sorted(images_dir.iterdir()):
@@ -152,33 +208,70 @@ def load_raw_dataset(root: Path) -> RawDataset:
             continue
         m = pattern.match(p.name)
         if not m:
-            raise DatasetError(
-                f"{p}: unexpected file name; images must be named CASE_XXXX{ending} "
-                "(XXXX = 4-digit channel index)."
+            problems.append(
+                DatasetError(
+                    f"{p}: unexpected file name; images must be named CASE_XXXX{ending} "
+                    "(XXXX = 4-digit channel index)."
+                )
             )
+            continue
         channel_files.setdefault(m.group(1), {})[int(m.group(2))] = p
-    if not channel_files:
-        raise DatasetError(f"{images_dir}: empty dataset (no CASE_0000{ending} images).")
+    if not channel_files and not problems:
+        problems.append(DatasetError(f"{images_dir}: empty dataset (no CASE_0000{ending} images)."))
+    by_folded: dict[str, list[str]] = {}
+    for case_id in channel_files:
+        by_folded.setdefault(case_id.casefold(), []).append(case_id)
+    for names in by_folded.values():
+        if len(names) > 1:
+            problems.append(
+                DatasetError(
+                    f"{images_dir}: case names {sorted(names)} differ only in letter case; "
+                    "their outputs would overwrite each other on case-insensitive file "
+                    "systems. Rename one."
+                )
+            )
 
     classes = tuple(meta.get("classes", []))
     diag_path = root / DIAGNOSES_FILE
     diagnoses: dict[str, str] = {}
     if diag_path.is_file():
         if not classes:
-            raise DatasetError(
-                f"{diag_path}: diagnoses given but {json_path} has no 'classes' list; "
-                "add 'classes': [names...]."
+            problems.append(
+                DatasetError(
+                    f"{diag_path}: diagnoses given but {json_path} has no 'classes' list; "
+                    "add 'classes': [names...]."
+                )
             )
-        diagnoses = read_diagnoses_csv(diag_path, classes)
+        else:
+            try:
+                diagnoses = read_diagnoses_csv(diag_path, classes, problems)
+            except DatasetError as err:
+                problems.append(err)
+            except (UnicodeDecodeError, csv.Error) as err:
+                problems.append(
+                    DatasetError(
+                        f"{diag_path}: cannot be read as a CSV ({err}); save it as UTF-8 text "
+                        "with the header 'case,diagnosis'."
+                    )
+                )
     elif classes:
         logger.warning("%s lists classes but %s is missing: no diagnoses", json_path, diag_path)
     unknown = sorted(set(diagnoses) - set(channel_files))
     if unknown:
-        raise DatasetError(f"{diag_path}: cases {unknown[:5]} have no image in {images_dir}.")
+        problems.append(
+            DatasetError(
+                f"{diag_path}: cases {unknown[:5]}{' ...' if len(unknown) > 5 else ''} have no "
+                f"image in {images_dir}; add their CASE_0000{ending} or remove their rows."
+            )
+        )
 
     cases = []
     for case_id, files in sorted(channel_files.items()):
-        paths = order_channels(files, num_ch, case_id, images_dir)
+        try:
+            paths = order_channels(files, num_ch, case_id, images_dir)
+        except DatasetError as err:
+            problems.append(err)
+            continue
         label = root / "labelsTr" / f"{case_id}{ending}"
         cases.append(
             RawCase(
@@ -188,16 +281,16 @@ def load_raw_dataset(root: Path) -> RawDataset:
                 diagnosis=diagnoses.get(case_id),
             )
         )
-    if "numTraining" in meta and meta["numTraining"] != len(cases):
+    if "numTraining" in meta and meta["numTraining"] != len(channel_files):
         logger.warning(
             "%s: numTraining = %s but %d cases found in imagesTr; using the files found.",
             json_path,
             meta["numTraining"],
-            len(cases),
+            len(channel_files),
         )
-    if all(c.label_path is None for c in cases) and not diagnoses:
-        raise DatasetError(f"{root}: no case has a mask in labelsTr/ nor a diagnosis.")
-    return RawDataset(
+    if cases and all(c.label_path is None and c.diagnosis is None for c in cases):
+        problems.append(DatasetError(f"{root}: no case has a mask in labelsTr/ nor a diagnosis."))
+    dataset = RawDataset(
         root=root,
         channel_names=channels,
         labels={str(k): int(v) for k, v in meta["labels"].items()},
@@ -205,3 +298,4 @@ def load_raw_dataset(root: Path) -> RawDataset:
         classes=classes,
         cases=tuple(cases),
     )
+    return dataset, problems

@@ -1,21 +1,36 @@
-"""Atomic file writing: a crash never leaves a half-written plan, checkpoint or CSV."""
+"""Atomic file writing: a crash never leaves a half-written plan, checkpoint or CSV.
+
+A writer killed mid-way (even by ``kill -9``) leaves at most a hidden ``.tmp_*`` file whose
+name ends in ``.part``, so no reader's ``*.npz`` / ``*.json`` / ``*.pt`` pattern picks it up
+as complete; :func:`remove_stale_temp_files` clears such leftovers before a stage reruns.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".tmp_"
+
 
 def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> None:
-    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path``."""
+    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    The temp name ends in ``.part`` (not ``path``'s suffix): a leftover of a killed process
+    never matches the glob a reader uses to find complete files.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix + ".part", dir=path.parent)
     try:
         fh: IO[Any]
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as fh:
@@ -24,6 +39,25 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete ``.tmp_*`` leftovers of killed writers in ``folder``; returns how many.
+
+    Call only when no other process writes into ``folder`` (e.g. before a stage starts).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temp files left by an interrupted run in %s", len(stale), folder)
+    return len(stale)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from autojoint.fingerprint.compute import compute_fingerprint
-from autojoint.io.dataset import load_raw_dataset
+from autojoint.io.files import remove_stale_temp_files
+from autojoint.io.verify import require_valid_dataset
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import preprocess_dataset
@@ -30,11 +31,17 @@ def plan_and_preprocess(
     ``configurations`` (default: the plan's top level, plus ``lowres`` when planned; the
     ``2d`` configuration of a 3D dataset only when named).
 
+    The dataset and work directory are checked first (every file read once), so a bad
+    input is refused before any long work and nothing is written.
+
     Raises:
-        ValueError: a named configuration the plan does not have.
+        DatasetProblems: the dataset has errors (all listed); EnvironmentProblem: the work
+            directory is not writable; ValueError: a named configuration the plan does not
+            have.
     """
     work_dir = Path(work_dir)
-    dataset = load_raw_dataset(Path(raw_dir))
+    dataset = require_valid_dataset(Path(raw_dir), work_dir, num_workers=num_workers)
+    remove_stale_temp_files(work_dir)
     logger.info(
         "dataset %s: %d cases, labels %s, classes %s",
         raw_dir,
@@ -66,6 +73,7 @@ def plan_and_preprocess(
     if preprocess:
         for name in configurations:
             logger.info("preprocessing the %s configuration", name)
+            remove_stale_temp_files(preprocessed_dir(work_dir, name))
             preprocess_dataset(
                 dataset,
                 plan.for_configuration(name),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from autojoint import __version__
 from autojoint.io.files import read_json, write_json
+from autojoint.io.typed_json import field_problems
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -263,11 +264,23 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "plan") -> Plan:
+        if not isinstance(d, dict):
+            raise ValueError(
+                f"{source}: must hold a JSON object (a plan), found {type(d).__name__}; "
+                "rerun autojoint_plan."
+            )
         version = d.get("schema_version")
         if version != PLAN_SCHEMA_VERSION:
             raise ValueError(
                 f"{source}: plan schema_version {version} is not supported (expected "
                 f"{PLAN_SCHEMA_VERSION}); rerun autojoint_plan with this autojoint version."
+            )
+        mismatches = field_problems(cls, d)
+        if mismatches:
+            raise ValueError(
+                f"{source}: malformed plan ({'; '.join(mismatches[:8])}"
+                f"{' ...' if len(mismatches) > 8 else ''}): it does not match the plan schema. "
+                "Rerun autojoint_plan instead of editing plans.json by hand."
             )
         try:
             plan = cls._build(d, version)

@@ -23,6 +23,7 @@ from autojoint.io.case_loading import load_channels, load_label
 from autojoint.io.dataset import RawCase, RawDataset
 from autojoint.io.files import atomic_write, read_json, write_json
 from autojoint.io.image_io import ImageGeometry
+from autojoint.io.paths import check_case_name
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import BBox, bbox_of, body_mask, crop
 from autojoint.preprocessing.normalization import normalize
@@ -102,6 +103,7 @@ def foreground_coordinates(seg: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 def save_preprocessed(case: PreprocessedCase, out_dir: Path, seed: int = 0) -> None:
     """Write ``CASE.npz`` (arrays) and ``CASE.json`` (geometry, crop box, diagnosis)."""
+    check_case_name(case.case_id, out_dir)  # a name like "../x" must not leave out_dir
     arrays = {"data": case.data, "cls_data": case.cls_data}
     if case.cls_seg is not None:
         arrays["cls_seg"] = case.cls_seg

@@ -1,0 +1,76 @@
+"""The documented exit codes, and no traceback without -v."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from autojoint.cli.common import (
+    EXIT_DATASET,
+    EXIT_ENVIRONMENT,
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    run,
+)
+from autojoint.io.dataset import DatasetError
+from autojoint.io.files import atomic_write, remove_stale_temp_files
+from autojoint.io.image_io import ImageReadError
+from autojoint.io.verify import EnvironmentProblem
+
+
+def _raising(err: BaseException) -> Callable[[], None]:
+    def job() -> None:
+        raise err
+
+    return job
+
+
+@pytest.mark.parametrize(
+    ("err", "code"),
+    [
+        (DatasetError("raw/dataset.json: bad"), EXIT_DATASET),
+        (ImageReadError("x.nii.gz: corrupt"), EXIT_ERROR),
+        (FileNotFoundError("plans.json: not found"), EXIT_ERROR),
+        (ValueError("plans.json: malformed plan"), EXIT_ERROR),
+        (OSError(errno.ENOSPC, "No space left on device"), EXIT_ENVIRONMENT),
+        (PermissionError(errno.EACCES, "Permission denied"), EXIT_ENVIRONMENT),
+        (EnvironmentProblem("work: not writable"), EXIT_ENVIRONMENT),
+        (MemoryError(), EXIT_ENVIRONMENT),
+        (TypeError("unexpected"), EXIT_INTERNAL),
+        (KeyboardInterrupt(), EXIT_INTERRUPTED),
+    ],
+)
+def test_errors_map_to_documented_codes(
+    err: BaseException, code: int, capsys: pytest.CaptureFixture
+) -> None:
+    assert run(_raising(err), verbose=False) == code
+    text = capsys.readouterr().err
+    assert "Traceback" not in text and text.strip()
+    if code == EXIT_INTERNAL:
+        assert "internal error: TypeError: unexpected" in text and "-v" in text
+
+
+def test_verbose_reraises_the_original_error() -> None:
+    with pytest.raises(DatasetError, match="bad"):
+        run(_raising(DatasetError("bad")), verbose=True)
+
+
+def test_job_may_return_its_own_code() -> None:
+    assert run(lambda: 3, verbose=False) == 3
+    assert run(lambda: ["case"], verbose=False) == EXIT_OK
+    assert run(lambda: True, verbose=False) == EXIT_OK
+
+
+def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".tmp_abc.npz.part").write_bytes(b"partial")
+    (tmp_path / ".tmp_img").mkdir()
+    (tmp_path / ".tmp_img" / "case.nii.gz").write_bytes(b"partial")
+    atomic_write(tmp_path / "case.npz", lambda fh: fh.write(b"complete"), binary=True)
+    assert remove_stale_temp_files(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["case.npz"]
+    assert remove_stale_temp_files(tmp_path / "missing") == 0
