@@ -110,18 +110,26 @@ def _read_csv(path: Path, hint: str = "") -> tuple[list[str], dict[str, dict]]:
 
 def _score_diagnoses(
     cases: list[str], ref_csv: Path, pred_csv: Path, classes: list[str] | None
-) -> tuple[dict, list[str], list[str]]:
-    """Classification scores (+ AUC from ``p_<class>`` columns), reference and predicted."""
+) -> tuple[dict | None, list[str | None], list[str | None]]:
+    """Classification scores (+ AUC from ``p_<class>`` columns) over every case with a known
+    reference diagnosis, masked or not (partial labels); reference and predicted diagnosis
+    of each case in ``cases`` (None where the reference diagnosis is empty = unknown)."""
     _, ref_rows = _read_csv(ref_csv)
     hint = "; run autojoint_predict, which writes diagnoses.csv next to the predicted masks"
     pred_header, pred_rows = _read_csv(pred_csv, hint)
-    for name, rows, path in (("reference", ref_rows, ref_csv), ("prediction", pred_rows, pred_csv)):
-        absent = [c for c in cases if c not in rows]
-        if absent:
-            raise ValueError(f"{path}: {name} diagnosis missing for case(s) {absent}")
-    extra = sorted(set(ref_rows) - set(cases))
-    if extra:
-        logger.warning("%s: ignoring diagnoses of cases without reference mask: %s", ref_csv, extra)
+    absent = [c for c in cases if c not in ref_rows]
+    if absent:
+        raise ValueError(f"{ref_csv}: reference diagnosis missing for case(s) {absent}")
+    scored = [c for c, row in ref_rows.items() if row["diagnosis"]]
+    absent = [c for c in scored if c not in pred_rows]
+    if absent:
+        raise ValueError(f"{pred_csv}: prediction diagnosis missing for case(s) {absent}")
+    per_case_ref = [ref_rows[c]["diagnosis"] or None for c in cases]
+    per_case_pred = [pred_rows[c]["diagnosis"] if ref_rows[c]["diagnosis"] else None for c in cases]
+    if not scored:
+        logger.warning("%s: no case has a known diagnosis; diagnosis not scored", ref_csv)
+        return None, per_case_ref, per_case_pred
+    cases = scored
     prob_classes = [h[len(PROB_PREFIX) :] for h in pred_header if h.startswith(PROB_PREFIX)]
     y_true = [ref_rows[c]["diagnosis"] for c in cases]
     y_pred = [pred_rows[c]["diagnosis"] for c in cases]
@@ -144,7 +152,7 @@ def _score_diagnoses(
         result["auc"] = roc_auc_one_vs_rest(y_true, probs, classes)
     else:
         logger.warning("%s: no %s<class> columns; AUC not computed", pred_csv, PROB_PREFIX)
-    return result, y_true, y_pred
+    return result, per_case_ref, per_case_pred
 
 
 # Scores of a label absent from both maps of a case (Dice undefined).

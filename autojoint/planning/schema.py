@@ -126,6 +126,11 @@ class LowresConfig:
 
 CONFIGURATIONS = ("fullres", "lowres")
 
+# Lung-field use in preprocessing (autojoint.preprocessing.lung_mask): "off" crops to the
+# body as before; "crop" crops to the lungs plus a margin; "mask" also sets every voxel
+# outside the lungs to the channel minimum after normalisation (DeepSC-COVID masks the CT).
+LUNG_MASK_MODES = ("off", "crop", "mask")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -153,6 +158,8 @@ class Plan:
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
     reasons: dict[str, str] = field(default_factory=dict)
+    case_counts: dict[str, int] = field(default_factory=dict)
+    lung_mask: str = "off"
     schema_version: int = PLAN_SCHEMA_VERSION
     autojoint_version: str = __version__
 
@@ -263,6 +270,8 @@ class Plan:
             network=NetworkOptions(**d.get("network", {})),
             loss=LossOptions(**d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
+            case_counts={str(k): int(v) for k, v in d.get("case_counts", {}).items()},
+            lung_mask=str(d.get("lung_mask", "off")),
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
         )
@@ -303,6 +312,8 @@ class Plan:
             out.append("network.classifier_input must be 'concat' or 'multiply'")
         if self.network.refinement_passes < 0:
             out.append("network.refinement_passes must be >= 0")
+        if self.lung_mask not in LUNG_MASK_MODES:
+            out.append(f"lung_mask must be one of {LUNG_MASK_MODES}, got '{self.lung_mask}'")
         if sorted(self.labels.values()) != list(range(len(self.labels))):
             out.append("labels must map names to 0..K")
         return out
