@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         help="plan for a GPU with this much memory instead of the detected device",
     )
     parser.add_argument(
+        "--lung-mask",
+        choices=("off", "crop", "mask"),
+        default="off",
+        help="crop every CT to its lungs (crop), and also set voxels outside them to air "
+        "(mask, as DeepSC-COVID); default off: crop to the body",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="print every planned number with the rule behind it (after planning, or for "
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_workers=args.num_workers,
                 gpu_memory_gb=args.gpu_memory_gb,
                 preprocess=not args.no_preprocess,
+                lung_mask=args.lung_mask,
             )
         else:
             plan = Plan.load(args.work_dir / PLANS_FILE)

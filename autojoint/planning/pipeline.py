@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from autojoint.fingerprint.compute import compute_fingerprint
+from autojoint.fingerprint.compute import compute_fingerprint, is_ct
 from autojoint.io.dataset import load_raw_dataset
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
 from autojoint.planning.schema import Plan
@@ -22,8 +23,13 @@ def plan_and_preprocess(
     num_workers: int = 1,
     gpu_memory_gb: float | None = None,
     preprocess: bool = True,
+    lung_mask: str = "off",
 ) -> Plan:
-    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess."""
+    """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess.
+
+    ``lung_mask`` (``off``/``crop``/``mask``) is stored in the plan, so training and
+    prediction crop (and mask) every scan alike; see ``autojoint.preprocessing.lung_mask``.
+    """
     work_dir = Path(work_dir)
     dataset = load_raw_dataset(Path(raw_dir))
     logger.info(
@@ -40,6 +46,16 @@ def plan_and_preprocess(
     # The CPU profile trades width for speed: a 2-core machine cannot afford nnU-Net's 32..320.
     widths = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
     plan = plan_experiment(fingerprint, memory_budget_gb=budget, device_profile=profile, **widths)
+    if lung_mask != "off":
+        if not is_ct(plan.channel_names):
+            raise ValueError(f"--lung-mask {lung_mask} needs a channel named CT in dataset.json.")
+        why = "crop to the lungs (+10 mm)" + (
+            ", voxels outside set to air" if lung_mask == "mask" else ""
+        )
+        plan = replace(plan, lung_mask=lung_mask, reasons={**plan.reasons, "lung_mask": why})
+        problems = plan.validate()
+        if problems:
+            raise ValueError(f"--lung-mask {lung_mask}: {'; '.join(problems)}.")
     plan.save(work_dir / PLANS_FILE)
     logger.info(
         "plan: spacing %s, patch %s, batch %d, classification view %s, stages %d (%s)",

@@ -226,3 +226,47 @@ def lung_bbox(
         grow = int(np.ceil(margin_mm / spacing[axis]))
         out.append((max(int(nz[0]) - grow, 0), min(int(nz[-1]) + 1 + grow, mask.shape[axis])))
     return tuple(out)
+
+
+def lung_crop(
+    data: np.ndarray,
+    spacing: tuple[float, float, float],
+    mode: str,
+    channel_names: dict[str, str],
+    *,
+    margin_mm: float = 10.0,
+) -> tuple[np.ndarray, tuple[tuple[int, int], ...] | None]:
+    """The plan's ``lung_mask`` option applied to one case before cropping.
+
+    ``"off"`` returns ``data`` unchanged and no box (the caller crops to the body);
+    ``"crop"`` returns the lung box grown by ``margin_mm``; ``"mask"`` also sets every voxel
+    outside the lungs to its channel's minimum (air), which normalisation then clips to
+    the lowest value, as DeepSC-COVID masks its input. No lung found: no box, data
+    unchanged (the body crop then applies), so a failed mask never empties a case.
+
+    Shape:
+        data ``(C, Z, Y, X)`` -> ``(C, Z, Y, X)`` (a new array only in ``"mask"`` mode).
+
+    The lungs are found on the first channel named ``CT`` (they need HU).
+
+    Raises:
+        ValueError: unknown ``mode``, or no CT channel in ``channel_names``.
+    """
+    if mode not in ("off", "crop", "mask"):
+        raise ValueError(f"lung_mask mode must be 'off', 'crop' or 'mask', got '{mode}'.")
+    if mode == "off":
+        return data, None
+    names = [channel_names[k] for k in sorted(channel_names, key=int)]
+    ct = [i for i, n in enumerate(names) if n.strip().upper() == "CT"]
+    if not ct:
+        raise ValueError(
+            f"lung_mask '{mode}' needs a channel named CT (HU values); channels: {names}."
+        )
+    lungs = lung_mask(data[ct[0]], spacing)
+    box = lung_bbox(lungs, spacing, margin_mm)
+    if box is None:
+        return data, None
+    if mode == "mask":
+        low = data.reshape(data.shape[0], -1).min(axis=1)
+        data = np.where(lungs[None], data, low[:, None, None, None]).astype(data.dtype)
+    return data, box

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from autojoint.preprocessing.lung_mask import lung_bbox, lung_mask
+from autojoint.io.image_io import ImageGeometry
+from autojoint.planning.schema import Plan
+from autojoint.preprocessing.cropping import bbox_of
+from autojoint.preprocessing.lung_mask import lung_bbox, lung_crop, lung_mask
+from autojoint.preprocessing.preprocess import preprocess_arrays
 from tests.shared_data import shared_data_or_skip
 
+PLANS = Path(__file__).resolve().parents[2] / "plans"
 LOBES = (10, 11, 12, 13, 14)  # TotalSegmentator v2: left upper/lower, right upper/middle/lower
 LEFT_LOBES, RIGHT_LOBES = (10, 11), (12, 13, 14)
 
@@ -167,3 +175,39 @@ def test_real_chest_ct_lungs_body_and_trachea(case: str) -> None:
     trachea = _tracked_trachea(img, spacing)
     assert trachea.sum() * np.prod(spacing) / 1000 > 5  # > 5 mL of trachea found
     assert (mask & trachea).sum() < 0.05 * trachea.sum()
+
+
+def test_lung_crop_modes() -> None:
+    img, parts = phantom()
+    data = img[None]
+    spacing = (2.5, 1.5, 1.5)
+    same, box = lung_crop(data, spacing, "off", {"0": "CT"})
+    assert same is data and box is None
+    cropped, box = lung_crop(data, spacing, "crop", {"0": "CT"})
+    assert cropped is data and box is not None
+    inside = np.zeros(img.shape, bool)
+    inside[tuple(slice(a, b) for a, b in box)] = True
+    assert inside[parts["lungs"]].all() and not inside[parts["bowel"]].all()
+    masked, box_m = lung_crop(data, spacing, "mask", {"0": "CT"})
+    assert box_m == box
+    lungs = lung_mask(img, spacing)
+    np.testing.assert_array_equal(masked[0][lungs], img[lungs])
+    assert (masked[0][~lungs] == img.min()).all()
+    with pytest.raises(ValueError, match="channel named CT"):
+        lung_crop(data, spacing, "crop", {"0": "CT_8bit"})
+    with pytest.raises(ValueError, match="'off', 'crop' or 'mask'"):
+        lung_crop(data, spacing, "lungs", {"0": "CT"})
+
+
+def test_preprocessing_crops_to_the_lungs_only_when_planned() -> None:
+    """The plan's lung_mask field drives the one call in preprocess_arrays; "off" (the
+    default) keeps the body crop, so older plans preprocess as before."""
+    plan = Plan.load(PLANS / "reference_demo_plan.json")
+    assert plan.lung_mask == "off"
+    img, parts = phantom()
+    geo = ImageGeometry((40, 96, 96), (2.5, 1.5, 1.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    body = preprocess_arrays("c", img[None], geo, None, plan)
+    lungs = preprocess_arrays("c", img[None], geo, None, replace(plan, lung_mask="crop"))
+    assert body.bbox == bbox_of(img > -500)
+    assert lungs.bbox == lung_bbox(lung_mask(img, geo.spacing), geo.spacing)
+    assert np.prod([b - a for a, b in lungs.bbox]) < np.prod([b - a for a, b in body.bbox])
