@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from autojoint.cli import plan as cli_plan
 from autojoint.io.image_io import ImageGeometry
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import bbox_of
 from autojoint.preprocessing.lung_mask import lung_bbox, lung_crop, lung_mask
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from tests.shared_data import shared_data_or_skip
+from tests.synthetic import make_raw_dataset
 
 PLANS = Path(__file__).resolve().parents[2] / "plans"
 LOBES = (10, 11, 12, 13, 14)  # TotalSegmentator v2: left upper/lower, right upper/middle/lower
@@ -211,3 +214,21 @@ def test_preprocessing_crops_to_the_lungs_only_when_planned() -> None:
     assert body.bbox == bbox_of(img > -500)
     assert lungs.bbox == lung_bbox(lung_mask(img, geo.spacing), geo.spacing)
     assert np.prod([b - a for a, b in lungs.bbox]) < np.prod([b - a for a, b in body.bbox])
+
+
+def test_plan_cli_stores_the_option_and_refuses_non_ct(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=3)
+    work = tmp_path / "work"
+    assert cli_plan.main(["-d", str(raw), "-w", str(work), "--no-preprocess"]) == 0
+    assert Plan.load(work / "plans.json").lung_mask == "off"
+    args = ["-d", str(raw), "-w", str(work), "--no-preprocess", "--lung-mask", "mask"]
+    assert cli_plan.main(args) == 0
+    plan = Plan.load(work / "plans.json")
+    assert plan.lung_mask == "mask" and "lung_mask" in plan.reasons
+    meta = json.loads((raw / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "MR"}
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    assert cli_plan.main(args) == 1
+    assert "needs a channel named CT" in capsys.readouterr().err
