@@ -20,6 +20,7 @@ from autojoint.cli import plan as cli_plan
 from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
 from autojoint.data.loader import JointDataLoader
+from autojoint.losses.joint import diagnosis_loss
 from autojoint.workdir import preprocessed_dir
 from tests.synthetic import make_raw_dataset
 
@@ -111,8 +112,6 @@ def test_partial_dataset_trains_predicts_and_evaluates(partial: dict[str, Path])
 def test_masked_losses_ignore_the_missing_task() -> None:
     """A batch whose cases lack the mask (or diagnosis) gives zero (not NaN) for that loss,
     and the other task's gradient is unchanged by what the missing labels would say."""
-    from autojoint.losses.joint import diagnosis_loss
-
     logits = torch.randn(3, 3, requires_grad=True)
     weights = torch.ones(3)
     none = diagnosis_loss(logits, torch.tensor([-1, -1, -1]), weights)
