@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         "2D datasets: 2d). Add 2d to also train slices of 3D volumes (autojoint_train -c 2d)",
     )
     parser.add_argument(
+        "--lung-mask",
+        choices=("off", "crop", "mask"),
+        default="off",
+        help="crop every CT to its lungs (crop), and also set voxels outside them to air "
+        "(mask, as DeepSC-COVID); default off: crop to the body",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="print every planned number with the rule behind it (after planning, or for "
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 gpu_memory_gb=args.gpu_memory_gb,
                 preprocess=not args.no_preprocess,
                 configurations=args.configurations,
+                lung_mask=args.lung_mask,
             )
         else:
             plan = Plan.load(args.work_dir / PLANS_FILE)

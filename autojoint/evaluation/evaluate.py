@@ -25,9 +25,14 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from autojoint.evaluation.metrics import LESION_KEY, absent_label_scores, segmentation_scores
+from autojoint.evaluation.metrics import (
+    LESION_KEY,
+    absent_label_scores,
+    diagnosis_scores,
+    segmentation_scores,
+)
 from autojoint.evaluation.plots import write_figures
-from autojoint.evaluation.summary import build_summary, score_diagnoses
+from autojoint.evaluation.summary import build_summary
 from autojoint.evaluation.surface import check_tolerance
 
 logger = logging.getLogger(__name__)
@@ -111,28 +116,44 @@ def _read_csv(path: Path, hint: str = "") -> tuple[list[str], dict[str, dict]]:
 
 @dataclass(frozen=True)
 class _Diagnoses:
-    """Reference/predicted class and probabilities per case (aligned with the case list)."""
+    """Scored diagnoses: reference/predicted class and probabilities of every case with a
+    known reference (``y_ref``, ``y_pred``, ``probs`` aligned), plus the reference and
+    predicted class of each masked case (``per_case_*``, None where unknown)."""
 
     classes: list[str]
+    scored_cases: list[str]
     y_ref: list[str]
     y_pred: list[str]
     probs: np.ndarray | None
+    per_case_ref: list[str | None]
+    per_case_pred: list[str | None]
 
 
 def _read_diagnoses(
     cases: list[str], ref_csv: Path, pred_csv: Path, classes: list[str] | None
 ) -> _Diagnoses:
-    """Check both CSVs against the case list and the class set; read ``p_<class>`` columns."""
+    """Check both CSVs against the case list and the class set; read ``p_<class>`` columns.
+
+    Every case with a known reference diagnosis is scored, masked or not (partial labels);
+    an empty reference diagnosis means unknown. ``cases`` (the masked cases) must each have
+    a reference row.
+    """
     _, ref_rows = _read_csv(ref_csv)
     hint = "; run autojoint_predict, which writes diagnoses.csv next to the predicted masks"
     pred_header, pred_rows = _read_csv(pred_csv, hint)
-    for name, rows, path in (("reference", ref_rows, ref_csv), ("prediction", pred_rows, pred_csv)):
-        absent = [c for c in cases if c not in rows]
-        if absent:
-            raise ValueError(f"{path}: {name} diagnosis missing for case(s) {absent}")
-    extra = sorted(set(ref_rows) - set(cases))
-    if extra:
-        logger.warning("%s: ignoring diagnoses of cases without reference mask: %s", ref_csv, extra)
+    absent = [c for c in cases if c not in ref_rows]
+    if absent:
+        raise ValueError(f"{ref_csv}: reference diagnosis missing for case(s) {absent}")
+    scored = [c for c, row in ref_rows.items() if row["diagnosis"]]
+    absent = [c for c in scored if c not in pred_rows]
+    if absent:
+        raise ValueError(f"{pred_csv}: prediction diagnosis missing for case(s) {absent}")
+    per_case_ref = [ref_rows[c]["diagnosis"] or None for c in cases]
+    per_case_pred = [pred_rows[c]["diagnosis"] if ref_rows[c]["diagnosis"] else None for c in cases]
+    if not scored:
+        logger.warning("%s: no case has a known diagnosis; diagnosis not scored", ref_csv)
+        return _Diagnoses([], [], [], [], None, per_case_ref, per_case_pred)
+    cases = scored
     prob_classes = [h[len(PROB_PREFIX) :] for h in pred_header if h.startswith(PROB_PREFIX)]
     y_true = [ref_rows[c]["diagnosis"] for c in cases]
     y_pred = [pred_rows[c]["diagnosis"] for c in cases]
@@ -155,7 +176,7 @@ def _read_diagnoses(
             raise ValueError(f"{pred_csv}: {PROB_PREFIX}<class> values must be finite numbers")
     else:
         logger.warning("%s: no %s<class> columns; AUC not computed", pred_csv, PROB_PREFIX)
-    return _Diagnoses(classes, y_true, y_pred, probs)
+    return _Diagnoses(classes, cases, y_true, y_pred, probs, per_case_ref, per_case_pred)
 
 
 @dataclass(frozen=True)
@@ -288,6 +309,7 @@ def evaluate_folder(
                 "reference values %s are not in label_values; only in 'lesion'", unlabelled
             )
 
+    scored_index = {c: i for i, c in enumerate(dx.scored_cases)} if dx else {}
     entries: list[dict] = []
     for i, r in enumerate(results):
         entry: dict = {
@@ -296,13 +318,17 @@ def evaluate_folder(
             "prediction_file": str(preds[r.case]),
             "spacing": list(r.spacing),
             "metrics": r.metrics,
-            "diagnosis_ref": dx.y_ref[i] if dx else None,
-            "diagnosis_pred": dx.y_pred[i] if dx else None,
+            "diagnosis_ref": dx.per_case_ref[i] if dx else None,
+            "diagnosis_pred": dx.per_case_pred[i] if dx else None,
         }
-        if dx is not None and dx.probs is not None:
-            entry["probabilities"] = dict(zip(dx.classes, dx.probs[i].tolist(), strict=True))
+        if dx is not None and dx.probs is not None and dx.per_case_ref[i] is not None:
+            row = scored_index[r.case]
+            entry["probabilities"] = dict(zip(dx.classes, dx.probs[row].tolist(), strict=True))
         entries.append(entry)
-    diagnosis = score_diagnoses(entries, dx.classes) if dx is not None else None
+    diagnosis = None
+    if dx is not None and dx.y_ref:
+        # All cases with a known diagnosis, masked or not (partial labels), not only entries.
+        diagnosis = diagnosis_scores(dx.y_ref, dx.y_pred, dx.classes, dx.probs)
     return build_summary(entries, label_values, tolerance_mm=tolerance_mm, diagnosis=diagnosis)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from autojoint.fingerprint.compute import compute_fingerprint
+from autojoint.fingerprint.compute import compute_fingerprint, is_ct
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.verify import require_valid_dataset
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
@@ -26,18 +27,21 @@ def plan_and_preprocess(
     gpu_memory_gb: float | None = None,
     preprocess: bool = True,
     configurations: Sequence[str] | None = None,
+    lung_mask: str = "off",
 ) -> Plan:
     """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess
     ``configurations`` (default: the plan's top level, plus ``lowres`` when planned; the
     ``2d`` configuration of a 3D dataset only when named).
 
     The dataset and work directory are checked first (every file read once), so a bad
-    input is refused before any long work and nothing is written.
+    input is refused before any long work and nothing is written. ``lung_mask``
+    (``off``/``crop``/``mask``) is stored in the plan, so training and prediction crop (and
+    mask) every scan alike; see ``autojoint.preprocessing.lung_mask``.
 
     Raises:
         DatasetProblems: the dataset has errors (all listed); EnvironmentProblem: the work
             directory is not writable; ValueError: a named configuration the plan does not
-            have.
+            have, or a lung mask without a CT channel.
     """
     work_dir = Path(work_dir)
     dataset = require_valid_dataset(Path(raw_dir), work_dir, num_workers=num_workers)
@@ -56,6 +60,16 @@ def plan_and_preprocess(
     # The CPU profile trades width for speed: a 2-core machine cannot afford nnU-Net's 32..320.
     widths: dict[str, Any] = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
     plan = plan_experiment(fingerprint, memory_budget_gb=budget, device_profile=profile, **widths)
+    if lung_mask != "off":
+        if not is_ct(plan.channel_names):
+            raise ValueError(f"--lung-mask {lung_mask} needs a channel named CT in dataset.json.")
+        why = "crop to the lungs (+10 mm)" + (
+            ", voxels outside set to air" if lung_mask == "mask" else ""
+        )
+        plan = replace(plan, lung_mask=lung_mask, reasons={**plan.reasons, "lung_mask": why})
+        problems = plan.validate()
+        if problems:
+            raise ValueError(f"--lung-mask {lung_mask}: {'; '.join(problems)}.")
     plan.save(work_dir / PLANS_FILE)
     logger.info(
         "plan: spacing %s, patch %s, batch %d, classification view %s, stages %d (%s)",

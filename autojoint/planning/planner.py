@@ -238,6 +238,17 @@ def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> LowresCo
     )
 
 
+def case_counts(fingerprint: Fingerprint) -> dict[str, int]:
+    """How many cases carry each task's reference (partial labels are masked per case)."""
+    cases = fingerprint.cases
+    return {
+        "num_cases": len(cases),
+        "num_with_label": sum(c.has_label for c in cases),
+        "num_with_diagnosis": sum(c.diagnosis is not None for c in cases),
+        "num_with_both": sum(c.has_label and c.diagnosis is not None for c in cases),
+    }
+
+
 def plan_experiment(
     fingerprint: Fingerprint,
     *,
@@ -393,6 +404,8 @@ def plan_experiment(
         "loss": loss_reason,
         "lowres": lowres_reason,
         "class_weights": "inverse class frequency N / (C * n_c) (eq. 9); 0 for absent classes",
+        "case_counts": "cases with a mask, a diagnosis, both: a missing reference is masked "
+        "out of its task's loss per case, never scored against an empty mask",
     }
 
     return Plan(
@@ -419,6 +432,7 @@ def plan_experiment(
         two_d=two_d,
         network=network,
         reasons=reasons,
+        case_counts=case_counts(fingerprint),
     )
 
 

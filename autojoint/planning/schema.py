@@ -170,6 +170,12 @@ def is_slice_topology(patch_size: Triple, topology: Topology) -> bool:
     )
 
 
+# Lung-field use in preprocessing (autojoint.preprocessing.lung_mask): "off" crops to the
+# body as before; "crop" crops to the lungs plus a margin; "mask" also sets every voxel
+# outside the lungs to the channel minimum after normalisation (DeepSC-COVID masks the CT).
+LUNG_MASK_MODES = ("off", "crop", "mask")
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything the preprocessor, trainer and predictor need; spacings/shapes ``(z, y, x)``."""
@@ -197,6 +203,8 @@ class Plan:
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
     reasons: dict[str, str] = field(default_factory=dict)
+    case_counts: dict[str, int] = field(default_factory=dict)
+    lung_mask: str = "off"
     schema_version: int = PLAN_SCHEMA_VERSION
     autojoint_version: str = __version__
 
@@ -320,6 +328,8 @@ class Plan:
             network=NetworkOptions(**d.get("network", {})),
             loss=_loss_options(d.get("loss", {})),
             reasons=dict(d.get("reasons", {})),
+            case_counts={str(k): int(v) for k, v in d.get("case_counts", {}).items()},
+            lung_mask=str(d.get("lung_mask", "off")),
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
         )
@@ -371,6 +381,8 @@ class Plan:
         weights = self.loss.voxel_class_weights
         if weights and (len(weights) != len(self.labels) or min(weights) <= 0):
             out.append("loss.voxel_class_weights needs one positive weight per label (or none)")
+        if self.lung_mask not in LUNG_MASK_MODES:
+            out.append(f"lung_mask must be one of {LUNG_MASK_MODES}, got '{self.lung_mask}'")
         if sorted(self.labels.values()) != list(range(len(self.labels))):
             out.append("labels must map names to 0..K")
         return out

@@ -26,6 +26,7 @@ from autojoint.io.image_io import ImageGeometry
 from autojoint.io.paths import check_case_name
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import BBox, bbox_of, body_mask, crop
+from autojoint.preprocessing.lung_mask import lung_crop
 from autojoint.preprocessing.normalization import normalize
 from autojoint.preprocessing.resample import resample_image, resample_label, shape_for_spacing
 
@@ -73,7 +74,8 @@ def preprocess_arrays(
 ) -> PreprocessedCase:
     """Crop, normalise, transpose (coarse axis first) and resample one case held in memory
     (training and inference); arrays of the result are in the plan's transposed order."""
-    bbox = bbox_of(body_mask(data, is_ct=is_ct(plan.channel_names)))
+    data, lung_box = lung_crop(data, geometry.spacing, plan.lung_mask, plan.channel_names)
+    bbox = lung_box or bbox_of(body_mask(data, is_ct=is_ct(plan.channel_names)))
     fwd = plan.transpose_forward
     data_c = transpose_spatial(normalize(crop(data, bbox), plan.normalization), fwd)
     seg_c = transpose_spatial(crop(seg, bbox), fwd) if seg is not None else None
