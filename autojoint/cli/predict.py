@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
+from autojoint.inference.outputs import FAILURES_CSV
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.planning.schema import CONFIGURATIONS
 
@@ -110,5 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         args.verbose,
     )
     if code == 0 and reports and not reports[0].ok:
+        failed = sorted(f.case_id for f in reports[0].failures)
+        print(
+            f"error: {len(failed)} case(s) failed and were skipped ({', '.join(failed)}); "
+            f"files and reasons in {args.output / FAILURES_CSV}",
+            file=sys.stderr,
+        )
         return EXIT_SOME_FAILED
     return code

@@ -22,9 +22,11 @@ def make_tiny_workdir(
     num_cases: int = 4,
     folds: tuple[str, ...] = ("0", "1"),
     with_diagnoses: bool = True,
+    target_spacing: tuple[float, float, float] | None = None,
 ) -> tuple[Path, Path, Plan]:
     """``(raw_dir, work_dir, plan)``: a synthetic raw dataset, its plan, and one randomly
-    initialised checkpoint per fold (seed = fold index, so folds differ)."""
+    initialised checkpoint per fold (seed = fold index, so folds differ). The checkpoints'
+    plan (what the predictor uses) has a narrow network and, if given, ``target_spacing``."""
     raw = make_raw_dataset(root / "raw", num_cases=num_cases, with_diagnoses=with_diagnoses)
     work = root / "work"
     plan = plan_and_preprocess(raw, work, preprocess=False)
@@ -33,6 +35,8 @@ def make_tiny_workdir(
     stages = plan.topology.num_stages
     narrow = tuple(min(4 * 2**s, 16) for s in range(stages))
     plan = replace(plan, topology=replace(plan.topology, features_per_stage=narrow))
+    if target_spacing is not None:  # e.g. coarse, to predict real 512x512 scans quickly
+        plan = replace(plan, target_spacing=target_spacing)
     for i, fold in enumerate(folds):
         torch.manual_seed(i)
         net = JointNet(plan)
