@@ -112,8 +112,11 @@ def test_fold_ensemble_is_the_mean_of_single_folds(tiny: dict[str, Path]) -> Non
     ens = load_ensemble(tiny["work"], ["0", "1"], dev)
     case = find_input_cases(tiny["images"], 1)[1]  # the flipped-direction case
 
-    def run(nets: list) -> predictor.CasePrediction:
-        return predict_case(case, ens.plan, nets, dev, keep_probabilities=True)
+    def run(nets: list) -> predictor.CasePrediction:  # with mirroring TTA along x
+        axes = [(2,)] * len(nets)
+        return predict_case(
+            case, ens.plan, nets, dev, keep_probabilities=True, mirror_axes=axes, tile_batch=2
+        )
 
     both, first, second = run(list(ens.nets)), run([ens.nets[0]]), run([ens.nets[1]])
     assert both.lesion_probs is not None and first.lesion_probs is not None
@@ -196,18 +199,22 @@ def test_real_dicom_and_flipped_real_ct_keep_their_grid(tmp_path: Path) -> None:
     from tests.shared_data import shared_data_or_skip
 
     ts = shared_data_or_skip("totalsegmentator", "tests", "reference_files").resolve()
+    covid = shared_data_or_skip("covid_ct_md", "dicom_P002_subset").resolve()
     # A coarse 3 mm plan keeps the real 512 x 512 slices cheap to tile.
     _, work, _ = make_tiny_workdir(tmp_path, num_cases=3, folds=("0",), target_spacing=(3, 3, 3))
     inputs = tmp_path / "real_inputs"
     inputs.mkdir()
     (inputs / "dicom").symlink_to(ts / "example_ct_dicom", target_is_directory=True)
     (inputs / "flipped_ras.nii.gz").symlink_to(ts / "example_ct.nii.gz")
+    (inputs / "covid_dicom").symlink_to(covid, target_is_directory=True)  # JPEG-Lossless
     out = tmp_path / "out_real"
     args = ["-i", str(inputs), "-o", str(out), "-w", str(work), *FAST]
     assert cli_predict.main(args) == 0
     reader = sitk.ImageSeriesReader()
     dicom = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(ts / "example_ct_dicom")))
     _assert_same_grid(out / "dicom.nii.gz", dicom)
+    covid_ref = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(covid)))
+    _assert_same_grid(out / "covid_dicom.nii.gz", covid_ref)
     _assert_same_grid(out / "flipped_ras.nii.gz", sitk.ReadImage(str(ts / "example_ct.nii.gz")))
 
 
