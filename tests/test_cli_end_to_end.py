@@ -75,7 +75,9 @@ def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
     raw, work, root = trained["raw"], trained["work"], trained["root"]
     out = root / "pred"
     assert (
-        cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0"])
+        cli_predict.main(
+            ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0", "--no-tta"]
+        )
         == 0
     )
     for img_path in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
@@ -89,7 +91,8 @@ def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
     with open(out / "diagnoses.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["case", "diagnosis"] + [f"p_{c}" for c in CLASSES]
+    columns = ["case", "diagnosis"] + [f"p_{c}" for c in CLASSES]
+    assert list(rows[0])[: len(columns)] == columns  # later columns: volumes (docs/prediction.md)
     assert len(rows) == 6
     for r in rows:
         probs = np.array([float(r[f"p_{c}"]) for c in CLASSES])
@@ -127,7 +130,8 @@ def test_segmentation_only_dataset(tmp_path: Path) -> None:
         == 0
     )
     out = tmp_path / "pred"
-    assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]) == 0
+    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "--no-tta"]
+    assert cli_predict.main(args) == 0
     assert len(list(out.glob("*.nii.gz"))) == 5
     assert not (out / "diagnoses.csv").exists()
 
@@ -173,6 +177,7 @@ def test_lowres_configuration_end_to_end(tmp_path: Path) -> None:
     assert (work / "lowres" / "fold_all" / "checkpoint_final.pt").is_file()
     out = tmp_path / "pred"
     predict = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-c", "lowres"]
+    predict.append("--no-tta")  # mirroring TTA (8 passes per tile) is tested in tests/inference
     assert cli_predict.main(predict) == 0
     ref = sitk.ReadImage(str(raw / "imagesTr" / "case_000_0000.nii.gz"))
     assert sitk.ReadImage(str(out / "case_000.nii.gz")).GetSize() == ref.GetSize()
@@ -205,7 +210,9 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
     assert cli_train.main(args + [a for s in switches for a in ("--set", s)]) == 0
     out = root / "pred_switches"
     assert (
-        cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "1"])
+        cli_predict.main(
+            ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "1", "--no-tta"]
+        )
         == 0
     )
     with open(out / "diagnoses.csv", newline="") as fh:
@@ -222,7 +229,7 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
 def test_evidence_maps_on_input_grid(trained: dict[str, Path]) -> None:
     raw, work, root = trained["raw"], trained["work"], trained["root"]
     out = root / "pred_evidence"
-    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0"]
+    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0", "--no-tta"]
     assert cli_predict.main(args + ["--evidence"]) == 0
     for img_path in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
         case = img_path.name.removesuffix("_0000.nii.gz")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from autojoint.cli.common import add_verbosity, add_work_dir, run
-from autojoint.inference.predictor import predict_folder
+from autojoint.cli.common import EXIT_DATASET, add_verbosity, add_work_dir, run
+from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
+from autojoint.inference.outputs import FAILURES_CSV
+from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.io.paths import output_dir_problem
 from autojoint.planning.schema import CONFIGURATIONS
+
+# Exit codes (docs/cli.md): 0 every case predicted; 1 nothing could run (one-line error);
+# 2 bad arguments (argparse); 3 some cases failed (listed in OUTPUT_DIR/failures.csv), the
+# others were written.
+EXIT_SOME_FAILED = EXIT_DATASET  # some input cases are bad (skipped); the rest predicted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="autojoint_predict",
         description="Predict every image in INPUT_DIR (CASE_0000.nii.gz, CASE.nii.gz or a DICOM "
         "series folder): writes OUTPUT_DIR/CASE.nii.gz on the input grid and "
-        "OUTPUT_DIR/diagnoses.csv (case,diagnosis,p_<class>...).",
+        "OUTPUT_DIR/diagnoses.csv (case,diagnosis,p_<class>...,volumes) and diagnoses.json. "
+        "Exit code 0: all cases predicted; 1: error before any case; 3: some cases failed "
+        "(see OUTPUT_DIR/failures.csv).",
     )
     parser.add_argument("-i", "--input", type=Path, required=True, help="folder of input scans")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
@@ -44,26 +54,72 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--evidence",
+        nargs="?",
+        const=DEFAULT_EVIDENCE,
+        default=None,
+        choices=sorted(EVIDENCE_METHODS),
+        metavar="METHOD",
+        help="also write OUTPUT_DIR/CASE_evidence.nii.gz (evidence map for the predicted "
+        "diagnosis, in [0, 1], on the input grid) and CASE_evidence.png (axial montage). "
+        f"METHOD: {', '.join(sorted(EVIDENCE_METHODS))} (bare flag: {DEFAULT_EVIDENCE}, the "
+        "classifier's evidence map, eq. 5)",
+    )
+    parser.add_argument(
+        "--tile-batch",
+        type=int,
+        default=None,
+        help="sliding-window tiles per forward pass (default: the plan's batch size)",
+    )
+    parser.add_argument(
+        "--no-tta",
         action="store_true",
-        help="also write OUTPUT_DIR/CASE_evidence.nii.gz: the classifier's evidence map (eq. 5) "
-        "for the predicted diagnosis, in [0, 1], on the input grid",
+        help="no mirroring test-time augmentation (default: mirror over the axes the "
+        "trainer mirrored, 2^axes passes per tile)",
+    )
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write OUTPUT_DIR/CASE_probabilities.npz: per-label probabilities "
+        "(float16, compressed) on the input grid",
+    )
+    parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="skip cases whose outputs an earlier (e.g. killed) run completed",
     )
     add_verbosity(parser)
+    parser.epilog = "-v/--verbose also logs a per-case timing breakdown."
     args = parser.parse_args(argv)
     if not 0 < args.step_size <= 1:
         parser.error("--step-size must be in (0, 1]")
     if problem := output_dir_problem([args.input], args.output):
         parser.error(problem)
-    return run(
-        lambda: predict_folder(
-            args.input,
-            args.output,
-            args.work_dir,
-            folds=args.folds,
-            device=args.device,
-            step_fraction=args.step_size,
-            configuration=args.configuration,
-            evidence=args.evidence,
-        ),
+    if args.tile_batch is not None and args.tile_batch < 1:
+        parser.error("--tile-batch must be >= 1")
+    options = PredictOptions(
+        folds=args.folds,
+        device=args.device,
+        step_fraction=args.step_size,
+        configuration=args.configuration,
+        tile_batch=args.tile_batch,
+        use_tta=not args.no_tta,
+        evidence=args.evidence,
+        save_probabilities=args.save_probabilities,
+        resume=args.resume,
+        report_timing=args.verbose,
+    )
+    reports: list[PredictionReport] = []
+    code = run(
+        lambda: reports.append(run_prediction(args.input, args.output, args.work_dir, options)),
         args.verbose,
     )
+    if code == 0 and reports and not reports[0].ok:
+        failed = sorted(f.case_id for f in reports[0].failures)
+        print(
+            f"error: {len(failed)} case(s) failed and were skipped ({', '.join(failed)}); "
+            f"files and reasons in {args.output / FAILURES_CSV}",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
+    return code

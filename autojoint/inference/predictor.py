@@ -1,47 +1,91 @@
 """Predict masks and diagnoses for a folder of scans with one or more trained folds.
 
 Per case: preprocess exactly as in training, sliding-window segmentation at full
-resolution (fold ensemble = mean of probabilities), probabilities resampled back to the
+resolution (batched tiles, mirroring test-time augmentation over the axes the trainer
+mirrored, fold ensemble = mean of probabilities), probabilities resampled back to the
 cropped input grid, argmax, pasted into the full input grid, written with the input's
-geometry. The diagnosis comes from one pass over the whole-scan view.
+geometry. The diagnosis comes from one pass over the whole-scan view per fold (the mean of
+the folds' class probabilities). A case that fails is reported and skipped; the others are
+still predicted (see docs/prediction.md).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from autojoint.fingerprint.compute import is_ct
+from autojoint.inference.evidence import (
+    DEFAULT_EVIDENCE,
+    evidence_on_input_grid,
+    get_evidence_method,
+    to_cropped_input_order,
+)
+from autojoint.inference.lung import lesion_volumes
+from autojoint.inference.montage import write_montage
+from autojoint.inference.outputs import (
+    DIAGNOSES_CSV,
+    CaseFailure,
+    evidence_path,
+    is_complete,
+    mask_path,
+    montage_path,
+    probabilities_path,
+    read_record,
+    remove_stale_temp_files,
+    write_failures,
+    write_probabilities,
+    write_record,
+    write_tables,
+)
 from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import order_channels
-from autojoint.io.files import atomic_write
 from autojoint.io.image_io import ImageGeometry, write_image
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
-from autojoint.preprocessing.preprocess import (
-    PreprocessedCase,
-    preprocess_arrays,
-    transpose_spatial,
-)
-from autojoint.preprocessing.resample import resample_probabilities
+from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
 from autojoint.training.checkpoint import load_checkpoint
 from autojoint.training.trainer import resolve_device
 from autojoint.workdir import configuration_dir, fold_dir
 
+__all__ = [
+    "DIAGNOSES_CSV",
+    "CasePrediction",
+    "Ensemble",
+    "InputCase",
+    "PredictOptions",
+    "PredictionReport",
+    "available_folds",
+    "discover_input_cases",
+    "evidence_on_input_grid",
+    "find_input_cases",
+    "load_ensemble",
+    "load_models",
+    "mask_on_input_grid",
+    "predict_case",
+    "predict_folder",
+    "run_prediction",
+]
+
 logger = logging.getLogger(__name__)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
-DIAGNOSES_CSV = "diagnoses.csv"
+# What the trainer's augmentation mirrors (autojoint/data/augmentation.py), used when a
+# checkpoint does not record its own ``extra["mirror_axes"]``.
+DEFAULT_MIRROR_AXES = (0, 1, 2)
+STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
 
 
 @dataclass(frozen=True)
@@ -57,13 +101,14 @@ def _split_ending(name: str) -> tuple[str, str] | None:
     return None
 
 
-def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
-    """Cases in ``input_dir``: ``CASE_XXXX.ext`` channel files (nnU-Net naming), plain
-    ``CASE.ext`` for single-channel plans, or sub-folders holding a DICOM series.
+def discover_input_cases(
+    input_dir: Path, num_channels: int
+) -> tuple[list[InputCase], list[CaseFailure]]:
+    """Cases in ``input_dir`` (see :func:`find_input_cases`) and the cases whose files do
+    not form a valid case (e.g. a missing channel), which are reported, not raised.
 
     Raises:
         FileNotFoundError: missing folder or no images in it.
-        ValueError: a case with the wrong number of channels.
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
@@ -85,18 +130,55 @@ def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
         channels.setdefault(case, {})[ch] = p
     if not channels:
         raise FileNotFoundError(f"{input_dir}: holds no images ({', '.join(IMAGE_ENDINGS)}).")
-    return [
-        InputCase(case, order_channels(files, num_channels, case, input_dir))
-        for case, files in sorted(channels.items())
-    ]
+    cases, failures = [], []
+    for case, files in sorted(channels.items()):
+        try:
+            cases.append(InputCase(case, order_channels(files, num_channels, case, input_dir)))
+        except ValueError as err:
+            first = files[min(files)]
+            failures.append(CaseFailure(case, str(first), str(err)))
+    return cases, failures
 
 
-def load_models(
+def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
+    """Cases in ``input_dir``: ``CASE_XXXX.ext`` channel files (nnU-Net naming), plain
+    ``CASE.ext`` for single-channel plans, or sub-folders holding a DICOM series.
+
+    Raises:
+        FileNotFoundError: missing folder or no images in it.
+        ValueError: a case with the wrong number of channels.
+    """
+    cases, failures = discover_input_cases(input_dir, num_channels)
+    if failures:
+        raise ValueError(failures[0].reason)
+    return cases
+
+
+def trained_mirror_axes(extra: dict[str, Any]) -> tuple[int, ...]:
+    """Spatial axes (network order) the fold's training mirrored patches along: what the
+    checkpoint records (``extra["mirror_axes"]``), else the trainer's default."""
+    axes = extra.get("mirror_axes")
+    if axes is None:
+        return DEFAULT_MIRROR_AXES
+    return tuple(int(a) for a in axes)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The networks of several folds of one plan, with each fold's mirror axes."""
+
+    plan: Plan
+    folds: tuple[str, ...]
+    nets: tuple[JointNet, ...]
+    mirror_axes: tuple[tuple[int, ...], ...]
+
+
+def load_ensemble(
     work_dir: Path, folds: list[str], device: torch.device, configuration: str = "fullres"
-) -> tuple[Plan, list[JointNet]]:
+) -> Ensemble:
     """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
     plan: Plan | None = None
-    nets = []
+    nets, axes = [], []
     for fold in folds:
         ckpt = load_checkpoint(
             fold_dir(work_dir, fold, configuration) / "checkpoint_final.pt", device
@@ -110,9 +192,18 @@ def load_models(
         net = JointNet(p)
         net.load_state_dict(ckpt["network"])
         nets.append(net.to(device).eval())
+        axes.append(trained_mirror_axes(ckpt.get("extra") or {}))
     if plan is None:
         raise ValueError("no folds given.")
-    return plan, nets
+    return Ensemble(plan, tuple(folds), tuple(nets), tuple(axes))
+
+
+def load_models(
+    work_dir: Path, folds: list[str], device: torch.device, configuration: str = "fullres"
+) -> tuple[Plan, list[JointNet]]:
+    """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
+    ens = load_ensemble(work_dir, folds, device, configuration)
+    return ens.plan, list(ens.nets)
 
 
 def available_folds(work_dir: Path, configuration: str = "fullres") -> list[str]:
@@ -120,20 +211,6 @@ def available_folds(work_dir: Path, configuration: str = "fullres") -> list[str]
     base = configuration_dir(work_dir, configuration)
     return sorted(
         p.parent.name.removeprefix("fold_") for p in base.glob("fold_*/checkpoint_final.pt")
-    )
-
-
-def to_cropped_input_order(volumes: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
-    """Resample per-channel maps from network space (any grid covering the cropped scan,
-    in the plan's axis order) to the cropped input grid in the input's array order.
-
-    Shape:
-        volumes ``(K, a, b, c)`` -> ``(K, *crop_shape)`` float32.
-    """
-    crop_shape = tuple(b - a for a, b in pre.bbox)
-    fwd_crop_shape = tuple(crop_shape[a] for a in plan.transpose_forward)
-    return transpose_spatial(
-        resample_probabilities(volumes, fwd_crop_shape), plan.transpose_backward
     )
 
 
@@ -148,87 +225,332 @@ def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> 
     return uncrop(mask, pre.bbox, pre.geometry.shape)
 
 
-def evidence_on_input_grid(
-    maps: list[torch.Tensor], pre: PreprocessedCase, plan: Plan
-) -> np.ndarray:
-    """Eq. 5 evidence maps of all classifier units (and folds), upsampled to the view,
-    averaged, rectified and scaled to [0, 1] (as Grad-CAM displays are), then put on the
-    input grid (0 outside the body crop).
+def _probabilities_on_input_grid(cropped: np.ndarray, pre: PreprocessedCase) -> np.ndarray:
+    """Cropped per-class probabilities pasted into the input grid: outside the body crop
+    the background has probability 1."""
+    out = uncrop(cropped.astype(np.float32), pre.bbox, pre.geometry.shape)
+    crop_region = uncrop(np.ones(cropped.shape[1:], bool), pre.bbox, pre.geometry.shape)
+    out[0][~crop_region] = 1.0
+    return out
 
-    Shape:
-        maps: each ``(1, 1, ...)`` at a unit's resolution -> ``pre.geometry.shape`` float32.
-    """
-    size = tuple(pre.cls_data.shape[1:])
-    mode = "trilinear" if maps[0].ndim == 5 else "bilinear"
-    up = [F.interpolate(m, size=size, mode=mode, align_corners=False)[0, 0] for m in maps]
-    view = torch.relu(torch.stack(up).mean(dim=0)).cpu().numpy().astype(np.float32)
-    peak = float(view.max())
-    if peak > 0:
-        view /= peak
-    cropped = to_cropped_input_order(view[None], pre, plan)[0]
-    return uncrop(np.clip(cropped, 0.0, 1.0), pre.bbox, pre.geometry.shape)
+
+class StageTimer:
+    """Wall-clock seconds per named stage (CUDA work is synchronised before reading)."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.seconds: dict[str, float] = {}
+        self.device = device
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 @dataclass(frozen=True)
 class CasePrediction:
-    """What the predictor produces for one case, on the input grid."""
+    """What the predictor produces for one case, on the input grid.
+
+    ``class_probs`` is the fold mean, ``fold_class_probs`` ``(F, num_classes)`` each fold's;
+    ``lesion_probs`` ``(K, Z, Y, X)`` per-label probabilities (when asked for); ``image``
+    the first input channel (for the lung estimate and the montage).
+    """
 
     mask: np.ndarray
     class_probs: np.ndarray | None
     geometry: ImageGeometry
     evidence: np.ndarray | None
+    fold_class_probs: np.ndarray | None = None
+    lesion_probs: np.ndarray | None = None
+    image: np.ndarray | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _ct_channel(plan: Plan) -> int | None:
+    for i, (_, name) in enumerate(sorted(plan.channel_names.items(), key=lambda kv: int(kv[0]))):
+        if name.strip().upper() == "CT":
+            return i
+    return None
 
 
 @torch.no_grad()
 def predict_case(
     case: InputCase,
     plan: Plan,
-    nets: list[JointNet],
+    nets: Sequence[JointNet],
     device: torch.device,
     *,
     step_fraction: float = 0.5,
-    with_evidence: bool = False,
+    with_evidence: bool | str = False,
+    tile_batch: int = 1,
+    mirror_axes: Sequence[Sequence[int]] | None = None,
+    keep_probabilities: bool = False,
 ) -> CasePrediction:
     """Mask, diagnosis probabilities (None without classes) and, if asked, evidence maps
-    of the predicted diagnosis, all on the input grid."""
-    data, geo = load_channels(case.paths)
-    pre = preprocess_arrays(case.case_id, data, geo, None, plan)
-    probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
-    view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
-    # With the cross-stitch stem, each window mixes in the case's whole-scan view, as in
-    # training; without it the context is ignored.
-    context = view if plan.network.cross_stitch else None
-    class_probs = np.zeros(len(plan.classes), np.float32)
-    unit_features = []
-    for net in nets:
-        probs += network_probabilities(
-            net,
-            pre.data,
-            plan.patch_size,
-            plan.num_seg_classes,
-            context=context,
-            step_fraction=step_fraction,
-            device=device,
-        )
-        if view is not None:
-            _, logits, feats = net.classify(view)
-            class_probs += torch.softmax(logits, dim=1)[0].cpu().numpy()
-            unit_features.append(feats)
-    mask = mask_on_input_grid(probs / len(nets), pre, plan)
+    of the predicted diagnosis, all on the input grid.
+
+    Args:
+        with_evidence: False, True (the default method ``cam``) or an evidence method name.
+        mirror_axes: per net, the spatial axes to mirror for test-time augmentation;
+            None = no mirroring.
+        keep_probabilities: also return per-label probabilities on the input grid.
+    """
+    timer = StageTimer(device)
+    axes = [()] * len(nets) if mirror_axes is None else [tuple(a) for a in mirror_axes]
+    with timer("read"):
+        data, geo = load_channels(case.paths)
+    with timer("preprocess"):
+        pre = preprocess_arrays(case.case_id, data, geo, None, plan)
+    with timer("network"):
+        probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
+        view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
+        # With the cross-stitch stem, each window mixes in the case's whole-scan view, as in
+        # training; without it the context is ignored.
+        context = view if plan.network.cross_stitch else None
+        fold_probs = []
+        for net, net_axes in zip(nets, axes, strict=True):
+            probs += network_probabilities(
+                net,
+                pre.data,
+                plan.patch_size,
+                plan.num_seg_classes,
+                context=context,
+                step_fraction=step_fraction,
+                device=device,
+                tile_batch=tile_batch,
+                mirror_axes=net_axes,
+            )
+            if view is not None:
+                _, logits, _ = net.classify(view)
+                fold_probs.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+    with timer("resample"):
+        cropped = to_cropped_input_order(probs / len(nets), pre, plan)
+        mask = uncrop(np.argmax(cropped, axis=0).astype(np.uint8), pre.bbox, geo.shape)
+        lesion_probs = _probabilities_on_input_grid(cropped, pre) if keep_probabilities else None
+    ct = _ct_channel(plan)
+    image = data[ct if ct is not None else 0]
     if view is None:
-        return CasePrediction(mask, None, geo, None)
-    class_probs = class_probs / class_probs.sum()
+        return CasePrediction(
+            mask, None, geo, None, None, lesion_probs, image, timing=timer.seconds
+        )
+    fold_array = np.stack(fold_probs).astype(np.float32)
+    class_probs = fold_array.mean(axis=0)
     evidence = None
     if with_evidence:
-        predicted = torch.tensor([int(np.argmax(class_probs))], device=device)
-        maps = [
-            m
-            for net, feats in zip(nets, unit_features, strict=True)
-            if net.cls is not None
-            for m in net.cls.evidence_maps(feats, predicted)
-        ]
-        evidence = evidence_on_input_grid(maps, pre, plan)
-    return CasePrediction(mask, class_probs, geo, evidence)
+        method = DEFAULT_EVIDENCE if with_evidence is True else str(with_evidence)
+        with timer("evidence"):
+            evidence = get_evidence_method(method)(
+                list(nets), view, int(np.argmax(class_probs)), pre, plan
+            )
+    return CasePrediction(
+        mask, class_probs, geo, evidence, fold_array, lesion_probs, image, timing=timer.seconds
+    )
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict a folder (the CLI flags of ``autojoint_predict``).
+
+    Attributes:
+        folds: folds to ensemble (None: every fold with ``checkpoint_final.pt``).
+        tile_batch: tiles per forward pass (None: the plan's training batch size).
+        use_tta: mirror tiles over the axes the trainer mirrored.
+        evidence: evidence method name (``"cam"``) or None.
+        save_probabilities: write ``CASE_probabilities.npz``.
+        resume: skip cases whose outputs an earlier run completed (``--continue``).
+        report_timing: log the per-case timing breakdown.
+    """
+
+    folds: list[str] | None = None
+    device: str = "cpu"
+    step_fraction: float = 0.5
+    configuration: str = "fullres"
+    tile_batch: int | None = None
+    use_tta: bool = True
+    evidence: str | None = None
+    save_probabilities: bool = False
+    resume: bool = False
+    report_timing: bool = False
+
+
+@dataclass
+class PredictionReport:
+    """Cases predicted now, skipped as already complete, and failed (file + reason)."""
+
+    predicted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[CaseFailure] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _case_record(
+    case: InputCase, result: CasePrediction, plan: Plan, folds: Sequence[str]
+) -> dict[str, Any]:
+    ct = result.image if is_ct(plan.channel_names) else None
+    record: dict[str, Any] = {
+        "case": case.case_id,
+        "inputs": [str(p) for p in case.paths],
+        "volumes": lesion_volumes(result.mask, result.geometry, plan.labels, ct),
+    }
+    if result.class_probs is not None and result.fold_class_probs is not None:
+        winner = int(np.argmax(result.class_probs))
+        votes = np.argmax(result.fold_class_probs, axis=1)
+        record.update(
+            diagnosis=plan.classes[winner],
+            probabilities={
+                c: float(p) for c, p in zip(plan.classes, result.class_probs, strict=True)
+            },
+            fold_agreement=float(np.mean(votes == winner)),
+            fold_probabilities={
+                f: {c: float(p) for c, p in zip(plan.classes, fp, strict=True)}
+                for f, fp in zip(folds, result.fold_class_probs, strict=True)
+            },
+        )
+    return record
+
+
+def _write_case(
+    out_dir: Path, case: InputCase, result: CasePrediction, plan: Plan, record: dict[str, Any]
+) -> None:
+    """Every output of one case, the record last (it marks the case complete)."""
+    write_image(result.mask, result.geometry, mask_path(out_dir, case.case_id))
+    if result.evidence is not None:
+        write_image(result.evidence, result.geometry, evidence_path(out_dir, case.case_id))
+        assert result.image is not None
+        title = case.case_id
+        if "diagnosis" in record:
+            p = record["probabilities"][record["diagnosis"]]
+            title += f": {record['diagnosis']} (p = {p:.2f})"
+        write_montage(
+            montage_path(out_dir, case.case_id),
+            result.image,
+            result.mask,
+            result.evidence,
+            result.geometry,
+            title=title,
+            label_names={v: k for k, v in plan.labels.items() if v > 0},
+            is_ct=is_ct(plan.channel_names),
+        )
+    if result.lesion_probs is not None:
+        names = [k for k, _ in sorted(plan.labels.items(), key=lambda kv: kv[1])]
+        write_probabilities(
+            probabilities_path(out_dir, case.case_id), result.lesion_probs, result.geometry, names
+        )
+    write_record(out_dir, record)
+
+
+def _timing_line(case_id: str, seconds: dict[str, float]) -> str:
+    parts = [f"{s} {seconds[s]:.2f} s" for s in STAGES if s in seconds]
+    return f"{case_id}: " + ", ".join(parts) + f"; total {sum(seconds.values()):.2f} s"
+
+
+def run_prediction(
+    input_dir: Path, output_dir: Path, work_dir: Path, options: PredictOptions
+) -> PredictionReport:
+    """Predict every case of ``input_dir`` into ``output_dir`` (docs/prediction.md).
+
+    A case that fails (unreadable file, NaNs, wrong dimensions, missing channel, out of
+    memory...) is logged with its file and reason, listed in ``failures.csv`` and skipped.
+
+    Raises:
+        FileNotFoundError: no trained fold, or no input folder/images.
+        ValueError: folds of different plans, or an unknown evidence method.
+    """
+    dev = resolve_device(options.device)
+    folds = options.folds or available_folds(work_dir, options.configuration)
+    if not folds:
+        where = fold_dir(work_dir, "*", options.configuration)
+        raise FileNotFoundError(
+            f"{where}/checkpoint_final.pt: none found; run autojoint_train "
+            f"(-c {options.configuration}) first."
+        )
+    if options.evidence is not None:
+        get_evidence_method(options.evidence)
+    ens = load_ensemble(Path(work_dir), folds, dev, options.configuration)
+    plan = ens.plan
+    cases, failures = discover_input_cases(input_dir, len(plan.channel_names))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(output_dir)
+    tile_batch = options.tile_batch or plan.batch_size
+    mirror = list(ens.mirror_axes) if options.use_tta else None
+    with_evidence = options.evidence is not None and plan.has_diagnosis
+    report = PredictionReport(failures=list(failures))
+    for f in failures:
+        logger.error("skipping case %s (%s): %s", f.case_id, f.path, f.reason)
+    records: dict[str, dict[str, Any]] = {}
+    bar = tqdm(cases, desc="predict", unit="case")
+    for case in bar:
+        complete = is_complete(
+            output_dir,
+            case.case_id,
+            evidence=with_evidence,
+            probabilities=options.save_probabilities,
+        )
+        if options.resume and complete:
+            try:
+                records[case.case_id] = read_record(output_dir, case.case_id)
+                report.skipped.append(case.case_id)
+                continue
+            except ValueError as err:
+                logger.warning("%s; predicting it again", err)
+        start = time.perf_counter()
+        try:
+            result = predict_case(
+                case,
+                plan,
+                ens.nets,
+                dev,
+                step_fraction=options.step_fraction,
+                with_evidence=options.evidence or False if with_evidence else False,
+                tile_batch=tile_batch,
+                mirror_axes=mirror,
+                keep_probabilities=options.save_probabilities,
+            )
+            timer = StageTimer()
+            with timer("write"):
+                record = _case_record(case, result, plan, ens.folds)
+                _write_case(output_dir, case, result, plan, record)
+        except Exception as err:  # one bad case must not stop the others
+            reason = f"{type(err).__name__}: {err}"
+            logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)
+            logger.debug("traceback of case %s", case.case_id, exc_info=True)
+            report.failures.append(CaseFailure(case.case_id, str(case.paths[0]), reason))
+            continue
+        records[case.case_id] = record
+        report.predicted.append(case.case_id)
+        seconds = {**result.timing, **timer.seconds}
+        report.timings[case.case_id] = seconds
+        bar.set_postfix(case=case.case_id, seconds=f"{time.perf_counter() - start:.1f}")
+        if options.report_timing:
+            logger.info("timing %s", _timing_line(case.case_id, seconds))
+    bar.close()
+    ordered = [records[c.case_id] for c in cases if c.case_id in records]
+    write_tables(output_dir, ordered, plan, list(ens.folds))
+    write_failures(output_dir, sorted(report.failures, key=lambda f: f.case_id))
+    if options.report_timing and report.timings:
+        means = {
+            s: float(np.mean([t.get(s, 0.0) for t in report.timings.values()])) for s in STAGES
+        }
+        logger.info("timing mean per case: %s", _timing_line("all", means).split(": ", 1)[1])
+    logger.info(
+        "predicted %d, skipped %d (complete), failed %d case(s) with folds %s into %s",
+        len(report.predicted),
+        len(report.skipped),
+        len(report.failures),
+        list(ens.folds),
+        output_dir,
+    )
+    return report
 
 
 def predict_folder(
@@ -240,46 +562,24 @@ def predict_folder(
     device: str = "cpu",
     step_fraction: float = 0.5,
     configuration: str = "fullres",
-    evidence: bool = False,
+    evidence: bool | str = False,
+    **options: Any,
 ) -> list[str]:
     """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv`` (and, with
-    ``evidence``, ``OUT/CASE_evidence.nii.gz``); returns case ids."""
-    dev = resolve_device(device)
-    folds = folds or available_folds(work_dir, configuration)
-    if not folds:
-        where = fold_dir(work_dir, "*", configuration)
-        raise FileNotFoundError(
-            f"{where}/checkpoint_final.pt: none found; run autojoint_train "
-            f"(-c {configuration}) first."
-        )
-    plan, nets = load_models(Path(work_dir), folds, dev, configuration)
-    cases = find_input_cases(input_dir, len(plan.channel_names))
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for case in tqdm(cases, desc="predict", unit="case"):
-        result = predict_case(
-            case, plan, nets, dev, step_fraction=step_fraction, with_evidence=evidence
-        )
-        write_image(result.mask, result.geometry, output_dir / f"{case.case_id}.nii.gz")
-        if result.evidence is not None:
-            write_image(
-                result.evidence, result.geometry, output_dir / f"{case.case_id}_evidence.nii.gz"
-            )
-        class_probs = result.class_probs
-        if class_probs is not None:
-            rows.append(
-                [
-                    case.case_id,
-                    plan.classes[int(np.argmax(class_probs))],
-                    *[f"{p:.6f}" for p in class_probs],
-                ]
-            )
-    if plan.has_diagnosis:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["case", "diagnosis", *[f"p_{c}" for c in plan.classes]])
-        writer.writerows(rows)
-        atomic_write(output_dir / DIAGNOSES_CSV, lambda fh: fh.write(buf.getvalue()))
-    logger.info("predicted %d cases with folds %s into %s", len(cases), folds, output_dir)
-    return [c.case_id for c in cases]
+    ``evidence``, ``OUT/CASE_evidence.nii.gz``); returns the ids of the cases whose outputs
+    are complete. Further keyword ``options`` are fields of :class:`PredictOptions`."""
+    method = DEFAULT_EVIDENCE if evidence is True else (evidence or None)
+    report = run_prediction(
+        input_dir,
+        output_dir,
+        work_dir,
+        PredictOptions(
+            folds=folds,
+            device=device,
+            step_fraction=step_fraction,
+            configuration=configuration,
+            evidence=method,
+            **options,
+        ),
+    )
+    return sorted(report.predicted + report.skipped)

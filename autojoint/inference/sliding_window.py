@@ -1,7 +1,14 @@
-"""Sliding-window prediction with Gaussian tile weighting."""
+"""Sliding-window prediction with Gaussian tile weighting, batched tiles and mirroring TTA.
+
+Device-agnostic: tiles go to ``device``; the blended result is accumulated on ``device``
+too (in half precision on CUDA, where memory is scarce and bandwidth matters) and falls back
+to float32 CPU buffers when the device runs out of memory.
+"""
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -9,6 +16,8 @@ import torch
 from tqdm import tqdm
 
 from autojoint.networks.joint_net import JointNet, fuse_scales
+
+logger = logging.getLogger(__name__)
 
 
 def tile_starts(size: int, patch: int, step_fraction: float) -> list[int]:
@@ -30,6 +39,85 @@ def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.
     return np.maximum(w, 1e-3 * w.max() + 1e-8).astype(np.float32)  # never exactly 0
 
 
+def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of the spatial ``axes`` (the empty one = no flip): 2^len(axes) passes."""
+    axes = sorted(set(int(a) for a in axes))
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def predict_mirrored(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    tiles: torch.Tensor,
+    mirror_axes: Sequence[int] = (),
+) -> torch.Tensor:
+    """Mean of ``predict`` over every mirrored copy of ``tiles`` (flipped back).
+
+    ``mirror_axes`` are spatial axes (0 = first spatial axis of the tile), the axes the
+    trainer mirrored patches along; ``()`` is a single plain pass.
+
+    Shape:
+        tiles ``(B, C, Z, Y, X)`` -> ``(B, K, Z, Y, X)``.
+    """
+    combos = mirror_combinations(mirror_axes)
+    out: torch.Tensor | None = None
+    for combo in combos:
+        dims = [a + 2 for a in combo]
+        scores = predict(torch.flip(tiles, dims) if dims else tiles)
+        scores = torch.flip(scores, dims) if dims else scores
+        out = scores if out is None else out + scores
+    assert out is not None
+    return out / len(combos)
+
+
+def _zeros(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Buffer allocation (a seam for tests that inject an out-of-memory error)."""
+    return torch.zeros(tuple(shape), device=device, dtype=dtype)
+
+
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """Half precision on CUDA (halves the buffer memory; probabilities need no more), else
+    float32."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _blend(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    padded: np.ndarray,
+    patch: list[int],
+    num_classes: int,
+    tiles: list[tuple[int, int, int]],
+    *,
+    device: torch.device,
+    buffer_device: torch.device,
+    tile_batch: int,
+    mirror_axes: Sequence[int],
+    show_progress: bool,
+) -> np.ndarray:
+    """One pass over all tiles accumulating on ``buffer_device``; returns float32 numpy."""
+    dtype = accumulation_dtype(buffer_device)
+    spatial = padded.shape[1:]
+    acc = _zeros((num_classes, *spatial), buffer_device, dtype)
+    norm = _zeros(spatial, buffer_device, dtype)
+    weight = torch.from_numpy(gaussian_importance(patch)).to(buffer_device, dtype)
+    source = torch.from_numpy(padded)
+    batches = [tiles[i : i + tile_batch] for i in range(0, len(tiles), tile_batch)]
+    for batch in tqdm(batches, desc="tiles", unit="batch", leave=False, disable=not show_progress):
+        slices = [
+            (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
+            for z, y, x in batch
+        ]
+        x = torch.stack([source[(slice(None), *sl)] for sl in slices]).to(device)
+        scores = predict_mirrored(predict, x, mirror_axes).detach().to(buffer_device, dtype)
+        for i, sl in enumerate(slices):
+            acc[(slice(None), *sl)] += scores[i] * weight
+            norm[sl] += weight
+    return (acc.float() / norm.float()).cpu().numpy()
+
+
 def sliding_window_predict(
     predict: Callable[[torch.Tensor], torch.Tensor],
     data: np.ndarray,
@@ -39,15 +127,26 @@ def sliding_window_predict(
     step_fraction: float = 0.5,
     device: torch.device | str = "cpu",
     show_progress: bool = True,
+    tile_batch: int = 1,
+    mirror_axes: Sequence[int] = (),
 ) -> np.ndarray:
-    """Tile ``data``, run ``predict`` on each tile, blend with Gaussian weights.
+    """Tile ``data``, run ``predict`` on batches of tiles, blend with Gaussian weights.
 
-    ``predict`` maps ``(1, C, *patch)`` to per-class scores ``(1, K, *patch)``
+    ``predict`` maps ``(B, C, *patch)`` to per-class scores ``(B, K, *patch)``
     (probabilities or logits). Volumes smaller than the patch are padded with their minimum.
+    ``mirror_axes`` averages each tile's scores over its mirrored copies (test-time
+    augmentation). Results accumulate on ``device`` (fp16 on CUDA); if that runs out of
+    memory the case is redone with float32 CPU buffers.
 
     Shape:
         data ``(C, Z, Y, X)`` -> ``(K, Z, Y, X)`` float32.
+
+    Raises:
+        ValueError: ``tile_batch`` < 1.
     """
+    if tile_batch < 1:
+        raise ValueError(f"tile_batch must be >= 1, got {tile_batch}.")
+    device = torch.device(device)
     patch = [int(p) for p in patch_size]
     shape = data.shape[1:]
     padded_shape = [max(s, p) for s, p in zip(shape, patch, strict=True)]
@@ -56,19 +155,29 @@ def sliding_window_predict(
         padded = np.full((data.shape[0], *padded_shape), pad_val, dtype=np.float32)
         padded[(slice(None), *[slice(0, s) for s in shape])] = data
     else:
-        padded = data.astype(np.float32, copy=False)
-    weight = gaussian_importance(patch)
-    acc = np.zeros((num_classes, *padded_shape), dtype=np.float32)
-    norm = np.zeros(padded_shape, dtype=np.float32)
+        padded = np.ascontiguousarray(data, dtype=np.float32)
     starts = [tile_starts(s, p, step_fraction) for s, p in zip(padded_shape, patch, strict=True)]
     tiles = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
-    for z, y, x in tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=not show_progress):
-        sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-        tile = torch.from_numpy(np.ascontiguousarray(padded[(slice(None), *sl)][None])).to(device)
-        scores = predict(tile)[0].detach().float().cpu().numpy()
-        acc[(slice(None), *sl)] += scores * weight
-        norm[sl] += weight
-    out = acc / norm
+    kwargs = dict(
+        device=device,
+        tile_batch=tile_batch,
+        mirror_axes=tuple(mirror_axes),
+        show_progress=show_progress,
+    )
+    try:
+        out = _blend(predict, padded, patch, num_classes, tiles, buffer_device=device, **kwargs)  # type: ignore[arg-type]
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not _is_out_of_memory(err):
+            raise
+        logger.warning(
+            "out of memory with result buffers on %s (%s); redoing this case with CPU buffers.",
+            device,
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+        )
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        cpu = torch.device("cpu")
+        out = _blend(predict, padded, patch, num_classes, tiles, buffer_device=cpu, **kwargs)  # type: ignore[arg-type]
     return out[(slice(None), *[slice(0, s) for s in shape])]
 
 
@@ -81,18 +190,22 @@ def network_probabilities(
     context: torch.Tensor | None = None,
     step_fraction: float = 0.5,
     device: torch.device | str = "cpu",
+    tile_batch: int = 1,
+    mirror_axes: Sequence[int] = (),
 ) -> np.ndarray:
     """Softmax of the eta-fused segmentation (eq. 1/3) of a joint network, tiled.
 
     ``context`` is the case's whole-scan view, mixed into every tile when the network has a
-    cross-stitch stem (ignored otherwise).
+    cross-stitch stem (ignored otherwise). It is never mirrored: training mirrors only the
+    patch, never the view.
 
     Shape:
         data ``(C, Z, Y, X)`` -> ``(K, Z, Y, X)`` float32.
     """
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(fuse_scales(net.seg(x, context), net.eta), dim=1)
+        ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
+        return torch.softmax(fuse_scales(net.seg(x, ctx), net.eta), dim=1)
 
     return sliding_window_predict(
         predict,
@@ -102,4 +215,6 @@ def network_probabilities(
         step_fraction=step_fraction,
         device=device,
         show_progress=False,
+        tile_batch=tile_batch,
+        mirror_axes=mirror_axes,
     )

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from autojoint.inference import sliding_window
 from autojoint.inference.sliding_window import (
+    accumulation_dtype,
     gaussian_importance,
+    mirror_combinations,
+    network_probabilities,
     sliding_window_predict,
     tile_starts,
 )
+from autojoint.networks.joint_net import JointNet
 
 
 def _pointwise(t: torch.Tensor) -> torch.Tensor:
@@ -135,3 +140,158 @@ def test_gaussian_importance_positive_and_peaks_at_centre(patch: tuple[int, int,
         line = w[centre[0], centre[1], centre[2] :]
         assert np.all(np.diff(line) <= 0) and line[-1] < line[0]
     assert w.min() < w[centre]
+
+
+# --- batching, mirroring TTA, accumulation and out-of-memory fallback -------------------------
+
+
+def test_mirror_combinations_known_answer() -> None:
+    assert mirror_combinations(()) == [()]
+    assert mirror_combinations((2, 0)) == [(), (0,), (2,), (0, 2)]
+    assert len(mirror_combinations((0, 1, 2))) == 8
+
+
+def _symmetric_conv(seed: int = 0) -> torch.nn.Conv3d:
+    """A 3x3x3 convolution whose kernels are symmetric under flipping every axis, with
+    symmetric zero padding: it commutes with mirroring (mirror-equivariant)."""
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+    with torch.no_grad():
+        w = conv.weight
+        for d in (2, 3, 4):
+            w.copy_((w + torch.flip(w, (d,))) / 2)
+    return conv.eval()
+
+
+@torch.no_grad()
+def test_tta_of_mirror_equivariant_network_changes_nothing() -> None:
+    conv = _symmetric_conv()
+    data = np.random.default_rng(2).normal(size=(1, 13, 21, 17)).astype(np.float32)
+    plain = sliding_window_predict(conv, data, (8, 12, 10), 3, show_progress=False)
+    tta = sliding_window_predict(
+        conv, data, (8, 12, 10), 3, show_progress=False, mirror_axes=(0, 1, 2)
+    )
+    np.testing.assert_allclose(tta, plain, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_tta_is_the_mean_over_flipped_copies() -> None:
+    """A network that is not mirror-equivariant: TTA gives the mean of its flipped-back
+    predictions (reference computed directly on one whole-volume tile)."""
+    torch.manual_seed(3)
+    conv = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+    data = np.random.default_rng(3).normal(size=(1, 6, 8, 8)).astype(np.float32)
+    x = torch.from_numpy(data)[None]
+    reference = (conv(x) + torch.flip(conv(torch.flip(x, (3,))), (3,))) / 2
+    out = sliding_window_predict(conv, data, (6, 8, 8), 2, show_progress=False, mirror_axes=(1,))
+    np.testing.assert_allclose(out, reference[0].numpy(), rtol=1e-5, atol=1e-6)
+    plain = sliding_window_predict(conv, data, (6, 8, 8), 2, show_progress=False)
+    assert not np.allclose(out, plain, atol=1e-4)  # the test can see a wrong TTA
+
+
+@pytest.mark.parametrize("tile_batch", [2, 3, 64])
+def test_batched_tiles_equal_unbatched(tile_batch: int) -> None:
+    conv = _symmetric_conv(1)
+    data = np.random.default_rng(4).normal(size=(1, 11, 27, 19)).astype(np.float32)
+    calls: list[int] = []
+
+    @torch.no_grad()
+    def predict(t: torch.Tensor) -> torch.Tensor:
+        calls.append(t.shape[0])
+        return conv(t)
+
+    single = sliding_window_predict(predict, data, (6, 10, 8), 3, show_progress=False)
+    num_tiles = len(calls)
+    calls.clear()
+    batched = sliding_window_predict(
+        predict, data, (6, 10, 8), 3, show_progress=False, tile_batch=tile_batch
+    )
+    assert sum(calls) == num_tiles and max(calls) == min(tile_batch, num_tiles)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+
+
+def test_joint_network_batched_equals_unbatched(tmp_path) -> None:
+    """A real joint network (instance norm) tiles the same in batches of 4 as one by one,
+    with and without TTA."""
+    from tests.inference.tiny_workdir import make_tiny_workdir
+
+    _, _, plan = make_tiny_workdir(tmp_path, num_cases=3, folds=())
+    torch.manual_seed(0)
+    net = JointNet(plan).eval()
+    shape = [plan.patch_size[0] + 3, plan.patch_size[1], plan.patch_size[2] + 5]  # 4 tiles
+    data = np.random.default_rng(5).normal(size=(1, *shape)).astype(np.float32)
+    with torch.no_grad():
+        for axes in ((), (2,)):
+            one = network_probabilities(net, data, plan.patch_size, 3, mirror_axes=axes)
+            four = network_probabilities(
+                net, data, plan.patch_size, 3, tile_batch=4, mirror_axes=axes
+            )
+            np.testing.assert_allclose(four, one, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(one.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_accumulation_is_half_precision_on_cuda_only() -> None:
+    assert accumulation_dtype(torch.device("cuda", 0)) == torch.float16
+    assert accumulation_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_out_of_memory_falls_back_to_cpu_buffers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fake out-of-memory error on the first buffer allocation: the case is redone with
+    float32 CPU buffers and gives the same result, with a warning."""
+    data = np.random.default_rng(6).normal(size=(1, 9, 20, 14)).astype(np.float32)
+    expected = sliding_window_predict(_pointwise, data, (6, 10, 8), 3, show_progress=False)
+    real_zeros = sliding_window._zeros
+    failures = [1]
+    buffers: list[tuple[torch.device, torch.dtype]] = []
+
+    def flaky_zeros(shape, device, dtype):  # type: ignore[no-untyped-def]
+        if failures:
+            failures.pop()
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        buffers.append((device, dtype))
+        return real_zeros(shape, device, dtype)
+
+    monkeypatch.setattr(sliding_window, "_zeros", flaky_zeros)
+    with caplog.at_level("WARNING"):
+        out = sliding_window_predict(_pointwise, data, (6, 10, 8), 3, show_progress=False)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert buffers and all(d.type == "cpu" and t == torch.float32 for d, t in buffers)
+    assert "out of memory" in caplog.text and "CPU buffers" in caplog.text
+
+
+def test_out_of_memory_in_the_network_is_retried_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OOM raised by the network mid-case also triggers the CPU-buffer retry; an error
+    that is not an OOM propagates unchanged."""
+    data = np.random.default_rng(7).normal(size=(1, 9, 20, 14)).astype(np.float32)
+    calls = [0]
+
+    def oom_on_third(t: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+        return _pointwise(t)
+
+    out = sliding_window_predict(oom_on_third, data, (6, 10, 8), 3, show_progress=False)
+    np.testing.assert_allclose(out, _pointwise(torch.from_numpy(data)[None])[0].numpy(), atol=1e-5)
+
+    def broken(t: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        sliding_window_predict(broken, data, (6, 10, 8), 3, show_progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_half_accumulation_matches_cpu() -> None:
+    data = np.random.default_rng(8).normal(size=(1, 13, 21, 17)).astype(np.float32)
+
+    def probs(t: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(_pointwise(t), dim=1)
+
+    cpu = sliding_window_predict(probs, data, (8, 12, 10), 3, show_progress=False)
+    gpu = sliding_window_predict(
+        probs, data, (8, 12, 10), 3, show_progress=False, device="cuda", tile_batch=4
+    )
+    np.testing.assert_allclose(gpu, cpu, atol=2e-3)

@@ -1,0 +1,201 @@
+"""What the predictor writes, where, and how a later run knows a case is complete.
+
+Every file is written atomically (temp file + rename), and the per-case record
+``CASE.json`` is written last: its existence (with the other requested outputs) means the
+case is complete, which is what ``--continue`` relies on. Folder-level tables
+(``diagnoses.csv``, ``diagnoses.json``, ``lesion_volumes.csv``, ``failures.csv``) are
+rebuilt from the records at the end of every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autojoint.io.files import atomic_write, read_json, write_json
+from autojoint.io.image_io import ImageGeometry
+from autojoint.planning.schema import Plan
+
+logger = logging.getLogger(__name__)
+
+DIAGNOSES_CSV = "diagnoses.csv"
+DIAGNOSES_JSON = "diagnoses.json"
+VOLUMES_CSV = "lesion_volumes.csv"
+FAILURES_CSV = "failures.csv"
+TEMP_PREFIX = ".tmp_"
+
+
+@dataclass(frozen=True)
+class CaseFailure:
+    """A case that could not be predicted: which file, and why."""
+
+    case_id: str
+    path: str
+    reason: str
+
+
+def mask_path(out_dir: Path, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}.nii.gz"
+
+
+def evidence_path(out_dir: Path, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}_evidence.nii.gz"
+
+
+def montage_path(out_dir: Path, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}_evidence.png"
+
+
+def probabilities_path(out_dir: Path, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}_probabilities.npz"
+
+
+def record_path(out_dir: Path, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}.json"
+
+
+def expected_outputs(
+    out_dir: Path, case_id: str, *, evidence: bool, probabilities: bool
+) -> list[Path]:
+    """Every file one case produces with these options; the record comes last."""
+    paths = [mask_path(out_dir, case_id)]
+    if evidence:
+        paths += [evidence_path(out_dir, case_id), montage_path(out_dir, case_id)]
+    if probabilities:
+        paths.append(probabilities_path(out_dir, case_id))
+    return [*paths, record_path(out_dir, case_id)]
+
+
+def is_complete(out_dir: Path, case_id: str, *, evidence: bool, probabilities: bool) -> bool:
+    """True if an earlier run wrote every output this run would write for the case."""
+    paths = expected_outputs(out_dir, case_id, evidence=evidence, probabilities=probabilities)
+    return all(p.is_file() for p in paths)
+
+
+def remove_stale_temp_files(out_dir: Path) -> list[Path]:
+    """Delete temp files a killed run left behind (atomic writes rename theirs on success).
+
+    Only one predictor may write into a folder at a time: a concurrent run's temp files
+    would be deleted too.
+    """
+    stale = [p for p in Path(out_dir).glob(f"{TEMP_PREFIX}*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temp file(s) left by an interrupted run in %s", len(stale), out_dir)
+    return stale
+
+
+def write_probabilities(
+    path: Path, probs: np.ndarray, geometry: ImageGeometry, label_names: Sequence[str]
+) -> None:
+    """``CASE_probabilities.npz`` (zip-compressed): ``probabilities`` float16 ``(K, Z, Y, X)``
+    on the input grid (index = label value, background first), ``labels``, and the grid
+    (``spacing`` zyx mm, ``origin``/``direction`` ITK order) to place it in space."""
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        probabilities=probs.astype(np.float16),
+        labels=np.array(list(label_names)),
+        spacing=np.array(geometry.spacing),
+        origin=np.array(geometry.origin),
+        direction=np.array(geometry.direction),
+    )
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()), binary=True)
+
+
+def write_record(out_dir: Path, record: dict[str, Any]) -> None:
+    write_json(record, record_path(out_dir, record["case"]))
+
+
+def read_record(out_dir: Path, case_id: str) -> dict[str, Any]:
+    record = read_json(record_path(out_dir, case_id))
+    if not isinstance(record, dict) or record.get("case") != case_id:
+        raise ValueError(f"{record_path(out_dir, case_id)}: not a case record; delete it.")
+    return record
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _volume_columns(plan: Plan) -> list[str]:
+    lesions = [f"volume_ml_{n}" for n, v in sorted(plan.labels.items(), key=lambda x: x[1]) if v]
+    return [*lesions, "volume_ml_lesion", "lung_volume_ml", "lung_involvement"]
+
+
+def _volume_cells(record: dict[str, Any], plan: Plan) -> list[str]:
+    vol = record.get("volumes", {})
+    return [_fmt(vol.get(c), 6 if c == "lung_involvement" else 3) for c in _volume_columns(plan)]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def write_tables(
+    out_dir: Path, records: list[dict[str, Any]], plan: Plan, folds: list[str]
+) -> None:
+    """``diagnoses.csv`` + ``diagnoses.json`` (plans with classes) or ``lesion_volumes.csv``
+    (segmentation-only plans), one row per case record."""
+    out_dir = Path(out_dir)
+    if not plan.has_diagnosis:
+        _write_csv(
+            out_dir / VOLUMES_CSV,
+            ["case", *_volume_columns(plan)],
+            [[r["case"], *_volume_cells(r, plan)] for r in records],
+        )
+        return
+    header = ["case", "diagnosis", *[f"p_{c}" for c in plan.classes], *_volume_columns(plan)]
+    rows = [
+        [
+            r["case"],
+            r["diagnosis"],
+            *[f"{r['probabilities'][c]:.6f}" for c in plan.classes],
+            *_volume_cells(r, plan),
+        ]
+        for r in records
+    ]
+    _write_csv(out_dir / DIAGNOSES_CSV, header, rows)
+    write_json(
+        {
+            "classes": list(plan.classes),
+            "folds": folds,
+            "cases": [
+                {
+                    k: r[k]
+                    for k in (
+                        "case",
+                        "diagnosis",
+                        "probabilities",
+                        "fold_agreement",
+                        "fold_probabilities",
+                        "volumes",
+                    )
+                    if k in r
+                }
+                for r in records
+            ],
+        },
+        out_dir / DIAGNOSES_JSON,
+    )
+
+
+def write_failures(out_dir: Path, failures: list[CaseFailure]) -> None:
+    """``failures.csv`` (case,file,reason) when a case failed; removed when none did."""
+    path = Path(out_dir) / FAILURES_CSV
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    _write_csv(path, ["case", "file", "reason"], [[f.case_id, f.path, f.reason] for f in failures])

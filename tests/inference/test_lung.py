@@ -1,0 +1,83 @@
+"""Lesion volumes and the threshold lung estimate: known answers on synthetic chests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autojoint.inference.lung import axial_axis, estimate_lung_mask, lesion_volumes
+from autojoint.io.image_io import ImageGeometry
+from tests.synthetic import LABELS
+
+
+def _geometry(shape, spacing=(2.5, 0.8, 0.8), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
+    return ImageGeometry(
+        tuple(shape), tuple(spacing), (0.0, 0.0, 0.0), tuple(map(float, direction))
+    )
+
+
+def _chest(shape=(12, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """Air, a body ellipse (40 HU) holding two lung ellipses (-850 HU), gas in the 'gut'
+    (one dark voxel inside the body). Returns (ct, lungs)."""
+    z, y, x = np.indices(shape)
+    ct = np.full(shape, -1000.0, np.float32)
+    body = ((y - 20) / 17) ** 2 + ((x - 20) / 18) ** 2 < 1
+    ct[body] = 40.0
+    left = ((y - 18) / 9) ** 2 + ((x - 12) / 5) ** 2 < 1
+    right = ((y - 18) / 9) ** 2 + ((x - 28) / 5) ** 2 < 1
+    lungs = left | right
+    ct[lungs] = -850.0
+    ct[(z == 6) & (y == 33) & (x == 20)] = -900.0  # one voxel of gut gas
+    return ct, lungs
+
+
+def test_lung_estimate_finds_both_lungs_and_nothing_else() -> None:
+    ct, lungs = _chest()
+    estimate = estimate_lung_mask(ct, _geometry(ct.shape))
+    np.testing.assert_array_equal(estimate, lungs)
+
+
+def test_lung_estimate_follows_the_axial_axis() -> None:
+    """The same chest stored with the head-feet axis as array axis 2: same lungs."""
+    ct, lungs = _chest()
+    moved = np.ascontiguousarray(np.moveaxis(ct, 0, 2))
+    # array axis 2 = image axis x; make image x the physical head-feet direction.
+    geo = _geometry(moved.shape, (0.8, 0.8, 2.5), (0, 0, 1, 0, 1, 0, 1, 0, 0))
+    assert axial_axis(geo) == 2
+    np.testing.assert_array_equal(estimate_lung_mask(moved, geo), np.moveaxis(lungs, 0, 2))
+
+
+@pytest.mark.parametrize(
+    "direction,axis",
+    [
+        ((1, 0, 0, 0, 1, 0, 0, 0, 1), 0),
+        ((-1, 0, 0, 0, -1, 0, 0, 0, 1), 0),
+        ((1, 0, 0, 0, 0, 1, 0, -1, 0), 1),  # coronal slices: image y runs head-feet
+    ],
+)
+def test_axial_axis(direction: tuple, axis: int) -> None:
+    assert axial_axis(_geometry((4, 5, 6), direction=direction)) == axis
+
+
+def test_volumes_known_answer() -> None:
+    ct, lungs = _chest()
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[5, 16:18, 10:13] = 1  # 6 voxels of ground glass inside the left lung
+    mask[6, 18, 27:29] = 2  # 2 voxels of consolidation
+    ct[mask == 2] = 30.0  # dense: not dark, still lung through the lesion rule
+    geo = _geometry(ct.shape)
+    voxel_ml = 2.5 * 0.8 * 0.8 / 1000
+    vol = lesion_volumes(mask, geo, LABELS, ct)
+    assert vol["volume_ml_ground_glass"] == pytest.approx(6 * voxel_ml)
+    assert vol["volume_ml_consolidation"] == pytest.approx(2 * voxel_ml)
+    assert vol["volume_ml_lesion"] == pytest.approx(8 * voxel_ml)
+    assert vol["lung_volume_ml"] == pytest.approx(lungs.sum() * voxel_ml)
+    assert vol["lung_involvement"] == pytest.approx(8 / lungs.sum())
+    assert "volume_ml_background" not in vol
+
+
+def test_volumes_without_ct_have_no_lung_figures() -> None:
+    mask = np.ones((2, 3, 4), np.uint8)
+    vol = lesion_volumes(mask, _geometry(mask.shape, (1.0, 2.0, 3.0)), LABELS, None)
+    assert vol["volume_ml_lesion"] == pytest.approx(24 * 6 / 1000)
+    assert vol["lung_volume_ml"] is None and vol["lung_involvement"] is None

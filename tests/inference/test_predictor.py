@@ -1,0 +1,386 @@
+"""The predictor on tiny synthetic scans with untrained folds: exact input grids, fold
+ensembling, outputs, per-case failures, ``--continue`` after a kill."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from autojoint.cli import predict as cli_predict
+from autojoint.inference import predictor
+from autojoint.inference.predictor import (
+    PredictOptions,
+    find_input_cases,
+    load_ensemble,
+    predict_case,
+    run_prediction,
+)
+from tests.inference.tiny_workdir import make_tiny_workdir
+from tests.synthetic import CLASSES, make_case, write_volume
+
+FAST = ["--no-tta", "--step-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    raw, work, _ = make_tiny_workdir(root, num_cases=3)
+    return {"root": root, "images": raw / "imagesTr", "work": work}
+
+
+def _predict(tiny: dict[str, Path], inputs: Path, out: Path, *extra: str) -> int:
+    args = ["-i", str(inputs), "-o", str(out), "-w", str(tiny["work"]), *FAST, *extra]
+    return cli_predict.main(args)
+
+
+def _assert_same_grid(pred_path: Path, ref: sitk.Image) -> None:
+    pred = sitk.ReadImage(str(pred_path))
+    assert pred.GetSize() == ref.GetSize()
+    np.testing.assert_allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-6)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_outputs_tables_and_grids(tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "out_all"
+    assert _predict(tiny, tiny["images"], out, "--save-probabilities", "--evidence") == 0
+    rows = _rows(out / "diagnoses.csv")
+    volume_columns = ["volume_ml_ground_glass", "volume_ml_consolidation", "volume_ml_lesion"]
+    assert list(rows[0]) == [
+        "case",
+        "diagnosis",
+        *[f"p_{c}" for c in CLASSES],
+        *volume_columns,
+        "lung_volume_ml",
+        "lung_involvement",
+    ]
+    summary = json.loads((out / "diagnoses.json").read_text())
+    assert summary["classes"] == CLASSES and summary["folds"] == ["0", "1"]
+    assert [c["case"] for c in summary["cases"]] == [r["case"] for r in rows]
+    for row, entry in zip(rows, summary["cases"], strict=True):
+        probs = np.array([entry["probabilities"][c] for c in CLASSES])
+        np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-5)
+        assert entry["diagnosis"] == row["diagnosis"] == CLASSES[int(np.argmax(probs))]
+        # Fold agreement: share of folds whose own argmax is the ensemble's diagnosis.
+        folds = entry["fold_probabilities"]
+        votes = [max(folds[f], key=folds[f].get) == entry["diagnosis"] for f in ("0", "1")]
+        assert entry["fold_agreement"] == pytest.approx(np.mean(votes))
+        # Ensemble = mean of the folds' probabilities.
+        mean = [np.mean([folds[f][c] for f in ("0", "1")]) for c in CLASSES]
+        np.testing.assert_allclose(probs, mean, atol=1e-6)
+        ref = sitk.ReadImage(str(tiny["images"] / f"{row['case']}_0000.nii.gz"))
+        for name in (f"{row['case']}.nii.gz", f"{row['case']}_evidence.nii.gz"):
+            _assert_same_grid(out / name, ref)
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{row['case']}.nii.gz")))
+        voxel_ml = np.prod(ref.GetSpacing()) / 1000
+        assert float(row["volume_ml_lesion"]) == pytest.approx(
+            (mask > 0).sum() * voxel_ml, abs=1e-3
+        )
+        lung = float(row["lung_volume_ml"])
+        assert lung > 0 and float(row["lung_involvement"]) == pytest.approx(
+            float(row["volume_ml_lesion"]) / lung, rel=1e-3
+        )
+        with np.load(out / f"{row['case']}_probabilities.npz") as f:
+            p = f["probabilities"].astype(np.float32)
+            assert p.shape == (3, *mask.shape) and f["probabilities"].dtype == np.float16
+            assert list(f["labels"]) == ["background", "ground_glass", "consolidation"]
+            np.testing.assert_allclose(f["spacing"], ref.GetSpacing()[::-1])
+        np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=3e-3)
+        assert np.mean(np.argmax(p, axis=0) == mask) > 0.999  # float16 may split near-ties
+        png = (out / f"{row['case']}_evidence.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not list(out.glob(".tmp_*")) and not (out / "failures.csv").exists()
+
+
+def test_fold_ensemble_is_the_mean_of_single_folds(tiny: dict[str, Path]) -> None:
+    dev = torch.device("cpu")
+    ens = load_ensemble(tiny["work"], ["0", "1"], dev)
+    case = find_input_cases(tiny["images"], 1)[1]  # the flipped-direction case
+
+    def run(nets: list) -> predictor.CasePrediction:  # with mirroring TTA along x
+        axes = [(2,)] * len(nets)
+        return predict_case(
+            case, ens.plan, nets, dev, keep_probabilities=True, mirror_axes=axes, tile_batch=2
+        )
+
+    both, first, second = run(list(ens.nets)), run([ens.nets[0]]), run([ens.nets[1]])
+    assert both.lesion_probs is not None and first.lesion_probs is not None
+    assert second.lesion_probs is not None
+    np.testing.assert_allclose(
+        both.lesion_probs, (first.lesion_probs + second.lesion_probs) / 2, atol=1e-5
+    )
+    np.testing.assert_allclose(both.class_probs, (first.class_probs + second.class_probs) / 2)
+    np.testing.assert_array_equal(both.mask, np.argmax(both.lesion_probs, axis=0))
+
+
+def test_mirror_axes_come_from_the_checkpoint_or_the_trainer() -> None:
+    from autojoint.data.augmentation import training_transforms
+
+    mirrors = [t for t in training_transforms().transforms if "Mirror" in type(t).__name__]
+    assert [tuple(m.axes) for m in mirrors] == [predictor.DEFAULT_MIRROR_AXES]
+    assert predictor.trained_mirror_axes({}) == (0, 1, 2)
+    assert predictor.trained_mirror_axes({"mirror_axes": [1, 2]}) == (1, 2)
+
+
+def _oblique_direction(angle: float = 0.4) -> tuple[float, ...]:
+    c, s = np.cos(angle), np.sin(angle)
+    return (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_flipped_oblique_and_anisotropic_inputs_keep_their_grid(tiny: dict[str, Path]) -> None:
+    inputs = tiny["root"] / "odd_inputs"
+    rng = np.random.default_rng(5)
+    img, _ = make_case(rng, "COVID-19", (11, 37, 42))
+    grids = {
+        "oblique": ((3.0, 0.7, 0.9), (1.5, -20.0, 7.25), _oblique_direction()),
+        "flipped": ((2.0, 0.8, 0.8), (-3.0, 4.0, 5.0), (-1, 0, 0, 0, 1, 0, 0, 0, -1)),
+        "permuted": ((0.9, 0.8, 4.0), (0.0, 0.0, 0.0), (0, 0, 1, 1, 0, 0, 0, 1, 0)),
+    }
+    for name, (spacing, origin, direction) in grids.items():
+        write_volume(img, inputs / f"{name}.nii.gz", spacing, origin, direction)
+    out = tiny["root"] / "out_odd"
+    assert _predict(tiny, inputs, out, "-f", "0") == 0
+    for name in grids:
+        _assert_same_grid(out / f"{name}.nii.gz", sitk.ReadImage(str(inputs / f"{name}.nii.gz")))
+
+
+def _write_dicom_series(volume: np.ndarray, folder: Path, spacing_zyx, origin) -> None:
+    """A minimal CT DICOM series (one file per slice) SimpleITK's series reader accepts."""
+    folder.mkdir(parents=True)
+    img = sitk.GetImageFromArray(volume.astype(np.int16))
+    img.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
+    img.SetOrigin(origin)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1"
+    for k in range(img.GetDepth()):
+        sl = img[:, :, k]
+        for tag, value in (
+            ("0008|0060", "CT"),
+            ("0020|000e", series),
+            ("0020|0013", str(k + 1)),
+            ("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k))))),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0018|0050", str(spacing_zyx[0])),
+            ("0028|0030", f"{spacing_zyx[1]}\\{spacing_zyx[2]}"),
+        ):
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
+        writer.Execute(sl)
+
+
+def test_dicom_series_input_gives_a_mask_on_its_grid(tiny: dict[str, Path]) -> None:
+    inputs = tiny["root"] / "dicom_inputs"
+    img, _ = make_case(np.random.default_rng(6), "CAP", (10, 36, 36))
+    _write_dicom_series(img, inputs / "series_a", (2.5, 0.75, 0.75), (-10.0, 20.0, 30.0))
+    ref = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(inputs / "series_a")))
+    assert ref.GetSize() == (36, 36, 10)
+    out = tiny["root"] / "out_dicom"
+    assert _predict(tiny, inputs, out, "-f", "0") == 0
+    _assert_same_grid(out / "series_a.nii.gz", ref)
+
+
+def test_real_dicom_and_flipped_real_ct_keep_their_grid(tmp_path: Path) -> None:
+    from tests.shared_data import shared_data_or_skip
+
+    ts = shared_data_or_skip("totalsegmentator", "tests", "reference_files").resolve()
+    covid = shared_data_or_skip("covid_ct_md", "dicom_P002_subset").resolve()
+    # A coarse 3 mm plan keeps the real 512 x 512 slices cheap to tile.
+    _, work, _ = make_tiny_workdir(tmp_path, num_cases=3, folds=("0",), target_spacing=(3, 3, 3))
+    inputs = tmp_path / "real_inputs"
+    inputs.mkdir()
+    (inputs / "dicom").symlink_to(ts / "example_ct_dicom", target_is_directory=True)
+    (inputs / "flipped_ras.nii.gz").symlink_to(ts / "example_ct.nii.gz")
+    (inputs / "covid_dicom").symlink_to(covid, target_is_directory=True)  # JPEG-Lossless
+    out = tmp_path / "out_real"
+    args = ["-i", str(inputs), "-o", str(out), "-w", str(work), *FAST]
+    assert cli_predict.main(args) == 0
+    reader = sitk.ImageSeriesReader()
+    dicom = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(ts / "example_ct_dicom")))
+    _assert_same_grid(out / "dicom.nii.gz", dicom)
+    covid_ref = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(covid)))
+    _assert_same_grid(out / "covid_dicom.nii.gz", covid_ref)
+    _assert_same_grid(out / "flipped_ras.nii.gz", sitk.ReadImage(str(ts / "example_ct.nii.gz")))
+
+
+def _bad_inputs(tiny: dict[str, Path], folder: Path) -> dict[str, str]:
+    """Two good cases among bad ones; returns bad case -> a word its reason must contain."""
+    folder.mkdir()
+    for p in sorted(tiny["images"].glob("*.nii.gz"))[:2]:
+        shutil.copy(p, folder / p.name)
+    (folder / "corrupt_0000.nii.gz").write_bytes(b"not an image")
+    nan = np.zeros((6, 20, 20), np.float32)
+    nan[2, 3, 4] = np.nan
+    write_volume(nan, folder / "nans_0000.nii.gz")
+    sitk.WriteImage(sitk.Image([20, 20], sitk.sitkInt16), str(folder / "flat_0000.nii.gz"))
+    write_volume(np.zeros((6, 20, 20), np.int16), folder / "second_channel_0001.nii.gz")
+    (folder / "no_dicom").mkdir()
+    (folder / "no_dicom" / "junk.txt").write_text("not DICOM")
+    return {
+        "corrupt": "corrupt",
+        "nans": "NaN",
+        "flat": "2D",
+        "second_channel": "channels",
+        "no_dicom": "DICOM",
+    }
+
+
+def test_bad_inputs_are_reported_and_skipped(
+    tiny: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    inputs, out = tiny["root"] / "bad_inputs", tiny["root"] / "out_bad"
+    bad = _bad_inputs(tiny, inputs)
+    assert _predict(tiny, inputs, out) == cli_predict.EXIT_SOME_FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    failures = {r["case"]: r for r in _rows(out / "failures.csv")}
+    assert set(failures) == set(bad)
+    for case, word in bad.items():
+        assert word in failures[case]["reason"], failures[case]
+        assert Path(failures[case]["file"]).name.startswith(case)
+        assert case in err
+    assert [r["case"] for r in _rows(out / "diagnoses.csv")] == ["case_000", "case_001"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case_000.nii.gz", "case_001.nii.gz"]
+    # Fixing the folder and continuing predicts only what is missing, and clears failures.
+    for case in bad:
+        for p in inputs.glob(f"{case}*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    shutil.copy(tiny["images"] / "case_002_0000.nii.gz", inputs)
+    assert _predict(tiny, inputs, out, "--continue") == 0
+    assert [r["case"] for r in _rows(out / "diagnoses.csv")] == [
+        "case_000",
+        "case_001",
+        "case_002",
+    ]
+    assert not (out / "failures.csv").exists()
+
+
+def test_continue_skips_complete_cases_and_redoes_incomplete_ones(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tiny["root"] / "out_continue"
+    options = PredictOptions(use_tta=False, step_fraction=1.0, resume=True)
+    first = run_prediction(tiny["images"], out, tiny["work"], options)
+    assert first.predicted == ["case_000", "case_001", "case_002"] and not first.skipped
+    (out / "case_001.json").unlink()  # as if killed before the record was written
+    (out / ".tmp_abc.nii.gz").write_bytes(b"half")
+    calls: list[str] = []
+    real = predictor.predict_case
+
+    def counting(case, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(case.case_id)
+        return real(case, *args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_case", counting)
+    second = run_prediction(tiny["images"], out, tiny["work"], options)
+    assert calls == ["case_001"] and second.skipped == ["case_000", "case_002"]
+    assert not list(out.glob(".tmp_*"))
+    # Asking for more outputs than the earlier run wrote makes every case incomplete.
+    calls.clear()
+    more = PredictOptions(use_tta=False, step_fraction=1.0, resume=True, save_probabilities=True)
+    run_prediction(tiny["images"], out, tiny["work"], more)
+    assert calls == ["case_000", "case_001", "case_002"]
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import SimpleITK as sitk
+    import torch
+    from autojoint.cli import predict
+
+    torch.set_num_threads(1)  # as in the parent test process (see conftest.py)
+
+    real_write = sitk.WriteImage
+    written = []
+
+    def write_then_die(image, path, *args, **kwargs):
+        real_write(image, path, *args, **kwargs)
+        written.append(path)
+        if len(written) == 3:  # third mask: its temp file exists, the rename never happens
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    sitk.WriteImage = write_then_die
+    sys.exit(predict.main(sys.argv[1:]))
+    """
+)
+
+
+def test_killed_run_resumes_to_the_same_outputs(tiny: dict[str, Path]) -> None:
+    inputs = tiny["root"] / "five_cases"
+    inputs.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(5):
+        img, _ = make_case(rng, CLASSES[i % 3], (10, 32, 32))
+        write_volume(img, inputs / f"k{i}_0000.nii.gz")
+    killed, clean = tiny["root"] / "out_killed", tiny["root"] / "out_clean"
+    args = ["-i", str(inputs), "-w", str(tiny["work"]), *FAST]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, *args, "-o", str(killed)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    assert proc.returncode == -9, proc.stderr
+    assert list(killed.glob(".tmp_*")), "the kill should leave a temp file behind"
+    assert sorted(p.name for p in killed.glob("*.json")) == ["k0.json", "k1.json"]
+    assert cli_predict.main([*args, "-o", str(killed), "--continue"]) == 0
+    assert cli_predict.main([*args, "-o", str(clean)]) == 0
+    names = sorted(p.name for p in killed.iterdir())
+    assert names == sorted(p.name for p in clean.iterdir())
+    assert not [n for n in names if n.startswith(".")]
+    for name in names:
+        a, b = killed / name, clean / name
+        if name.endswith(".nii.gz"):
+            np.testing.assert_array_equal(
+                sitk.GetArrayFromImage(sitk.ReadImage(str(a))),
+                sitk.GetArrayFromImage(sitk.ReadImage(str(b))),
+            )
+        else:
+            assert a.read_text() == b.read_text(), name
+
+
+def test_verbose_prints_the_timing_breakdown(
+    tiny: dict[str, Path], caplog: pytest.CaptureFixture
+) -> None:
+    out = tiny["root"] / "out_verbose"
+    with caplog.at_level("INFO"):
+        assert _predict(tiny, tiny["images"], out, "-f", "0", "-v") == 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("timing")]
+    assert len(lines) == 4  # three cases and the mean
+    for stage in ("read", "preprocess", "network", "resample", "write"):
+        assert all(f"{stage} " in line for line in lines)
+
+
+def test_segmentation_only_plan_writes_volumes_not_diagnoses(tmp_path: Path) -> None:
+    raw, work, _ = make_tiny_workdir(tmp_path, num_cases=2, folds=("all",), with_diagnoses=False)
+    out = tmp_path / "out"
+    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), *FAST, "--evidence"]
+    assert cli_predict.main(args) == 0
+    assert not (out / "diagnoses.csv").exists() and not (out / "diagnoses.json").exists()
+    rows = _rows(out / "lesion_volumes.csv")
+    assert [r["case"] for r in rows] == ["case_000", "case_001"]
+    assert float(rows[0]["lung_volume_ml"]) > 0
+    assert not list(out.glob("*_evidence*"))  # no classifier, no evidence
+
+
+def test_unknown_evidence_method_is_refused(tiny: dict[str, Path], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _predict(tiny, tiny["images"], tiny["root"] / "x", "--evidence", "nope")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""A tiny planned work directory with untrained folds: enough to test what the predictor
+does with any network (geometry, ensembling, outputs, robustness) in a second."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.planning.schema import Plan
+from autojoint.training.checkpoint import save_checkpoint
+from autojoint.workdir import fold_dir
+from tests.synthetic import make_raw_dataset
+
+
+def make_tiny_workdir(
+    root: Path,
+    *,
+    num_cases: int = 4,
+    folds: tuple[str, ...] = ("0", "1"),
+    with_diagnoses: bool = True,
+    target_spacing: tuple[float, float, float] | None = None,
+) -> tuple[Path, Path, Plan]:
+    """``(raw_dir, work_dir, plan)``: a synthetic raw dataset, its plan, and one randomly
+    initialised checkpoint per fold (seed = fold index, so folds differ). The checkpoints'
+    plan (what the predictor uses) has a narrow network and, if given, ``target_spacing``."""
+    raw = make_raw_dataset(root / "raw", num_cases=num_cases, with_diagnoses=with_diagnoses)
+    work = root / "work"
+    plan = plan_and_preprocess(raw, work, preprocess=False)
+    # Narrow the network (4 channels at full resolution): only shapes matter here, and the
+    # planned width would make each tile cost a second on a busy 2-core machine.
+    stages = plan.topology.num_stages
+    narrow = tuple(min(4 * 2**s, 16) for s in range(stages))
+    plan = replace(plan, topology=replace(plan.topology, features_per_stage=narrow))
+    if target_spacing is not None:  # e.g. coarse, to predict real 512x512 scans quickly
+        plan = replace(plan, target_spacing=target_spacing)
+    for i, fold in enumerate(folds):
+        torch.manual_seed(i)
+        net = JointNet(plan)
+        save_checkpoint(
+            fold_dir(work, fold) / "checkpoint_final.pt",
+            net=net,
+            optimizer=None,
+            plan=plan,
+            epoch=0,
+            extra={"fold": fold},
+        )
+    return raw, work, plan
