@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also write OUTPUT_DIR/CASE_evidence.nii.gz (evidence map for the predicted "
         "diagnosis, in [0, 1], on the input grid) and CASE_evidence.png (axial montage). "
         f"METHOD: {', '.join(sorted(EVIDENCE_METHODS))} (bare flag: {DEFAULT_EVIDENCE}, the "
-        "classifier's evidence map, eq. 5)",
+        "classifier's evidence map, eq. 5; gradcam: Grad-CAM at the classifier's deepest "
+        "unit, for any configuration)",
     )
     parser.add_argument(
         "--tile-batch",

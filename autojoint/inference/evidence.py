@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autojoint.inference.gradcam import grad_cam
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
@@ -100,4 +101,16 @@ def class_activation_evidence(
             continue
         _, _, feats = net.classify(view)
         maps.extend(net.cls.evidence_maps(feats, predicted))
+    return evidence_on_input_grid(maps, pre, plan)
+
+
+@register_evidence("gradcam")
+def grad_cam_evidence(
+    nets: list[JointNet], view: torch.Tensor, class_index: int, pre: PreprocessedCase, plan: Plan
+) -> np.ndarray:
+    """Grad-CAM (``autojoint.inference.gradcam``) of ``class_index`` at the classifier's
+    deepest unit, every fold averaged: works for any configuration, whatever the
+    classifier's head looks like."""
+    predicted = torch.tensor([class_index], device=view.device)
+    maps = [grad_cam(net, view, class_index=predicted).maps for net in nets if net.cls is not None]
     return evidence_on_input_grid(maps, pre, plan)
