@@ -5,9 +5,14 @@ switch, at equal budget, over several seeds, scored by the fold's full-case vali
         [--seeds 0 1] [--epochs 4] [--iterations 25] [--fold 0]
 
 Without ``--dataset`` the demo dataset is generated (same settings as scripts/demo.sh).
-Writes ``multitask_gain.md`` (mean ± sd of lesion Dice and diagnosis accuracy) and, when
-matplotlib is installed, ``multitask_gain.png``. NSD and macro-AUC are added once the
-evaluation issue lands them in the validation summary.
+Writes ``multitask_gain.md`` (mean ± sd over seeds of lesion Dice, NSD, diagnosis accuracy,
+macro-AUC, and the lesion contrast of the CAM and Grad-CAM evidence maps) and
+``multitask_gain.png``.
+
+Lesion contrast (``autojoint.evaluation.evidence``): on each validation case's whole-scan
+view, mean evidence inside the reference lesions / mean evidence in the rest of the lung,
+where the lung is the view's voxels below -500 HU (undone CT normalisation) plus the
+lesions. Above 1 the explanation concentrates on lesions.
 """
 
 from __future__ import annotations
@@ -18,13 +23,35 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autojoint.evaluation.evidence import evidence_lesion_contrast  # noqa: E402
+from autojoint.inference.gradcam import grad_cam  # noqa: E402
+from autojoint.inference.predictor import load_ensemble  # noqa: E402
 from autojoint.io.files import read_json  # noqa: E402
 from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
+from autojoint.planning.presets import preset_overrides  # noqa: E402
+from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
+from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
 from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
-from autojoint.workdir import PLANS_FILE, PREPROCESSED_DIR, SPLITS_FILE  # noqa: E402
+from autojoint.workdir import (  # noqa: E402
+    PLANS_FILE,
+    PREPROCESSED_DIR,
+    SPLITS_FILE,
+    preprocessed_dir,
+)
+
+LUNG_HU = -500.0
+COLUMNS = (
+    "lesion Dice",
+    "lesion NSD",
+    "accuracy",
+    "macro-AUC",
+    "CAM contrast",
+    "Grad-CAM contrast",
+)
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "joint (default)": (),
@@ -35,7 +62,44 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "joint + cross-stitch stem": ("network.cross_stitch=true",),
     "joint + multiply input": ("network.classifier_input=multiply",),
     "joint + refinement n=2": ("network.refinement_passes=2",),
+    "joint + MSD-Net blocks": (
+        "network.pyramid_conv=true",
+        "network.channel_attention=true",
+        "network.residual_refinement=true",
+    ),
+    "preset deepsc-covid": preset_overrides("deepsc-covid"),
+    "preset multir-net": preset_overrides("multir-net"),
+    "preset msd-net": preset_overrides("msd-net"),
 }
+
+
+def evidence_contrasts(work: Path, fold: str, case_ids: list[str]) -> tuple[float, float]:
+    """Mean lesion contrast of the CAM (eq. 5, all units) and Grad-CAM (deepest classifier
+    unit) maps of the predicted class over ``case_ids``' whole-scan views."""
+    ens = load_ensemble(work, [fold], torch.device("cpu"))
+    net, plan = ens.nets[0], ens.plan
+    if net.cls is None:
+        return float("nan"), float("nan")
+    norm = plan.normalization[0]
+    lung_level = (LUNG_HU - norm.mean) / norm.std if norm.scheme == "ct" else -np.inf
+    cam_values, grad_values = [], []
+    for case in case_ids:
+        pre = load_preprocessed(preprocessed_dir(work), case)
+        if pre.get("cls_seg") is None or not (pre["cls_seg"] > 0).any():
+            continue
+        view = torch.from_numpy(pre["cls_data"][None]).float()
+        lesion = pre["cls_seg"] > 0
+        lung = (pre["cls_data"][0] < lung_level) | lesion
+        with torch.no_grad():
+            _, logits, feats = net.classify(view)
+            maps = net.cls.evidence_maps(feats, logits.argmax(1))
+            size = view.shape[2:]
+            up = [torch.nn.functional.interpolate(m, size=size, mode="trilinear") for m in maps]
+            cam = torch.relu(torch.stack(up).mean(0))[0, 0].numpy()
+        grad = grad_cam(net, view).maps[0, 0].numpy()
+        cam_values.append(evidence_lesion_contrast(cam, lesion, lung))
+        grad_values.append(evidence_lesion_contrast(grad, lesion, lung))
+    return float(np.nanmean(cam_values or [np.nan])), float(np.nanmean(grad_values or [np.nan]))
 
 
 def _variant_work_dir(shared: Path, root: Path) -> Path:
@@ -69,7 +133,7 @@ def main() -> None:
     shared = out / "work"
     if not (shared / PLANS_FILE).is_file():
         plan_and_preprocess(raw, shared, num_workers=2)
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[tuple[float, ...]]] = {}
     for name in args.variants:
         for seed in args.seeds:
             work = _variant_work_dir(shared, out / "runs" / f"{name}-seed{seed}".replace(" ", "_"))
@@ -81,45 +145,51 @@ def main() -> None:
             )
             fold = train_fold(work, args.fold, config)
             summary = read_json(fold / "validation" / "summary.json")
-            dice = summary["mean"]["lesion"]["dice"]
-            acc = (summary["classification"] or {}).get("accuracy")
-            results.setdefault(name, []).append(
-                (float("nan") if dice is None else dice, float("nan") if acc is None else acc)
+            lesion = summary["mean"]["lesion"]
+            diagnosis = summary.get("diagnosis") or {}
+            cases = [e["case"] for e in summary["metric_per_case"]]
+            cam, grad = evidence_contrasts(work, args.fold, cases)
+            row = tuple(
+                float("nan") if v is None else float(v)
+                for v in (
+                    lesion.get("dice"),
+                    lesion.get("nsd"),
+                    diagnosis.get("accuracy"),
+                    diagnosis.get("macro_auc"),
+                    cam,
+                    grad,
+                )
             )
-            print(f"{name} seed {seed}: lesion Dice {dice}, accuracy {acc}", flush=True)
+            results.setdefault(name, []).append(row)
+            shown = ", ".join(f"{c} {v:.3f}" for c, v in zip(COLUMNS, row, strict=True))
+            print(f"{name} seed {seed}: {shown}", flush=True)
     lines = [
         f"Fold {args.fold}, {args.epochs} epochs x {args.iterations} iterations, seeds "
         f"{args.seeds}; mean ± sd over seeds (full-case validation, preprocessed space).",
         "",
-        "| variant | lesion Dice | diagnosis accuracy |",
-        "|---|---|---|",
+        "| variant | " + " | ".join(COLUMNS) + " |",
+        "|---|" + "---|" * len(COLUMNS),
     ]
     for name, values in results.items():
         v = np.array(values)
-        lines.append(
-            f"| {name} | {np.nanmean(v[:, 0]):.3f} ± {np.nanstd(v[:, 0]):.3f} | "
-            f"{np.nanmean(v[:, 1]):.3f} ± {np.nanstd(v[:, 1]):.3f} |"
-        )
+        cells = [
+            f"{np.nanmean(v[:, i]):.3f} ± {np.nanstd(v[:, i]):.3f}" for i in range(len(COLUMNS))
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     (out / "multitask_gain.md").write_text(table)
     print(table)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no PNG (pip install matplotlib)")
-        return
     names = list(results)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, title in ((axes[0], 0, "lesion Dice"), (axes[1], 1, "diagnosis accuracy")):
-        v = [np.array(results[n])[:, col] for n in names]
+    fig = new_figure(16, 1 + 0.4 * len(names))
+    for i, title in enumerate(COLUMNS):
+        ax = fig.add_subplot(1, len(COLUMNS), i + 1)
+        v = [np.array(results[n])[:, i] for n in names]
         ax.barh(names, [np.nanmean(x) for x in v], xerr=[np.nanstd(x) for x in v])
         ax.set_title(title)
-        ax.set_xlim(0, 1)
+        if i:
+            ax.set_yticklabels([])
     fig.tight_layout()
-    fig.savefig(out / "multitask_gain.png", dpi=120)
+    save_png(fig, out / "multitask_gain.png")
 
 
 if __name__ == "__main__":
