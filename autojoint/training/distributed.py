@@ -9,7 +9,7 @@ take the same steps as one process with the whole batch (up to float summation o
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -35,9 +35,9 @@ class DistributedContext:
         return self.rank == 0
 
 
-def context_from_env(env: dict[str, str] | None = None) -> DistributedContext:
-    """The context torchrun describes in ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (or none)."""
-    env = dict(os.environ) if env is None else env
+def context_from_env(env: Mapping[str, str]) -> DistributedContext:
+    """The context torchrun describes in ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (or none);
+    the CLI passes ``os.environ``."""
     world = int(env.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistributedContext()

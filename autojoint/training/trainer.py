@@ -263,6 +263,8 @@ def _resume(
 
 
 def _spawned_worker(rank: int, work_dir: Path, fold: str, config: TrainerConfig, port: int) -> None:
+    if not logging.getLogger().handlers:  # a fresh interpreter: show rank 0's log lines
+        logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING)
     ctx = DistributedContext(rank, config.num_gpus, rank, f"tcp://127.0.0.1:{port}")
     train_fold(work_dir, fold, config, ctx)
 
