@@ -123,15 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--num-gpus and --checkpoint-every must be >= 1")
     if args.schedule == "two-stage" and args.epochs < 3:
         parser.error("--schedule two-stage needs --epochs >= 3")
-    optimizer = args.optimizer or ("adam" if args.schedule == "two-stage" else "sgd")
     ctx = context_from_env(os.environ)  # launched under torchrun: this process is one rank
     if ctx.is_distributed and args.num_gpus > 1:
         parser.error("use either torchrun or --num-gpus, not both")
     config = TrainerConfig(
         epochs=args.epochs,
         iterations_per_epoch=args.iterations_per_epoch,
-        optimizer=optimizer,
-        learning_rate=args.lr if args.lr is not None else DEFAULT_LR[optimizer],
+        optimizer=args.optimizer or "auto",
+        learning_rate=args.lr,
         schedule=args.schedule,
         augmentation=args.augmentation,
         device=args.device,

@@ -45,6 +45,7 @@ from autojoint.training.distributed import (
 from autojoint.training.progress import epoch_score, format_epoch, plot_progress, update_ema
 from autojoint.training.rng_state import capture_rng_state, restore_rng_state
 from autojoint.training.schedule import (
+    DEFAULT_LR,
     OPTIMIZERS,
     Stage,
     learning_rate,
@@ -81,8 +82,9 @@ class TrainerConfig:
 
     epochs: int = 100
     iterations_per_epoch: int = 250
-    optimizer: str = "sgd"  # "sgd" (nnU-Net) or "adam" (the papers), see schedule.py
-    learning_rate: float = 1e-2  # 1e-2 for SGD; use 1e-3 with Adam
+    # "sgd" (nnU-Net) or "adam" (the papers); "auto": adam for two-stage, else sgd
+    optimizer: str = "auto"
+    learning_rate: float | None = None  # None: 1e-2 for SGD, 1e-3 for Adam
     weight_decay: float = 3e-5
     schedule: str = "joint"  # or "two-stage" (pre-train each path, then fine-tune jointly)
     grad_clip: float = 12.0  # max global gradient norm
@@ -100,6 +102,11 @@ class TrainerConfig:
     resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
 
     def __post_init__(self) -> None:
+        # Resolve the defaults that depend on other fields, so the stored config is explicit.
+        if self.optimizer == "auto":
+            object.__setattr__(self, "optimizer", "adam" if self.schedule == "two-stage" else "sgd")
+        if self.learning_rate is None and self.optimizer in DEFAULT_LR:
+            object.__setattr__(self, "learning_rate", DEFAULT_LR[self.optimizer])
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}.")
         if self.augmentation not in AUGMENTATION_PRESETS:
@@ -107,6 +114,11 @@ class TrainerConfig:
                 f"unknown augmentation '{self.augmentation}'; choose one of {AUGMENTATION_PRESETS}."
             )
         plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
+
+    @property
+    def lr(self) -> float:
+        """The initial learning rate (resolved from the optimiser when not given)."""
+        return DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
         if self.checkpoint_every < 1 or self.num_gpus < 1:
             raise ValueError("checkpoint_every and num_gpus must be >= 1.")
 
@@ -430,9 +442,7 @@ def _train(
             if si != stage_index:
                 params = stage_parameters(net, stage)
                 set_trainable(net, params)
-                optimizer = make_optimizer(
-                    config.optimizer, params, config.learning_rate, config.weight_decay
-                )
+                optimizer = make_optimizer(config.optimizer, params, config.lr, config.weight_decay)
                 if si == run.stage_index and run.optimizer_state is not None:
                     optimizer.load_state_dict(run.optimizer_state)
                 model = (
@@ -445,7 +455,7 @@ def _train(
                 stage_index = si
                 logger.info("stage %s from epoch %d", stage.name, epoch + 1)
             assert optimizer is not None
-            lr = learning_rate(stage, epoch, config.learning_rate)
+            lr = learning_rate(stage, epoch, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weights = stage_loss_weights(plan.loss_weights, stage)

@@ -69,7 +69,10 @@ def test_sgd_is_nesterov_099_and_adam_has_paper_betas() -> None:
     assert (g["momentum"], g["nesterov"], g["lr"], g["weight_decay"]) == (0.99, True, 1e-2, 3e-5)
     adam = make_optimizer("adam", p, 1e-3, 0.0)
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.9, 0.999)
-    assert TrainerConfig().optimizer == "sgd" and TrainerConfig().learning_rate == 1e-2
+    assert (TrainerConfig().optimizer, TrainerConfig().lr) == ("sgd", 1e-2)
+    two = TrainerConfig(schedule="two-stage")
+    assert (two.optimizer, two.learning_rate) == ("adam", 1e-3)
+    assert TrainerConfig(optimizer="sgd", learning_rate=0.1).lr == 0.1
 
 
 def _batch(plan, seed: int = 0) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
