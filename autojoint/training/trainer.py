@@ -166,9 +166,9 @@ def validate(
     for c in case_ids:
         if net.cls is None:
             continue
-        case = load_preprocessed(pre_dir, c)
-        view = torch.from_numpy(case["cls_data"][None]).to(device)
-        ref = case.get("cls_seg")
+        case = load_preprocessed(pre_dir, c, mmap_mode="r")  # only the views are read
+        view = torch.from_numpy(np.array(case["cls_data"][None], np.float32)).to(device)
+        ref = np.asarray(case["cls_seg"]) if "cls_seg" in case else None
         diag = case["properties"]["diagnosis"]
         scales, logits, _ = net.classify(view)
         if diag in plan.classes:
