@@ -38,7 +38,7 @@ def test_plan_writes_versioned_files(trained: dict[str, Path]) -> None:
     fp = json.loads((work / "fingerprint.json").read_text())
     assert plan["schema_version"] == 1 and fp["schema_version"] == 1
     assert plan["classes"] == CLASSES
-    assert len(list((work / "preprocessed").glob("*.npz"))) == 6
+    assert len(list((work / "preprocessed").glob("*.json"))) == 6
     stride = np.prod(np.array(plan["topology"]["strides"]), axis=0)
     assert np.all(np.array(plan["patch_size"]) % stride == 0)
 
@@ -171,7 +171,7 @@ def test_lowres_configuration_end_to_end(tmp_path: Path) -> None:
     low, full = plan["lowres"], plan
     assert all(a >= b for a, b in zip(low["target_spacing"], full["target_spacing"], strict=True))
     assert np.prod(low["patch_size"]) / np.prod(low["median_shape"]) >= 0.25
-    assert len(list((work / "preprocessed_lowres").glob("*.npz"))) == 5
+    assert len(list((work / "preprocessed_lowres").glob("*.json"))) == 5
     args = ["all", "-w", str(work), "-c", "lowres", "--epochs", "1", "--iterations-per-epoch", "1"]
     assert cli_train.main(args) == 0
     assert (work / "lowres" / "fold_all" / "checkpoint_final.pt").is_file()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from autojoint.cli.common import add_verbosity, add_work_dir, run
+from autojoint.data.augmentation import AUGMENTATION_PRESETS
 from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS
+from autojoint.training.distributed import context_from_env
+from autojoint.training.schedule import DEFAULT_LR, OPTIMIZERS, SCHEDULES
 from autojoint.training.trainer import TrainerConfig, train_fold
 
 
@@ -15,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="autojoint_train",
         description="Train the joint segmentation + diagnosis network on FOLD; writes "
-        "WORK_DIR/fold_FOLD/ (checkpoint_final.pt, checkpoint_latest.pt, training_log.json).",
+        "WORK_DIR/fold_FOLD/ (checkpoint_final.pt, checkpoint_latest.pt, checkpoint_best.pt, "
+        "training_log.json, trainer_config.json, progress.png).",
     )
     parser.add_argument("fold", help="cross-validation fold 0-4, or 'all' to train on every case")
     add_work_dir(parser)
@@ -26,12 +31,53 @@ def main(argv: list[str] | None = None) -> int:
         default=d.iterations_per_epoch,
         help=f"default {d.iterations_per_epoch}",
     )
-    parser.add_argument("--device", default=d.device, help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--device",
+        default=d.device,
+        help="auto (CUDA, else MPS, else CPU; default), cpu, cuda, cuda:N or mps",
+    )
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=d.num_gpus,
+        help="train data-parallel (DDP) on N GPUs, the plan's batch split across them "
+        "(with --device cpu: N gloo processes). Launching under torchrun also trains DDP.",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=None,
+        help="sgd (Nesterov momentum 0.99; default for --schedule joint) or adam (default "
+        "for --schedule two-stage)",
+    )
     parser.add_argument(
         "--lr",
         type=float,
-        default=d.learning_rate,
-        help=f"Adam learning rate (default {d.learning_rate})",
+        default=None,
+        help=f"initial learning rate (default {DEFAULT_LR['sgd']} for sgd, "
+        f"{DEFAULT_LR['adam']} for adam)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=d.schedule,
+        help="joint (default: all parameters and losses, poly decay) or two-stage (the papers: "
+        "pre-train the segmentation path, then the classification path, then fine-tune "
+        "jointly at lr/10; see docs/training.md)",
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATION_PRESETS,
+        default=d.augmentation,
+        help="none, light (noise, gamma, mirroring) or default (nnU-Net's: rotation, scaling, "
+        "noise, blur, brightness, contrast, low resolution, gamma, mirroring)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help=f"write checkpoint_latest.pt every N epochs (default {d.checkpoint_every}; "
+        "always after the last)",
     )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
@@ -81,11 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.iterations_per_epoch < 1:
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
+    if args.num_gpus < 1 or args.checkpoint_every < 1:
+        parser.error("--num-gpus and --checkpoint-every must be >= 1")
+    if args.schedule == "two-stage" and args.epochs < 3:
+        parser.error("--schedule two-stage needs --epochs >= 3")
+    ctx = context_from_env(os.environ)  # launched under torchrun: this process is one rank
+    if ctx.is_distributed and args.num_gpus > 1:
+        parser.error("use either torchrun or --num-gpus, not both")
     config = TrainerConfig(
         epochs=args.epochs,
         iterations_per_epoch=args.iterations_per_epoch,
+        optimizer=args.optimizer or "auto",
         learning_rate=args.lr,
+        schedule=args.schedule,
+        augmentation=args.augmentation,
         device=args.device,
+        num_gpus=args.num_gpus,
+        checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         num_workers=args.num_workers,
         configuration=args.configuration,
@@ -93,4 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         final_validation=not args.skip_validation,
     )
-    return run(lambda: train_fold(args.work_dir, args.fold, config), args.verbose)
+    return run(
+        lambda: train_fold(args.work_dir, args.fold, config, ctx if ctx.is_distributed else None),
+        args.verbose,
+    )

@@ -56,9 +56,44 @@ def extract_patch(
     return out
 
 
+def pick_foreground_voxel(locations: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A lesion label uniformly among those present, then one of its voxels (as nnU-Net), so
+    a rare label (consolidation beside much ground-glass) is still oversampled.
+
+    Shape:
+        locations ``(N, 4)`` rows ``(label, z, y, x)`` -> ``(3,)`` or None when N == 0.
+    """
+    if len(locations) == 0:
+        return None
+    labels = np.unique(locations[:, 0])
+    rows = locations[locations[:, 0] == labels[rng.integers(len(labels))]]
+    return rows[rng.integers(len(rows)), 1:]
+
+
+def forced_foreground_slots(
+    batch_size: int, fraction: float, offset: int = 0, global_batch_size: int | None = None
+) -> list[bool]:
+    """Which samples of a (local) batch must be centred on a lesion voxel.
+
+    As nnU-Net: the last ``round(global_batch * fraction)`` samples of the global batch. A
+    rank of a distributed run holds samples ``offset .. offset + batch_size - 1`` of it, so the
+    ratio holds for the global batch even when each rank's share is one sample.
+    """
+    total = batch_size if global_batch_size is None else global_batch_size
+    n_fg = int(round(total * fraction))
+    return [offset + i >= total - n_fg for i in range(batch_size)]
+
+
 class JointDataLoader(DataLoader):
     """Yields dicts with ``data`` (B,C,*patch), ``seg`` (B,1,*patch), ``cls_data``,
-    ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, and ``has_mask`` (B,)."""
+    ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, and ``has_mask`` (B,).
+
+    Cases are read through memory maps (only the cropped patch is read from disk).
+    ``loaded_patch_size`` (default ``patch_size``) is the size cropped from the case; it is
+    larger when a spatial augmentation follows that crops back to ``patch_size`` around the
+    centre (so rotated corners hold image, not padding). Oversampled lesion voxels land in
+    that central ``patch_size`` region.
+    """
 
     def __init__(
         self,
@@ -71,6 +106,9 @@ class JointDataLoader(DataLoader):
         seed: int,
         oversample_foreground: float = 0.33,
         num_workers: int = 1,
+        loaded_patch_size: Sequence[int] | None = None,
+        batch_offset: int = 0,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             list(case_ids),
@@ -86,9 +124,19 @@ class JointDataLoader(DataLoader):
         self.indices = list(range(len(case_ids)))  # required by batchgenerators' sampler
         self.preprocessed_dir = Path(preprocessed_dir)
         self.patch_size = tuple(int(p) for p in patch_size)
+        self.loaded_patch_size = tuple(
+            int(p) for p in (loaded_patch_size if loaded_patch_size is not None else patch_size)
+        )
+        if any(a < b for a, b in zip(self.loaded_patch_size, self.patch_size, strict=True)):
+            raise ValueError(
+                f"loaded_patch_size {self.loaded_patch_size} smaller than {self.patch_size}."
+            )
         self.classes = list(classes)
         self.seed = seed
         self.oversample_foreground = oversample_foreground
+        self.forced = forced_foreground_slots(
+            batch_size, oversample_foreground, batch_offset, global_batch_size
+        )
         self._rng: np.random.Generator | None = None
 
     @property
@@ -97,28 +145,30 @@ class JointDataLoader(DataLoader):
             self._rng = np.random.default_rng([self.seed, self.thread_id])
         return self._rng
 
+    def _start(self, shape: Sequence[int], center: np.ndarray | None) -> tuple[int, ...]:
+        big, small = self.loaded_patch_size, self.patch_size
+        if center is None:
+            return sample_patch_start(shape, big, self.rng)
+        # Lesion voxel anywhere inside the central patch_size region of the loaded crop.
+        inner = sample_patch_start(shape, small, self.rng, [int(c) for c in center])
+        return tuple(s - (b - p) // 2 for s, b, p in zip(inner, big, small, strict=True))
+
     def _load_sample(self, case_id: str, force_foreground: bool) -> dict:
-        case = load_preprocessed(self.preprocessed_dir, case_id)
+        case = load_preprocessed(self.preprocessed_dir, case_id, mmap_mode="r")
         data = case["data"]
         has_mask = "seg" in case
         center = None
-        if force_foreground and has_mask and len(case["fg_coords"]):
-            center = case["fg_coords"][self.rng.integers(len(case["fg_coords"]))]
-        start = sample_patch_start(data.shape[1:], self.patch_size, self.rng, center)
-        fill = data.reshape(data.shape[0], -1).min(axis=1)
-        patch = np.stack(
-            [
-                extract_patch(c, start, self.patch_size, float(f))
-                for c, f in zip(data, fill, strict=True)
-            ]
-        )
-        seg = (
-            extract_patch(case["seg"], start, self.patch_size, 0)
-            if has_mask
-            else np.zeros(self.patch_size, np.uint8)
-        )
-        cls_data = case["cls_data"]
-        cls_seg = case.get("cls_seg", np.zeros(cls_data.shape[1:], np.uint8))
+        if force_foreground and has_mask and "fg_locations" in case:
+            center = pick_foreground_voxel(np.asarray(case["fg_locations"]), self.rng)
+        start = self._start(data.shape[1:], center)
+        size = self.loaded_patch_size
+        # Pad with the crop's own minimum: the volume's would read the whole memory map.
+        patch = np.stack([extract_patch(c, start, size, np.nan) for c in data]).astype(np.float32)
+        for c in patch:
+            c[np.isnan(c)] = np.nanmin(c)
+        seg = extract_patch(case["seg"], start, size, 0) if has_mask else np.zeros(size, np.uint8)
+        cls_data = np.asarray(case["cls_data"])
+        cls_seg = np.asarray(case.get("cls_seg", np.zeros(cls_data.shape[1:], np.uint8)))
         diag = case["properties"]["diagnosis"]
         return {
             "data": patch,
@@ -131,10 +181,7 @@ class JointDataLoader(DataLoader):
 
     def generate_train_batch(self) -> dict:
         ids = [self._data[i] for i in self.get_indices()]
-        n = len(ids)
-        # As nnU-Net: the last third of each batch is forced to contain lesion voxels.
-        n_fg = int(round(n * self.oversample_foreground))
-        samples = [self._load_sample(c, i >= n - n_fg) for i, c in enumerate(ids)]
+        samples = [self._load_sample(c, f) for c, f in zip(ids, self.forced, strict=True)]
         return {
             "data": np.stack([s["data"] for s in samples]).astype(np.float32),
             "seg": np.stack([s["seg"] for s in samples]).astype(np.int16),

@@ -83,7 +83,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 # What the trainer's augmentation mirrors (autojoint/data/augmentation.py), used when a
-# checkpoint does not record its own ``extra["mirror_axes"]``.
+# checkpoint does not record its own mirror axes (checkpoints written before they did).
 DEFAULT_MIRROR_AXES = (0, 1, 2)
 STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
 
@@ -156,8 +156,10 @@ def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
 
 def trained_mirror_axes(extra: dict[str, Any]) -> tuple[int, ...]:
     """Spatial axes (network order) the fold's training mirrored patches along: what the
-    checkpoint records (``extra["mirror_axes"]``), else the trainer's default."""
-    axes = extra.get("mirror_axes")
+    checkpoint records (``extra["augmentation"]["mirror_axes"]``, the trainer's spec, or a
+    bare ``extra["mirror_axes"]``), else the trainer's default."""
+    augmentation = extra.get("augmentation") or {}
+    axes = augmentation.get("mirror_axes", extra.get("mirror_axes"))
     if axes is None:
         return DEFAULT_MIRROR_AXES
     return tuple(int(a) for a in axes)

@@ -9,7 +9,6 @@ Each case yields two views of one scan:
 
 from __future__ import annotations
 
-import io
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -103,18 +102,52 @@ def foreground_coordinates(seg: np.ndarray, rng: np.random.Generator) -> np.ndar
     return coords.astype(np.int32)
 
 
+def foreground_locations(seg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per lesion label, up to 10,000 of its voxel coordinates, so oversampling can pick a
+    label first and a voxel of that label second (rare labels are not drowned).
+
+    Shape:
+        seg ``(Z, Y, X)`` -> ``(N, 4)`` int32 rows ``(label, z, y, x)``, labels ascending.
+    """
+    rows = [np.zeros((0, 4), np.int32)]
+    for label in np.unique(seg):
+        if label == 0:
+            continue
+        coords = foreground_coordinates(seg == label, rng)
+        rows.append(np.concatenate([np.full((len(coords), 1), label, np.int32), coords], 1))
+    return np.concatenate(rows).astype(np.int32)
+
+
+# One .npy per array, so training reads patches through memory maps (np.load(mmap_mode))
+# and a dataset larger than RAM trains. CASE.json is written last: it marks a complete case.
+ARRAY_NAMES = ("data", "seg", "cls_data", "cls_seg", "fg_locations")
+
+
+def case_array_path(out_dir: Path, case_id: str, name: str) -> Path:
+    """``out_dir/CASE/NAME.npy``: where array ``name`` of a preprocessed case lives."""
+    return Path(out_dir) / case_id / f"{name}.npy"
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    atomic_write(path, lambda fh: np.save(fh, np.ascontiguousarray(array)), binary=True)
+
+
 def save_preprocessed(case: PreprocessedCase, out_dir: Path, seed: int = 0) -> None:
-    """Write ``CASE.npz`` (arrays) and ``CASE.json`` (geometry, crop box, diagnosis)."""
+    """Write ``CASE/{data,cls_data[,seg,cls_seg,fg_locations]}.npy`` (arrays) and, last,
+    ``CASE.json`` (geometry, crop box, diagnosis)."""
     check_case_name(case.case_id, out_dir)  # a name like "../x" must not leave out_dir
     arrays = {"data": case.data, "cls_data": case.cls_data}
     if case.cls_seg is not None:
         arrays["cls_seg"] = case.cls_seg
     if case.seg is not None:
         arrays["seg"] = case.seg
-        arrays["fg_coords"] = foreground_coordinates(case.seg, np.random.default_rng(seed))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    atomic_write(out_dir / f"{case.case_id}.npz", lambda fh: fh.write(buf.getvalue()), binary=True)
+        arrays["fg_locations"] = foreground_locations(case.seg, np.random.default_rng(seed))
+    for name in ARRAY_NAMES:  # a re-run must not leave a stale mask of an earlier run
+        path = case_array_path(out_dir, case.case_id, name)
+        if name in arrays:
+            _save_npy(arrays[name], path)
+        else:
+            path.unlink(missing_ok=True)
     write_json(
         {
             "case_id": case.case_id,
@@ -128,11 +161,67 @@ def save_preprocessed(case: PreprocessedCase, out_dir: Path, seed: int = 0) -> N
     )
 
 
-def load_preprocessed(out_dir: Path, case_id: str) -> dict:
-    """Load one preprocessed case as a dict of arrays plus its properties."""
-    props = read_json(out_dir / f"{case_id}.json")
-    with np.load(out_dir / f"{case_id}.npz") as f:
+def list_preprocessed(out_dir: Path) -> list[str]:
+    """Sorted ids of the complete preprocessed cases in ``out_dir`` (those with a CASE.json)."""
+    return sorted(p.stem for p in Path(out_dir).glob("*.json"))
+
+
+def _load_legacy_npz(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of a case written by an older autojoint as one ``CASE.npz`` (no memory mapping);
+    its label-agnostic ``fg_coords`` become ``fg_locations`` by reading the mask."""
+    with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
+    coords = arrays.pop("fg_coords", None)
+    if coords is not None and "seg" in arrays:
+        labels = arrays["seg"][tuple(coords.T)] if len(coords) else np.zeros(0, np.int32)
+        arrays["fg_locations"] = np.concatenate(
+            [labels.astype(np.int32)[:, None], coords.astype(np.int32)], 1
+        )
+    return arrays
+
+
+_LEGACY_REPORTED: set[Path] = set()  # directories already reported, to log once
+
+
+def load_preprocessed(out_dir: Path, case_id: str, *, mmap_mode: str | None = None) -> dict:
+    """Load one preprocessed case as a dict of arrays plus its ``properties``.
+
+    Args:
+        mmap_mode: None reads the arrays into memory (writable); ``"r"`` memory-maps them
+            read-only (``np.memmap``), so the training loader touches only the patch it
+            crops. Cases in the older single-file ``CASE.npz`` format still load (into
+            memory; a log line suggests re-running autojoint_plan to get memory mapping).
+
+    Raises:
+        FileNotFoundError: the case (its JSON or arrays) is missing.
+    """
+    out_dir = Path(out_dir)
+    props = read_json(out_dir / f"{case_id}.json")
+    if (out_dir / case_id).is_dir():
+        arrays = {
+            name: np.load(path, mmap_mode=mmap_mode)  # type: ignore[arg-type]
+            for name in ARRAY_NAMES
+            if (path := case_array_path(out_dir, case_id, name)).is_file()
+        }
+        if "data" not in arrays:
+            raise FileNotFoundError(
+                f"{case_array_path(out_dir, case_id, 'data')}: missing; re-run autojoint_plan "
+                "to preprocess this case again."
+            )
+    elif (legacy := out_dir / f"{case_id}.npz").is_file():
+        if mmap_mode is not None and out_dir not in _LEGACY_REPORTED:
+            _LEGACY_REPORTED.add(out_dir)
+            logger.warning(
+                "%s: old single-file format, read into memory; re-run autojoint_plan to store "
+                "memory-mappable .npy arrays",
+                legacy,
+            )
+        arrays = _load_legacy_npz(legacy)
+    else:
+        raise FileNotFoundError(
+            f"{out_dir / case_id}: no preprocessed arrays for case '{case_id}'; re-run "
+            "autojoint_plan to preprocess the dataset."
+        )
     return {**arrays, "properties": props}
 
 

@@ -16,22 +16,64 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autojoint.data.augmentation import make_batch_iterator
+from autojoint.data.augmentation import (
+    AUGMENTATION_PRESETS,
+    AugmentationSpec,
+    augmentation_spec,
+    make_batch_iterator,
+    training_transforms,
+)
 from autojoint.data.loader import JointDataLoader
 from autojoint.io.files import read_json, write_json
-from autojoint.losses.joint import joint_loss
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
+from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training.checkpoint import load_checkpoint, save_checkpoint
+from autojoint.training.devices import resolve_device
+from autojoint.training.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    barrier,
+    destroy_process_group,
+    free_port,
+    init_process_group,
+    split_batch,
+)
+from autojoint.training.progress import epoch_score, format_epoch, plot_progress, update_ema
 from autojoint.training.rng_state import capture_rng_state, restore_rng_state
+from autojoint.training.schedule import (
+    DEFAULT_LR,
+    OPTIMIZERS,
+    Stage,
+    learning_rate,
+    make_optimizer,
+    plan_stages,
+    set_trainable,
+    stage_loss_weights,
+    stage_of,
+    stage_parameters,
+)
 from autojoint.training.splits import NUM_FOLDS, load_or_create_splits
+from autojoint.training.step import (
+    LOSS_TERMS,
+    batch_to_device,
+    make_grad_scaler,
+    train_step,
+    validation_loss,
+)
 from autojoint.training.validation import validate_cases, write_validation
 from autojoint.workdir import PLANS_FILE, SPLITS_FILE, fold_dir, preprocessed_dir
 
+__all__ = ["TrainerConfig", "fold_cases", "resolve_device", "train_fold", "validate"]
+
 logger = logging.getLogger(__name__)
+
+TRAINER_CONFIG_FILE = "trainer_config.json"
+PROGRESS_FILE = "progress.png"
+RANK_SEED_STRIDE = 100_003  # keeps the loader seeds of ranks and their workers apart
 
 
 @dataclass(frozen=True)
@@ -40,27 +82,45 @@ class TrainerConfig:
 
     epochs: int = 100
     iterations_per_epoch: int = 250
-    learning_rate: float = 1e-3  # Adam, as DeepSC-COVID and MultiR-Net
+    # "sgd" (nnU-Net) or "adam" (the papers); "auto": adam for two-stage, else sgd
+    optimizer: str = "auto"
+    learning_rate: float | None = None  # None: 1e-2 for SGD, 1e-3 for Adam
     weight_decay: float = 3e-5
-    device: str = "cpu"
+    schedule: str = "joint"  # or "two-stage" (pre-train each path, then fine-tune jointly)
+    grad_clip: float = 12.0  # max global gradient norm
+    augmentation: str = "default"  # none | light | default (data/augmentation.py)
+    device: str = "auto"  # auto (cuda -> mps -> cpu), cpu, cuda[:N], mps
+    num_gpus: int = 1  # > 1 spawns one DDP process per GPU (gloo processes on CPU)
     seed: int = 0
     num_workers: int = 0
     oversample_foreground: float = 0.33
     configuration: str = "fullres"  # or "lowres" when the plan has one
     plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
+    checkpoint_every: int = 5  # epochs between checkpoint_latest.pt writes (and the last)
+    val_iterations: int = 10  # validation-loss batches per epoch (folds 0-4)
     final_validation: bool = True  # sliding window over every validation case at the end
     resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
 
+    def __post_init__(self) -> None:
+        # Resolve the defaults that depend on other fields, so the stored config is explicit.
+        if self.optimizer == "auto":
+            object.__setattr__(self, "optimizer", "adam" if self.schedule == "two-stage" else "sgd")
+        if self.learning_rate is None and self.optimizer in DEFAULT_LR:
+            object.__setattr__(self, "learning_rate", DEFAULT_LR[self.optimizer])
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}.")
+        if self.augmentation not in AUGMENTATION_PRESETS:
+            raise ValueError(
+                f"unknown augmentation '{self.augmentation}'; choose one of {AUGMENTATION_PRESETS}."
+            )
+        plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` or ``cuda[:N]``; asking for CUDA without one is an error, not a silent CPU run."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            "--device cuda was requested but torch sees no CUDA device; use --device cpu."
-        )
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"unknown device '{name}'; use cpu or cuda.")
-    return torch.device(name)
+    @property
+    def lr(self) -> float:
+        """The initial learning rate (resolved from the optimiser when not given)."""
+        return DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
+        if self.checkpoint_every < 1 or self.num_gpus < 1:
+            raise ValueError("checkpoint_every and num_gpus must be >= 1.")
 
 
 def fold_cases(
@@ -68,7 +128,7 @@ def fold_cases(
 ) -> tuple[list[str], list[str]]:
     """Train and validation case ids of ``fold`` ('0'..'4' or 'all')."""
     pre = preprocessed_dir(work_dir, configuration)
-    ids = sorted(p.stem for p in pre.glob("*.npz"))
+    ids = list_preprocessed(pre)
     if not ids:
         raise FileNotFoundError(f"{pre}: no preprocessed cases; run autojoint_plan first.")
     if fold == "all":
@@ -104,12 +164,12 @@ def validate(
     correct = counted = 0
     inter = denom = 0.0
     for c in case_ids:
-        with np.load(pre_dir / f"{c}.npz") as f:
-            view = torch.from_numpy(f["cls_data"][None]).to(device)
-            ref = f["cls_seg"] if "cls_seg" in f.files else None
-        diag = read_json(pre_dir / f"{c}.json")["diagnosis"]
         if net.cls is None:
             continue
+        case = load_preprocessed(pre_dir, c, mmap_mode="r")  # only the views are read
+        view = torch.from_numpy(np.array(case["cls_data"][None], np.float32)).to(device)
+        ref = np.asarray(case["cls_seg"]) if "cls_seg" in case else None
+        diag = case["properties"]["diagnosis"]
         scales, logits, _ = net.classify(view)
         if diag in plan.classes:
             counted += 1
@@ -127,163 +187,369 @@ def validate(
     return out
 
 
+def _checkpoint_extra(
+    fold: str,
+    config: TrainerConfig,
+    spec: AugmentationSpec,
+    stage_index: int,
+    scaler: torch.amp.GradScaler,
+    ema: float | None,
+    best_ema: float | None,
+    loader: JointDataLoader | None,
+) -> dict:
+    """Everything besides weights and optimiser that a checkpoint stores (plain values and
+    tensors only, so ``torch.load(weights_only=True)`` reads it)."""
+    extra = {
+        "fold": fold,
+        "trainer": _plain(asdict(config)),
+        "augmentation": spec.to_dict(),
+        "stage": stage_index,
+        "grad_scaler": scaler.state_dict(),
+        "ema": ema,
+        "best_ema": best_ema,
+    }
+    if loader is not None:
+        extra["rng"] = capture_rng_state(loader)
+    return extra
+
+
+def _plain(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass
+class _Run:
+    """The mutable state of a training run that a checkpoint must restore."""
+
+    start_epoch: int = 0
+    stage_index: int = -1  # stage whose optimiser state was restored (-1: none)
+    optimizer_state: dict | None = None
+    scaler_state: dict | None = None
+    ema: float | None = None
+    best_ema: float | None = None
+
+
 def _resume(
     out: Path,
     plan: Plan,
     net: JointNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     loader: JointDataLoader,
     log: dict,
     device: torch.device,
-) -> int:
-    """Restore weights, optimiser, schedule, random streams and log from
-    ``checkpoint_latest.pt``; returns the epoch to continue from (0 = nothing to resume)."""
+    exact_rng: bool,
+) -> _Run:
+    """Restore weights, random streams and log from ``checkpoint_latest.pt``; return the
+    epoch to continue from and the optimiser/scaler state to load once the stage's optimiser
+    is built (start epoch 0 = nothing to resume)."""
     path = out / "checkpoint_latest.pt"
     if not path.is_file():
         logger.warning("--continue: %s not found; starting from scratch", path)
-        return 0
+        return _Run()
     state = load_checkpoint(path, device)
     if Plan.from_dict(state["plan"], source=str(path)) != plan:
         raise ValueError(
             f"{path}: was trained with a different plan or --set options; resume with the "
             "same options, or train into a fresh fold directory."
         )
+    extra = state["extra"]
+    if "stage" not in extra:
+        raise ValueError(
+            f"{path}: written by an older trainer that cannot be resumed exactly; train "
+            "this fold again into a fresh fold directory."
+        )
     net.load_state_dict(state["network"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["extra"]["scheduler"])
-    restore_rng_state(state["extra"]["rng"], loader)
+    if exact_rng and "rng" in extra:
+        restore_rng_state(extra["rng"], loader)
     log_path = out / "training_log.json"
     if log_path.is_file():
         log["epochs"] = read_json(log_path)["epochs"][: state["epoch"]]
     logger.info("resuming fold from epoch %d (%s)", state["epoch"], path)
-    return int(state["epoch"])
+    return _Run(
+        start_epoch=int(state["epoch"]),
+        stage_index=int(extra["stage"]),
+        optimizer_state=state["optimizer"],
+        scaler_state=extra.get("grad_scaler"),
+        ema=extra.get("ema"),
+        best_ema=extra.get("best_ema"),
+    )
 
 
-def train_fold(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
-    """Train one fold; writes ``fold_FOLD/checkpoint_{latest,final}.pt``,
-    ``training_log.json`` and (folds 0-4) ``validation/summary.json``. Returns the fold
-    directory."""
+def _spawned_worker(rank: int, work_dir: Path, fold: str, config: TrainerConfig, port: int) -> None:
+    if not logging.getLogger().handlers:  # a fresh interpreter: show rank 0's log lines
+        logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING)
+    ctx = DistributedContext(rank, config.num_gpus, rank, f"tcp://127.0.0.1:{port}")
+    train_fold(work_dir, fold, config, ctx)
+
+
+def _spawn(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
+    """``--num-gpus N``: one process per device (gloo processes when the device is the CPU),
+    each running :func:`train_fold` as one rank."""
+    device = resolve_device(config.device)
+    if device.type == "cuda" and torch.cuda.device_count() < config.num_gpus:
+        raise RuntimeError(
+            f"--num-gpus {config.num_gpus}: torch sees {torch.cuda.device_count()} CUDA devices."
+        )
+    if device.type == "mps":
+        raise RuntimeError("--num-gpus > 1 needs CUDA devices (or --device cpu for gloo).")
+    torch.multiprocessing.spawn(
+        _spawned_worker,
+        args=(Path(work_dir), fold, config, free_port()),
+        nprocs=config.num_gpus,
+        join=True,
+    )
+    return fold_dir(work_dir, fold, config.configuration)
+
+
+def _rank_device(config: TrainerConfig, ctx: DistributedContext) -> torch.device:
+    device = resolve_device(config.device)
+    if ctx.is_distributed and device.type == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def train_fold(
+    work_dir: Path, fold: str, config: TrainerConfig, ctx: DistributedContext | None = None
+) -> Path:
+    """Train one fold; writes ``fold_FOLD/checkpoint_{latest,best,final}.pt``,
+    ``training_log.json``, ``trainer_config.json``, ``progress.png`` and (folds 0-4)
+    ``validation/summary.json``. Returns the fold directory.
+
+    Args:
+        ctx: this process's place in a distributed run (torchrun, or a process spawned
+            for ``config.num_gpus > 1``); None for a single process, or to spawn.
+    """
+    if ctx is None and config.num_gpus > 1:
+        return _spawn(work_dir, fold, config)
+    ctx = ctx or DistributedContext()
     work_dir = Path(work_dir)
     plan = apply_overrides(
         Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration),
         config.plan_overrides,
     )
-    device = resolve_device(config.device)
+    device = _rank_device(config, ctx)
     get_segmentation_loss(plan.loss.segmentation, plan.loss)  # fail fast on a bad --set
+    stages = plan_stages(config.schedule, config.epochs)
+    if config.schedule == "two-stage" and not plan.has_diagnosis:
+        raise ValueError(
+            "--schedule two-stage pre-trains the classification path, but the plan has no "
+            "diagnosis classes; use --schedule joint."
+        )
+    # Same initial weights on every rank (DDP also broadcasts rank 0's); batchgenerators'
+    # transforms draw from numpy's and Python's global generators: seed both, per rank, so
+    # a run is repeatable for a seed (our own sampling uses explicit Generators).
     torch.manual_seed(config.seed)
-    # batchgenerators' transforms draw from numpy's and Python's global generators; seed
-    # both so a run is repeatable for a seed (our own sampling uses explicit Generators).
-    np.random.seed(config.seed)
-    random.seed(config.seed)
+    np.random.seed(config.seed + ctx.rank)
+    random.seed(config.seed + ctx.rank)
     train_ids, val_ids = fold_cases(work_dir, fold, config.configuration)
     out = fold_dir(work_dir, fold, config.configuration)
-    out.mkdir(parents=True, exist_ok=True)
     pre_dir = preprocessed_dir(work_dir, config.configuration)
+    init_process_group(ctx, device)
+    try:
+        return _train(plan, config, ctx, device, stages, fold, train_ids, val_ids, out, pre_dir)
+    finally:
+        destroy_process_group(ctx)
 
+
+def _train(
+    plan: Plan,
+    config: TrainerConfig,
+    ctx: DistributedContext,
+    device: torch.device,
+    stages: list[Stage],
+    fold: str,
+    train_ids: list[str],
+    val_ids: list[str],
+    out: Path,
+    pre_dir: Path,
+) -> Path:
     net = JointNet(plan)
     init_weights(net)
     net.to(device)
-    optimizer = torch.optim.Adam(
-        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    # Poly decay, as nnU-Net: large steps early, a gentle landing at the end.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: (1 - e / max(config.epochs, 1)) ** 0.9
-    )
     class_weights = torch.tensor(plan.class_weights or [1.0], dtype=torch.float32, device=device)
+    spec = augmentation_spec(config.augmentation, plan.patch_size, plan.target_spacing)
+    offset, local_batch = split_batch(plan.batch_size, ctx.world_size, ctx.rank)
     loader = JointDataLoader(
         pre_dir,
         train_ids,
         patch_size=plan.patch_size,
-        batch_size=plan.batch_size,
+        batch_size=local_batch,
         classes=plan.classes,
-        seed=config.seed,
+        seed=config.seed + RANK_SEED_STRIDE * ctx.rank,
         oversample_foreground=config.oversample_foreground,
         num_workers=max(config.num_workers, 1),
+        loaded_patch_size=spec.loaded_patch_size,
+        batch_offset=offset,
+        global_batch_size=plan.batch_size,
     )
     log: dict = {
         "fold": fold,
-        "config": asdict(config),
+        "config": _plain(asdict(config)),
         "train_cases": train_ids,
         "val_cases": val_ids,
         "epochs": [],
     }
-    start_epoch = 0
-    if config.resume:
-        start_epoch = _resume(out, plan, net, optimizer, scheduler, loader, log, device)
-    # Workers cannot restore the in-process loader's streams: offset their seeds instead,
-    # so a resumed multi-worker run does not replay the first epochs' batches.
-    batches = make_batch_iterator(loader, config.num_workers, config.seed + 1000 * start_epoch)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(
+            {
+                "config": _plain(asdict(config)),
+                "device": str(device),
+                "world_size": ctx.world_size,
+                "stages": [asdict(s) for s in stages],
+                "augmentation": spec.to_dict(),
+            },
+            out / TRAINER_CONFIG_FILE,
+        )
+    # Exact resumption restores the in-process loader's streams; with worker processes or
+    # several ranks the seeds are offset instead, so a resumed run does not replay batches.
+    exact = config.num_workers == 0 and not ctx.is_distributed
+    run = _resume(out, plan, net, loader, log, device, exact) if config.resume else _Run()
+    transforms = training_transforms(
+        spec, plan.patch_size, plan.classification_shape if plan.has_diagnosis else None
+    )
+    batches = make_batch_iterator(
+        loader,
+        config.num_workers,
+        config.seed + RANK_SEED_STRIDE * ctx.rank + 1000 * run.start_epoch,
+        transforms,
+    )
+    scaler = make_grad_scaler(device)
+    if run.scaler_state:
+        scaler.load_state_dict(run.scaler_state)
     logger.info(
-        "fold %s: %d train / %d val cases, patch %s, batch %d, device %s",
+        "fold %s: %d train / %d val cases, patch %s, batch %d (%d per rank x %d), device %s, "
+        "%s schedule, %s, augmentation %s",
         fold,
         len(train_ids),
         len(val_ids),
         plan.patch_size,
         plan.batch_size,
+        local_batch,
+        ctx.world_size,
         device,
+        config.schedule,
+        config.optimizer,
+        config.augmentation,
     )
+    stage_index = -1
+    optimizer: torch.optim.Optimizer | None = None
+    model: torch.nn.Module = net
+    params: list[torch.nn.Parameter] = []
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(run.start_epoch, config.epochs):
+            si = stage_of(stages, epoch)
+            stage = stages[si]
+            if si != stage_index:
+                params = stage_parameters(net, stage)
+                set_trainable(net, params)
+                optimizer = make_optimizer(config.optimizer, params, config.lr, config.weight_decay)
+                if si == run.stage_index and run.optimizer_state is not None:
+                    optimizer.load_state_dict(run.optimizer_state)
+                model = (
+                    torch.nn.parallel.DistributedDataParallel(
+                        net, device_ids=[device] if device.type == "cuda" else None
+                    )
+                    if ctx.is_distributed
+                    else net
+                )
+                stage_index = si
+                logger.info("stage %s from epoch %d", stage.name, epoch + 1)
+            assert optimizer is not None
+            lr = learning_rate(stage, epoch, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            weights = stage_loss_weights(plan.loss_weights, stage)
             t0 = time.perf_counter()
-            sums = {"total": 0.0, "seg": 0.0, "cls": 0.0, "task_aware": 0.0}
+            sums = dict.fromkeys(LOSS_TERMS, 0.0)
             bar = tqdm(
                 range(config.iterations_per_epoch),
                 desc=f"epoch {epoch + 1}/{config.epochs}",
                 unit="it",
                 leave=False,
+                disable=not ctx.is_main,
             )
             for _ in bar:
-                batch = _to_device(next(batches), device)
-                optimizer.zero_grad(set_to_none=True)
-                output = net(batch["data"], batch["cls_data"] if plan.has_diagnosis else None)
-                parts = joint_loss(net, output, batch, plan.loss_weights, class_weights, plan.loss)
-                parts.total.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-                optimizer.step()
+                batch = batch_to_device(next(batches), device)
+                parts = train_step(
+                    model,
+                    net,
+                    batch,
+                    optimizer,
+                    scaler,
+                    weights=weights,
+                    class_weights=class_weights,
+                    loss_options=plan.loss,
+                    use_view=plan.has_diagnosis,
+                    grad_clip=config.grad_clip,
+                    params=params,
+                )
                 for k in sums:
                     sums[k] += float(getattr(parts, k).detach())
                 bar.set_postfix(loss=f"{float(parts.total.detach()):.3f}")
-            scheduler.step()
             n = max(config.iterations_per_epoch, 1)
-            record = {
-                "epoch": epoch + 1,
-                **{f"loss_{k}": v / n for k, v in sums.items()},
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-            }
-            record.update(validate(net, plan, pre_dir, val_ids, device))
-            log["epochs"].append(record)
-            logger.info(
-                "epoch %d: %s",
-                epoch + 1,
-                ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"),
-            )
-            save_checkpoint(
-                out / "checkpoint_latest.pt",
-                net=net,
-                optimizer=optimizer,
-                plan=plan,
-                epoch=epoch + 1,
-                extra={
-                    "fold": fold,
-                    "scheduler": scheduler.state_dict(),
-                    "rng": capture_rng_state(loader),
-                },
-            )
-            write_json(log, out / "training_log.json")
+            means = all_reduce_mean({f"loss_{k}": v / n for k, v in sums.items()}, ctx)
+            record: dict = {"epoch": epoch + 1, "stage": stage.name, **means, "lr": lr}
+            if ctx.is_main:
+                record.update(
+                    validation_loss(
+                        net,
+                        plan,
+                        pre_dir,
+                        val_ids,
+                        weights=weights,
+                        class_weights=class_weights,
+                        num_batches=config.val_iterations,
+                        seed=config.seed,
+                        device=device,
+                    )
+                )
+                record.update(validate(net, plan, pre_dir, val_ids, device))
+                run.ema = update_ema(run.ema, epoch_score(record))
+                if run.ema is not None:
+                    record["val_ema"] = run.ema
+                record["seconds"] = time.perf_counter() - t0
+                log["epochs"].append(record)
+                logger.info(format_epoch(record, config.epochs))
+                is_best = run.ema is not None and (run.best_ema is None or run.ema > run.best_ema)
+                if is_best:
+                    run.best_ema = run.ema
+                extra = _checkpoint_extra(
+                    fold, config, spec, si, scaler, run.ema, run.best_ema, loader
+                )
+                if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                    save_checkpoint(
+                        out / "checkpoint_latest.pt",
+                        net=net,
+                        optimizer=optimizer,
+                        plan=plan,
+                        epoch=epoch + 1,
+                        extra=extra,
+                    )
+                if is_best:
+                    save_checkpoint(
+                        out / "checkpoint_best.pt",
+                        net=net,
+                        optimizer=None,
+                        plan=plan,
+                        epoch=epoch + 1,
+                        extra=extra,
+                    )
+                write_json(log, out / "training_log.json")
+                plot_progress(log["epochs"], out / PROGRESS_FILE)
     finally:
         if hasattr(batches, "_finish"):
             batches._finish()
-    save_checkpoint(
-        out / "checkpoint_final.pt",
-        net=net,
-        optimizer=None,
-        plan=plan,
-        epoch=config.epochs,
-        extra={"fold": fold},
-    )
-    if val_ids and config.final_validation:
-        write_validation(validate_cases(net, plan, pre_dir, val_ids, device), out)
+    set_trainable(net, net.parameters())
+    if ctx.is_main:
+        save_checkpoint(
+            out / "checkpoint_final.pt",
+            net=net,
+            optimizer=None,
+            plan=plan,
+            epoch=config.epochs,
+            extra={"fold": fold, "trainer": _plain(asdict(config)), "augmentation": spec.to_dict()},
+        )
+        if val_ids and config.final_validation:
+            write_validation(validate_cases(net, plan, pre_dir, val_ids, device), out)
+    barrier(ctx)
     return out

@@ -129,12 +129,17 @@ def test_fold_ensemble_is_the_mean_of_single_folds(tiny: dict[str, Path]) -> Non
 
 
 def test_mirror_axes_come_from_the_checkpoint_or_the_trainer() -> None:
-    from autojoint.data.augmentation import training_transforms
+    from autojoint.data.augmentation import augmentation_spec
 
-    mirrors = [t for t in training_transforms().transforms if "Mirror" in type(t).__name__]
-    assert [tuple(m.axes) for m in mirrors] == [predictor.DEFAULT_MIRROR_AXES]
+    spec = augmentation_spec("default", (16, 32, 32), (1.0, 1.0, 1.0))
+    assert spec.mirror_axes == predictor.DEFAULT_MIRROR_AXES
     assert predictor.trained_mirror_axes({}) == (0, 1, 2)
     assert predictor.trained_mirror_axes({"mirror_axes": [1, 2]}) == (1, 2)
+    # What the trainer writes into its checkpoints' extra.
+    none = augmentation_spec("none", (16, 32, 32), (1.0, 1.0, 1.0)).to_dict()
+    assert predictor.trained_mirror_axes({"augmentation": none}) == ()
+    light = augmentation_spec("light", (16, 32, 32), (1.0, 1.0, 1.0)).to_dict()
+    assert predictor.trained_mirror_axes({"augmentation": light}) == (0, 1, 2)
 
 
 def _oblique_direction(angle: float = 0.4) -> tuple[float, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,11 +26,25 @@ def work_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return a, b
 
 
+@pytest.mark.parametrize("schedule", ["joint", "two-stage"])
 def test_kill_and_continue_equals_straight_run(
-    work_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    work_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, schedule: str
 ) -> None:
+    """Two-stage: the kill falls on the change from segmentation to classification
+    pre-training (epochs 2 | 1 | 1), so the resumed run must start the next stage's
+    optimiser exactly as the straight run did."""
     straight, resumed = work_dirs
-    config = TrainerConfig(epochs=4, iterations_per_epoch=2, seed=7)
+    for work in work_dirs:  # the other parametrisation's fold
+        shutil.rmtree(work / "fold_all", ignore_errors=True)
+    optimizer = "adam" if schedule == "two-stage" else "sgd"
+    config = TrainerConfig(
+        epochs=4,
+        iterations_per_epoch=2,
+        seed=7,
+        checkpoint_every=1,
+        schedule=schedule,
+        optimizer=optimizer,
+    )
     train_fold(straight, "all", config)
 
     real_write_json = trainer.write_json
@@ -36,7 +52,7 @@ def test_kill_and_continue_equals_straight_run(
 
     def write_then_die(obj: object, path: Path) -> None:
         real_write_json(obj, path)
-        calls["n"] += 1
+        calls["n"] += Path(path).name == "training_log.json"
         if calls["n"] == 2:  # the log of epoch 2 is written: simulate a kill here
             raise KeyboardInterrupt
 
@@ -47,7 +63,7 @@ def test_kill_and_continue_equals_straight_run(
     assert load_checkpoint(resumed / "fold_all" / "checkpoint_latest.pt")["epoch"] == 2
     assert not (resumed / "fold_all" / "checkpoint_final.pt").exists()
 
-    train_fold(resumed, "all", TrainerConfig(epochs=4, iterations_per_epoch=2, seed=7, resume=True))
+    train_fold(resumed, "all", dataclasses.replace(config, resume=True))
     a = load_checkpoint(straight / "fold_all" / "checkpoint_final.pt")["network"]
     b = load_checkpoint(resumed / "fold_all" / "checkpoint_final.pt")["network"]
     assert a.keys() == b.keys()

@@ -1,0 +1,109 @@
+"""One optimisation step and the per-epoch validation loss, shared by single-process and
+DDP training (the DDP test drives :func:`train_step` directly)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from autojoint.data.loader import JointDataLoader
+from autojoint.losses.joint import LossParts, joint_loss
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.schema import LossOptions, LossWeights, Plan
+
+LOSS_TERMS = ("total", "seg", "cls", "task_aware")
+
+
+def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """Loader batch (numpy) -> tensors the losses take: masks int64 without channel axis."""
+    return {
+        "data": torch.from_numpy(np.ascontiguousarray(batch["data"], np.float32)).to(device),
+        "seg": torch.from_numpy(batch["seg"][:, 0].astype(np.int64)).to(device),
+        "cls_data": torch.from_numpy(np.ascontiguousarray(batch["cls_data"], np.float32)).to(
+            device
+        ),
+        "cls_seg": torch.from_numpy(batch["cls_seg"].astype(np.int64)).to(device),
+        "diagnosis": torch.from_numpy(batch["diagnosis"]).to(device),
+        "has_mask": torch.from_numpy(batch["has_mask"]).to(device),
+    }
+
+
+def make_grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast, on CUDA only (a no-op elsewhere)."""
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+
+def train_step(
+    model: nn.Module,
+    net: JointNet,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    *,
+    weights: LossWeights,
+    class_weights: torch.Tensor,
+    loss_options: LossOptions,
+    use_view: bool,
+    grad_clip: float,
+    params: Iterable[nn.Parameter],
+) -> LossParts:
+    """Forward (mixed precision when ``scaler`` is enabled), eq. 11 loss, backward, clip the
+    global gradient norm of ``params`` to ``grad_clip``, optimiser step.
+
+    Args:
+        model: what runs the forward pass: ``net`` itself or its DDP wrapper.
+        net: the bare network (eta, classifier weights for the task-aware loss).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    device_type = batch["data"].device.type
+    with torch.autocast(device_type, enabled=scaler.is_enabled()):
+        output = model(batch["data"], batch["cls_data"] if use_view else None)
+        parts = joint_loss(net, output, batch, weights, class_weights, loss_options)
+    scaler.scale(parts.total).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(list(params), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return parts
+
+
+@torch.no_grad()
+def validation_loss(
+    net: JointNet,
+    plan: Plan,
+    pre_dir: Path,
+    case_ids: list[str],
+    *,
+    weights: LossWeights,
+    class_weights: torch.Tensor,
+    num_batches: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean eq. 11 terms over ``num_batches`` un-augmented batches of validation patches
+    (a third centred on lesions, as in training). A fresh loader seeded by ``seed`` makes it
+    a pure function of the weights: the same batches every epoch, nothing to checkpoint."""
+    if not case_ids or num_batches < 1:
+        return {}
+    loader = JointDataLoader(
+        pre_dir,
+        case_ids,
+        patch_size=plan.patch_size,
+        batch_size=plan.batch_size,
+        classes=plan.classes,
+        seed=seed,
+    )
+    net.eval()
+    sums = dict.fromkeys(LOSS_TERMS, 0.0)
+    for _ in range(num_batches):
+        batch = batch_to_device(loader.generate_train_batch(), device)
+        output = net(batch["data"], batch["cls_data"] if plan.has_diagnosis else None)
+        parts = joint_loss(net, output, batch, weights, class_weights, plan.loss)
+        for k in sums:
+            sums[k] += float(getattr(parts, k))
+    net.train()
+    return {f"val_loss_{k}": v / num_batches for k, v in sums.items()}

@@ -1,0 +1,154 @@
+"""Training loader: memory-mapped cases, old npz work dirs, per-label foreground sampling
+and the oversampling ratio (also across the ranks of a distributed batch)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autojoint.data.loader import (
+    JointDataLoader,
+    forced_foreground_slots,
+    pick_foreground_voxel,
+)
+from autojoint.io.files import write_json
+from autojoint.preprocessing.preprocess import (
+    foreground_locations,
+    list_preprocessed,
+    load_preprocessed,
+)
+
+SHAPE = (10, 20, 20)
+
+
+def _write_case(root: Path, case_id: str, seg: np.ndarray | None, diagnosis: str = "CAP") -> None:
+    rng = np.random.default_rng(0)
+    case = root / case_id
+    case.mkdir(parents=True)
+    np.save(case / "data.npy", rng.normal(size=(1, *SHAPE)).astype(np.float32))
+    np.save(case / "cls_data.npy", rng.normal(size=(1, 8, 8, 8)).astype(np.float32))
+    if seg is not None:
+        np.save(case / "seg.npy", seg)
+        np.save(case / "cls_seg.npy", np.zeros((8, 8, 8), np.uint8))
+        np.save(case / "fg_locations.npy", foreground_locations(seg, rng))
+    write_json({"case_id": case_id, "diagnosis": diagnosis}, root / f"{case_id}.json")
+
+
+def _lesion_seg() -> np.ndarray:
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[5, 10, 10] = 1  # one voxel: random patches almost never hold it
+    seg[2, 3, 4] = 2
+    return seg
+
+
+def test_foreground_locations_are_per_label_and_pick_uniformly_over_labels() -> None:
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[:5] = 1  # a big label ...
+    seg[9, 0, 0] = 2  # ... and a rare one
+    loc = foreground_locations(seg, np.random.default_rng(0))
+    assert loc.dtype == np.int32 and loc.shape[1] == 4
+    assert set(np.unique(loc[:, 0])) == {1, 2}
+    np.testing.assert_array_equal(seg[tuple(loc[:, 1:].T)], loc[:, 0])
+    rng = np.random.default_rng(1)
+    picks = [pick_foreground_voxel(loc, rng) for _ in range(400)]
+    rare = sum(int(seg[tuple(p)] == 2) for p in picks if p is not None)
+    assert 150 < rare < 250  # about half, although label 2 is 1 voxel in 2,001
+    assert pick_foreground_voxel(np.zeros((0, 4), np.int32), rng) is None
+
+
+def test_loader_reads_cases_through_memory_maps(tmp_path: Path) -> None:
+    _write_case(tmp_path, "a", _lesion_seg())
+    case = load_preprocessed(tmp_path, "a", mmap_mode="r")
+    assert isinstance(case["data"], np.memmap) and isinstance(case["seg"], np.memmap)
+    in_memory = load_preprocessed(tmp_path, "a")
+    assert not isinstance(in_memory["data"], np.memmap) and in_memory["data"].flags.writeable
+    np.testing.assert_array_equal(case["data"], in_memory["data"])
+    assert list_preprocessed(tmp_path) == ["a"]
+
+
+def test_old_npz_work_dirs_still_load(tmp_path: Path) -> None:
+    seg = _lesion_seg()
+    data = np.ones((1, *SHAPE), np.float32)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        data=data,
+        seg=seg,
+        cls_data=np.zeros((1, 8, 8, 8), np.float32),
+        fg_coords=np.argwhere(seg > 0).astype(np.int32),
+    )
+    (tmp_path / "old.npz").write_bytes(buf.getvalue())
+    write_json({"case_id": "old", "diagnosis": None}, tmp_path / "old.json")
+    case = load_preprocessed(tmp_path, "old", mmap_mode="r")
+    np.testing.assert_array_equal(case["data"], data)
+    assert sorted(map(tuple, case["fg_locations"])) == [(1, 5, 10, 10), (2, 2, 3, 4)]
+    loader = JointDataLoader(
+        tmp_path, ["old"], patch_size=(4, 8, 8), batch_size=3, classes=["CAP"], seed=0
+    )
+    assert loader.generate_train_batch()["data"].shape == (3, 1, 4, 8, 8)
+
+
+def test_missing_arrays_name_the_fix(tmp_path: Path) -> None:
+    write_json({"case_id": "x", "diagnosis": None}, tmp_path / "x.json")
+    with pytest.raises(FileNotFoundError, match="autojoint_plan"):
+        load_preprocessed(tmp_path, "x")
+
+
+def test_forced_slots_follow_the_global_batch() -> None:
+    assert forced_foreground_slots(3, 0.33) == [False, False, True]
+    assert forced_foreground_slots(2, 0.33) == [False, True]
+    # Global batch 4 over two ranks of 2: round(4 * 0.33) = 1, the last sample of rank 1.
+    assert forced_foreground_slots(2, 0.33, 0, 4) == [False, False]
+    assert forced_foreground_slots(2, 0.33, 2, 4) == [False, True]
+    # Global batch 3 over three ranks of 1: a rank alone would round 0.33 down to none.
+    assert [forced_foreground_slots(1, 0.33, r, 3)[0] for r in range(3)] == [False, False, True]
+
+
+def test_oversampling_ratio(tmp_path: Path) -> None:
+    """With a single-voxel lesion, a patch holds it (almost) only when it was forced to:
+    the share of patches with a lesion is the forced third of each batch."""
+    _write_case(tmp_path, "a", _lesion_seg())
+    _write_case(tmp_path, "empty", None, diagnosis="normal")
+    loader = JointDataLoader(
+        tmp_path,
+        ["a"],
+        patch_size=(2, 4, 4),
+        batch_size=3,
+        classes=["CAP", "normal"],
+        seed=0,
+        oversample_foreground=1 / 3,
+    )
+    hits = np.zeros(3)
+    for _ in range(60):
+        batch = loader.generate_train_batch()
+        hits += (batch["seg"].reshape(3, -1) > 0).any(axis=1)
+        assert batch["diagnosis"].tolist() == [0, 0, 0] and batch["has_mask"].all()
+    assert hits[2] == 60  # the forced slot always holds a lesion voxel
+    assert hits[:2].sum() <= 12  # random patches of 2x4x4 in 10x20x20 rarely do
+    # A case without a mask never breaks the forced slot.
+    empty = JointDataLoader(
+        tmp_path, ["empty"], patch_size=(2, 4, 4), batch_size=3, classes=["CAP", "normal"], seed=0
+    )
+    batch = empty.generate_train_batch()
+    assert not batch["has_mask"].any() and batch["diagnosis"].tolist() == [1, 1, 1]
+
+
+def test_larger_loaded_patch_keeps_the_lesion_in_the_central_patch(tmp_path: Path) -> None:
+    _write_case(tmp_path, "a", _lesion_seg())
+    loader = JointDataLoader(
+        tmp_path,
+        ["a"],
+        patch_size=(2, 4, 4),
+        batch_size=1,
+        classes=["CAP"],
+        seed=3,
+        oversample_foreground=1.0,
+        loaded_patch_size=(4, 10, 12),
+    )
+    for _ in range(30):
+        seg = loader.generate_train_batch()["seg"][0, 0]
+        assert seg.shape == (4, 10, 12)
+        assert seg[1:3, 3:7, 4:8].any()  # the centre crop that spatial augmentation keeps
