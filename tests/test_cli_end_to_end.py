@@ -155,7 +155,9 @@ def test_missing_work_dir_is_reported(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_console_scripts_installed_with_help(command: str) -> None:
     exe = shutil.which(command, path=str(Path(sys.executable).parent))
     assert exe is not None, f"{command} not installed; run scripts/setup_env.sh"
-    result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [exe, "--help"], capture_output=True, text=True, encoding="utf-8", check=True
+    )
     assert result.stdout.startswith(f"usage: {command}")
     assert "--help" in result.stdout
 

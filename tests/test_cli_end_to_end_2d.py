@@ -38,7 +38,7 @@ def test_plan_of_2d_slices_is_2d(trained_2d: dict[str, Path]) -> None:
     assert plan.classification_shape[0] == 1
     assert all(k[0] == 1 for k in plan.topology.kernel_sizes)
     assert all(s[0] == 1 for s in plan.topology.strides)
-    assert len(list((work / "preprocessed_2d").glob("*.npz"))) == 6
+    assert len(list((work / "preprocessed_2d").glob("*.json"))) == 6
     assert not (work / "preprocessed").exists()
 
 
@@ -88,7 +88,7 @@ def test_2d_configuration_of_a_3d_dataset(tmp_path: Path) -> None:
     assert plan.configuration == "fullres" and plan.two_d is not None
     assert plan.two_d.patch_size[0] == 1
     assert not (work / "preprocessed").exists()
-    assert len(list((work / "preprocessed_2d").glob("*.npz"))) == 4
+    assert len(list((work / "preprocessed_2d").glob("*.json"))) == 4
     train = ["all", "-w", str(work), "-c", "2d", "--epochs", "1", "--iterations-per-epoch", "1"]
     assert cli_train.main(train) == 0
     assert (work / "2d" / "fold_all" / "checkpoint_final.pt").is_file()

@@ -29,7 +29,6 @@ DIAGNOSES_CSV = "diagnoses.csv"
 DIAGNOSES_JSON = "diagnoses.json"
 VOLUMES_CSV = "lesion_volumes.csv"
 FAILURES_CSV = "failures.csv"
-TEMP_PREFIX = ".tmp_"
 
 
 @dataclass(frozen=True)
@@ -77,20 +76,6 @@ def is_complete(out_dir: Path, case_id: str, *, evidence: bool, probabilities: b
     """True if an earlier run wrote every output this run would write for the case."""
     paths = expected_outputs(out_dir, case_id, evidence=evidence, probabilities=probabilities)
     return all(p.is_file() for p in paths)
-
-
-def remove_stale_temp_files(out_dir: Path) -> list[Path]:
-    """Delete temp files a killed run left behind (atomic writes rename theirs on success).
-
-    Only one predictor may write into a folder at a time: a concurrent run's temp files
-    would be deleted too.
-    """
-    stale = [p for p in Path(out_dir).glob(f"{TEMP_PREFIX}*") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    if stale:
-        logger.info("removed %d temp file(s) left by an interrupted run in %s", len(stale), out_dir)
-    return stale
 
 
 def write_probabilities(

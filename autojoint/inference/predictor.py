@@ -42,7 +42,6 @@ from autojoint.inference.outputs import (
     montage_path,
     probabilities_path,
     read_record,
-    remove_stale_temp_files,
     write_failures,
     write_probabilities,
     write_record,
@@ -51,7 +50,8 @@ from autojoint.inference.outputs import (
 from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import order_channels
-from autojoint.io.image_io import ImageGeometry, write_image
+from autojoint.io.files import remove_stale_temp_files
+from autojoint.io.image_io import ImageGeometry, ImageReadError, write_image
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
@@ -163,6 +163,13 @@ def trained_mirror_axes(extra: dict[str, Any]) -> tuple[int, ...]:
     if axes is None:
         return DEFAULT_MIRROR_AXES
     return tuple(int(a) for a in axes)
+
+
+def trained_on_2d_images(plan: Plan) -> bool:
+    """A plan of a dataset of 2D images: the 2d configuration with a median of one slice (the
+    2d configuration of a 3D dataset keeps the volumes' median depth). Such a model also
+    predicts 3D volumes slice by slice; a 3D model cannot predict a 2D image."""
+    return plan.configuration == "2d" and plan.median_shape[0] == 1
 
 
 @dataclass(frozen=True)
@@ -306,6 +313,12 @@ def predict_case(
     axes = [()] * len(nets) if mirror_axes is None else [tuple(a) for a in mirror_axes]
     with timer("read"):
         data, geo = load_channels(case.paths)
+    if geo.is_2d and not trained_on_2d_images(plan):
+        raise ImageReadError(
+            f"{case.paths[0]}: is a 2D image, but this model was trained on 3D volumes "
+            f"(configuration {plan.configuration}); predict 2D slices with a model trained "
+            "on a dataset of 2D images."
+        )
     with timer("preprocess"):
         pre = preprocess_arrays(case.case_id, data, geo, None, plan)
     with timer("network"):

@@ -24,7 +24,7 @@ from autojoint.data.augmentation import (
     training_transforms,
 )
 from autojoint.data.loader import JointDataLoader
-from autojoint.io.files import read_json, write_json
+from autojoint.io.files import read_json, remove_stale_temp_files, write_json
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
@@ -343,6 +343,8 @@ def train_fold(
     train_ids, val_ids = fold_cases(work_dir, fold, config.configuration)
     out = fold_dir(work_dir, fold, config.configuration)
     pre_dir = preprocessed_dir(work_dir, config.configuration)
+    if ctx.rank == 0:  # leftovers of a killed run's atomic writes (checkpoints, PNG, logs)
+        remove_stale_temp_files(out)
     init_process_group(ctx, device)
     try:
         return _train(plan, config, ctx, device, stages, fold, train_ids, val_ids, out, pre_dir)

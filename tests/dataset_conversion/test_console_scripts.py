@@ -23,6 +23,8 @@ COMMANDS = [
 def test_converter_installed_with_help(command: str) -> None:
     exe = shutil.which(command, path=str(Path(sys.executable).parent))
     assert exe is not None, f"{command} not installed; rerun scripts/setup_env.sh"
-    result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [exe, "--help"], capture_output=True, text=True, encoding="utf-8", check=True
+    )
     assert result.stdout.startswith(f"usage: {command}")
     assert "--output" in result.stdout and "--overwrite" in result.stdout

@@ -14,7 +14,7 @@ from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_score
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.pipeline import plan_and_preprocess
-from autojoint.preprocessing.preprocess import load_preprocessed
+from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training import validation
 from tests.synthetic import make_raw_dataset
 
@@ -32,7 +32,7 @@ def test_validation_reports_surface_metrics_and_auc(
     work = tmp_path / "work"
     plan = plan_and_preprocess(raw, work)
     pre_dir = work / "preprocessed"
-    case_ids = sorted(p.stem for p in pre_dir.glob("*.npz"))
+    case_ids = list_preprocessed(pre_dir)
     torch.manual_seed(0)
     net = JointNet(plan)
     init_weights(net)

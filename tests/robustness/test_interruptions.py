@@ -34,7 +34,13 @@ def _command(module: str, *args: str) -> list[str]:
 
 def _run(module: str, *args: str) -> None:
     result = subprocess.run(
-        _command(module, *args), cwd=REPO, capture_output=True, text=True, timeout=600
+        _command(module, *args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -49,7 +55,8 @@ def _kill_when(
     deadline = time.monotonic() + 300
     while not ready():
         if proc.poll() is not None:
-            pytest.fail(f"finished before the kill point: {proc.stderr.read().decode()[-2000:]}")
+            tail = proc.stderr.read().decode("utf-8", "replace")[-2000:]
+            pytest.fail(f"finished before the kill point: {tail}")
         assert time.monotonic() < deadline, "kill point never reached"
         time.sleep(0.002)
     time.sleep(delay_s)
@@ -66,10 +73,12 @@ def _tree(folder: Path) -> dict[str, Path]:
 def _assert_same_work_dir(a: Path, b: Path) -> None:
     files_a, files_b = _tree(a), _tree(b)
     assert files_a.keys() == files_b.keys()
-    assert not [k for k in files_b if ".tmp_" in k], "temp files left behind"
+    assert not [k for k in files_b if ".tmp_" in k or k.endswith(".part")], "temp files left"
     for name, pa in files_a.items():
         pb = files_b[name]
-        if name.endswith(".npz"):
+        if name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(pa), np.load(pb), err_msg=name)
+        elif name.endswith(".npz"):
             with np.load(pa) as fa, np.load(pb) as fb:
                 assert fa.files == fb.files
                 for key in fa.files:
@@ -88,7 +97,7 @@ def raw_and_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 @pytest.mark.parametrize(
     ("trigger", "delay_s"),
-    [("fingerprint.json", 0.0), ("preprocessed/case_000.npz", 0.0), ("preprocessed", 0.05)],
+    [("fingerprint.json", 0.0), ("preprocessed/case_000.json", 0.0), ("preprocessed", 0.05)],
     ids=["after-fingerprint", "after-first-case", "during-preprocessing"],
 )
 def test_plan_killed_and_rerun_equals_uninterrupted(
@@ -100,7 +109,7 @@ def test_plan_killed_and_rerun_equals_uninterrupted(
         "plan", ["-d", str(raw), "-w", str(work)], lambda: (work / trigger).exists(), delay_s
     )
     assert proc.returncode == -signal.SIGKILL
-    done = len(list((work / "preprocessed").glob("case_*.npz")))
+    done = len(list((work / "preprocessed").glob("case_*.json")))
     assert done < 8, "the kill came too late to interrupt anything"
     assert cli_plan.main(["-d", str(raw), "-w", str(work)]) == 0
     _assert_same_work_dir(reference, work)
@@ -112,6 +121,7 @@ def test_train_killed_and_continued_equals_uninterrupted(tmp_path: Path) -> None
     plan_and_preprocess(raw, straight)
     shutil.copytree(straight, killed)
     args = ["all", "--epochs", "3", "--iterations-per-epoch", "1", "--seed", "3"]
+    args += ["--checkpoint-every", "1"]  # a latest checkpoint after every epoch
     _run("train", *args, "-w", str(straight))
 
     latest = killed / "fold_all" / "checkpoint_latest.pt"

@@ -18,8 +18,8 @@ from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
 from autojoint.cli.common import EXIT_ERROR, EXIT_USAGE
 from autojoint.fingerprint.schema import Fingerprint
-from autojoint.inference.predictor import find_input_cases
-from autojoint.io.dataset import DatasetError, read_diagnoses_csv
+from autojoint.inference.predictor import discover_input_cases, find_input_cases
+from autojoint.io.dataset import read_diagnoses_csv
 from autojoint.io.image_io import ImageGeometry
 from autojoint.io.paths import (
     UnsafePathError,
@@ -190,7 +190,11 @@ def test_predictor_inputs_with_unsafe_names_are_refused(tmp_path: Path) -> None:
     inp = tmp_path / "in"
     write_volume(np.zeros((2, 3, 3), np.int16), inp / "ok.nii.gz")
     write_volume(np.zeros((2, 3, 3), np.int16), inp / "a\\..\\evil.nii.gz")
-    with pytest.raises(DatasetError, match="path separator"):
+    # The predictor reports an unsafe name as a failed case and predicts the others.
+    cases, failures = discover_input_cases(inp, 1)
+    assert [c.case_id for c in cases] == ["ok"]
+    assert len(failures) == 1 and "path separator" in failures[0].reason
+    with pytest.raises(ValueError, match="path separator"):
         find_input_cases(inp, 1)
 
 
