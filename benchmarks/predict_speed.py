@@ -179,7 +179,8 @@ def main() -> None:
             sys.exit(f"prediction failed: {report.failures}")
         stages = next(iter(report.timings.values()))
         forward, num_tiles = forward_only_seconds(case_path, work, folds, options)
-    ens_plan = load_ensemble(work, folds, torch.device("cpu")).plan
+        # Inside the temp folder's lifetime: a self-trained model lives there.
+        ens_plan = load_ensemble(work, folds, torch.device("cpu")).plan
     print(
         f"case {case_path.name}: plan spacing {ens_plan.target_spacing}, patch "
         f"{ens_plan.patch_size}, {num_tiles} tiles x {len(folds)} fold(s), TTA "
