@@ -15,8 +15,6 @@ import csv
 import json
 import logging
 import math
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from autojoint.evaluation.metrics import (
 from autojoint.evaluation.plots import write_figures
 from autojoint.evaluation.summary import build_summary
 from autojoint.evaluation.surface import check_tolerance
+from autojoint.io.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -354,19 +353,8 @@ def write_summary(summary: dict, path: Path) -> None:
     (temp file in the same directory, then ``os.replace``) so an interrupted run never
     leaves a truncated summary that looks valid.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(summary), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda fh: fh.write(text + "\n"))
 
 
 def write_report(summary: dict, path: Path, *, figures: bool = True) -> list[str]:
