@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from autojoint.io.dataset import DatasetError, load_raw_dataset
 from autojoint.io.files import atomic_write, write_json
+from autojoint.io.image_io import write_sitk_image
 
 logger = logging.getLogger(__name__)
 
@@ -225,16 +226,8 @@ def _check_case(case: ConvertedCase, labels: dict[str, int], classes: Sequence[s
 
 
 def write_sitk(image: sitk.Image, path: Path) -> None:
-    """Write ``image`` through a temp file beside ``path`` (the suffix picks the writer)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=FILE_ENDING, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``image`` atomically (``autojoint.io.image_io.write_sitk_image``)."""
+    write_sitk_image(image, path)
 
 
 def write_csv(rows: Iterable[Sequence[object]], header: Sequence[str], path: Path) -> None:

@@ -347,9 +347,17 @@ def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
         img.SetSpacing(tuple(reversed(geometry.spacing)))
         img.SetOrigin(geometry.origin)
         img.SetDirection(geometry.direction)
+    write_sitk_image(img, path)
+
+
+def write_sitk_image(img: sitk.Image, path: Path) -> None:
+    """Write a SimpleITK image atomically (compressed; the suffix picks the format).
+
+    SimpleITK picks the format from the file name, so the temp file keeps it, inside a
+    hidden temp folder: a leftover of a killed run never matches a reader's "*.nii.gz".
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # SimpleITK picks the format from the file name, so the temp file keeps it, inside a
-    # hidden temp folder: a leftover of a killed run never matches a reader's "*.nii.gz".
     tmp_dir = Path(tempfile.mkdtemp(prefix=".tmp_", dir=path.parent))
     try:
         tmp = tmp_dir / path.name
