@@ -14,6 +14,8 @@ from autojoint.networks.msd_blocks import MAX_PYRAMID_LEVEL
 from autojoint.planning.schema import NetworkOptions, Topology, Triple
 
 MIN_BOTTLENECK_VOXELS = 4
+# Smallest whole-scan view axis: the classifier's three stride-2 units leave >= 2 voxels.
+MIN_CLASSIFICATION_AXIS = 16
 MAX_STAGES = 6
 MAX_BATCH_FRACTION_OF_DATASET = 0.05
 # Stored activations per voxel and feature of each stage (encoder + decoder, kept for
@@ -193,11 +195,18 @@ def initial_patch(
 
 def _classification_shape(median_shape: np.ndarray, patch: Triple, stride: Triple) -> Triple:
     """Whole cropped scan, shrunk uniformly so it holds no more voxels than one patch
-    (axes of one voxel, e.g. a 2D image's, stay one voxel and do not shrink)."""
+    (axes of one voxel, e.g. a 2D image's, stay one voxel and do not shrink).
+
+    No free axis goes below ``MIN_CLASSIFICATION_AXIS`` voxels (or the median scan's size,
+    if smaller): the classifier halves each axis three times, and a view that reaches one
+    voxel there cannot be instance-normalised (training would crash on a tiny budget).
+    """
     free = median_shape > 1
     ratio = math.prod(patch) / float(np.prod(median_shape))
     f = min(1.0, ratio ** (1 / max(int(free.sum()), 1)))
-    return _round_to_multiple(np.where(free, median_shape * f, median_shape), stride)
+    floor = np.minimum(median_shape, MIN_CLASSIFICATION_AXIS)
+    shape = np.where(free, np.maximum(median_shape * f, floor), median_shape)
+    return _round_to_multiple(shape, stride)
 
 
 @dataclass(frozen=True)

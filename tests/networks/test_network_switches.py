@@ -24,7 +24,7 @@ from tests.fingerprints import tiny_plan
 from tests.networks.reference_net import RefJointNet
 
 CUBE = (16, 32, 32)  # patch = view = (16, 32, 32)
-ODD = (5, 33, 27)  # patch (5, 32, 24), view (4, 28, 24): odd z, anisotropic, unequal views
+ODD = (5, 33, 27)  # patch (5, 32, 24), view (5, 28, 24): odd z, anisotropic, unequal views
 
 SWITCHES = {
     "off": NetworkOptions(),
@@ -316,9 +316,10 @@ def test_cross_stitch_mixes_each_case_with_its_own_view() -> None:
         full = net(patch, view)
         single = net(patch[1:2], view[1:2])
     assert full.class_logits is not None and single.class_logits is not None
+    # Batched and single convolutions sum in different orders: ~1e-5 noise, not mixing.
     for a, b in zip(full.patch_scales, single.patch_scales, strict=True):
-        torch.testing.assert_close(a[1:2], b, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(full.class_logits[1:2], single.class_logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[1:2], b, rtol=1e-4, atol=5e-5)
+    torch.testing.assert_close(full.class_logits[1:2], single.class_logits, rtol=1e-4, atol=5e-5)
 
 
 # --- classifier input ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from autojoint.fingerprint.schema import Fingerprint
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.planner import (
     CPU_PROFILE_BUDGET_GB,
     detect_memory_budget,
@@ -23,6 +24,8 @@ from autojoint.planning.planner import (
 )
 from autojoint.planning.resolution import (
     MIN_BOTTLENECK_VOXELS,
+    MIN_CLASSIFICATION_AXIS,
+    _classification_shape,
     estimate_memory_gb,
     plan_topology,
 )
@@ -449,3 +452,32 @@ def test_lowres_survives_save_and_load(tmp_path: Path) -> None:
     assert plan.lowres is not None
     plan.save(tmp_path / "plans.json")
     assert Plan.load(tmp_path / "plans.json") == plan
+
+
+def test_tiny_budget_keeps_a_trainable_classification_view() -> None:
+    # Measured before the floor: 128^3 scans at 1 GB/1000 gave an 8x8x8 view, which the
+    # classifier's three stride-2 units reduce to one voxel: instance norm refuses it.
+    fp = make_fingerprint(
+        [(1.0, 1.0, 1.0)] * 6,
+        [(128, 128, 128)] * 6,
+        classes=("a", "b"),
+        labels={"background": 0, "lesion": 1},
+    )
+    plan = plan_experiment(
+        fp, memory_budget_gb=0.001, device_profile="cpu", base_features=4, max_features=16
+    )
+    assert min(plan.classification_shape) >= MIN_CLASSIFICATION_AXIS
+    assert all(
+        c % s == 0
+        for c, s in zip(plan.classification_shape, plan.topology.total_stride, strict=True)
+    )
+    net = JointNet(plan).train()
+    _, logits, feats = net.classify(torch.randn(2, 1, *plan.classification_shape))
+    assert logits.shape == (2, 2) and math.prod(feats[-1].shape[2:]) > 1
+
+
+def test_classification_view_floor_never_exceeds_a_small_scan() -> None:
+    # A scan smaller than the floor is seen whole (rounded to the stride), never padded up.
+    shape = _classification_shape(np.array([12.0, 40.0, 40.0]), (8, 8, 8), (4, 8, 8))
+    assert shape == (12, 16, 16)
+    assert _classification_shape(np.array([1.0, 40.0, 40.0]), (1, 8, 8), (1, 8, 8))[0] == 1
