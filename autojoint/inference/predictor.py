@@ -114,23 +114,39 @@ def discover_input_cases(
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: input folder not found.")
     channels: dict[str, dict[int, Path]] = {}
+    # Two files claiming one case's channel (CASE.nii.gz and CASE_0000.nii.gz, CASE.nii.gz
+    # and CASE.mha, a DICOM folder CASE and CASE.nii.gz): which one is meant is a guess.
+    clashes: dict[str, list[Path]] = {}
     for p in sorted(input_dir.iterdir()):
         if p.name.startswith("."):
             continue
         if p.is_dir():
-            channels.setdefault(p.name, {})[0] = p  # DICOM series folder
+            case, ch = p.name, 0  # DICOM series folder
+        else:
+            split = _split_ending(p.name)
+            if split is None:
+                logger.warning("skipping %s: not an image file (%s)", p, ", ".join(IMAGE_ENDINGS))
+                continue
+            stem = split[0]
+            m = re.match(r"^(.+)_(\d{4})$", stem)
+            case, ch = (m.group(1), int(m.group(2))) if m else (stem, 0)
+        slots = channels.setdefault(case, {})
+        if ch in slots:
+            clashes.setdefault(case, [slots[ch]]).append(p)
             continue
-        split = _split_ending(p.name)
-        if split is None:
-            logger.warning("skipping %s: not an image file (%s)", p, ", ".join(IMAGE_ENDINGS))
-            continue
-        stem = split[0]
-        m = re.match(r"^(.+)_(\d{4})$", stem)
-        case, ch = (m.group(1), int(m.group(2))) if m else (stem, 0)
-        channels.setdefault(case, {})[ch] = p
+        slots[ch] = p
     if not channels:
         raise FileNotFoundError(f"{input_dir}: holds no images ({', '.join(IMAGE_ENDINGS)}).")
     cases, failures = [], []
+    for case, paths in sorted(clashes.items()):
+        names = ", ".join(p.name for p in paths)
+        reason = (
+            f"{input_dir}: {names} are all read as case '{case}' "
+            f"(channel {_channel_of(paths[0].name)}); keep one of them, or rename the others "
+            "so that each case has one file per channel."
+        )
+        failures.append(CaseFailure(case, str(paths[0]), reason))
+        del channels[case]
     for case, files in sorted(channels.items()):
         try:
             cases.append(InputCase(case, order_channels(files, num_channels, case, input_dir)))
@@ -138,6 +154,13 @@ def discover_input_cases(
             first = files[min(files)]
             failures.append(CaseFailure(case, str(first), str(err)))
     return cases, failures
+
+
+def _channel_of(name: str) -> int:
+    """The channel index a file name encodes (``_XXXX`` before the ending), 0 otherwise."""
+    split = _split_ending(name)
+    m = re.match(r"^(.+)_(\d{4})$", split[0]) if split else None
+    return int(m.group(2)) if m else 0
 
 
 def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:

@@ -236,3 +236,32 @@ def test_predict_cli_refuses_output_in_input(tmp_path: Path, capsys: pytest.Capt
         assert "input folder" in capsys.readouterr().err
     assert hashlib.sha256((inp / "case.nii.gz").read_bytes()).hexdigest() == before
     assert sorted(p.name for p in inp.iterdir()) == ["case.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("names", "dicom_dir"),
+    [
+        (("p1.nii.gz", "p1_0000.nii.gz"), False),  # plain and nnU-Net channel naming
+        (("p1.nii.gz", "p1.mha"), False),  # two formats of one case
+        (("p1.nii.gz",), True),  # a DICOM series folder p1/ beside p1.nii.gz
+    ],
+)
+def test_two_files_for_one_case_channel_are_refused_not_guessed(
+    tmp_path: Path, names: tuple[str, ...], dicom_dir: bool
+) -> None:
+    inp = tmp_path / "in"
+    write_volume(np.zeros((2, 3, 3), np.int16), inp / "ok.nii.gz")
+    for name in names:
+        write_volume(np.full((2, 3, 3), 7, np.int16), inp / name)
+    if dicom_dir:
+        (inp / "p1").mkdir()
+    cases, failures = discover_input_cases(inp, 1)
+    # The unambiguous case is still predicted; the clashing one is reported with every file.
+    assert [c.case_id for c in cases] == ["ok"]
+    assert [f.case_id for f in failures] == ["p1"]
+    listed = sorted(names) + (["p1"] if dicom_dir else [])
+    for name in listed:
+        assert name in failures[0].reason
+    assert "keep one of them" in failures[0].reason
+    with pytest.raises(ValueError, match="read as case 'p1'"):
+        find_input_cases(inp, 1)
