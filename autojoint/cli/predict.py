@@ -12,6 +12,7 @@ from autojoint.inference.outputs import FAILURES_CSV
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.io.paths import output_dir_problem
 from autojoint.planning.schema import CONFIGURATIONS
+from autojoint.training.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 # Exit codes (docs/cli.md): 0 every case predicted; 1 nothing could run (one-line error);
 # 2 bad arguments (argparse); 3 some cases failed (listed in OUTPUT_DIR/failures.csv), the
@@ -36,7 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         "--folds",
         nargs="+",
         default=None,
-        help="folds to ensemble (default: every fold with checkpoint_final.pt)",
+        help="folds to ensemble (default: every fold with the chosen checkpoint)",
+    )
+    parser.add_argument(
+        "-chk",
+        "--checkpoint",
+        choices=CHECKPOINTS,
+        default=FINAL_CHECKPOINT,
+        help="which checkpoint of each fold: checkpoint_final.pt (default, end of training), "
+        "checkpoint_best.pt (best smoothed validation score during training) or "
+        "checkpoint_latest.pt",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         save_probabilities=args.save_probabilities,
         resume=args.resume,
         report_timing=args.verbose,
+        checkpoint=args.checkpoint,
     )
     reports: list[PredictionReport] = []
     code = run(

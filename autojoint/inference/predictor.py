@@ -56,7 +56,7 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
-from autojoint.training.checkpoint import load_checkpoint
+from autojoint.training.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT, load_checkpoint
 from autojoint.training.trainer import resolve_device
 from autojoint.workdir import configuration_dir, fold_dir
 
@@ -85,6 +85,7 @@ IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 # What the trainer's augmentation mirrors (autojoint/data/augmentation.py), used when a
 # checkpoint does not record its own mirror axes (checkpoints written before they did).
 DEFAULT_MIRROR_AXES = (0, 1, 2)
+DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
 STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
 
 
@@ -206,15 +207,19 @@ class Ensemble:
 
 
 def load_ensemble(
-    work_dir: Path, folds: list[str], device: torch.device, configuration: str = "fullres"
+    work_dir: Path,
+    folds: list[str],
+    device: torch.device,
+    configuration: str = "fullres",
+    checkpoint: str = DEFAULT_CHECKPOINT,
 ) -> Ensemble:
-    """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
+    """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold; all must share
+    one plan."""
+    check_checkpoint_name(checkpoint)
     plan: Plan | None = None
     nets, axes = [], []
     for fold in folds:
-        ckpt = load_checkpoint(
-            fold_dir(work_dir, fold, configuration) / "checkpoint_final.pt", device
-        )
+        ckpt = load_checkpoint(fold_dir(work_dir, fold, configuration) / checkpoint, device)
         p = Plan.from_dict(ckpt["plan"], source=f"fold {fold} checkpoint")
         if plan is not None and p != plan:
             raise ValueError(
@@ -238,12 +243,22 @@ def load_models(
     return ens.plan, list(ens.nets)
 
 
-def available_folds(work_dir: Path, configuration: str = "fullres") -> list[str]:
-    """Folds of ``configuration`` with a final checkpoint, used when ``-f`` is not given."""
+def check_checkpoint_name(name: str) -> None:
+    """Refuse anything but the trainer's checkpoint file names (never a path)."""
+    if name not in CHECKPOINTS:
+        raise ValueError(
+            f"unknown checkpoint '{name}'; choose one of {', '.join(CHECKPOINTS)} "
+            "(files the trainer writes in each fold folder)."
+        )
+
+
+def available_folds(
+    work_dir: Path, configuration: str = "fullres", checkpoint: str = DEFAULT_CHECKPOINT
+) -> list[str]:
+    """Folds of ``configuration`` holding ``checkpoint``, used when ``-f`` is not given."""
+    check_checkpoint_name(checkpoint)
     base = configuration_dir(work_dir, configuration)
-    return sorted(
-        p.parent.name.removeprefix("fold_") for p in base.glob("fold_*/checkpoint_final.pt")
-    )
+    return sorted(p.parent.name.removeprefix("fold_") for p in base.glob(f"fold_*/{checkpoint}"))
 
 
 def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
@@ -395,7 +410,10 @@ class PredictOptions:
     """How to predict a folder (the CLI flags of ``autojoint_predict``).
 
     Attributes:
-        folds: folds to ensemble (None: every fold with ``checkpoint_final.pt``).
+        folds: folds to ensemble (None: every fold with ``checkpoint``).
+        checkpoint: which checkpoint of each fold: ``checkpoint_final.pt`` (default, the
+            end of training), ``checkpoint_best.pt`` (best EMA validation score) or
+            ``checkpoint_latest.pt``.
         tile_batch: tiles per forward pass (None: the plan's training batch size).
         use_tta: mirror tiles over the axes the trainer mirrored.
         evidence: evidence method name (``"cam"``) or None.
@@ -414,6 +432,7 @@ class PredictOptions:
     save_probabilities: bool = False
     resume: bool = False
     report_timing: bool = False
+    checkpoint: str = DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -504,16 +523,16 @@ def run_prediction(
         ValueError: folds of different plans, or an unknown evidence method.
     """
     dev = resolve_device(options.device)
-    folds = options.folds or available_folds(work_dir, options.configuration)
+    folds = options.folds or available_folds(work_dir, options.configuration, options.checkpoint)
     if not folds:
         where = fold_dir(work_dir, "*", options.configuration)
         raise FileNotFoundError(
-            f"{where}/checkpoint_final.pt: none found; run autojoint_train "
+            f"{where}/{options.checkpoint}: none found; run autojoint_train "
             f"(-c {options.configuration}) first."
         )
     if options.evidence is not None:
         get_evidence_method(options.evidence)
-    ens = load_ensemble(Path(work_dir), folds, dev, options.configuration)
+    ens = load_ensemble(Path(work_dir), folds, dev, options.configuration, options.checkpoint)
     plan = ens.plan
     cases, failures = discover_input_cases(input_dir, len(plan.channel_names))
     output_dir = Path(output_dir)

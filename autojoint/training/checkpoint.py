@@ -14,6 +14,11 @@ from autojoint.io.files import atomic_write
 from autojoint.planning.schema import Plan
 
 CHECKPOINT_FORMAT_VERSION = 1
+# The files the trainer writes in each fold folder (docs/training.md).
+FINAL_CHECKPOINT = "checkpoint_final.pt"  # end of training: what prediction uses by default
+BEST_CHECKPOINT = "checkpoint_best.pt"  # best EMA of the per-epoch validation score
+LATEST_CHECKPOINT = "checkpoint_latest.pt"  # for --continue (with optimiser state)
+CHECKPOINTS = (FINAL_CHECKPOINT, BEST_CHECKPOINT, LATEST_CHECKPOINT)
 
 
 def save_checkpoint(

@@ -31,7 +31,13 @@ from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
-from autojoint.training.checkpoint import load_checkpoint, save_checkpoint
+from autojoint.training.checkpoint import (
+    BEST_CHECKPOINT,
+    FINAL_CHECKPOINT,
+    LATEST_CHECKPOINT,
+    load_checkpoint,
+    save_checkpoint,
+)
 from autojoint.training.devices import resolve_device
 from autojoint.training.distributed import (
     DistributedContext,
@@ -241,7 +247,7 @@ def _resume(
     """Restore weights, random streams and log from ``checkpoint_latest.pt``; return the
     epoch to continue from and the optimiser/scaler state to load once the stage's optimiser
     is built (start epoch 0 = nothing to resume)."""
-    path = out / "checkpoint_latest.pt"
+    path = out / LATEST_CHECKPOINT
     if not path.is_file():
         logger.warning("--continue: %s not found; starting from scratch", path)
         return _Run()
@@ -520,7 +526,7 @@ def _train(
                 )
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
                     save_checkpoint(
-                        out / "checkpoint_latest.pt",
+                        out / LATEST_CHECKPOINT,
                         net=net,
                         optimizer=optimizer,
                         plan=plan,
@@ -529,7 +535,7 @@ def _train(
                     )
                 if is_best:
                     save_checkpoint(
-                        out / "checkpoint_best.pt",
+                        out / BEST_CHECKPOINT,
                         net=net,
                         optimizer=None,
                         plan=plan,
@@ -544,7 +550,7 @@ def _train(
     set_trainable(net, net.parameters())
     if ctx.is_main:
         save_checkpoint(
-            out / "checkpoint_final.pt",
+            out / FINAL_CHECKPOINT,
             net=net,
             optimizer=None,
             plan=plan,

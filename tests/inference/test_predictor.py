@@ -25,6 +25,9 @@ from autojoint.inference.predictor import (
     predict_case,
     run_prediction,
 )
+from autojoint.networks.joint_net import JointNet
+from autojoint.training.checkpoint import save_checkpoint
+from autojoint.workdir import fold_dir
 from tests.inference.tiny_workdir import make_tiny_workdir
 from tests.synthetic import CLASSES, make_case, write_volume
 
@@ -408,3 +411,31 @@ def test_gradcam_evidence_on_the_input_grid(tiny: dict[str, Path]) -> None:
         # Scaled to peak 1 on the view; resampling to the input grid may shave the peak.
         assert grad.min() >= 0.0 and 0.5 < grad.max() <= 1.0 + 1e-6
         assert not np.allclose(grad, cam)
+
+
+def test_checkpoint_choice_loads_that_files_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    raw, work, plan = make_tiny_workdir(tmp_path, num_cases=2, folds=("0", "1"))
+    torch.manual_seed(7)  # weights unlike fold 0's final checkpoint (seed 0)
+    best = JointNet(plan)
+    save_checkpoint(
+        fold_dir(work, "0") / "checkpoint_best.pt", net=best, optimizer=None, plan=plan, epoch=3
+    )
+    dev = torch.device("cpu")
+    # Only fold 0 has a best checkpoint: it alone is found by default.
+    assert predictor.available_folds(work, checkpoint="checkpoint_best.pt") == ["0"]
+    assert predictor.available_folds(work) == ["0", "1"]
+    (loaded,) = load_ensemble(work, ["0"], dev, checkpoint="checkpoint_best.pt").nets
+    (final,) = load_ensemble(work, ["0"], dev).nets
+    for name, value in best.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)
+    assert any(not torch.equal(final.state_dict()[n], v) for n, v in best.state_dict().items())
+    with pytest.raises(ValueError, match="unknown checkpoint"):
+        load_ensemble(work, ["0"], dev, checkpoint="../checkpoint_final.pt")
+    # The CLI: a fold without the chosen checkpoint is a one-line error naming the file.
+    args = ["-i", str(raw / "imagesTr"), "-o", str(tmp_path / "out"), "-w", str(work)]
+    assert cli_predict.main([*args, "-f", "1", "-chk", "checkpoint_best.pt", *FAST]) == 1
+    assert "checkpoint_best.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_predict.main([*args, "--checkpoint", "model.pt"])
