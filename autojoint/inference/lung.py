@@ -1,16 +1,10 @@
-"""Lesion volumes and a simple threshold lung estimate for the lung-involvement fraction.
+"""Lesion volumes and the lung-involvement fraction of a predicted mask.
 
-The lung estimate is deliberately plain (thresholds and connected components, no model):
-it only has to give the denominator of "lesion volume / lung volume" a sensible size.
-
-Rule (documented in docs/prediction.md):
-  1. body = largest 3D component of voxels above -500 HU;
-  2. in every axial slice, the body's holes are filled; dark voxels (< -400 HU) inside the
-     filled body are lung candidates (air outside the body touches the slice border and is
-     excluded; the trachea is included, the gut gas mostly removed by step 3);
-  3. keep candidate 3D components of at least 10% of the largest one (both lungs);
-  4. lung = those components united with the predicted lesions (consolidation is dense and
-     would otherwise be missing from its own lung).
+The lung is the same threshold-and-morphology lung mask the preprocessing uses
+(:func:`autojoint.preprocessing.lung_mask.lung_mask`: no model, trachea and gut gas
+excluded), computed on the input grid with its head-feet axis found from the direction
+matrix, united with the predicted lesions (consolidation is dense and would otherwise be
+missing from its own lung). Rule in docs/prediction.md.
 """
 
 from __future__ import annotations
@@ -18,13 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import ndimage
 
 from autojoint.io.image_io import ImageGeometry
-
-BODY_THRESHOLD_HU = -500.0
-LUNG_THRESHOLD_HU = -400.0
-MIN_COMPONENT_FRACTION = 0.1
+from autojoint.preprocessing.lung_mask import lung_mask
 
 
 def voxel_volume_ml(geometry: ImageGeometry) -> float:
@@ -43,35 +33,18 @@ def axial_axis(geometry: ImageGeometry) -> int:
     return 2 - image_axis
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == int(np.argmax(sizes)) + 1
-
-
-def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
-    moved = np.moveaxis(mask, axis, 0)
-    filled = np.stack([ndimage.binary_fill_holes(s) for s in moved])
-    return np.moveaxis(filled, 0, axis)
-
-
 def estimate_lung_mask(ct: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
-    """Threshold lung estimate on the input grid (steps 1-3 of the module rule).
+    """The lungs of a CT on its input grid, whatever array axis runs head-feet.
 
     Shape:
         ct ``(Z, Y, X)`` in HU -> ``(Z, Y, X)`` bool.
     """
-    body = _largest_component(ct > BODY_THRESHOLD_HU)
-    filled = _fill_slices(body, axial_axis(geometry))
-    candidates = filled & (ct < LUNG_THRESHOLD_HU)
-    labels, n = ndimage.label(candidates)
-    if n == 0:
-        return candidates
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= MIN_COMPONENT_FRACTION * sizes.max()) + 1
-    return np.isin(labels, keep)
+    axis = axial_axis(geometry)
+    moved = np.moveaxis(ct, axis, 0)
+    order = (axis, *(a for a in range(3) if a != axis))
+    spacing = tuple(float(geometry.spacing[a]) for a in order)
+    lungs = lung_mask(moved, spacing)  # type: ignore[arg-type]
+    return np.moveaxis(lungs, 0, axis)
 
 
 def lesion_volumes(

@@ -1,4 +1,4 @@
-"""Lesion volumes and the threshold lung estimate: known answers on synthetic chests."""
+"""Lesion volumes and the lung estimate on the input grid: known answers on synthetic chests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from autojoint.io.image_io import ImageGeometry
 from tests.synthetic import LABELS
 
 
-def _geometry(shape, spacing=(2.5, 0.8, 0.8), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
+def _geometry(shape, spacing=(5.0, 1.5, 1.5), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
     return ImageGeometry(
         tuple(shape), tuple(spacing), (0.0, 0.0, 0.0), tuple(map(float, direction))
     )
@@ -18,7 +18,8 @@ def _geometry(shape, spacing=(2.5, 0.8, 0.8), direction=(1, 0, 0, 0, 1, 0, 0, 0,
 
 def _chest(shape=(12, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
     """Air, a body ellipse (40 HU) holding two lung ellipses (-850 HU), gas in the 'gut'
-    (one dark voxel inside the body). Returns (ct, lungs)."""
+    (one dark voxel inside the body). Returns (ct, lungs). At the default 5 x 1.5 x 1.5 mm
+    each lung holds about 19 ml, above the lung mask's 5 ml minimum."""
     z, y, x = np.indices(shape)
     ct = np.full(shape, -1000.0, np.float32)
     body = ((y - 20) / 17) ** 2 + ((x - 20) / 18) ** 2 < 1
@@ -42,7 +43,7 @@ def test_lung_estimate_follows_the_axial_axis() -> None:
     ct, lungs = _chest()
     moved = np.ascontiguousarray(np.moveaxis(ct, 0, 2))
     # array axis 2 = image axis x; make image x the physical head-feet direction.
-    geo = _geometry(moved.shape, (0.8, 0.8, 2.5), (0, 0, 1, 0, 1, 0, 1, 0, 0))
+    geo = _geometry(moved.shape, (1.5, 1.5, 5.0), (0, 0, 1, 0, 1, 0, 1, 0, 0))
     assert axial_axis(geo) == 2
     np.testing.assert_array_equal(estimate_lung_mask(moved, geo), np.moveaxis(lungs, 0, 2))
 
@@ -66,7 +67,7 @@ def test_volumes_known_answer() -> None:
     mask[6, 18, 27:29] = 2  # 2 voxels of consolidation
     ct[mask == 2] = 30.0  # dense: not dark, still lung through the lesion rule
     geo = _geometry(ct.shape)
-    voxel_ml = 2.5 * 0.8 * 0.8 / 1000
+    voxel_ml = 5.0 * 1.5 * 1.5 / 1000
     vol = lesion_volumes(mask, geo, LABELS, ct)
     assert vol["volume_ml_ground_glass"] == pytest.approx(6 * voxel_ml)
     assert vol["volume_ml_consolidation"] == pytest.approx(2 * voxel_ml)
@@ -81,3 +82,11 @@ def test_volumes_without_ct_have_no_lung_figures() -> None:
     vol = lesion_volumes(mask, _geometry(mask.shape, (1.0, 2.0, 3.0)), LABELS, None)
     assert vol["volume_ml_lesion"] == pytest.approx(24 * 6 / 1000)
     assert vol["lung_volume_ml"] is None and vol["lung_involvement"] is None
+
+
+def test_trachea_is_not_counted_as_lung() -> None:
+    # The preprocessing lung mask drops pure air (gas, airways); the earlier estimator of
+    # this module kept any dark component of >= 10% of the largest: 480 voxels of this one.
+    ct, lungs = _chest()
+    ct[:, 14:22, 18:23] = -1000.0  # a 12 x 7.5 mm, 60 mm long air column between the lungs
+    np.testing.assert_array_equal(estimate_lung_mask(ct, _geometry(ct.shape)), lungs)
