@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from autojoint.io.dataset import DatasetError, load_raw_dataset
 from autojoint.io.files import atomic_write, write_json
-from autojoint.io.image_io import write_sitk_image
+from autojoint.io.image_io import geometry_of, write_sitk_image
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +108,10 @@ def to_uint8_label(image: sitk.Image, source: str, num_labels: int) -> sitk.Imag
     return clean_image(image, sitk.sitkUInt8)
 
 
-def same_grid(a: sitk.Image, b: sitk.Image, *, atol_mm: float = 1e-3, rtol: float = 1e-4) -> bool:
-    """Equal size, and spacing/origin/direction equal within tolerance."""
-    if a.GetSize() != b.GetSize():
-        return False
-    return (
-        np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=rtol, atol=0)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=atol_mm, rtol=0)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4, rtol=0)
-    )
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Equal size, and spacing/origin/direction equal within the tolerances the whole
+    pipeline uses (:meth:`autojoint.io.image_io.ImageGeometry.matches`)."""
+    return geometry_of(a).matches(geometry_of(b))
 
 
 def snap_to_grid(mask: sitk.Image, image: sitk.Image, *, atol_mm: float = 0.01) -> sitk.Image:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from autojoint.io.image_io import ImageGeometry, ImageReadError, read_image
+from autojoint.io.image_io import (
+    DIRECTION_ATOL,
+    ORIGIN_ATOL_MM,
+    SPACING_RTOL,
+    ImageGeometry,
+    ImageReadError,
+    read_image,
+)
 
 
 def load_channels(paths: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
@@ -34,7 +41,10 @@ def load_channels(paths: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
 
 
 # Tolerances of ImageGeometry.matches, spelled out for messages and docs/robustness.md.
-GEOMETRY_TOLERANCES = "spacing within 0.01 %, origin within 0.001 mm, direction cosines within 1e-4"
+GEOMETRY_TOLERANCES = (
+    f"spacing within {SPACING_RTOL * 100:g} %, origin within {ORIGIN_ATOL_MM:g} mm, "
+    f"direction cosines within {DIRECTION_ATOL:g}"
+)
 
 
 def geometry_differences(geo: ImageGeometry, ref: ImageGeometry) -> list[str]:
@@ -45,11 +55,11 @@ def geometry_differences(geo: ImageGeometry, ref: ImageGeometry) -> list[str]:
         out.append(f"dimensionality {geo.num_dims}D vs {ref.num_dims}D")
     if geo.shape != ref.shape:
         out.append(f"size {geo.shape} vs {ref.shape}")
-    if not np.allclose(geo.spacing, ref.spacing, rtol=1e-4):
+    if not np.allclose(geo.spacing, ref.spacing, rtol=SPACING_RTOL):
         out.append(f"spacing {geo.spacing} vs {ref.spacing}")
-    if not np.allclose(geo.origin, ref.origin, atol=1e-3):
+    if not np.allclose(geo.origin, ref.origin, atol=ORIGIN_ATOL_MM):
         out.append(f"origin {geo.origin} vs {ref.origin}")
-    if not np.allclose(geo.direction, ref.direction, atol=1e-4):
+    if not np.allclose(geo.direction, ref.direction, atol=DIRECTION_ATOL):
         out.append(f"direction {geo.direction} vs {ref.direction}")
     return out
 

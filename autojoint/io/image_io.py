@@ -40,6 +40,14 @@ class ImageReadError(ValueError):
 SLICE_SPACING_2D_MM = 1.0
 
 
+# When two grids are the same grid (float round-off in headers is not a difference): the
+# one definition used by ImageGeometry.matches, case_loading.geometry_differences and the
+# converters' same_grid.
+SPACING_RTOL = 1e-4
+ORIGIN_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """Where an array sits in physical space; enough to write a result on the same grid.
@@ -84,14 +92,20 @@ class ImageGeometry:
         """2 for a 2D image, 3 for a volume."""
         return 2 if self.is_2d else 3
 
-    def matches(self, other: ImageGeometry, *, rtol: float = 1e-4, atol_mm: float = 1e-3) -> bool:
+    def matches(
+        self,
+        other: ImageGeometry,
+        *,
+        rtol: float = SPACING_RTOL,
+        atol_mm: float = ORIGIN_ATOL_MM,
+    ) -> bool:
         """True if both describe the same voxel grid (tolerant to float round-off)."""
         return (
             self.shape == other.shape
             and self.is_2d == other.is_2d
             and np.allclose(self.spacing, other.spacing, rtol=rtol)
             and np.allclose(self.origin, other.origin, atol=atol_mm)
-            and np.allclose(self.direction, other.direction, atol=1e-4)
+            and np.allclose(self.direction, other.direction, atol=DIRECTION_ATOL)
         )
 
 
