@@ -16,6 +16,7 @@ from autojoint.cli.common import (
 from autojoint.io.verify import verify_dataset
 from autojoint.planning.explain import explain_plan
 from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS, Plan
 from autojoint.workdir import PLANS_FILE
 
@@ -74,6 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         "(mask, as DeepSC-COVID); default off: crop to the body",
     )
     parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="plan for a published system's switches and losses (deepsc-covid, multir-net, "
+        "msd-net; docs/architecture.md): stored in plans.json, and its network switches enter "
+        "the memory fit of patch and batch; --set items apply after it",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="a plan switch to store (and fit the memory to), e.g. --set "
+        "network.refinement_passes=2 (repeatable; same items as autojoint_train --set)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="print every planned number with the rule behind it (after planning, or for "
@@ -106,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 preprocess=not args.no_preprocess,
                 configurations=args.configurations,
                 lung_mask=args.lung_mask,
+                overrides=preset_overrides(args.preset) + tuple(args.overrides),
             )
         else:
             plan = Plan.load(args.work_dir / PLANS_FILE)

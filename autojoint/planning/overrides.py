@@ -7,6 +7,7 @@ always rebuilds exactly the network that was trained.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Sequence
 
 from autojoint.planning.schema import Plan
@@ -42,6 +43,25 @@ def available_overrides(plan: Plan) -> list[str]:
         for section in OVERRIDABLE_SECTIONS
         for f in dataclasses.fields(getattr(plan, section))
     ]
+
+
+def check_override_keys(overrides: Sequence[str]) -> None:
+    """Refuse malformed items and unknown keys before a plan exists (e.g. before a long
+    fingerprint), with the same message as :func:`apply_overrides`; values are checked when
+    they are applied.
+    """
+    hints = typing.get_type_hints(Plan)
+    known = [
+        f"{section}.{f.name}"
+        for section in OVERRIDABLE_SECTIONS
+        for f in dataclasses.fields(hints[section])
+    ]
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or key.strip() not in known:
+            raise ValueError(
+                f"--set '{item}': expected SECTION.FIELD=VALUE with one of: {', '.join(known)}."
+            )
 
 
 def apply_overrides(plan: Plan, overrides: Sequence[str]) -> Plan:

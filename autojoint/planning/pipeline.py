@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from autojoint.fingerprint.compute import compute_fingerprint, is_ct
+from autojoint.fingerprint.schema import Fingerprint
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.verify import require_valid_dataset
+from autojoint.planning.overrides import apply_overrides, check_override_keys
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
-from autojoint.planning.schema import Plan
+from autojoint.planning.schema import NetworkOptions, Plan
 from autojoint.preprocessing.preprocess import preprocess_dataset
 from autojoint.workdir import FINGERPRINT_FILE, PLANS_FILE, preprocessed_dir
 
@@ -28,6 +30,7 @@ def plan_and_preprocess(
     preprocess: bool = True,
     configurations: Sequence[str] | None = None,
     lung_mask: str = "off",
+    overrides: Sequence[str] = (),
 ) -> Plan:
     """Write ``fingerprint.json`` and ``plans.json`` into ``work_dir``, then preprocess
     ``configurations`` (default: the plan's top level, plus ``lowres`` when planned; the
@@ -36,7 +39,9 @@ def plan_and_preprocess(
     The dataset and work directory are checked first (every file read once), so a bad
     input is refused before any long work and nothing is written. ``lung_mask``
     (``off``/``crop``/``mask``) is stored in the plan, so training and prediction crop (and
-    mask) every scan alike; see ``autojoint.preprocessing.lung_mask``.
+    mask) every scan alike; see ``autojoint.preprocessing.lung_mask``. ``overrides``
+    (``section.field=value`` items, e.g. a preset's) are stored in the plan, and network
+    switches among them enter the memory fit, so the patch and batch suit that network.
 
     Raises:
         DatasetProblems: the dataset has errors (all listed); EnvironmentProblem: the work
@@ -44,6 +49,7 @@ def plan_and_preprocess(
             have, or a lung mask without a CT channel.
     """
     work_dir = Path(work_dir)
+    check_override_keys(overrides)  # a typo fails now, not after the fingerprint
     dataset = require_valid_dataset(Path(raw_dir), work_dir, num_workers=num_workers)
     remove_stale_temp_files(work_dir)
     logger.info(
@@ -59,7 +65,9 @@ def plan_and_preprocess(
     budget, profile = detect_memory_budget(gpu_memory_gb)
     # The CPU profile trades width for speed: a 2-core machine cannot afford nnU-Net's 32..320.
     widths: dict[str, Any] = {"base_features": 16, "max_features": 128} if profile == "cpu" else {}
-    plan = plan_experiment(fingerprint, memory_budget_gb=budget, device_profile=profile, **widths)
+    plan = plan_with_overrides(
+        fingerprint, overrides, memory_budget_gb=budget, device_profile=profile, **widths
+    )
     if lung_mask != "off":
         if not is_ct(plan.channel_names):
             raise ValueError(f"--lung-mask {lung_mask} needs a channel named CT in dataset.json.")
@@ -94,4 +102,22 @@ def plan_and_preprocess(
                 preprocessed_dir(work_dir, name),
                 num_workers=num_workers,
             )
+    return plan
+
+
+def plan_with_overrides(
+    fingerprint: Fingerprint, overrides: Sequence[str], **planner_args: Any
+) -> Plan:
+    """Plan, apply ``overrides``; if they change the network switches, plan again with those
+    switches (they change the memory estimate: e.g. refinement passes multiply the
+    activations) and apply the overrides once more for the other sections.
+
+    Raises:
+        ValueError: an override that :func:`apply_overrides` refuses.
+    """
+    plan = apply_overrides(plan_experiment(fingerprint, **planner_args), overrides)
+    if plan.network != NetworkOptions():
+        plan = apply_overrides(
+            plan_experiment(fingerprint, network=plan.network, **planner_args), overrides
+        )
     return plan

@@ -29,6 +29,7 @@ from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet, fuse_scales
 from autojoint.planning.overrides import apply_overrides
+from autojoint.planning.resolution import estimate_memory_gb
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training.checkpoint import (
@@ -313,6 +314,39 @@ def _rank_device(config: TrainerConfig, ctx: DistributedContext) -> torch.device
     return device
 
 
+def warn_if_switches_exceed_budget(stored: Plan, plan: Plan) -> float | None:
+    """Train-time ``--set``/``--preset`` network switches keep the planned patch and batch;
+    when they push the memory estimate past the plan's budget, say so and how to re-plan.
+
+    Returns:
+        the estimate (GB) with the new switches when it exceeds the budget, else None.
+    """
+    if plan.network == stored.network:
+        return None
+    estimate = estimate_memory_gb(
+        plan.patch_size,
+        plan.topology,
+        plan.batch_size,
+        classification_shape=plan.classification_shape if plan.has_diagnosis else None,
+        network=plan.network,
+        in_channels=len(plan.channel_names),
+    )
+    if estimate <= plan.memory_budget_gb:
+        return None
+    logger.warning(
+        "the network switches of this run raise the planned memory estimate from %.2f to "
+        "%.2f GB, above the plan's budget of %.2f GB (patch %s, batch %d were fitted without "
+        "them); training may run out of memory. To fit patch and batch to these switches, "
+        "plan with them: autojoint_plan -d RAW -w WORK --preset NAME / --set ITEM.",
+        stored.estimated_memory_gb,
+        estimate,
+        plan.memory_budget_gb,
+        plan.patch_size,
+        plan.batch_size,
+    )
+    return estimate
+
+
 def train_fold(
     work_dir: Path, fold: str, config: TrainerConfig, ctx: DistributedContext | None = None
 ) -> Path:
@@ -328,10 +362,10 @@ def train_fold(
         return _spawn(work_dir, fold, config)
     ctx = ctx or DistributedContext()
     work_dir = Path(work_dir)
-    plan = apply_overrides(
-        Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration),
-        config.plan_overrides,
-    )
+    stored = Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration)
+    plan = apply_overrides(stored, config.plan_overrides)
+    if ctx.is_main:
+        warn_if_switches_exceed_budget(stored, plan)
     device = _rank_device(config, ctx)
     get_segmentation_loss(plan.loss.segmentation, plan.loss)  # fail fast on a bad --set
     stages = plan_stages(config.schedule, config.epochs)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from pathlib import Path
+
 import pytest
 
-from autojoint.planning.overrides import apply_overrides, available_overrides
-from tests.fingerprints import tiny_plan
+from autojoint.cli import plan as cli_plan
+from autojoint.planning.overrides import (
+    apply_overrides,
+    available_overrides,
+    check_override_keys,
+)
+from autojoint.planning.pipeline import plan_and_preprocess, plan_with_overrides
+from autojoint.planning.planner import plan_experiment
+from autojoint.planning.schema import NetworkOptions, Plan
+from autojoint.training.trainer import warn_if_switches_exceed_budget
+from autojoint.workdir import PLANS_FILE
+from tests.fingerprints import make_fingerprint, tiny_plan
+from tests.synthetic import make_raw_dataset
 
 
 def test_overrides_are_typed_and_applied() -> None:
@@ -51,3 +66,66 @@ def test_available_overrides_cover_every_switch() -> None:
     keys = available_overrides(tiny_plan())
     assert "network.cross_stitch" in keys and "loss.segmentation" in keys
     assert "loss_weights.task_aware" in keys
+
+
+# --- overrides at planning time (autojoint_plan --preset / --set) ---------------------------
+
+
+def test_plan_time_switches_enter_the_memory_fit() -> None:
+    fp = make_fingerprint([(1.0, 1.0, 1.0)] * 6, [(96, 160, 160)] * 6)
+    args = {"memory_budget_gb": 0.2, "device_profile": "cpu", "base_features": 8}
+    items = ("network.refinement_passes=2", "loss.segmentation=focal_tversky")
+    plain = plan_experiment(fp, **args)
+    planned = plan_with_overrides(fp, items, **args)
+    # Known answer: the planner run with those switches, then the other items applied.
+    expected = apply_overrides(
+        plan_experiment(fp, network=NetworkOptions(refinement_passes=2), **args), items
+    )
+    assert planned == expected
+    assert planned.network.refinement_passes == 2
+    assert planned.loss.segmentation == "focal_tversky"
+    # Three U-Net passes do not fit the plain patch and batch: the fit shrank them.
+    assert math.prod(planned.patch_size) * planned.batch_size < (
+        math.prod(plain.patch_size) * plain.batch_size
+    )
+    assert planned.estimated_memory_gb <= args["memory_budget_gb"]
+    # Loss-only items keep the plain fit.
+    assert plan_with_overrides(fp, ("loss_weights.task_aware=0",), **args).patch_size == (
+        plain.patch_size
+    )
+
+
+def test_train_time_switches_over_budget_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    fp = make_fingerprint([(1.0, 1.0, 1.0)] * 6, [(96, 160, 160)] * 6)
+    stored = plan_experiment(fp, memory_budget_gb=0.2, device_profile="cpu", base_features=8)
+    heavy = apply_overrides(stored, ["network.refinement_passes=2"])
+    with caplog.at_level(logging.WARNING):
+        estimate = warn_if_switches_exceed_budget(stored, heavy)
+    assert estimate is not None and estimate > stored.memory_budget_gb
+    assert "autojoint_plan" in caplog.text and "--preset" in caplog.text
+    # Same switches, or loss-only changes: nothing to say.
+    assert warn_if_switches_exceed_budget(stored, stored) is None
+    light = apply_overrides(stored, ["loss_weights.task_aware=0"])
+    assert warn_if_switches_exceed_budget(stored, light) is None
+
+
+def test_unknown_key_is_refused_before_any_planning_work(tmp_path: Path) -> None:
+    check_override_keys(["network.pyramid_conv=true", "loss_weights.cls=2"])
+    with pytest.raises(ValueError, match="network.pyramid_convv"):
+        check_override_keys(["network.pyramid_convv=true"])
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=2)
+    with pytest.raises(ValueError, match="expected SECTION.FIELD=VALUE"):
+        plan_and_preprocess(raw, tmp_path / "work", overrides=["netwrk.cross_stitch=true"])
+    assert not (tmp_path / "work").exists()
+
+
+def test_cli_plan_preset_is_stored_in_plans_json(tmp_path: Path) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=3)
+    work = tmp_path / "work"
+    args = ["-d", str(raw), "-w", str(work), "--no-preprocess", "--preset", "multir-net"]
+    assert cli_plan.main([*args, "--set", "network.refinement_passes=1"]) == 0
+    plan = Plan.load(work / PLANS_FILE)
+    assert plan.network.reverse_attention is True
+    assert plan.network.classifier_input == "multiply"
+    assert plan.network.refinement_passes == 1  # --set after the preset wins
+    assert plan.loss.segmentation == "focal_tversky"
