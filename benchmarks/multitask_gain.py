@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autojoint.data.augmentation import AUGMENTATION_PRESETS  # noqa: E402
 from autojoint.evaluation.evidence import evidence_lesion_contrast  # noqa: E402
 from autojoint.inference.gradcam import grad_cam  # noqa: E402
 from autojoint.inference.predictor import load_ensemble  # noqa: E402
@@ -147,7 +148,7 @@ def _evidence_figure(
         ax.contour(lesion[z].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{case}, axial slice {z} of the whole-scan view", fontsize=10)
+    fig.suptitle(f"{case}, slice {z} (plan axis 0) of the whole-scan view", fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -169,8 +170,21 @@ def run_variant(
     that an interrupted benchmark resumes and several processes can share the variant list."""
     work = _variant_work_dir(shared, out / "runs" / f"{name}-seed{seed}".replace(" ", "_"))
     cached = work / "result.json"
+    setup = {
+        "budget": {"epochs": args.epochs, "iterations": args.iterations},
+        "augmentation": args.augmentation,
+        "fold": args.fold,
+    }
     if cached.is_file():
-        return tuple(float(v) for v in read_json(cached)["row"])
+        record = read_json(cached)
+        stored = {k: record.get(k, setup[k]) for k in setup}  # older records: no fold
+        if stored != setup:
+            raise SystemExit(
+                f"{cached} holds a run with {stored}, not {setup}; use another --out or "
+                "delete that run folder."
+            )
+        # NaN (e.g. no AUC with one class) is stored as JSON null.
+        return tuple(float("nan") if v is None else float(v) for v in record["row"])
     config = TrainerConfig(
         epochs=args.epochs,
         iterations_per_epoch=args.iterations,
@@ -199,8 +213,7 @@ def run_variant(
         )
     )
     record = {"variant": name, "seed": seed, "columns": list(COLUMNS), "row": list(row)}
-    record["budget"] = {"epochs": args.epochs, "iterations": args.iterations}
-    record["augmentation"] = args.augmentation
+    record.update(setup)
     write_json(record, cached)
     return row
 
@@ -245,7 +258,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=25)
-    parser.add_argument("--augmentation", default="light", help="none | light | default")
+    parser.add_argument("--augmentation", default="light", choices=AUGMENTATION_PRESETS)
     parser.add_argument("--fold", default="0")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
