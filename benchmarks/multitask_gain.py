@@ -15,7 +15,9 @@ with its CAM and Grad-CAM).
 
 Each (variant, seed) row is cached in ``runs/RUN/result.json``: a rerun resumes, and
 several processes given disjoint ``--variants`` can share one ``--out`` (a last run over
-all variants then only reads the cache and writes the table).
+all variants then only reads the cache and writes the table). Start them once
+``OUT/work/plans.json`` exists (let one process plan first): planning is not locked. A
+cached row made with another budget, augmentation or fold is refused, not mixed in.
 
 Lesion contrast (``autojoint.evaluation.evidence``): on each validation case's whole-scan
 view, mean evidence inside the reference lesions / mean evidence in the rest of the lung,

@@ -111,6 +111,8 @@ def to_uint8_label(image: sitk.Image, source: str, num_labels: int) -> sitk.Imag
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     """Equal size, and spacing/origin/direction equal within the tolerances the whole
     pipeline uses (:meth:`autojoint.io.image_io.ImageGeometry.matches`)."""
+    if a.GetDimension() != b.GetDimension() or a.GetSize() != b.GetSize():
+        return False  # geometry_of keeps three axes; a 4th must match by size here
     return geometry_of(a).matches(geometry_of(b))
 
 

@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset is None and not args.explain:
         parser.error("-d/--dataset is required (or use --explain to show an existing plan)")
+    if (args.preset != "default" or args.overrides) and (args.verify or args.dataset is None):
+        parser.error("--preset/--set apply when planning: give -d/--dataset, without --verify")
     if args.verify:
         if args.dataset is None:
             parser.error("--verify needs -d/--dataset")

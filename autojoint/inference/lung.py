@@ -14,7 +14,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from autojoint.io.image_io import ImageGeometry
-from autojoint.preprocessing.lung_mask import lung_mask
+from autojoint.preprocessing.lung_mask import LungMaskOptions, lung_mask
+
+# A 2D image is one slice of nominal 1 mm: the volume lung_mask's 5 ml minimum would then
+# need 50 cm^2 of lung, more than an apical or basal slice holds; 0.5 ml = 5 cm^2.
+MIN_LUNG_ML_2D = 0.5
 
 
 def voxel_volume_ml(geometry: ImageGeometry) -> float:
@@ -33,18 +37,38 @@ def axial_axis(geometry: ImageGeometry) -> int:
     return 2 - image_axis
 
 
+def anatomical_order(geometry: ImageGeometry) -> tuple[int, int, int]:
+    """Array axes closest to the patient's head-feet, front-back and left-right directions,
+    in that order: the ``(Z, Y, X)`` layout of an axial stack, which the lung mask assumes
+    (its airway search looks for the midline along the last axis).
+
+    Falls back to the head-feet axis followed by the other two in array order when the
+    direction matrix is too oblique to name a distinct axis for each direction.
+    """
+    d = np.abs(np.asarray(geometry.direction, dtype=float).reshape(3, 3))
+    # Physical rows z, y, x (LPS); the image axis i closest to each is array axis 2 - i.
+    order = tuple(2 - int(np.argmax(d[row, :])) for row in (2, 1, 0))
+    if sorted(order) != [0, 1, 2]:
+        axis = axial_axis(geometry)
+        order = (axis, *(a for a in range(3) if a != axis))
+    return order[0], order[1], order[2]
+
+
 def estimate_lung_mask(ct: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
-    """The lungs of a CT on its input grid, whatever array axis runs head-feet.
+    """The lungs of a CT on its input grid, in whatever orientation it is stored.
 
     Shape:
         ct ``(Z, Y, X)`` in HU -> ``(Z, Y, X)`` bool.
     """
-    axis = axial_axis(geometry)
-    moved = np.moveaxis(ct, axis, 0)
-    order = (axis, *(a for a in range(3) if a != axis))
-    spacing = tuple(float(geometry.spacing[a]) for a in order)
-    lungs = lung_mask(moved, spacing)  # type: ignore[arg-type]
-    return np.moveaxis(lungs, 0, axis)
+    order = anatomical_order(geometry)
+    spacing = (
+        float(geometry.spacing[order[0]]),
+        float(geometry.spacing[order[1]]),
+        float(geometry.spacing[order[2]]),
+    )
+    options = LungMaskOptions(min_volume_ml=MIN_LUNG_ML_2D) if geometry.is_2d else None
+    lungs = lung_mask(np.transpose(ct, order), spacing, options)
+    return np.transpose(lungs, np.argsort(order))
 
 
 def lesion_volumes(

@@ -55,11 +55,11 @@ def geometry_differences(geo: ImageGeometry, ref: ImageGeometry) -> list[str]:
         out.append(f"dimensionality {geo.num_dims}D vs {ref.num_dims}D")
     if geo.shape != ref.shape:
         out.append(f"size {geo.shape} vs {ref.shape}")
-    if not np.allclose(geo.spacing, ref.spacing, rtol=SPACING_RTOL):
+    if not np.allclose(geo.spacing, ref.spacing, rtol=SPACING_RTOL, atol=0.0):
         out.append(f"spacing {geo.spacing} vs {ref.spacing}")
-    if not np.allclose(geo.origin, ref.origin, atol=ORIGIN_ATOL_MM):
+    if not np.allclose(geo.origin, ref.origin, rtol=0.0, atol=ORIGIN_ATOL_MM):
         out.append(f"origin {geo.origin} vs {ref.origin}")
-    if not np.allclose(geo.direction, ref.direction, atol=DIRECTION_ATOL):
+    if not np.allclose(geo.direction, ref.direction, rtol=0.0, atol=DIRECTION_ATOL):
         out.append(f"direction {geo.direction} vs {ref.direction}")
     return out
 

@@ -103,9 +103,9 @@ class ImageGeometry:
         return (
             self.shape == other.shape
             and self.is_2d == other.is_2d
-            and np.allclose(self.spacing, other.spacing, rtol=rtol)
-            and np.allclose(self.origin, other.origin, atol=atol_mm)
-            and np.allclose(self.direction, other.direction, atol=DIRECTION_ATOL)
+            and np.allclose(self.spacing, other.spacing, rtol=rtol, atol=0.0)
+            and np.allclose(self.origin, other.origin, rtol=0.0, atol=atol_mm)
+            and np.allclose(self.direction, other.direction, rtol=0.0, atol=DIRECTION_ATOL)
         )
 
 

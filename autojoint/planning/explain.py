@@ -61,7 +61,7 @@ def explain_plan(plan: Plan) -> str:
         (
             "network switches",
             ", ".join(f"{k}={v}" for k, v in vars(plan.network).items()),
-            "",
+            r.get("overrides", "defaults (autojoint_plan --preset/--set to change)"),
         ),
         (
             "loss weights",

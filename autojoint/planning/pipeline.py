@@ -120,4 +120,9 @@ def plan_with_overrides(
         plan = apply_overrides(
             plan_experiment(fingerprint, network=plan.network, **planner_args), overrides
         )
+    if overrides:
+        why = "applied at planning (--preset/--set): " + ", ".join(overrides)
+        if plan.network != NetworkOptions():
+            why += "; the network switches entered the memory fit of patch and batch"
+        plan = replace(plan, reasons={**plan.reasons, "overrides": why})
     return plan

@@ -191,7 +191,7 @@ def loss_parameters(fingerprint: Fingerprint) -> tuple[LossOptions, str]:
         f"{focal_alpha:.2f}; Tversky alpha 0.7 up to 5%, linear to 0.5 at 25% = "
         f"{tversky_alpha:.2f}, beta = 1 - alpha; class-weighted focal (MSD-Net) weights "
         f"f_c^-1/2 scaled to sum f_c w_c = 1: {[round(w, 2) for w in weights]}; "
-        "segmentation loss dice_ce (nnU-Net default)"
+        "segmentation loss dice_ce (nnU-Net default) unless an override names another"
     )
 
 
@@ -383,7 +383,7 @@ def plan_experiment(
         "two_d": two_d_reason,
         "classification_shape": (
             "whole cropped median scan shrunk uniformly to at most one patch's voxels, "
-            "multiple of the total stride"
+            "no axis below 16 voxels (or the scan's size), multiple of the total stride"
             if has_cls
             else "no diagnosis classes: no classification view"
         ),

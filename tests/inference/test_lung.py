@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autojoint.inference.lung import axial_axis, estimate_lung_mask, lesion_volumes
+from autojoint.inference.lung import (
+    anatomical_order,
+    axial_axis,
+    estimate_lung_mask,
+    lesion_volumes,
+)
 from autojoint.io.image_io import ImageGeometry
 from tests.synthetic import LABELS
 
@@ -90,3 +95,28 @@ def test_trachea_is_not_counted_as_lung() -> None:
     ct, lungs = _chest()
     ct[:, 14:22, 18:23] = -1000.0  # a 12 x 7.5 mm, 60 mm long air column between the lungs
     np.testing.assert_array_equal(estimate_lung_mask(ct, _geometry(ct.shape)), lungs)
+
+
+def test_sagittal_storage_gives_the_axial_answer() -> None:
+    """A trachea touching the right lung, off the front-back centre, is removed by the
+    airway search, which needs the left-right axis last: the same chest stored as sagittal
+    slices (array axes = patient x, z, y) must give the same lungs. Moving only the
+    head-feet axis first (the earlier rule) left 480 trachea voxels in the mask here."""
+    ct, lungs = _chest()
+    ct[:, 10:14, 19:25] = -1000.0
+    axial = estimate_lung_mask(ct, _geometry(ct.shape))
+    assert not (axial & ~lungs).any()
+    sagittal = np.ascontiguousarray(np.transpose(ct, (2, 0, 1)))
+    # Image axes (reversed array axes): 0 = patient y, 1 = patient z, 2 = patient x.
+    geo = _geometry(sagittal.shape, (1.5, 5.0, 1.5), (0, 0, 1, 1, 0, 0, 0, 1, 0))
+    assert anatomical_order(geo) == (1, 2, 0)
+    np.testing.assert_array_equal(estimate_lung_mask(sagittal, geo), np.transpose(axial, (2, 0, 1)))
+
+
+def test_small_lung_on_a_2d_slice_is_found() -> None:
+    # A 2D image is one nominal 1 mm slice: two 9 cm^2 lung sections (0.9 ml each) must not
+    # fall under the 3D minimum of 5 ml.
+    ct, lungs = _chest(shape=(1, 40, 40))
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    geo = ImageGeometry((1, 40, 40), (1.0, 2.5, 2.5), (0.0, 0.0, 0.0), identity, is_2d=True)
+    np.testing.assert_array_equal(estimate_lung_mask(ct, geo), lungs)

@@ -81,7 +81,13 @@ def test_plan_time_switches_enter_the_memory_fit() -> None:
     expected = apply_overrides(
         plan_experiment(fp, network=NetworkOptions(refinement_passes=2), **args), items
     )
-    assert planned == expected
+    assert (planned.patch_size, planned.batch_size, planned.topology) == (
+        expected.patch_size,
+        expected.batch_size,
+        expected.topology,
+    )
+    assert planned.network == expected.network and planned.loss == expected.loss
+    assert "entered the memory fit" in planned.reasons["overrides"]
     assert planned.network.refinement_passes == 2
     assert planned.loss.segmentation == "focal_tversky"
     # Three U-Net passes do not fit the plain patch and batch: the fit shrank them.
@@ -129,3 +135,9 @@ def test_cli_plan_preset_is_stored_in_plans_json(tmp_path: Path) -> None:
     assert plan.network.classifier_input == "multiply"
     assert plan.network.refinement_passes == 1  # --set after the preset wins
     assert plan.loss.segmentation == "focal_tversky"
+    assert "multir-net" not in plan.reasons["overrides"]  # the items, as applied
+    assert "network.refinement_passes=1" in plan.reasons["overrides"]
+    # --preset/--set only make sense when planning.
+    for bad in (["--explain", "-w", str(work)], ["--verify", "-d", str(raw)]):
+        with pytest.raises(SystemExit):
+            cli_plan.main([*bad, "--preset", "msd-net"])
