@@ -75,12 +75,19 @@ class ResidualUnit(nn.Module):
     """Strided residual unit (two convs plus a 1x1 projection shortcut), as in the
     classification encoder of DeepSC-COVID."""
 
-    def __init__(self, layers: LayerTypes, in_ch: int, out_ch: int, stride: Sequence[int]) -> None:
+    def __init__(
+        self,
+        layers: LayerTypes,
+        in_ch: int,
+        out_ch: int,
+        stride: Sequence[int],
+        kernel: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
-        k = tuple(3 for _ in stride)
+        k = tuple(kernel) if kernel is not None else tuple(3 for _ in stride)
         self.body = nn.Sequential(
             ConvNormAct(layers, in_ch, out_ch, k, stride),
-            layers.conv(out_ch, out_ch, k, 1, padding=1),
+            layers.conv(out_ch, out_ch, k, 1, padding=tuple(v // 2 for v in k)),
             layers.norm(out_ch, affine=True),
         )
         self.skip = nn.Sequential(

@@ -225,12 +225,14 @@ class ClassificationNet(nn.Module):
         num_classes: int,
         strides: Sequence[Sequence[int]],
         layers: LayerTypes = LAYERS_3D,
+        kernels: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.units = nn.ModuleList()
         prev = in_channels
-        for w, s in zip(widths, strides, strict=True):
-            self.units.append(ResidualUnit(layers, prev, w, s))
+        kernels = kernels if kernels is not None else [None] * len(widths)  # type: ignore[list-item]
+        for w, s, k in zip(widths, strides, kernels, strict=True):
+            self.units.append(ResidualUnit(layers, prev, w, s, k))
             prev = w
         self.widths = tuple(widths)
         self.fc = nn.Linear(sum(widths), num_classes)
@@ -321,12 +323,21 @@ class JointNet(nn.Module):
         if plan.has_diagnosis:
             feats = topology.features_per_stage
             widths = [feats[min(i, len(feats) - 1)] * 2 for i in range(3)]
-            strides = [tuple(2 for _ in topology.strides[0])] * 3
+            # Halve and convolve every axis of the view, except a one-voxel one (the view of a
+            # dataset of 2D images, held as one slice): there a 3-kernel would only ever
+            # meet zero padding, i.e. wasted arithmetic and weights that never learn.
+            flat = [int(n) == 1 for n in plan.classification_shape]
+            if len(flat) != len(topology.strides[0]):
+                flat = [False] * len(topology.strides[0])
+            strides = [tuple(1 if f else 2 for f in flat)] * 3
+            kernels = [tuple(1 if f else 3 for f in flat)] * 3
             # Input: the view's image (or F_cls), plus the lesion probability as a channel
             # ("concat", DeepSC) or multiplied into it ("multiply", MultiR-Net).
             image_ch = stem.out_channels if stem is not None else in_ch
             cls_in = image_ch + int(options.classifier_input == "concat")
-            self.cls = ClassificationNet(cls_in, widths, len(plan.classes), strides, layers)
+            self.cls = ClassificationNet(
+                cls_in, widths, len(plan.classes), strides, layers, kernels
+            )
 
     @property
     def stem(self) -> CrossTaskStem | None:

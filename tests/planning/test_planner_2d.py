@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
+from autojoint.networks.blocks import init_weights
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import Plan, is_slice_topology
 from tests.fingerprints import make_fingerprint
@@ -107,3 +111,26 @@ def test_2d_eta_uses_in_plane_scales_and_disc_diameters() -> None:
     edges = [0.7 * 2**s for s in range(plan.topology.num_stages)]
     share = np.array([np.mean(d >= 2 * e) for e in edges])
     np.testing.assert_allclose(plan.eta, share / share.sum())
+
+
+def test_2d_classifier_neither_strides_nor_convolves_the_one_slice() -> None:
+    plan = plan_experiment(
+        flat(6, shape=(64, 64)), memory_budget_gb=0.05, device_profile="cpu", base_features=4
+    )
+    assert plan.classification_shape[0] == 1
+    torch.manual_seed(0)
+    net = JointNet(plan)
+    init_weights(net)
+    assert net.cls is not None
+    for unit in net.cls.units:
+        conv = unit.body[0].conv
+        assert conv.kernel_size[0] == 1 and conv.stride[0] == 1 and conv.padding[0] == 0
+        assert conv.kernel_size[1:] == (3, 3) and conv.stride[1:] == (2, 2)
+    # Reference: the first unit's conv is a 2D conv with the kernel's only z-slice.
+    conv = net.cls.units[0].body[0].conv
+    x = torch.randn(2, conv.in_channels, *plan.classification_shape)
+    expected = F.conv2d(x[:, :, 0], conv.weight[:, :, 0], conv.bias, stride=2, padding=1)
+    torch.testing.assert_close(conv(x)[:, :, 0], expected)
+    _, logits, feats = net.train().classify(torch.randn(2, 1, *plan.classification_shape))
+    assert logits.shape == (2, len(plan.classes))
+    assert all(f.shape[2] == 1 for f in feats)
