@@ -227,7 +227,15 @@ def load_ensemble(
             )
         plan = p
         net = JointNet(p)
-        net.load_state_dict(ckpt["network"])
+        try:
+            net.load_state_dict(ckpt["network"])
+        except RuntimeError as err:  # e.g. a checkpoint of an older network layout
+            first = str(err).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"{fold_dir(work_dir, fold, configuration) / checkpoint}: its weights do not "
+                f"fit the network this version of autojoint builds from its plan ({first}); "
+                "retrain the fold with this version."
+            ) from err
         nets.append(net.to(device).eval())
         axes.append(trained_mirror_axes(ckpt.get("extra") or {}))
     if plan is None:

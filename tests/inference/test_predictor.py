@@ -439,3 +439,16 @@ def test_checkpoint_choice_loads_that_files_weights(
     assert "checkpoint_best.pt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_predict.main([*args, "--checkpoint", "model.pt"])
+
+
+def test_checkpoint_of_another_network_layout_is_a_clear_error(tmp_path: Path) -> None:
+    _, work, plan = make_tiny_workdir(tmp_path, num_cases=2, folds=("0",))
+    path = fold_dir(work, "0") / "checkpoint_final.pt"
+    state = torch.load(path, weights_only=True)
+    weights = state["network"]
+    name = next(k for k, v in weights.items() if k.endswith("weight") and v.ndim == 5)
+    state["network"][name] = state["network"][name][..., :1]  # a kernel of another size
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="retrain the fold") as info:
+        load_ensemble(work, ["0"], torch.device("cpu"))
+    assert "checkpoint_final.pt" in str(info.value) and name in str(info.value)
