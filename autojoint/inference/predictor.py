@@ -56,7 +56,12 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.cropping import uncrop
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
-from autojoint.training.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT, load_checkpoint
+from autojoint.training.checkpoint import (
+    CHECKPOINTS,
+    FINAL_CHECKPOINT,
+    load_checkpoint,
+    load_weights,
+)
 from autojoint.training.trainer import resolve_device
 from autojoint.workdir import configuration_dir, fold_dir
 
@@ -227,15 +232,7 @@ def load_ensemble(
             )
         plan = p
         net = JointNet(p)
-        try:
-            net.load_state_dict(ckpt["network"])
-        except RuntimeError as err:  # e.g. a checkpoint of an older network layout
-            first = str(err).strip().splitlines()[-1].strip()
-            raise ValueError(
-                f"{fold_dir(work_dir, fold, configuration) / checkpoint}: its weights do not "
-                f"fit the network this version of autojoint builds from its plan ({first}); "
-                "retrain the fold with this version."
-            ) from err
+        load_weights(net, ckpt, fold_dir(work_dir, fold, configuration) / checkpoint)
         nets.append(net.to(device).eval())
         axes.append(trained_mirror_axes(ckpt.get("extra") or {}))
     if plan is None:

@@ -67,3 +67,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"is not supported (expected {CHECKPOINT_FORMAT_VERSION}); retrain with this version."
         )
     return state
+
+
+def load_weights(net: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Put ``state["network"]`` into ``net``, or say which checkpoint does not fit and why.
+
+    Raises:
+        ValueError: the weights do not fit the network this version builds from the
+            checkpoint's plan (e.g. a checkpoint of an older network layout).
+    """
+    try:
+        net.load_state_dict(state["network"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise ValueError(
+            f"{path}: its weights do not fit the network this version of autojoint builds "
+            f"from its plan ({first}); retrain the fold with this version."
+        ) from err

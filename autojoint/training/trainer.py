@@ -37,6 +37,7 @@ from autojoint.training.checkpoint import (
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
 )
 from autojoint.training.devices import resolve_device
@@ -264,7 +265,7 @@ def _resume(
             f"{path}: written by an older trainer that cannot be resumed exactly; train "
             "this fold again into a fresh fold directory."
         )
-    net.load_state_dict(state["network"])
+    load_weights(net, state, path)
     if exact_rng and "rng" in extra:
         restore_rng_state(extra["rng"], loader)
     log_path = out / "training_log.json"
