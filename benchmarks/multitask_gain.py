@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -244,7 +245,15 @@ def write_report(out: Path, results: dict[str, list[tuple[float, ...]]], args) -
     for i, title in enumerate(COLUMNS):
         ax = fig.add_subplot(1, len(COLUMNS), i + 1)
         v = [np.array(results[n])[:, i] for n in names]
-        ax.barh(names, [np.nanmean(x) for x in v], xerr=[np.nanstd(x) for x in v])
+        if "contrast" in title:  # a ratio: log axis, 1 = no concentration on lesions
+            ax.barh(names, [np.nanmean(x) for x in v], left=0)
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only
+            ax.axvline(1.0, color="k", linewidth=0.8)
+            for y, x in enumerate(v):
+                ax.plot(x, [y] * len(x), "k.", markersize=4)  # each seed
+        else:
+            ax.barh(names, [np.nanmean(x) for x in v], xerr=[np.nanstd(x) for x in v])
         ax.set_title(title)
         if i:
             ax.set_yticklabels([])

@@ -22,10 +22,8 @@ import csv
 import io
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,8 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from autojoint.io.files import atomic_write
+from autojoint.io.image_io import write_sitk_image
 from dataset_conversion.demo_anatomy import (
     HU_AIR,
     NOISE_SD,
@@ -360,34 +360,18 @@ def _check_extent(fov_mm: float, z_extent_mm: float) -> None:
         )
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a same-directory temp file then rename, so readers never see a partial file.
-
-    The temp name keeps the real extension because SimpleITK picks its writer from it.
-    """
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_volume(array: np.ndarray, case: DemoCase, path: Path) -> None:
     """Write an image or label on the case geometry (spacing reversed to ITK's x, y, z)."""
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(reversed(case.spacing_zyx)))
     img.SetOrigin(case.origin_xyz)
     img.SetDirection(case.direction)
-    _atomic_write(path, lambda tmp: sitk.WriteImage(img, tmp, useCompression=True))
+    write_sitk_image(img, path)
 
 
 def _write_text(path: Path, text: str) -> None:
     """Write a small text file (JSON, CSV) atomically."""
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), binary=True)
 
 
 def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:

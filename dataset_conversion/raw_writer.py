@@ -38,7 +38,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from autojoint.io.dataset import DatasetError, load_raw_dataset
-from autojoint.io.files import atomic_write, write_json
+from autojoint.io.files import DIR_MODE, atomic_write, write_json
 from autojoint.io.image_io import geometry_of, write_sitk_image
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,9 @@ def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
             f"{out_dir}: exists and is not empty; choose a new folder or pass --overwrite."
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    os.chmod(staging, DIR_MODE)  # the published folder: readable as any other, not 0o700
+    return staging
 
 
 def _publish(staging: Path, out_dir: Path) -> None:

@@ -20,6 +20,13 @@ from typing import IO, Any
 logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp_"
+# mkstemp creates files readable by the owner only; a finished file gets the permissions a
+# plain open() would give it (0o666 minus the umask), so colleagues can read plans, masks
+# and reports as with any other tool. Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK  # for folders made by mkdtemp (0o700) and renamed into place
 
 
 def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> None:
@@ -35,6 +42,7 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
         fh: IO[Any]
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as fh:
             write(fh)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
