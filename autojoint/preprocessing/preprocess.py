@@ -20,7 +20,7 @@ from tqdm import tqdm
 from autojoint.fingerprint.compute import is_ct
 from autojoint.io.case_loading import load_channels, load_label
 from autojoint.io.dataset import RawCase, RawDataset
-from autojoint.io.files import atomic_write, read_json, write_json
+from autojoint.io.files import atomic_write, read_json, remove_stale_temp_files, write_json
 from autojoint.io.image_io import ImageGeometry
 from autojoint.io.paths import check_case_name
 from autojoint.planning.schema import Plan
@@ -142,6 +142,8 @@ def save_preprocessed(case: PreprocessedCase, out_dir: Path, seed: int = 0) -> N
     if case.seg is not None:
         arrays["seg"] = case.seg
         arrays["fg_locations"] = foreground_locations(case.seg, np.random.default_rng(seed))
+    # Temp files of a run killed mid-case: this case's folder has one writer, this call.
+    remove_stale_temp_files(Path(out_dir) / case.case_id)
     for name in ARRAY_NAMES:  # a re-run must not leave a stale mask of an earlier run
         path = case_array_path(out_dir, case.case_id, name)
         if name in arrays:

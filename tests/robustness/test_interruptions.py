@@ -19,7 +19,9 @@ import torch
 
 from autojoint.cli import plan as cli_plan
 from autojoint.io.files import atomic_write
+from autojoint.io.image_io import ImageGeometry
 from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.preprocessing.preprocess import PreprocessedCase, save_preprocessed
 from autojoint.training.checkpoint import load_checkpoint
 from autojoint.training.trainer import fold_cases
 from tests.synthetic import make_raw_dataset
@@ -186,3 +188,19 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         atomic_write(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["plans.json"]
+
+
+def test_rewriting_a_case_removes_temp_files_a_killed_run_left_in_its_folder(
+    tmp_path: Path,
+) -> None:
+    # Seen in CI: a kill during preprocessing left CASE/.tmp_*.npy.part, which the rerun
+    # (cleaning only the top-level folder) kept beside the rewritten arrays.
+    out = tmp_path / "preprocessed"
+    geo = ImageGeometry((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    arr = np.zeros((1, 2, 2, 2), np.float32)
+    case = PreprocessedCase("case_003", arr, None, arr, None, geo, ((0, 2),) * 3, None)
+    stale = out / "case_003" / ".tmp_abc.npy.part"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    save_preprocessed(case, out)
+    assert sorted(p.name for p in (out / "case_003").iterdir()) == ["cls_data.npy", "data.npy"]
