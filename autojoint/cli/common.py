@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from autojoint.planning.presets import PRESETS, preset_overrides
+
 WORK_DIR_ENV = "AUTOJOINT_WORK"
 
 # Exit codes of every command (docs/cli.md, docs/robustness.md).
@@ -36,6 +38,25 @@ def add_work_dir(parser: argparse.ArgumentParser, *, required: bool = True) -> N
         help=f"work directory holding plans, preprocessed data and folds "
         f"(default: ${WORK_DIR_ENV}{' = ' + default if default else ', unset'})",
     )
+
+
+def add_plan_overrides(parser: argparse.ArgumentParser, *, preset_help: str, set_help: str) -> None:
+    """``--preset NAME`` and repeatable ``--set SECTION.FIELD=VALUE`` (autojoint_plan and
+    autojoint_train take the same items); read them back with :func:`plan_overrides`."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help=preset_help)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help=set_help,
+    )
+
+
+def plan_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    """The preset's items followed by the ``--set`` items (so those win)."""
+    return preset_overrides(args.preset) + tuple(args.overrides)
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:

@@ -9,14 +9,15 @@ from autojoint.cli.common import (
     EXIT_DATASET,
     EXIT_ENVIRONMENT,
     EXIT_OK,
+    add_plan_overrides,
     add_verbosity,
     add_work_dir,
+    plan_overrides,
     run,
 )
 from autojoint.io.verify import verify_dataset
 from autojoint.planning.explain import explain_plan
 from autojoint.planning.pipeline import plan_and_preprocess
-from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS, Plan
 from autojoint.workdir import PLANS_FILE
 
@@ -74,21 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         help="crop every CT to its lungs (crop), and also set voxels outside them to air "
         "(mask, as DeepSC-COVID); default off: crop to the body",
     )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="default",
-        help="plan for a published system's switches and losses (deepsc-covid, multir-net, "
-        "msd-net; docs/architecture.md): stored in plans.json, and its network switches enter "
-        "the memory fit of patch and batch; --set items apply after it",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="a plan switch to store (and fit the memory to), e.g. --set "
+    add_plan_overrides(
+        parser,
+        preset_help="plan for a published system's switches and losses (deepsc-covid, "
+        "multir-net, msd-net; docs/architecture.md): stored in plans.json, and its network "
+        "switches enter the memory fit of patch and batch; --set items apply after it",
+        set_help="a plan switch to store (and fit the memory to), e.g. --set "
         "network.refinement_passes=2 (repeatable; same items as autojoint_train --set)",
     )
     parser.add_argument(
@@ -126,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 preprocess=not args.no_preprocess,
                 configurations=args.configurations,
                 lung_mask=args.lung_mask,
-                overrides=preset_overrides(args.preset) + tuple(args.overrides),
+                overrides=plan_overrides(args),
             )
         else:
             plan = Plan.load(args.work_dir / PLANS_FILE)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from autojoint.cli.common import add_verbosity, add_work_dir, run
+from autojoint.cli.common import (
+    add_plan_overrides,
+    add_verbosity,
+    add_work_dir,
+    plan_overrides,
+    run,
+)
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
-from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.training.distributed import context_from_env
 from autojoint.training.schedule import DEFAULT_LR, OPTIMIZERS, SCHEDULES
@@ -106,22 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the final sliding-window validation (fold_FOLD/validation/summary.json)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a plan switch for this run, e.g. --set network.reverse_attention=true "
-        "--set loss.segmentation=focal_tversky --set loss_weights.task_aware=0 (repeatable; "
-        "the checkpoint stores the resulting plan)",
-    )
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="default",
-        help="a published system's switches and losses (deepsc-covid, multir-net, msd-net; "
-        "docs/architecture.md); --set items apply after it",
+    add_plan_overrides(
+        parser,
+        preset_help="a published system's switches and losses (deepsc-covid, multir-net, "
+        "msd-net; docs/architecture.md); --set items apply after it",
+        set_help="override a plan switch for this run, e.g. --set "
+        "network.reverse_attention=true --set loss.segmentation=focal_tversky --set "
+        "loss_weights.task_aware=0 (repeatable; the checkpoint stores the resulting plan)",
     )
     add_verbosity(parser)
     args = parser.parse_args(argv)
@@ -147,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         num_workers=args.num_workers,
         configuration=args.configuration,
-        plan_overrides=preset_overrides(args.preset) + tuple(args.overrides),
+        plan_overrides=plan_overrides(args),
         resume=args.resume,
         final_validation=not args.skip_validation,
     )
