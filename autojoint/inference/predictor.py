@@ -12,7 +12,6 @@ still predicted (see docs/prediction.md).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from autojoint.inference.evidence import (
     get_evidence_method,
     to_cropped_input_order,
 )
+from autojoint.inference.inputs import InputCase, discover_input_cases, find_input_cases
 from autojoint.inference.lung import lesion_volumes
 from autojoint.inference.montage import write_montage
 from autojoint.inference.outputs import (
@@ -49,7 +49,6 @@ from autojoint.inference.outputs import (
 )
 from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.case_loading import load_channels
-from autojoint.io.dataset import order_channels
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, write_image
 from autojoint.networks.joint_net import JointNet
@@ -86,101 +85,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 # What the trainer's augmentation mirrors (autojoint/data/augmentation.py), used when a
 # checkpoint does not record its own mirror axes (checkpoints written before they did).
 DEFAULT_MIRROR_AXES = (0, 1, 2)
 DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
 STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
-
-
-@dataclass(frozen=True)
-class InputCase:
-    case_id: str
-    paths: tuple[Path, ...]
-
-
-def _split_ending(name: str) -> tuple[str, str] | None:
-    for e in IMAGE_ENDINGS:
-        if name.endswith(e):
-            return name[: -len(e)], e
-    return None
-
-
-def discover_input_cases(
-    input_dir: Path, num_channels: int
-) -> tuple[list[InputCase], list[CaseFailure]]:
-    """Cases in ``input_dir`` (see :func:`find_input_cases`) and the cases whose files do
-    not form a valid case (e.g. a missing channel), which are reported, not raised.
-
-    Raises:
-        FileNotFoundError: missing folder or no images in it.
-    """
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"{input_dir}: input folder not found.")
-    channels: dict[str, dict[int, Path]] = {}
-    # Two files claiming one case's channel (CASE.nii.gz and CASE_0000.nii.gz, CASE.nii.gz
-    # and CASE.mha, a DICOM folder CASE and CASE.nii.gz): which one is meant is a guess.
-    clashes: dict[str, list[Path]] = {}
-    for p in sorted(input_dir.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_dir():
-            case, ch = p.name, 0  # DICOM series folder
-        else:
-            split = _split_ending(p.name)
-            if split is None:
-                logger.warning("skipping %s: not an image file (%s)", p, ", ".join(IMAGE_ENDINGS))
-                continue
-            stem = split[0]
-            m = re.match(r"^(.+)_(\d{4})$", stem)
-            case, ch = (m.group(1), int(m.group(2))) if m else (stem, 0)
-        slots = channels.setdefault(case, {})
-        if ch in slots:
-            clashes.setdefault(case, [slots[ch]]).append(p)
-            continue
-        slots[ch] = p
-    if not channels:
-        raise FileNotFoundError(f"{input_dir}: holds no images ({', '.join(IMAGE_ENDINGS)}).")
-    cases, failures = [], []
-    for case, paths in sorted(clashes.items()):
-        names = ", ".join(p.name for p in paths)
-        reason = (
-            f"{input_dir}: {names} are all read as case '{case}' "
-            f"(channel {_channel_of(paths[0].name)}); keep one of them, or rename the others "
-            "so that each case has one file per channel."
-        )
-        failures.append(CaseFailure(case, str(paths[0]), reason))
-        del channels[case]
-    for case, files in sorted(channels.items()):
-        try:
-            cases.append(InputCase(case, order_channels(files, num_channels, case, input_dir)))
-        except ValueError as err:
-            first = files[min(files)]
-            failures.append(CaseFailure(case, str(first), str(err)))
-    return cases, failures
-
-
-def _channel_of(name: str) -> int:
-    """The channel index a file name encodes (``_XXXX`` before the ending), 0 otherwise."""
-    split = _split_ending(name)
-    m = re.match(r"^(.+)_(\d{4})$", split[0]) if split else None
-    return int(m.group(2)) if m else 0
-
-
-def find_input_cases(input_dir: Path, num_channels: int) -> list[InputCase]:
-    """Cases in ``input_dir``: ``CASE_XXXX.ext`` channel files (nnU-Net naming), plain
-    ``CASE.ext`` for single-channel plans, or sub-folders holding a DICOM series.
-
-    Raises:
-        FileNotFoundError: missing folder or no images in it.
-        ValueError: a case with the wrong number of channels.
-    """
-    cases, failures = discover_input_cases(input_dir, num_channels)
-    if failures:
-        raise ValueError(failures[0].reason)
-    return cases
 
 
 def trained_mirror_axes(extra: dict[str, Any]) -> tuple[int, ...]:
