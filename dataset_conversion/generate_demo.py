@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 from tqdm import tqdm
 
 from autojoint.io.files import atomic_write
@@ -51,6 +52,16 @@ logger = logging.getLogger(__name__)
 DIAGNOSES: tuple[str, ...] = ("COVID-19", "CAP", "normal")
 LABELS: dict[str, int] = {"background": 0, "ground_glass": 1, "consolidation": 2}
 PERIPHERAL_RHO = 0.75  # centre in the outer 25% of the lung radius = subpleural
+# A consolidated core is one solid blob of at least this many voxels; a smaller one (a
+# small lesion on a coarse grid) stays ground-glass. Radiologists call consolidation a
+# dense region, not a speck, and a speck cannot be learnt from one voxel of evidence.
+MIN_CORE_VOXELS = 20
+# Core radius as a fraction of the lesion's main ellipsoid. CAP: a large core, so that
+# consolidation is the second density peak of DeepSC-COVID's finding 3 (about a third of
+# the lesion voxels); COVID-19: most lesions pure ground-glass, some with a small core.
+CAP_CORE = (0.6, 0.8)
+COVID_CORE = (0.35, 0.5)
+COVID_CORE_P = 0.3
 _COUNT_P = {
     "COVID-19": {3: 0.45, 4: 0.12, 5: 0.15, 6: 0.13, 7: 0.15},
     "CAP": {1: 0.55, 2: 0.20, 3: 0.25},
@@ -70,6 +81,7 @@ class LesionInfo:
         rho: normalised in-slice radius of the centre (0 lung axis, 1 pleura).
         peripheral: ``rho >= PERIPHERAL_RHO`` (centre in the subpleural band).
         volume_mm3: volume as drawn, before overlap with other lesions.
+        core_mm3: volume of its consolidated core (0 for a pure ground-glass lesion).
     """
 
     centre_zyx: tuple[int, int, int]
@@ -77,6 +89,7 @@ class LesionInfo:
     rho: float
     peripheral: bool
     volume_mm3: float
+    core_mm3: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,9 +253,9 @@ def _paint_lesions(
         )
         placed.append((centre, r0))
         core = (
-            rng.uniform(0.55, 0.75)
+            rng.uniform(*CAP_CORE)
             if not covid
-            else (rng.uniform(0.25, 0.45) if rng.random() < 0.3 else 0.0)
+            else (rng.uniform(*COVID_CORE) if rng.random() < COVID_CORE_P else 0.0)
         )
         ggo_hu, cons_hu = rng.uniform(-750, -600), rng.uniform(-40, 100)
         radius = max(r0, 0.75 * float(grid.x[1] - grid.x[0]))
@@ -256,7 +269,7 @@ def _paint_lesions(
             volumes[k],
             rng,
         )
-        solid = lesion & (q_main <= core**2)
+        solid = _core_mask(lesion, q_main, core)
         hu = np.where(solid, np.float32(cons_hu), np.float32(ggo_hu))
         sub = image[box]
         sub[lesion] = np.maximum(sub, hu)[lesion]  # vessels stay visible through GGO
@@ -269,9 +282,30 @@ def _paint_lesions(
                 rho,
                 rho >= PERIPHERAL_RHO,
                 float(np.count_nonzero(lesion)) * voxel_mm3,
+                float(np.count_nonzero(solid)) * voxel_mm3,
             )
         )
     return tuple(infos)
+
+
+def _core_mask(lesion: np.ndarray, q_main: np.ndarray, core: float) -> np.ndarray:
+    """The consolidated core: the largest connected part of the lesion inside ``core`` times
+    the main ellipsoid, kept only when it has at least ``MIN_CORE_VOXELS`` voxels.
+
+    ``core = 0`` means no core: ``q <= 0`` would otherwise mark the snapped centre voxel.
+    Stray fragments (the texture cuts the lesion edge) are dropped so each core is one blob.
+    """
+    if core <= 0:
+        return np.zeros_like(lesion)
+    solid = lesion & (q_main <= core**2)
+    parts, n = ndimage.label(solid, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return solid
+    sizes = np.bincount(parts.ravel())[1:]
+    largest = int(np.argmax(sizes)) + 1
+    if sizes[largest - 1] < MIN_CORE_VOXELS:
+        return np.zeros_like(lesion)
+    return parts == largest
 
 
 def generate_case(

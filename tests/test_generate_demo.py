@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from dataset_conversion.generate_demo import (
     DIAGNOSES,
+    MIN_CORE_VOXELS,
     DemoCase,
     generate_case,
     generate_dataset,
@@ -162,6 +163,31 @@ def test_findings_follow_the_literature(
     }
     assert peripheral["COVID-19"] > peripheral["CAP"] + 0.2
     assert {len({les.lung for les in c.lesions}) for c in cohort["COVID-19"]} == {2}
+
+
+def test_consolidation_is_solid_cores_where_the_generator_put_them(
+    cohort: dict[str, list[DemoCase]],
+) -> None:
+    """Issue 16: a core-less COVID-19 lesion used to mark its centre voxel consolidation
+    (median component 3.4 mm3). Every consolidation component is now a core of at least
+    ``MIN_CORE_VOXELS`` voxels, drawn only where a lesion record says it has a core, and CAP
+    consolidation is a real second density peak (a large share of its lesion voxels)."""
+    for dx in ("COVID-19", "CAP"):
+        for c in cohort[dx]:
+            solid = c.label == 2
+            parts, n = ndimage.label(solid, structure=np.ones((3, 3, 3)))
+            sizes = np.bincount(parts.ravel())[1:]
+            assert n == 0 or sizes.min() >= MIN_CORE_VOXELS, (c.case_id, sorted(sizes))
+            cores = [les.core_mm3 for les in c.lesions if les.core_mm3 > 0]
+            assert n <= len(cores)  # overlapping cores may merge, never split
+            voxel_mm3 = float(np.prod(c.spacing_zyx))
+            assert solid.sum() * voxel_mm3 <= sum(cores) * (1 + 1e-3)
+            if not cores:
+                assert not solid.any(), c.case_id
+    covid_cored = [les.core_mm3 > 0 for c in cohort["COVID-19"] for les in c.lesions]
+    assert 0.1 < np.mean(covid_cored) < 0.5  # most COVID-19 lesions are pure ground-glass
+    cap_share = [(c.label == 2).sum() / (c.label > 0).sum() for c in cohort["CAP"]]
+    assert 0.2 < np.mean(cap_share) < 0.6
 
 
 def test_hounsfield_ranges(cohort: dict[str, list[DemoCase]]) -> None:
