@@ -15,7 +15,12 @@ from autojoint.cli.common import (
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
 from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.training.distributed import context_from_env
-from autojoint.training.schedule import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+from autojoint.training.schedule import (
+    DEFAULT_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+    TASK_AWARE_WARMUPS,
+)
 from autojoint.training.trainer import TrainerConfig, train_fold
 
 
@@ -69,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         help="joint (default: all parameters and losses, poly decay) or two-stage (the papers: "
         "pre-train the segmentation path, then the classification path, then fine-tune "
         "jointly at lr/10; see docs/training.md)",
+    )
+    parser.add_argument(
+        "--task-aware-warmup",
+        choices=TASK_AWARE_WARMUPS,
+        default=d.task_aware_warmup,
+        help="past-chance (default: the task-aware loss is off until the diagnosis loss is "
+        "below 0.8 ln(C), then ramps in over a tenth of the epochs) or off (full weight from "
+        "the first step)",
     )
     parser.add_argument(
         "--augmentation",
@@ -146,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         plan_overrides=plan_overrides(args),
         resume=args.resume,
         final_validation=not args.skip_validation,
+        task_aware_warmup=args.task_aware_warmup,
     )
     return run(
         lambda: train_fold(args.work_dir, args.fold, config, ctx if ctx.is_distributed else None),

@@ -23,33 +23,89 @@ def diagnosis_loss(
 ) -> torch.Tensor:
     """Eq. 9: cross-entropy weighted by inverse class frequency; target -1 = no diagnosis.
 
+    A per-sample weighted *mean*: sum_i w_{y_i} CE_i / n over the n samples with a
+    diagnosis. ``F.cross_entropy(weight=...)`` divides by sum_i w_{y_i} instead, which
+    cancels the weights whenever the batch's samples share a class (always at batch 1, half
+    the time at batch 2): the rare class would never weigh more.
+
     Shape:
         logits ``(B, C)``, target ``(B,)`` int64.
     """
-    if not bool((target >= 0).any()):
+    known = target >= 0
+    if not bool(known.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, weight=class_weights, ignore_index=-1)
+    y = target[known]
+    ce = F.cross_entropy(logits[known], y, reduction="none")
+    return (class_weights[y] * ce).mean()
+
+
+TASK_AWARE_GRADIENTS = ("evidence", "segmentation", "both")
+"""Which side of eq. 10 learns from it: ``evidence`` (the classifier's maps move towards the
+lesion maps, S detached), ``segmentation`` (S moves towards the evidence, V detached) or
+``both``."""
+
+_EVIDENCE_EPS = 1e-6
+
+
+def normalised_evidence(maps: torch.Tensor) -> torch.Tensor:
+    """Evidence in [0, 1] per sample: ReLU, then divided by the sample's maximum.
+
+    "No evidence" (a CAM at or below 0) is 0, the strongest evidence 1. The raw eq. 5 map
+    is unbounded and signed; squashing it with a sigmoid (the first reading of eq. 10) put
+    "no evidence" at 0.5, so "half lesion everywhere" was a perfect score.
+
+    Shape:
+        ``(B, 1, ...)`` -> same.
+    """
+    v = torch.relu(maps)
+    peak = v.flatten(1).amax(dim=1).view(-1, *([1] * (v.ndim - 1)))
+    return v / (peak + _EVIDENCE_EPS)
 
 
 def task_aware_loss(
-    view_scales: Sequence[torch.Tensor], evidence: Sequence[torch.Tensor], eta: Sequence[float]
+    view_scales: Sequence[torch.Tensor],
+    evidence: Sequence[torch.Tensor],
+    eta: Sequence[float],
+    gradient: str = "evidence",
 ) -> torch.Tensor:
-    """Eq. 10: sum_i eta_i * ||S_i - V_i||^2 over the classifier's evidence scales.
+    """Eq. 10: sum_i eta_i * mean ||S_i - V_i||^2 over the classifier's evidence scales.
 
     S_i is the lesion probability (1 - P(background)) of view scale i (i = 1..3, the scales
     matching the classification units' 1/2, 1/4, 1/8 resolutions); V_i the evidence map of
-    unit i, squashed by a sigmoid so both live in [0, 1], resized to S_i. Mean over voxels.
+    unit i resized to S_i and normalised by :func:`normalised_evidence`, so both live in
+    [0, 1] with 0 meaning "nothing here". ``gradient`` (``TASK_AWARE_GRADIENTS``) says which
+    side learns. Mean over the voxels and samples given; the caller picks the samples.
     """
+    if gradient not in TASK_AWARE_GRADIENTS:
+        raise ValueError(
+            f"task-aware gradient must be one of {TASK_AWARE_GRADIENTS}, got {gradient!r}"
+        )
     total = view_scales[0].sum() * 0.0
     n = min(len(evidence), len(view_scales) - 1)
     for i in range(n):
         s = 1.0 - torch.softmax(view_scales[i + 1], dim=1)[:, :1]
         mode = "trilinear" if s.ndim == 5 else "bilinear"
-        v = torch.sigmoid(
+        v = normalised_evidence(
             F.interpolate(evidence[i], size=s.shape[2:], mode=mode, align_corners=False)
         )
+        if gradient == "evidence":
+            s = s.detach()
+        elif gradient == "segmentation":
+            v = v.detach()
         total = total + eta[i + 1] * ((s - v) ** 2).mean()
     return total
+
+
+def evidence_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Samples that get an evidence target in eq. 10: a reference diagnosis, a mask, and a
+    lesion in the view's mask. Normal scans (no lesion: there is nothing for the evidence
+    to agree with) and scans without a diagnosis or mask get none.
+
+    Shape:
+        -> ``(B,)`` bool.
+    """
+    lesion = (batch["cls_seg"] > 0).flatten(1).any(dim=1)
+    return (batch["diagnosis"] >= 0) & batch["has_mask"] & lesion
 
 
 @dataclass(frozen=True)
@@ -73,8 +129,10 @@ def joint_loss(
     """Eq. 11: L = l_seg * L_seg + l_cls * L_cls + l_ta * L_ta, with per-case masking.
 
     L_seg is the segmentation loss named by ``options.segmentation`` (built through the
-    registry; building it is a dict lookup), with deep supervision, on the patch and
-    (x ``VIEW_SEG_WEIGHT``) on the whole-scan view.
+    registry; building it is a dict lookup), with deep supervision, on the patch (``eta``)
+    and (x ``VIEW_SEG_WEIGHT``) on the whole-scan view (``view_eta``). L_ta compares the
+    view's scales with the evidence of the reference diagnosis of each sample that
+    :func:`evidence_targets` keeps.
     """
     eta = net.eta
     seg_loss = get_segmentation_loss(options.segmentation, options)
@@ -83,12 +141,16 @@ def joint_loss(
     cls, ta = zero, zero
     if out.view_scales is not None and out.class_logits is not None and net.cls is not None:
         seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
-            out.view_scales, batch["cls_seg"], eta, batch["has_mask"], seg_loss
+            out.view_scales, batch["cls_seg"], net.view_eta, batch["has_mask"], seg_loss
         )
         cls = diagnosis_loss(out.class_logits, batch["diagnosis"], class_weights)
-        if weights.task_aware > 0 and out.class_features is not None:
-            pred = out.class_logits.argmax(dim=1)
-            evidence = net.cls.evidence_maps(out.class_features, pred)
-            ta = task_aware_loss(out.view_scales, evidence, eta)
+        keep = evidence_targets(batch)
+        if weights.task_aware > 0 and out.class_features is not None and bool(keep.any()):
+            # The evidence of the reference diagnosis, not of the (possibly wrong) prediction.
+            idx = keep.nonzero().flatten()
+            feats = [f[idx] for f in out.class_features]
+            evidence = net.cls.evidence_maps(feats, batch["diagnosis"][idx])
+            scales = [s[idx] for s in out.view_scales]
+            ta = task_aware_loss(scales, evidence, net.view_eta, options.task_aware_gradient)
     total = weights.seg * seg + weights.cls * cls + weights.task_aware * ta
     return LossParts(total, seg.detach(), cls.detach(), ta.detach())

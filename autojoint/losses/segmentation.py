@@ -37,9 +37,15 @@ def _foreground(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
 
 
 def soft_dice_per_sample(
-    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5, *, batch: bool = False
 ) -> torch.Tensor:
     """1 - mean foreground soft Dice per sample (background excluded, as nnU-Net does).
+
+    ``batch``: one Dice per class over the whole batch (nnU-Net's batch Dice), the same
+    value returned for every sample. A per-sample Dice scores a class absent from a patch
+    as 0 unless its probability is 0 everywhere, which pushes a rare class (consolidation
+    in most patches) towards never being predicted; pooled over the batch, a patch without
+    it only adds false positives to the denominator.
 
     Shape:
         logits ``(B, K, ...)``, target ``(B, ...)`` int64 -> ``(B,)``.
@@ -48,14 +54,34 @@ def soft_dice_per_sample(
     dims = tuple(range(2, probs.ndim))
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
+    if batch:
+        inter, denom = inter.sum(0, keepdim=True), denom.sum(0, keepdim=True)
     dice = (2 * inter + eps) / (denom + eps)
-    return 1.0 - dice.mean(dim=1)
+    return (1.0 - dice.mean(dim=1)).expand(logits.shape[0])
 
 
-def dice_ce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice + voxel-mean cross-entropy, one value per sample. Shape: ``(B,)``."""
-    ce = F.cross_entropy(logits, target, reduction="none").flatten(1).mean(dim=1)
-    return soft_dice_per_sample(logits, target) + ce
+def dice_ce_per_sample(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    batch_dice: bool = False,
+    class_weights: Sequence[float] = (),
+) -> torch.Tensor:
+    """Soft Dice + voxel-mean cross-entropy, one value per sample. Shape: ``(B,)``.
+
+    ``class_weights`` (one per label, background first; empty = all 1) weigh each voxel's
+    cross-entropy by its true label: the planned voxel weights average 1 per voxel, so the
+    term keeps the plain cross-entropy's scale while a rare label's voxels count more.
+    """
+    weight = None
+    if len(class_weights):
+        if len(class_weights) != logits.shape[1]:
+            raise ValueError(
+                f"dice_ce: {len(class_weights)} class weights for {logits.shape[1]} classes."
+            )
+        weight = logits.new_tensor(list(class_weights))
+    ce = F.cross_entropy(logits, target, weight=weight, reduction="none").flatten(1).mean(dim=1)
+    return soft_dice_per_sample(logits, target, batch=batch_dice) + ce
 
 
 def focal_per_sample(
@@ -136,7 +162,18 @@ def focal_tversky_per_sample(
 
 @register_segmentation_loss("dice_ce")
 def _dice_ce(options: LossOptions) -> SegmentationLoss:
-    return dice_ce_per_sample
+    if options.weighted_ce and any(w <= 0 for w in options.voxel_class_weights):
+        raise ValueError(
+            f"dice_ce with weighted_ce needs positive voxel_class_weights, got "
+            f"{list(options.voxel_class_weights)}"
+        )
+    if not options.batch_dice and not options.weighted_ce:
+        return dice_ce_per_sample
+    return partial(
+        dice_ce_per_sample,
+        batch_dice=options.batch_dice,
+        class_weights=tuple(options.voxel_class_weights) if options.weighted_ce else (),
+    )
 
 
 @register_segmentation_loss("dice_focal")

@@ -300,6 +300,9 @@ class JointNet(nn.Module):
         self.options = options
         in_ch = len(plan.channel_names)
         self.eta = tuple(plan.eta)
+        # The whole-scan view's voxels are coarser than the patch's: its own scale weights
+        # (planned as eta at the view's voxel size; the patch's eta for older plans).
+        self.view_eta = tuple(plan.classification_eta)
         topology = plan.topology
         stem = None
         if options.cross_stitch:
@@ -345,8 +348,8 @@ class JointNet(nn.Module):
         return self.seg.stem
 
     def lesion_probability(self, view_scales: Sequence[torch.Tensor]) -> torch.Tensor:
-        """P(any lesion) per voxel of the fused map: 1 - P(background)."""
-        return lesion_probability(view_scales, self.eta)
+        """P(any lesion) per voxel of the view's fused map (``view_eta``): 1 - P(background)."""
+        return lesion_probability(view_scales, self.view_eta)
 
     def classify(
         self, view: torch.Tensor

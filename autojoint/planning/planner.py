@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,34 @@ def scale_weights(
     )
 
 
+def view_spacing(
+    median_shape: Sequence[int], spacing: Sequence[float], classification_shape: Sequence[int]
+) -> tuple[float, float, float]:
+    """Voxel size (mm) of the whole-scan view: the cropped median scan's extent over the
+    view's shape. Coarser than the patch's (about 1.5x on the demo, 3x on a real chest CT),
+    so the scales that resolve a lesion there are not the patch's."""
+    out = [
+        float(s) * float(n) / max(int(c), 1)
+        for s, n, c in zip(spacing, median_shape, classification_shape, strict=True)
+    ]
+    return (out[0], out[1], out[2])
+
+
+def classification_view_eta(
+    fingerprint: Fingerprint,
+    fit: ResolutionFit,
+    *,
+    is_2d: bool = False,
+) -> tuple[tuple[float, ...], str]:
+    """eta of the whole-scan view (``scale_weights`` at the view's voxel size); empty
+    without a classification view."""
+    if fit.classification_shape is None:
+        return (), "no classification view"
+    sp = view_spacing(fit.median_shape, fit.spacing, fit.classification_shape)
+    eta, reason = scale_weights(fingerprint, sp, fit.topology, is_2d=is_2d)
+    return eta, f"as eta, at the view's voxel size {tuple(round(v, 2) for v in sp)} mm: {reason}"
+
+
 def plan_lowres(
     fingerprint: Fingerprint,
     full: ResolutionFit,
@@ -146,6 +175,7 @@ def plan_lowres(
         if math.prod(fit.patch_size) / math.prod(fit.median_shape) >= LOWRES_MIN_COVERAGE:
             break
     eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology)
+    view_eta, _ = classification_view_eta(fingerprint, fit)
     config = LowresConfig(
         target_spacing=fit.spacing,
         median_shape=fit.median_shape,
@@ -155,6 +185,7 @@ def plan_lowres(
         topology=fit.topology,
         eta=eta,
         estimated_memory_gb=fit.estimated_memory_gb,
+        view_eta=view_eta,
     )
     final = math.prod(fit.patch_size) / math.prod(fit.median_shape)
     return config, (
@@ -226,6 +257,7 @@ def voxel_class_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
 def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> LowresConfig:
     """A fitted 2d configuration of a 3D dataset, as stored in ``Plan.two_d``."""
     eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology, is_2d=True)
+    view_eta, _ = classification_view_eta(fingerprint, fit, is_2d=True)
     return LowresConfig(
         target_spacing=fit.spacing,
         median_shape=fit.median_shape,
@@ -235,6 +267,7 @@ def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> LowresCo
         topology=fit.topology,
         eta=eta,
         estimated_memory_gb=fit.estimated_memory_gb,
+        view_eta=view_eta,
     )
 
 
@@ -316,6 +349,7 @@ def plan_experiment(
     cls_shape, batch_by_memory = full.classification_shape, full.batch_limited_by_memory
 
     eta, eta_reason = scale_weights(fingerprint, spacing, topo, is_2d=is_2d)
+    view_eta, view_eta_reason = classification_view_eta(fingerprint, full, is_2d=is_2d)
 
     ct = is_ct(fingerprint.channel_names)
     norms = []
@@ -388,6 +422,7 @@ def plan_experiment(
             else "no diagnosis classes: no classification view"
         ),
         "eta": eta_reason,
+        "view_eta": view_eta_reason,
         "transpose_forward": (
             "2D images: axis 0 is the one slice; order kept"
             if is_2d
@@ -419,6 +454,7 @@ def plan_experiment(
         classification_shape=cls_shape if cls_shape is not None else (0, 0, 0),
         topology=topo,
         eta=eta,
+        view_eta=view_eta,
         normalization=tuple(norms),
         loss_weights=LossWeights(seg=1.0, cls=1.0 if has_cls else 0.0, task_aware=10.0),
         loss=loss_options,

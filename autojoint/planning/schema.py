@@ -99,6 +99,13 @@ class LossOptions:
             uniform.
         tversky_alpha, tversky_beta, tversky_gamma: focal Tversky weights of false
             negatives, false positives, and the exponent 1/gamma.
+        batch_dice: ``dice_ce``'s Dice pooled over the batch (nnU-Net's batch Dice) instead of
+            per sample.
+        weighted_ce: ``dice_ce``'s cross-entropy weighted per voxel by
+            ``voxel_class_weights``.
+        task_aware_gradient: which side of eq. 10 learns from it: ``"evidence"`` (the
+            classifier's evidence maps, lesion maps detached), ``"segmentation"`` or
+            ``"both"`` (docs/training.md, "Task-aware loss").
     """
 
     segmentation: str = "dice_ce"
@@ -108,6 +115,9 @@ class LossOptions:
     tversky_beta: float = 0.3
     tversky_gamma: float = 4.0 / 3.0
     voxel_class_weights: tuple[float, ...] = ()
+    batch_dice: bool = False
+    weighted_ce: bool = False
+    task_aware_gradient: str = "evidence"
 
 
 def _loss_options(d: dict) -> LossOptions:
@@ -141,6 +151,7 @@ class LowresConfig:
     topology: Topology
     eta: tuple[float, ...]
     estimated_memory_gb: float
+    view_eta: tuple[float, ...] = ()
 
 
 CONFIGURATIONS = ("fullres", "lowres", "2d")
@@ -158,6 +169,7 @@ def _sub_configuration(lr: dict | None) -> LowresConfig | None:
         topology=_topology(lr["topology"]),
         eta=tuple(lr["eta"]),
         estimated_memory_gb=float(lr["estimated_memory_gb"]),
+        view_eta=tuple(lr.get("view_eta", ())),
     )
 
 
@@ -205,8 +217,14 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)
     case_counts: dict[str, int] = field(default_factory=dict)
     lung_mask: str = "off"
+    view_eta: tuple[float, ...] = ()
     schema_version: int = PLAN_SCHEMA_VERSION
     autojoint_version: str = __version__
+
+    @property
+    def classification_eta(self) -> tuple[float, ...]:
+        """eta of the whole-scan view: ``view_eta``, or ``eta`` for plans without one."""
+        return self.view_eta or self.eta
 
     @property
     def num_seg_classes(self) -> int:
@@ -249,6 +267,7 @@ class Plan:
             classification_shape=sub.classification_shape,
             topology=sub.topology,
             eta=sub.eta,
+            view_eta=sub.view_eta,
             estimated_memory_gb=sub.estimated_memory_gb,
             configuration=name,
             lowres=None,
@@ -330,6 +349,7 @@ class Plan:
             reasons=dict(d.get("reasons", {})),
             case_counts={str(k): int(v) for k, v in d.get("case_counts", {}).items()},
             lung_mask=str(d.get("lung_mask", "off")),
+            view_eta=tuple(d.get("view_eta", ())),
             schema_version=version,
             autojoint_version=d.get("autojoint_version", "unknown"),
         )
@@ -350,6 +370,10 @@ class Plan:
             out.append(f"patch_size {self.patch_size} not divisible by {topo.total_stride}")
         if len(self.eta) != len(topo.strides) or abs(sum(self.eta) - 1) > 1e-6:
             out.append("eta needs one weight per stage, summing to 1")
+        if self.view_eta and (
+            len(self.view_eta) != len(topo.strides) or abs(sum(self.view_eta) - 1) > 1e-6
+        ):
+            out.append("view_eta needs one weight per stage, summing to 1 (or none)")
         if self.batch_size < 1:
             out.append("batch_size must be >= 1")
         if len(self.normalization) != len(self.channel_names):
@@ -381,6 +405,11 @@ class Plan:
         weights = self.loss.voxel_class_weights
         if weights and (len(weights) != len(self.labels) or min(weights) <= 0):
             out.append("loss.voxel_class_weights needs one positive weight per label (or none)")
+        if self.loss.task_aware_gradient not in ("evidence", "segmentation", "both"):
+            out.append(
+                "loss.task_aware_gradient must be 'evidence', 'segmentation' or 'both', got "
+                f"'{self.loss.task_aware_gradient}'"
+            )
         if self.lung_mask not in LUNG_MASK_MODES:
             out.append(f"lung_mask must be one of {LUNG_MASK_MODES}, got '{self.lung_mask}'")
         if sorted(self.labels.values()) != list(range(len(self.labels))):

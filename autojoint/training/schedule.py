@@ -12,8 +12,9 @@ The learning rate is a pure function of the epoch, so resuming needs no schedule
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -120,6 +121,49 @@ def stage_loss_weights(weights: LossWeights, stage: Stage) -> LossWeights:
     if stage.name == "classification":
         return LossWeights(seg=0.0, cls=weights.cls, task_aware=weights.task_aware)
     return weights
+
+
+# The task-aware loss (eq. 10) asks the classifier's evidence for the reference diagnosis to
+# agree with the lesion maps. Before the classifier is past chance that evidence is noise,
+# and with l_ta on from step 0 the term fought the diagnosis loss (issue 16). It is held at 0
+# until an epoch's mean diagnosis loss falls below PAST_CHANCE * ln(C) (chance is ln C), then
+# ramps linearly to full weight over TASK_AWARE_RAMP_FRACTION of the epochs.
+PAST_CHANCE = 0.8
+TASK_AWARE_RAMP_FRACTION = 0.1
+TASK_AWARE_WARMUPS = ("past-chance", "off")
+
+
+def task_aware_ramp(
+    diagnosis_losses: Sequence[float],
+    num_classes: int,
+    num_epochs: int,
+    warmup: str = "past-chance",
+) -> float:
+    """Factor in [0, 1] on l_ta for the next epoch, from the mean diagnosis loss of each
+    epoch so far (``diagnosis_losses``, oldest first: the training log, so a resumed run
+    continues the same ramp).
+
+    Raises:
+        ValueError: unknown ``warmup``.
+    """
+    if warmup not in TASK_AWARE_WARMUPS:
+        raise ValueError(
+            f"unknown task-aware warm-up '{warmup}'; choose one of {TASK_AWARE_WARMUPS}."
+        )
+    if warmup == "off":
+        return 1.0
+    threshold = PAST_CHANCE * math.log(max(num_classes, 2))
+    past = [i for i, v in enumerate(diagnosis_losses) if math.isfinite(v) and v < threshold]
+    if not past:
+        return 0.0
+    epochs_since = len(diagnosis_losses) - past[0]  # 1 for the epoch right after
+    ramp = max(1, round(TASK_AWARE_RAMP_FRACTION * num_epochs))
+    return min(1.0, epochs_since / ramp)
+
+
+def ramped_loss_weights(weights: LossWeights, task_aware_factor: float) -> LossWeights:
+    """``weights`` with l_ta multiplied by ``task_aware_factor``."""
+    return replace(weights, task_aware=weights.task_aware * task_aware_factor)
 
 
 def set_trainable(net: nn.Module, params: Iterable[nn.Parameter]) -> None:

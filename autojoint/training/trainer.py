@@ -7,6 +7,7 @@ are ``TrainerConfig`` values, not subclasses.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -55,14 +56,17 @@ from autojoint.training.rng_state import capture_rng_state, restore_rng_state
 from autojoint.training.schedule import (
     DEFAULT_LR,
     OPTIMIZERS,
+    TASK_AWARE_WARMUPS,
     Stage,
     learning_rate,
     make_optimizer,
     plan_stages,
+    ramped_loss_weights,
     set_trainable,
     stage_loss_weights,
     stage_of,
     stage_parameters,
+    task_aware_ramp,
 )
 from autojoint.training.splits import NUM_FOLDS, load_or_create_splits
 from autojoint.training.step import (
@@ -108,6 +112,9 @@ class TrainerConfig:
     val_iterations: int = 10  # validation-loss batches per epoch (folds 0-4)
     final_validation: bool = True  # sliding window over every validation case at the end
     resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
+    # "past-chance": l_ta is 0 until the diagnosis loss is past chance, then ramps in
+    # (schedule.task_aware_ramp); "off": full l_ta from the first step
+    task_aware_warmup: str = "past-chance"
 
     def __post_init__(self) -> None:
         # Resolve the defaults that depend on other fields, so the stored config is explicit.
@@ -120,6 +127,11 @@ class TrainerConfig:
         if self.augmentation not in AUGMENTATION_PRESETS:
             raise ValueError(
                 f"unknown augmentation '{self.augmentation}'; choose one of {AUGMENTATION_PRESETS}."
+            )
+        if self.task_aware_warmup not in TASK_AWARE_WARMUPS:
+            raise ValueError(
+                f"unknown task_aware_warmup '{self.task_aware_warmup}'; choose one of "
+                f"{TASK_AWARE_WARMUPS}."
             )
         plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
 
@@ -183,7 +195,7 @@ def validate(
             counted += 1
             correct += int(plan.classes[int(logits.argmax())] == diag)
         if ref is not None:
-            pred = fuse_scales(scales, net.eta).argmax(1)[0].cpu().numpy() > 0
+            pred = fuse_scales(scales, net.view_eta).argmax(1)[0].cpu().numpy() > 0
             inter += float(np.logical_and(pred, ref > 0).sum())
             denom += float(pred.sum() + (ref > 0).sum())
     net.train()
@@ -475,6 +487,7 @@ def _train(
         config.augmentation,
     )
     stage_index = -1
+    diagnosis_losses = [float(e.get("loss_cls", math.nan)) for e in log["epochs"]]
     optimizer: torch.optim.Optimizer | None = None
     model: torch.nn.Module = net
     params: list[torch.nn.Parameter] = []
@@ -501,7 +514,11 @@ def _train(
             lr = learning_rate(stage, epoch, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            weights = stage_loss_weights(plan.loss_weights, stage)
+            # Every rank reads the same all-reduced history, so the ramp agrees across ranks.
+            ta_factor = task_aware_ramp(
+                diagnosis_losses, len(plan.classes), config.epochs, config.task_aware_warmup
+            )
+            weights = ramped_loss_weights(stage_loss_weights(plan.loss_weights, stage), ta_factor)
             t0 = time.perf_counter()
             sums = dict.fromkeys(LOSS_TERMS, 0.0)
             bar = tqdm(
@@ -531,7 +548,14 @@ def _train(
                 bar.set_postfix(loss=f"{float(parts.total.detach()):.3f}")
             n = max(config.iterations_per_epoch, 1)
             means = all_reduce_mean({f"loss_{k}": v / n for k, v in sums.items()}, ctx)
-            record: dict = {"epoch": epoch + 1, "stage": stage.name, **means, "lr": lr}
+            diagnosis_losses.append(means["loss_cls"])
+            record: dict = {
+                "epoch": epoch + 1,
+                "stage": stage.name,
+                **means,
+                "lr": lr,
+                "task_aware_factor": ta_factor,
+            }
             if ctx.is_main:
                 record.update(
                     validation_loss(

@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autojoint.losses.joint import VIEW_SEG_WEIGHT, diagnosis_loss, joint_loss, task_aware_loss
+from autojoint.losses.joint import (
+    VIEW_SEG_WEIGHT,
+    diagnosis_loss,
+    joint_loss,
+    normalised_evidence,
+    task_aware_loss,
+)
 from autojoint.losses.segmentation import (
     deep_supervision_loss,
     dice_ce_per_sample,
@@ -166,12 +172,24 @@ def test_diagnosis_loss_weighted_ce_matches_reference() -> None:
     logits = torch.randn(6, 3, generator=g)
     target = torch.tensor([0, 2, 1, 2, 2, 0])
     w = torch.tensor([0.5, 2.0, 1.25])
-    # Reference by hand: sum_i w_{y_i} * -log p_{i, y_i} / sum_i w_{y_i}.
+    # Reference by hand: the per-sample weighted mean sum_i w_{y_i} * -log p_{i, y_i} / n.
     logp = torch.log_softmax(logits, 1)[torch.arange(6), target]
-    manual = -(w[target] * logp).sum() / w[target].sum()
-    got = diagnosis_loss(logits, target, w)
-    torch.testing.assert_close(got, manual)
-    torch.testing.assert_close(got, F.cross_entropy(logits, target, weight=w))
+    manual = -(w[target] * logp).sum() / 6
+    torch.testing.assert_close(diagnosis_loss(logits, target, w), manual)
+
+
+def test_diagnosis_loss_weights_survive_a_one_class_batch() -> None:
+    """Issue 16, defect 2: F.cross_entropy(weight=w) divides by the batch's summed weights,
+    so a batch whose samples share a class lost its weight (always at batch 1)."""
+    logits = torch.tensor([[0.3, -0.2, 0.1], [1.0, 0.0, -1.0]])
+    target = torch.tensor([1, 1])
+    w = torch.tensor([1.0, 3.0, 0.5])
+    ce = F.cross_entropy(logits, target)
+    torch.testing.assert_close(diagnosis_loss(logits, target, w), 3.0 * ce)
+    torch.testing.assert_close(
+        diagnosis_loss(logits[:1], target[:1], w),
+        3.0 * ce.new_tensor(F.cross_entropy(logits[:1], target[:1]).item()),
+    )
 
 
 def test_diagnosis_loss_ignores_minus_one() -> None:
@@ -180,7 +198,8 @@ def test_diagnosis_loss_ignores_minus_one() -> None:
     target = torch.tensor([1, -1, 0, -1, 2])
     w = torch.tensor([1.0, 3.0, 0.5])
     keep = target >= 0
-    expected = F.cross_entropy(logits[keep], target[keep], weight=w)
+    ce = F.cross_entropy(logits[keep], target[keep], reduction="none")
+    expected = (w[target[keep]] * ce).mean()
     torch.testing.assert_close(diagnosis_loss(logits, target, w), expected)
     # The logits of unknown-diagnosis samples do not matter.
     logits2 = logits.clone()
@@ -190,39 +209,72 @@ def test_diagnosis_loss_ignores_minus_one() -> None:
 
 # --- task-aware ---------------------------------------------------------------------------------
 
+TA_SHAPES = [(8, 8, 8), (4, 4, 4), (2, 2, 2), (1, 1, 1)]
+TA_ETA = (0.4, 0.3, 0.2, 0.1)
+
+
+def _lesion_scales(lesion: torch.Tensor) -> list[torch.Tensor]:
+    """Two-class view logits per scale: lesion probability ~1 inside ``lesion`` (given at
+    the finest scale), ~0 outside; coarser scales by nearest-neighbour subsampling."""
+    out = []
+    for shape in TA_SHAPES:
+        m = F.interpolate(lesion[:, None].float(), size=shape, mode="nearest")[:, 0]
+        logits = torch.stack([-30.0 * (2 * m - 1), 30.0 * (2 * m - 1)], dim=1)
+        out.append(logits)
+    return out
+
+
+def test_normalised_evidence_zero_is_no_evidence_and_peak_is_one() -> None:
+    maps = torch.tensor([[[[-2.0, 0.0, 1.0, 4.0]]], [[[-1.0, -3.0, 0.0, 0.0]]]])  # (2,1,1,4)
+    v = normalised_evidence(maps)
+    torch.testing.assert_close(v[0, 0, 0], torch.tensor([0.0, 0.0, 0.25, 1.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(v[1], torch.zeros(1, 1, 4))  # nothing positive: no evidence
+
 
 def test_task_aware_loss_known_answers() -> None:
-    shapes = [(8, 8, 8), (4, 4, 4), (2, 2, 2), (1, 1, 1)]
-    eta = (0.4, 0.3, 0.2, 0.1)
-    # Uniform logits over K = 2 classes: lesion probability 0.5 everywhere.
-    view = [torch.zeros(1, 2, *s) for s in shapes]
-    evidence_zero = [
-        torch.zeros(1, 1, 4, 4, 4),
-        torch.zeros(1, 1, 2, 2, 2),
-        torch.zeros(1, 1, 1, 1, 1),
-    ]
-    assert float(task_aware_loss(view, evidence_zero, eta).detach()) == pytest.approx(0.0, abs=1e-7)
-    # Evidence saturated high: sigmoid = 1, so each scale contributes eta_i * 0.25.
-    evidence_high = [torch.full_like(e, 50.0) for e in evidence_zero]
-    assert float(task_aware_loss(view, evidence_high, eta)) == pytest.approx(
-        0.25 * (0.3 + 0.2 + 0.1)
-    )
+    # Uniform logits over K = 2 classes: lesion probability 0.5 everywhere. With the old
+    # sigmoid-squashed evidence, a zero CAM also read 0.5: "half lesion everywhere" scored 0
+    # (issue 16, defect 1). Now "no evidence" is 0 and that state costs eta_i * 0.25.
+    view = [torch.zeros(1, 2, *s) for s in TA_SHAPES]
+    evidence_zero = [torch.zeros(1, 1, *s) for s in TA_SHAPES[1:]]
+    expected = 0.25 * (0.3 + 0.2 + 0.1)
+    assert float(task_aware_loss(view, evidence_zero, TA_ETA)) == pytest.approx(expected)
+    # Uniform positive evidence normalises to 1 everywhere: the same distance from 0.5.
+    evidence_flat = [torch.full_like(e, 7.0) for e in evidence_zero]
+    assert float(task_aware_loss(view, evidence_flat, TA_ETA)) == pytest.approx(expected)
     # Only as many terms as there are coarser view scales.
-    assert float(task_aware_loss(view[:2], evidence_high, eta).detach()) == pytest.approx(
-        0.25 * 0.3
-    )
+    assert float(task_aware_loss(view[:2], evidence_flat, TA_ETA)) == pytest.approx(0.25 * 0.3)
 
 
-def test_task_aware_loss_zero_when_evidence_matches() -> None:
-    g = torch.Generator().manual_seed(5)
-    view = [
-        torch.randn(2, K, 8, 8, 8, generator=g),
-        torch.randn(2, K, 4, 4, 4, generator=g),
-        torch.randn(2, K, 2, 2, 2, generator=g),
-    ]
-    s = [1 - torch.softmax(v, 1)[:, :1] for v in view[1:]]
-    evidence = [torch.logit(x) for x in s]  # same resolution: interpolation is the identity
-    assert float(task_aware_loss(view, evidence, ETA).detach()) == pytest.approx(0.0, abs=1e-10)
+def test_task_aware_loss_zero_when_evidence_marks_the_lesion() -> None:
+    lesion = torch.zeros(1, 8, 8, 8, dtype=torch.bool)
+    lesion[:, :4, :4, :4] = True
+    scales = _lesion_scales(lesion)
+    # Evidence proportional to the lesion map at each unit's resolution, any positive scale.
+    evidence = [3.0 ** (i + 1) * (1 - torch.softmax(s, 1)[:, :1]) for i, s in enumerate(scales[1:])]
+    assert float(task_aware_loss(scales, evidence, TA_ETA)) == pytest.approx(0.0, abs=1e-6)
+    # Evidence everywhere but the lesion: every voxel is wrong at the 4^3 and 2^3 scales
+    # (1/8 lesion voxels there), the 1^3 scale is all lesion and all evidence-free.
+    inverse = [-e for e in evidence]  # negative CAM = no evidence, only the lesion misses
+    got = float(task_aware_loss(scales, inverse, TA_ETA))
+    assert got == pytest.approx(0.3 / 8 + 0.2 / 8 + 0.1 * 1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("gradient", "s_learns", "v_learns"),
+    [("evidence", False, True), ("segmentation", True, False), ("both", True, True)],
+)
+def test_task_aware_gradient_policy(gradient: str, s_learns: bool, v_learns: bool) -> None:
+    g = torch.Generator().manual_seed(6)
+    scales = [torch.randn(2, 2, *s, generator=g).requires_grad_(True) for s in TA_SHAPES]
+    evidence = [torch.randn(2, 1, *s, generator=g).requires_grad_(True) for s in TA_SHAPES[1:]]
+    task_aware_loss(scales, evidence, TA_ETA, gradient).backward()
+    s_grad = scales[1].grad
+    v_grad = evidence[0].grad
+    assert (s_grad is not None and bool(s_grad.abs().sum() > 0)) == s_learns
+    assert (v_grad is not None and bool(v_grad.abs().sum() > 0)) == v_learns
+    with pytest.raises(ValueError, match="task-aware gradient"):
+        task_aware_loss(scales, evidence, TA_ETA, "sideways")
 
 
 # --- joint --------------------------------------------------------------------------------------
@@ -268,7 +320,7 @@ def test_joint_loss_terms(plan: Plan) -> None:
     parts = joint_loss(net, out, batch, plan.loss_weights, cw, LossOptions())
     seg = deep_supervision_loss(out.patch_scales, batch["seg"], net.eta, batch["has_mask"], DICE_CE)
     seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
-        out.view_scales, batch["cls_seg"], net.eta, batch["has_mask"], DICE_CE
+        out.view_scales, batch["cls_seg"], net.view_eta, batch["has_mask"], DICE_CE
     )
     torch.testing.assert_close(parts.seg, seg.detach())
     torch.testing.assert_close(
@@ -283,6 +335,51 @@ def test_joint_loss_terms(plan: Plan) -> None:
     # Without the task-aware weight the term is not computed.
     no_ta = joint_loss(net, out, batch, LossWeights(1.0, 1.0, 0.0), cw, LossOptions())
     assert float(no_ta.task_aware) == 0.0
+
+
+def test_task_aware_term_uses_the_reference_diagnosis_and_skips_lesion_free_scans(
+    plan: Plan,
+) -> None:
+    """Issue 16, defect 1: eq. 10 takes the evidence of the reference diagnosis (not the
+    argmax, which is wrong or "normal" early in training), and only for scans whose view
+    holds a lesion and that have a diagnosis."""
+    torch.manual_seed(0)
+    net = JointNet(plan)
+    init_weights(net)
+    assert net.cls is not None
+    batch = _batch(plan)
+    out = net(batch["data"], batch["cls_data"])
+    w = LossWeights(0.0, 0.0, 1.0)
+    cw = torch.tensor(plan.class_weights)
+    got = joint_loss(net, out, batch, w, cw, LossOptions()).task_aware
+    expected = task_aware_loss(
+        out.view_scales,
+        net.cls.evidence_maps(out.class_features, batch["diagnosis"]),
+        net.view_eta,
+    )
+    torch.testing.assert_close(got, expected.detach())
+    # Another reference diagnosis changes the term (its evidence map differs) ...
+    other = {**batch, "diagnosis": (batch["diagnosis"] + 1) % len(plan.classes)}
+    assert float(joint_loss(net, out, other, w, cw, LossOptions()).task_aware) != pytest.approx(
+        float(got)
+    )
+    # ... a lesion-free view (a normal scan) or an unknown diagnosis drops the sample.
+    first_only = task_aware_loss(
+        [s[:1] for s in out.view_scales],
+        net.cls.evidence_maps([f[:1] for f in out.class_features], batch["diagnosis"][:1]),
+        net.view_eta,
+    )
+    clean = batch["cls_seg"].clone()
+    clean[1] = 0
+    for variant in (
+        {**batch, "cls_seg": clean},
+        {**batch, "diagnosis": torch.tensor([batch["diagnosis"][0].item(), -1])},
+    ):
+        torch.testing.assert_close(
+            joint_loss(net, out, variant, w, cw, LossOptions()).task_aware, first_only.detach()
+        )
+    nothing = {**batch, "cls_seg": torch.zeros_like(batch["cls_seg"])}
+    assert float(joint_loss(net, out, nothing, w, cw, LossOptions()).task_aware) == 0.0
 
 
 def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:

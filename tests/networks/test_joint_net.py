@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,19 @@ def test_net_from_planned_dataset(tmp_path: Path) -> None:
         )
     assert tuple(out.patch_scales[0].shape) == (1, 3, *plan.patch_size)
     assert out.class_logits is not None and tuple(out.class_logits.shape) == (1, 3)
+
+
+def test_view_lesion_map_uses_the_view_eta(plan: Plan) -> None:
+    """Issue 16, defect 5: the view's fused lesion map (the classifier's input) uses the
+    plan's view eta, not the patch's."""
+    n = plan.topology.num_stages
+    view_eta = tuple([1.0] + [0.0] * (n - 1))
+    assert view_eta != plan.eta
+    torch.manual_seed(0)
+    net = JointNet(dataclasses.replace(plan, view_eta=view_eta))
+    init_weights(net)
+    view = torch.randn(1, 1, *plan.classification_shape)
+    scales = net.seg.segment_features(view)
+    expected = 1.0 - torch.softmax(scales[0], dim=1)[:, :1]  # finest head alone
+    torch.testing.assert_close(net.lesion_probability(scales), expected)
+    assert net.view_eta == view_eta and net.eta == plan.eta

@@ -223,7 +223,11 @@ def test_reverse_attention_2d_unet_and_joint_net() -> None:
     assert [tuple(o.shape) for o in out] == [(2, 3, 16, 12), (2, 3, 8, 6), (2, 3, 4, 6)]
     # A whole 2D JointNet, every switch on.
     plan_2d = dataclasses.replace(
-        _base_plan(CUBE), topology=topo, eta=(0.5, 0.3, 0.2), network=SWITCHES["all"]
+        _base_plan(CUBE),
+        topology=topo,
+        eta=(0.5, 0.3, 0.2),
+        view_eta=(),
+        network=SWITCHES["all"],
     )
     net = _net(plan_2d, layers=LAYERS_2D)
     out_j = net(torch.randn(2, 1, 16, 12), torch.randn(2, 1, 8, 16))

@@ -21,6 +21,7 @@ from autojoint.planning.planner import (
     detect_memory_budget,
     plan_experiment,
     target_spacing,
+    view_spacing,
 )
 from autojoint.planning.resolution import (
     MIN_BOTTLENECK_VOXELS,
@@ -367,6 +368,34 @@ def test_eta_is_share_of_lesions_each_scale_resolves() -> None:
     shares = np.array([1, 1, 1, 0.5, 0, 0])[: plan.topology.num_stages]
     np.testing.assert_allclose(plan.eta, shares / 3.5)
     assert "lesion components" in plan.reasons["eta"]
+
+
+def test_view_eta_is_fitted_to_the_coarser_view_voxels() -> None:
+    """Issue 16, defect 5: eta was fitted to the patch's voxel size and reused on the whole-
+    scan view, whose voxels are coarser. Same lesions as above; the view shrinks the 300^3
+    scan to ``classification_shape``, so each scale's voxel edge grows by 300 / view size
+    and a coarse scale that resolves the 9.8 mm lesion on the patch no longer does on the
+    view."""
+    fp = make_fingerprint(
+        [(1.0, 1.0, 1.0)] * 4, [(300, 300, 300)] * 4, lesion_volumes_mm3=(4000.0, 500.0)
+    )
+    plan = plan_experiment(fp, memory_budget_gb=8.0, device_profile="gpu")
+    factor = 300 / np.array(plan.classification_shape, dtype=float)
+    np.testing.assert_allclose(
+        view_spacing(plan.median_shape, plan.target_spacing, plan.classification_shape), factor
+    )
+    edges, stride = [], np.ones(3)
+    for st in plan.topology.strides:
+        stride = stride * np.array(st)
+        edges.append(float(np.max(factor * stride)))
+    diameters = (6 * np.array([4000.0, 500.0]) / np.pi) ** (1 / 3)
+    shares = np.array([np.mean(diameters >= 2 * e) for e in edges])
+    np.testing.assert_allclose(plan.view_eta, shares / shares.sum())
+    assert plan.view_eta != plan.eta
+    assert plan.classification_eta == plan.view_eta
+    # Mass moves to the finer scales: the view's mean scale index is lower.
+    idx = np.arange(plan.topology.num_stages)
+    assert float(idx @ np.array(plan.view_eta)) < float(idx @ np.array(plan.eta))
 
 
 def test_eta_without_lesions_halves_per_scale() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,14 +11,17 @@ from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossWeights
 from autojoint.training.schedule import (
+    PAST_CHANCE,
     Stage,
     learning_rate,
     make_optimizer,
     plan_stages,
+    ramped_loss_weights,
     set_trainable,
     stage_loss_weights,
     stage_of,
     stage_parameters,
+    task_aware_ramp,
 )
 from autojoint.training.step import make_grad_scaler, train_step
 from autojoint.training.trainer import TrainerConfig
@@ -128,3 +133,23 @@ def test_each_stage_changes_only_its_parameters(name: str) -> None:
         (0.0, 0.0) if name == "segmentation" else (1.0, 10.0)
     )
     assert weights.seg == (0.0 if name == "classification" else 1.0)
+
+
+def test_task_aware_ramp_waits_for_the_classifier_to_pass_chance() -> None:
+    """Issue 16, defect 1: l_ta was on from step 0 against an untrained classifier."""
+    chance = math.log(3)
+    at_chance = [1.1, 1.09, 1.0]  # all above 0.8 ln 3 = 0.879
+    assert task_aware_ramp(at_chance, 3, 20) == 0.0
+    # First past chance at epoch index 3; ramp over round(0.1 * 20) = 2 epochs.
+    history = [*at_chance, 0.85]
+    assert 0.85 < PAST_CHANCE * chance
+    assert task_aware_ramp(history, 3, 20) == pytest.approx(0.5)
+    assert task_aware_ramp([*history, 1.2], 3, 20) == 1.0  # once past, it stays on
+    assert task_aware_ramp([*history, 0.5, 0.4], 3, 20) == 1.0
+    assert task_aware_ramp([], 3, 20) == 0.0
+    assert task_aware_ramp([math.nan], 3, 20) == 0.0
+    assert task_aware_ramp([], 3, 20, "off") == 1.0
+    with pytest.raises(ValueError, match="warm-up"):
+        task_aware_ramp([], 3, 20, "later")
+    ramped = ramped_loss_weights(LossWeights(seg=1.0, cls=1.0, task_aware=4.0), 0.25)
+    assert ramped == LossWeights(seg=1.0, cls=1.0, task_aware=1.0)
