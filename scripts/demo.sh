@@ -7,8 +7,8 @@ bash "$ROOT/scripts/setup_env.sh"
 VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
 BIN="$VENV/bin"
 DEMO="${AUTOJOINT_DEMO_DIR:-$ROOT/demo_run}"
-NUM_TRAIN="${DEMO_NUM_TRAIN:-24}"
-NUM_TEST="${DEMO_NUM_TEST:-9}"
+NUM_TRAIN="${DEMO_NUM_TRAIN:-45}"
+NUM_TEST="${DEMO_NUM_TEST:-15}"
 EPOCHS="${DEMO_EPOCHS:-8}"
 ITERATIONS="${DEMO_ITERATIONS:-25}"
 
@@ -38,8 +38,9 @@ print("\n=== autojoint demo results (held-out synthetic cases) ===")
 for name, m in s["mean"].items():
     d = m["dice"]
     print(f"  Dice {name:<14} {'n/a' if d is None else f'{d:.3f}'}  (defined on {m['num_cases_defined']} cases)")
-c = s["classification"]
+c, d = s["classification"], s["diagnosis"]
 print(f"  diagnosis accuracy  {c['accuracy']:.3f}  ({c['num_cases']} cases; classes {c['classes']})")
+print(f"  diagnosis macro-AUC {d['macro_auc']:.3f}")
 print(f"  confusion matrix (rows = reference): {c['confusion_matrix']}")
 PY
 echo "[demo] finished in $(( $(date +%s) - start )) s; outputs in $DEMO"

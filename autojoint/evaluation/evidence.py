@@ -38,3 +38,18 @@ def evidence_lesion_contrast(
     if rest <= 0:
         return math.nan
     return float(evidence[inside].mean()) / rest
+
+
+def evidence_peak_in_lesion(evidence: np.ndarray, lesion: np.ndarray) -> bool:
+    """Does the evidence map's maximum lie inside a reference lesion (the "pointing game")?
+
+    An evidence metric that no loss optimises directly (eq. 10 pulls whole maps towards the
+    lesion map, not their peak), so it can judge the task-aware loss without favouring it.
+    Ties: the first maximal voxel in C order.
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    if evidence.shape != lesion.shape:
+        raise ValueError(f"evidence {evidence.shape} and lesion {lesion.shape} shapes must match.")
+    return bool(lesion.reshape(-1)[int(np.argmax(evidence))])

@@ -162,17 +162,17 @@ def focal_tversky_per_sample(
 
 @register_segmentation_loss("dice_ce")
 def _dice_ce(options: LossOptions) -> SegmentationLoss:
-    if options.weighted_ce and any(w <= 0 for w in options.voxel_class_weights):
+    if options.weighted_ce and any(w <= 0 for w in options.ce_class_weights):
         raise ValueError(
-            f"dice_ce with weighted_ce needs positive voxel_class_weights, got "
-            f"{list(options.voxel_class_weights)}"
+            f"dice_ce with weighted_ce needs positive ce_class_weights, got "
+            f"{list(options.ce_class_weights)}"
         )
     if not options.batch_dice and not options.weighted_ce:
         return dice_ce_per_sample
     return partial(
         dice_ce_per_sample,
         batch_dice=options.batch_dice,
-        class_weights=tuple(options.voxel_class_weights) if options.weighted_ce else (),
+        class_weights=tuple(options.ce_class_weights) if options.weighted_ce else (),
     )
 
 

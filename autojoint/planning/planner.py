@@ -216,6 +216,7 @@ def loss_parameters(fingerprint: Fingerprint) -> tuple[LossOptions, str]:
         tversky_alpha=tversky_alpha,
         tversky_beta=1 - tversky_alpha,
         voxel_class_weights=weights,
+        ce_class_weights=lesion_label_weights(fingerprint),
     )
     return options, (
         f"lesion voxel fraction {f:.4f}: focal alpha clip(1 - sqrt(f), 0.5, 0.9) = "
@@ -224,6 +225,38 @@ def loss_parameters(fingerprint: Fingerprint) -> tuple[LossOptions, str]:
         f"f_c^-1/2 scaled to sum f_c w_c = 1: {[round(w, 2) for w in weights]}; "
         "segmentation loss dice_ce (nnU-Net default) unless an override names another"
     )
+
+
+def lesion_label_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
+    """Per-label cross-entropy weights for ``dice_ce``: how rare each lesion label is among
+    the lesion voxels. Background 1, lesion label c: (f_lesion / f_c)^(1/2), where f_lesion
+    is the voxel fraction of all lesion labels together; then scaled so a voxel's expected
+    weight is 1 (the cross-entropy keeps its scale).
+
+    The weights lift a label that is rare beside the other lesion labels (consolidation
+    beside much ground-glass) without weighting lesions against background: that balance
+    is the Dice term's job, and inverse voxel frequency against background (the focal
+    weights) made the network paint lesions everywhere (measured, docs/training.md).
+    Ordered by label value; one lesion label gets weight 1 like background.
+    """
+    union = fingerprint.lesion_stats.get("lesion")
+    total = union.mean_voxel_fraction if union is not None else float("nan")
+    if not np.isfinite(total) or total <= 0:
+        return ()
+    freqs, weights = [], []
+    for name, value in sorted(fingerprint.labels.items(), key=lambda kv: kv[1]):
+        if value == 0:
+            freqs.append(1.0 - total)
+            weights.append(1.0)
+            continue
+        stats = fingerprint.lesion_stats.get(name)
+        f = stats.mean_voxel_fraction if stats is not None else float("nan")
+        f = f if np.isfinite(f) and f > MIN_VOXEL_FREQUENCY else MIN_VOXEL_FREQUENCY
+        freqs.append(f)
+        weights.append(min(total / f, 1.0 / MIN_VOXEL_FREQUENCY) ** 0.5 if total > f else 1.0)
+    w = np.array(weights)
+    w /= float((np.array(freqs) * w).sum() / np.sum(freqs))
+    return tuple(float(v) for v in w)
 
 
 MIN_VOXEL_FREQUENCY = 1e-4

@@ -102,7 +102,10 @@ class LossOptions:
         batch_dice: ``dice_ce``'s Dice pooled over the batch (nnU-Net's batch Dice) instead of
             per sample.
         weighted_ce: ``dice_ce``'s cross-entropy weighted per voxel by
-            ``voxel_class_weights``.
+            ``ce_class_weights``.
+        ce_class_weights: one weight per segmentation label (background first) for
+            ``dice_ce``'s cross-entropy, planned from how rare each lesion label is among
+            the lesion voxels; empty means uniform.
         task_aware_gradient: which side of eq. 10 learns from it: ``"evidence"`` (the
             classifier's evidence maps, lesion maps detached), ``"segmentation"`` or
             ``"both"`` (docs/training.md, "Task-aware loss").
@@ -117,12 +120,14 @@ class LossOptions:
     voxel_class_weights: tuple[float, ...] = ()
     batch_dice: bool = False
     weighted_ce: bool = False
+    ce_class_weights: tuple[float, ...] = ()
     task_aware_gradient: str = "evidence"
 
 
 def _loss_options(d: dict) -> LossOptions:
     weights = tuple(float(w) for w in d.get("voxel_class_weights", ()))
-    return LossOptions(**{**d, "voxel_class_weights": weights})
+    ce_weights = tuple(float(w) for w in d.get("ce_class_weights", ()))
+    return LossOptions(**{**d, "voxel_class_weights": weights, "ce_class_weights": ce_weights})
 
 
 def _topology(t: dict) -> Topology:
@@ -405,6 +410,9 @@ class Plan:
         weights = self.loss.voxel_class_weights
         if weights and (len(weights) != len(self.labels) or min(weights) <= 0):
             out.append("loss.voxel_class_weights needs one positive weight per label (or none)")
+        ce_weights = self.loss.ce_class_weights
+        if ce_weights and (len(ce_weights) != len(self.labels) or min(ce_weights) <= 0):
+            out.append("loss.ce_class_weights needs one positive weight per label (or none)")
         if self.loss.task_aware_gradient not in ("evidence", "segmentation", "both"):
             out.append(
                 "loss.task_aware_gradient must be 'evidence', 'segmentation' or 'both', got "

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from autojoint.evaluation.evidence import evidence_lesion_contrast
+from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion
 
 
 def test_contrast_known_answer_with_and_without_region() -> None:
@@ -34,3 +34,15 @@ def test_uniform_evidence_has_contrast_one_and_undefined_cases_are_nan() -> None
     assert math.isnan(evidence_lesion_contrast(zero_outside, lesion))
     with pytest.raises(ValueError, match="shapes must match"):
         evidence_lesion_contrast(ev, lesion[:2])
+
+
+def test_evidence_peak_in_lesion_known_answers() -> None:
+    lesion = np.zeros((2, 4, 4), dtype=bool)
+    lesion[1, 1:3, 1:3] = True
+    evidence = np.zeros((2, 4, 4))
+    evidence[1, 2, 2] = 5.0
+    assert evidence_peak_in_lesion(evidence, lesion)
+    evidence[0, 0, 0] = 6.0  # a stronger peak outside the lesion
+    assert not evidence_peak_in_lesion(evidence, lesion)
+    with pytest.raises(ValueError, match="shapes"):
+        evidence_peak_in_lesion(evidence, lesion[0])
