@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from autojoint.networks.blocks import LAYERS_3D, LayerTypes, resize
@@ -88,6 +89,59 @@ class InceptionBlock(nn.Module):
         return torch.cat(
             [self.branch_1(x), self.branch_3(x), self.branch_5(x), self.branch_pool(x)], dim=1
         )
+
+
+def crop_box(features: torch.Tensor, box: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Sample each sample's ``features`` inside its ``box`` onto a grid of ``size`` voxels.
+
+    Along an axis whose box is ``(a, b)``, output voxel ``k`` of ``P = size[axis]`` lies at
+    the normalised coordinate ``u = a + (b - a) * (k + 1/2) / P``. Voxel ``j`` of the ``M``
+    feature voxels spans ``[j, j + 1] / M`` with its centre at ``(j + 1/2) / M``: the
+    half-voxel convention of ``resample_image`` (skimage) and of
+    ``F.interpolate(align_corners=False)``. Values are (tri/bi)linear between voxel centres,
+    the outermost voxel's value between its centre and the face, and zero for ``u`` outside
+    ``[0, 1]`` (no features beyond the case). With ``b < a`` the crop comes out mirrored
+    along that axis. A box ``[s / N, (s + P) / N]`` of a grid of ``N`` voxels samples
+    exactly the centres of voxels ``s .. s + P - 1`` of that grid resampled to
+    ``features``'s extent, so a whole case tiled into boxes reassembles
+    ``resize(features, N)``.
+
+    Args:
+        features: ``(B, C, *S)`` maps covering the normalised box ``[0, 1]^D``.
+        box: ``(B, 2, D)``: per sample, the coordinates of the crop's first (row 0) and
+            last (row 1) faces along each spatial axis, in ``features``'s axis order.
+        size: output spatial size ``(D,)``.
+
+    Returns:
+        ``(B, C, *size)`` in ``features``'s dtype.
+
+    Raises:
+        ValueError: ``box`` does not have shape ``(B, 2, D)`` or ``size`` has not D entries.
+    """
+    batch, ndim = features.shape[0], features.ndim - 2
+    size = tuple(int(s) for s in size)
+    if tuple(box.shape) != (batch, 2, ndim) or len(size) != ndim:
+        raise ValueError(
+            f"crop box must have shape ({batch}, 2, {ndim}) and size {ndim} entries for "
+            f"features {tuple(features.shape)}, got box {tuple(box.shape)} and size {size}."
+        )
+    box = box.to(device=features.device, dtype=features.dtype)
+    grid_axes: list[torch.Tensor] = []
+    inside = torch.ones((batch, 1, *size), dtype=features.dtype, device=features.device)
+    for axis, p in enumerate(size):
+        t = (torch.arange(p, dtype=box.dtype, device=box.device) + 0.5) / p
+        u = box[:, 0, axis, None] + (box[:, 1, axis] - box[:, 0, axis])[:, None] * t  # (B, P)
+        shape = [batch] + [1] * ndim
+        shape[1 + axis] = p
+        grid_axes.append((2 * u - 1).view(shape).expand(batch, *size))
+        inside = inside * ((u >= 0) & (u <= 1)).to(features.dtype).view(shape).unsqueeze(1)
+    # grid_sample's grid holds (x, y[, z]): the last spatial axis first. With
+    # align_corners=False, -1 and 1 are the outer faces of the outermost voxels.
+    grid = torch.stack(grid_axes[::-1], dim=-1)
+    sampled = F.grid_sample(
+        features, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return sampled * inside
 
 
 class CrossStitch(nn.Module):

@@ -19,8 +19,10 @@ LOSS_TERMS = ("total", "seg", "cls", "task_aware")
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """Loader batch (numpy) -> tensors the losses take: masks int64 without channel axis."""
-    return {
+    """Loader batch (numpy) -> tensors the losses take: masks int64 without channel axis;
+    ``patch_box`` (where each patch lies in its view, for the cross-stitch stem) float32,
+    when the batch has one."""
+    tensors = {
         "data": torch.from_numpy(np.ascontiguousarray(batch["data"], np.float32)).to(device),
         "seg": torch.from_numpy(batch["seg"][:, 0].astype(np.int64)).to(device),
         "cls_data": torch.from_numpy(np.ascontiguousarray(batch["cls_data"], np.float32)).to(
@@ -30,6 +32,10 @@ def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor
         "diagnosis": torch.from_numpy(batch["diagnosis"]).to(device),
         "has_mask": torch.from_numpy(batch["has_mask"]).to(device),
     }
+    if "patch_box" in batch:
+        box = np.ascontiguousarray(batch["patch_box"], np.float32)
+        tensors["patch_box"] = torch.from_numpy(box).to(device)
+    return tensors
 
 
 def make_grad_scaler(device: torch.device) -> torch.amp.GradScaler:
