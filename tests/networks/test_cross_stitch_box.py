@@ -1,5 +1,5 @@
-"""Cropping the view's features to a patch's box (issue 16, defect 6): known answers for
-``crop_box``."""
+"""The cross-stitch stem mixes the view's features in at the patch's own place (issue 16,
+defect 6): known answers for ``crop_box`` and the stem with a box."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.data.loader import patch_box
-from autojoint.networks.cross_stitch import crop_box
+from autojoint.networks.cross_stitch import CrossStitch, crop_box
 
 VIEW = (8, 8, 8)
 
@@ -37,6 +37,21 @@ def test_crop_of_the_upper_half_is_the_upper_half_of_the_view() -> None:
     # Not the whole view squeezed into the patch (what the stem did before).
     whole = F.interpolate(view, size=(4, 4, 4), mode="trilinear")
     assert not torch.allclose(crop_box(view, _box(0.5, 1.0), (4, 4, 4)), whole)
+
+
+def test_stem_mixes_the_view_at_the_patch_box() -> None:
+    stitch = CrossStitch()
+    with torch.no_grad():
+        stitch.weight.copy_(torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    view = _ramp(VIEW).float()
+    patch = torch.zeros(1, 3, 4, 4, 4)
+    f_seg, f_cls = stitch(patch, view, _box(0.5, 1.0).float())
+    assert f_seg is not None and f_cls is not None
+    torch.testing.assert_close(f_seg, view[:, :, 4:, 4:, 4:])
+    torch.testing.assert_close(f_cls, view)  # the view takes no patch features
+    # A patch at the lower corner gets the lower corner.
+    f_seg, _ = stitch(patch, view, _box(0.0, 0.5).float())
+    torch.testing.assert_close(f_seg, view[:, :, :4, :4, :4])
 
 
 def test_crop_box_mirrors_with_reversed_faces_and_is_zero_outside_the_case() -> None:
