@@ -36,7 +36,11 @@ from autojoint.inference.predictor import (  # noqa: E402
     load_ensemble,
     run_prediction,
 )
-from autojoint.inference.sliding_window import predict_mirrored, tile_starts  # noqa: E402
+from autojoint.inference.sliding_window import (  # noqa: E402
+    predict_mirrored,
+    tile_boxes,
+    tile_starts,
+)
 from autojoint.io.case_loading import load_channels  # noqa: E402
 from autojoint.networks.joint_net import JointNet, fuse_scales  # noqa: E402
 from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
@@ -95,9 +99,11 @@ def forward_only_seconds(
     context = view if plan.network.cross_stitch else None
     for net, axes in zip(ens.nets, ens.mirror_axes, strict=True):
 
-        def predict(x: torch.Tensor, net: JointNet = net) -> torch.Tensor:
+        def predict(
+            x: torch.Tensor, boxes: torch.Tensor | None = None, net: JointNet = net
+        ) -> torch.Tensor:
             ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-            return torch.softmax(fuse_scales(net.seg(x, ctx), net.eta), dim=1)
+            return torch.softmax(fuse_scales(net.seg(x, ctx, boxes), net.eta), dim=1)
 
         for i in range(0, len(tiles), batch):
             x = torch.stack(
@@ -110,7 +116,10 @@ def forward_only_seconds(
             ).to(dev)
             _sync(dev)
             start = time.perf_counter()
-            predict_mirrored(predict, x, axes if options.use_tta else ())
+            boxes = None
+            if context is not None:  # each tile's place in the view (cross-stitch stem)
+                boxes = tile_boxes(tiles[i : i + batch], patch, pre.data.shape[1:]).to(dev)
+            predict_mirrored(predict, x, axes if options.use_tta else (), boxes)
             _sync(dev)
             seconds += time.perf_counter() - start
         if view is not None:

@@ -39,13 +39,16 @@ def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
         "cls_seg": torch.randint(0, k, (b, *plan.classification_shape), device=device),
         "diagnosis": torch.randint(0, max(len(plan.classes), 1), (b,), device=device),
         "has_mask": torch.ones(b, dtype=torch.bool, device=device),
+        # Where each patch lies in its view (the cross-stitch stem crops the view there).
+        "patch_box": torch.tensor([[0.25] * 3, [0.75] * 3], device=device).expand(b, 2, 3),
     }
     weights = torch.ones(max(len(plan.classes), 1), device=device)
     times = []
     for _ in range(steps + 2):  # the first two steps warm up kernels and are not counted
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out = net(batch["data"], batch["cls_data"] if plan.has_diagnosis else None)
+        view = batch["cls_data"] if plan.has_diagnosis else None
+        out = net(batch["data"], view, batch["patch_box"])
         joint_loss(net, out, batch, plan.loss_weights, weights, plan.loss).total.backward()
         opt.step()
         if device.type == "cuda":

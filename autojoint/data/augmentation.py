@@ -15,6 +15,13 @@ pair (``data``/``seg`` and ``cls_data``/``cls_seg``); the view is never cropped.
 Mirroring is along every spatial axis of the preprocessed arrays (plan axis order, coarsest
 first); the axes are recorded in the checkpoint and ``trainer_config.json`` (see
 docs/training.md) so that the predictor mirrors over the same axes at test time.
+
+The batch's ``patch_box`` (where the patch lies in its view, for the cross-stitch stem) is
+kept up to date by the mirroring of either view (:class:`MirrorTransformWithBox`). Rotation
+and scaling are about the patch's centre, so the box stays centred on the patch but no longer
+bounds it exactly (the box is the unrotated, unscaled crop; scaling by up to 0.7-1.4 and
+rotating by up to 30 degrees, each in 20% of the samples); the same holds for the view's own
+rotation and scaling. The box is exact for the ``none`` and ``light`` presets.
 """
 
 from __future__ import annotations
@@ -121,6 +128,55 @@ def augmentation_spec(
     return AugmentationSpec(preset, mirror, rotation, loaded)
 
 
+class MirrorTransformWithBox(MirrorTransform):
+    """batchgenerators' ``MirrorTransform`` (the same random draws, the same flips) that also
+    mirrors the batch's ``patch_box`` (``(B, 2, D)``, see ``autojoint.data.loader.patch_box``)
+    so it keeps saying where the patch lies in the view.
+
+    Mirroring the patch along an axis swaps that axis's first and last face (the patch now
+    runs backwards through the view); mirroring the view (``is_view``) maps each coordinate
+    ``u`` to ``1 - u``. Batches without a ``patch_box`` are mirrored as by the parent class.
+    """
+
+    def __init__(
+        self,
+        axes: Sequence[int],
+        data_key: str = "data",
+        label_key: str = "seg",
+        *,
+        is_view: bool = False,
+        box_key: str = "patch_box",
+    ) -> None:
+        super().__init__(axes=tuple(axes), data_key=data_key, label_key=label_key)
+        self.is_view = is_view
+        self.box_key = box_key
+
+    def __call__(self, **data_dict: np.ndarray) -> dict:
+        data = data_dict[self.data_key]
+        seg = data_dict.get(self.label_key)
+        box = data_dict.get(self.box_key)
+        box = None if box is None else np.array(box, np.float32)
+        for b in range(len(data)):
+            if not np.random.uniform() < self.p_per_sample:
+                continue
+            # The draws of batchgenerators' augment_mirroring, in its order: one per listed
+            # axis that the sample has (axis 2 only for 3D samples).
+            for axis in range(min(3, data[b].ndim - 1)):
+                if axis in self.axes and np.random.uniform() < 0.5:
+                    data[b] = np.flip(data[b], axis + 1)
+                    if seg is not None:
+                        seg[b] = np.flip(seg[b], axis + 1)
+                    if box is not None:
+                        face = box[b, :, axis]
+                        box[b, :, axis] = 1.0 - face if self.is_view else face[::-1]
+        data_dict[self.data_key] = data
+        if seg is not None:
+            data_dict[self.label_key] = seg
+        if box is not None:
+            data_dict[self.box_key] = box
+        return data_dict
+
+
 def _spatial(
     spec: AugmentationSpec, out_size: Sequence[int], data_key: str, label_key: str, order: int
 ) -> SpatialTransform:
@@ -160,12 +216,15 @@ def view_transforms(
     label_key: str = "seg",
     *,
     order: int | None = None,
+    is_view: bool = False,
 ) -> list[AbstractTransform]:
     """The preset's transforms for one image/mask pair, ending at ``out_size`` voxels.
 
     Args:
         order: image interpolation order of the spatial transform (default: the spec's);
             the mask always uses nearest neighbour.
+        is_view: the pair is the whole-scan view (its mirroring mirrors ``patch_box``'s
+            coordinates rather than the patch's faces).
     """
     if spec.preset == "none":
         return []
@@ -178,7 +237,7 @@ def view_transforms(
         p_per_sample=0.3,
         data_key=data_key,
     )
-    mirror = MirrorTransform(axes=spec.mirror_axes, data_key=data_key, label_key=label_key)
+    mirror = MirrorTransformWithBox(spec.mirror_axes, data_key, label_key, is_view=is_view)
     if spec.preset == "light":
         return [noise, gamma, mirror]
     ignore = (0,) if spec.rotation_axes == (0,) else None  # keep thick slices thick
@@ -230,7 +289,7 @@ def training_transforms(
     whole-scan view's (``view_shape``; None when the plan has no diagnosis)."""
     transforms = view_transforms(spec, patch_size)
     if view_shape is not None:
-        transforms += view_transforms(spec, view_shape, "cls_data", "cls_seg")
+        transforms += view_transforms(spec, view_shape, "cls_data", "cls_seg", is_view=True)
     return Compose(transforms)
 
 

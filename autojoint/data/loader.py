@@ -56,6 +56,25 @@ def extract_patch(
     return out
 
 
+def patch_box(start: Sequence[float], size: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Where a patch lies in its case, in normalised coordinates of the case.
+
+    0 and 1 are the case's outer faces (voxel ``i`` spans ``[i, i + 1] / N``), so the box
+    also says where the patch lies in the case's whole-scan view, which resamples the same
+    cropped case to the classification shape with the same half-voxel convention
+    (``autojoint.preprocessing.resample.resample_image``). Patches that overhang the case
+    (padding) give coordinates outside ``[0, 1]``. This is the box the cross-stitch stem
+    crops the view's features to (``autojoint.networks.cross_stitch.crop_box``).
+
+    Shape:
+        ``(D,)`` start, size and shape -> ``(2, D)`` float32: row 0 the first face
+        ``start / N``, row 1 the last face ``(start + size) / N``.
+    """
+    first = np.asarray(start, np.float64)
+    n = np.asarray(shape, np.float64)
+    return np.stack([first / n, (first + np.asarray(size, np.float64)) / n]).astype(np.float32)
+
+
 def pick_foreground_voxel(locations: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """A lesion label uniformly among those present, then one of its voxels (as nnU-Net), so
     a rare label (consolidation beside much ground-glass) is still oversampled.
@@ -86,7 +105,10 @@ def forced_foreground_slots(
 
 class JointDataLoader(DataLoader):
     """Yields dicts with ``data`` (B,C,*patch), ``seg`` (B,1,*patch), ``cls_data``,
-    ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, and ``has_mask`` (B,).
+    ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, ``has_mask`` (B,) and
+    ``patch_box`` (B,2,D) float32: where the central ``patch_size`` region of each crop
+    lies in its case and view (:func:`patch_box`), which the augmentation's mirroring keeps
+    up to date.
 
     Cases are read through memory maps (only the cropped patch is read from disk).
     ``loaded_patch_size`` (default ``patch_size``) is the size cropped from the case; it is
@@ -167,6 +189,10 @@ class JointDataLoader(DataLoader):
         for c in patch:
             c[np.isnan(c)] = np.nanmin(c)
         seg = extract_patch(case["seg"], start, size, 0) if has_mask else np.zeros(size, np.uint8)
+        # The box of the central patch_size region, which a spatial augmentation crops back
+        # to (batchgenerators' centre crop starts at (loaded - patch) // 2).
+        inner = [s + (b - p) // 2 for s, b, p in zip(start, size, self.patch_size, strict=True)]
+        box = patch_box(inner, self.patch_size, data.shape[1:])
         cls_data = np.asarray(case["cls_data"])
         cls_seg = np.asarray(case.get("cls_seg", np.zeros(cls_data.shape[1:], np.uint8)))
         diag = case["properties"]["diagnosis"]
@@ -177,6 +203,7 @@ class JointDataLoader(DataLoader):
             "cls_seg": cls_seg,
             "diagnosis": self.classes.index(diag) if diag in self.classes else -1,
             "has_mask": has_mask,
+            "patch_box": box,
         }
 
     def generate_train_batch(self) -> dict:
@@ -189,5 +216,6 @@ class JointDataLoader(DataLoader):
             "cls_seg": np.stack([s["cls_seg"] for s in samples]).astype(np.int16),
             "diagnosis": np.array([s["diagnosis"] for s in samples], dtype=np.int64),
             "has_mask": np.array([s["has_mask"] for s in samples], dtype=bool),
+            "patch_box": np.stack([s["patch_box"] for s in samples]).astype(np.float32),
             "keys": ids,
         }

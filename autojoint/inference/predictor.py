@@ -276,8 +276,9 @@ def predict_case(
     with timer("network"):
         probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
         view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
-        # With the cross-stitch stem, each window mixes in the case's whole-scan view, as in
-        # training; without it the context is ignored.
+        # With the cross-stitch stem, each window mixes in the case's whole-scan view at the
+        # window's own place (its box in the case), as in training; without it the context
+        # is ignored.
         context = view if plan.network.cross_stitch else None
         fold_probs = []
         for net, net_axes in zip(nets, axes, strict=True):

@@ -1,5 +1,10 @@
 """Sliding-window prediction with Gaussian tile weighting, batched tiles and mirroring TTA.
 
+With a whole-scan view (the cross-stitch stem), each tile is predicted with its own box, where
+it lies in the case and so in the view (``autojoint.data.loader.patch_box``), and a mirrored
+tile with its box mirrored the same way (first and last face swapped), so the view's
+features are cropped at the tile's place and flipped with the tile.
+
 Device-agnostic: tiles go to ``device``; the blended result is accumulated on ``device``
 too (in half precision on CUDA, where memory is scarce and bandwidth matters) and falls back
 to float32 CPU buffers when the device runs out of memory.
@@ -15,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from autojoint.data.loader import patch_box
 from autojoint.networks.joint_net import JointNet, fuse_scales
 
 logger = logging.getLogger(__name__)
@@ -45,24 +51,54 @@ def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
+def tile_boxes(
+    starts: Sequence[Sequence[int]], patch: Sequence[int], shape: Sequence[int]
+) -> torch.Tensor:
+    """Where each tile lies in the case of spatial ``shape`` (before padding), normalised
+    (:func:`autojoint.data.loader.patch_box`); parts of padded tiles lie beyond 1.
+
+    Shape:
+        ``starts`` ``(B, D)`` -> ``(B, 2, D)`` float32.
+    """
+    return torch.from_numpy(np.stack([patch_box(st, patch, shape) for st in starts]))
+
+
+def mirror_boxes(boxes: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """The boxes of tiles mirrored along the spatial ``axes``: first and last face swapped,
+    so the crop of the view comes out mirrored like the tile.
+
+    Shape:
+        ``(B, 2, D)`` -> ``(B, 2, D)``.
+    """
+    out = boxes.clone()
+    for a in axes:
+        out[:, :, a] = boxes[:, :, a].flip(1)
+    return out
+
+
 def predict_mirrored(
-    predict: Callable[[torch.Tensor], torch.Tensor],
+    predict: Callable[..., torch.Tensor],
     tiles: torch.Tensor,
     mirror_axes: Sequence[int] = (),
+    boxes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of ``predict`` over every mirrored copy of ``tiles`` (flipped back).
 
     ``mirror_axes`` are spatial axes (0 = first spatial axis of the tile), the axes the
-    trainer mirrored patches along; ``()`` is a single plain pass.
+    trainer mirrored patches along; ``()`` is a single plain pass. With ``boxes`` (where
+    each tile lies in the case) ``predict`` is called as ``predict(tiles, boxes)``, the
+    boxes of a mirrored copy mirrored too (:func:`mirror_boxes`); else as
+    ``predict(tiles)``.
 
     Shape:
-        tiles ``(B, C, Z, Y, X)`` -> ``(B, K, Z, Y, X)``.
+        tiles ``(B, C, Z, Y, X)``, boxes ``(B, 2, 3)`` -> ``(B, K, Z, Y, X)``.
     """
     combos = mirror_combinations(mirror_axes)
     out: torch.Tensor | None = None
     for combo in combos:
         dims = [a + 2 for a in combo]
-        scores = predict(torch.flip(tiles, dims) if dims else tiles)
+        x = torch.flip(tiles, dims) if dims else tiles
+        scores = predict(x) if boxes is None else predict(x, mirror_boxes(boxes, combo))
         scores = torch.flip(scores, dims) if dims else scores
         out = scores if out is None else out + scores
     assert out is not None
@@ -85,7 +121,7 @@ def _is_out_of_memory(err: BaseException) -> bool:
 
 
 def _blend(
-    predict: Callable[[torch.Tensor], torch.Tensor],
+    predict: Callable[..., torch.Tensor],
     padded: np.ndarray,
     patch: list[int],
     num_classes: int,
@@ -96,6 +132,7 @@ def _blend(
     tile_batch: int,
     mirror_axes: Sequence[int],
     show_progress: bool,
+    box_shape: Sequence[int] | None,
 ) -> np.ndarray:
     """One pass over all tiles accumulating on ``buffer_device``; returns float32 numpy."""
     dtype = accumulation_dtype(buffer_device)
@@ -111,7 +148,9 @@ def _blend(
             for z, y, x in batch
         ]
         x = torch.stack([source[(slice(None), *sl)] for sl in slices]).to(device)
-        scores = predict_mirrored(predict, x, mirror_axes).detach().to(buffer_device, dtype)
+        boxes = None if box_shape is None else tile_boxes(batch, patch, box_shape).to(device)
+        scores = predict_mirrored(predict, x, mirror_axes, boxes)
+        scores = scores.detach().to(buffer_device, dtype)
         for i, sl in enumerate(slices):
             acc[(slice(None), *sl)] += scores[i] * weight
             norm[sl] += weight
@@ -119,7 +158,7 @@ def _blend(
 
 
 def sliding_window_predict(
-    predict: Callable[[torch.Tensor], torch.Tensor],
+    predict: Callable[..., torch.Tensor],
     data: np.ndarray,
     patch_size: Sequence[int],
     num_classes: int,
@@ -129,11 +168,14 @@ def sliding_window_predict(
     show_progress: bool = True,
     tile_batch: int = 1,
     mirror_axes: Sequence[int] = (),
+    with_boxes: bool = False,
 ) -> np.ndarray:
     """Tile ``data``, run ``predict`` on batches of tiles, blend with Gaussian weights.
 
     ``predict`` maps ``(B, C, *patch)`` to per-class scores ``(B, K, *patch)``
-    (probabilities or logits). Volumes smaller than the patch are padded with their minimum.
+    (probabilities or logits); ``with_boxes`` calls it as ``predict(tiles, boxes)`` with
+    each tile's box in ``data`` (:func:`tile_boxes`, mirrored with the tile).
+    Volumes smaller than the patch are padded with their minimum.
     ``mirror_axes`` averages each tile's scores over its mirrored copies (test-time
     augmentation). Results accumulate on ``device`` (fp16 on CUDA); if that runs out of
     memory the case is redone with float32 CPU buffers.
@@ -163,6 +205,7 @@ def sliding_window_predict(
         tile_batch=tile_batch,
         mirror_axes=tuple(mirror_axes),
         show_progress=show_progress,
+        box_shape=tuple(shape) if with_boxes else None,
     )
     try:
         out = _blend(predict, padded, patch, num_classes, tiles, buffer_device=device, **kwargs)  # type: ignore[arg-type]
@@ -195,17 +238,20 @@ def network_probabilities(
 ) -> np.ndarray:
     """Softmax of the eta-fused segmentation (eq. 1/3) of a joint network, tiled.
 
-    ``context`` is the case's whole-scan view, mixed into every tile when the network has a
-    cross-stitch stem (ignored otherwise). It is never mirrored: training mirrors only the
-    patch, never the view.
+    ``context`` is the case's whole-scan view (``(1, C, *view)``), mixed into every tile
+    when the network has a cross-stitch stem (ignored otherwise): each tile gets its own box
+    in ``data``, so the stem crops the view's features at the tile's place. The view is not
+    mirrored; a mirrored tile gets its box mirrored, so its crop of the view's features is
+    mirrored with it (training mirrors patch and view independently and tracks the box the
+    same way).
 
     Shape:
         data ``(C, Z, Y, X)`` -> ``(K, Z, Y, X)`` float32.
     """
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-        return torch.softmax(fuse_scales(net.seg(x, ctx), net.eta), dim=1)
+        return torch.softmax(fuse_scales(net.seg(x, ctx, boxes), net.eta), dim=1)
 
     return sliding_window_predict(
         predict,
@@ -217,4 +263,5 @@ def network_probabilities(
         show_progress=False,
         tile_batch=tile_batch,
         mirror_axes=mirror_axes,
+        with_boxes=context is not None,
     )

@@ -140,12 +140,18 @@ class SegmentationUNet(nn.Module):
         # Registered last so a net without a stem keeps the foundation's parameter order.
         self.stem = stem
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        box: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
         """Segment ``x``. ``context`` (the case's classification view) is mixed in by the
-        cross-stitch stem; without a stem it is ignored, without a context the stem uses
-        ``x``'s own features alone."""
+        cross-stitch stem at ``box``, where ``x`` lies in it (required with a context;
+        ``autojoint.networks.cross_stitch.crop_box``); without a stem both are ignored,
+        without a context the stem uses ``x``'s own features alone."""
         if self.stem is not None:
-            features, _ = self.stem(x, context)
+            features, _ = self.stem(x, context, box)
             assert features is not None
             x = features
         return self.segment_features(x)
@@ -377,11 +383,22 @@ class JointNet(nn.Module):
         logits, feats = self.cls(cls_input)
         return view_scales, logits, feats
 
-    def forward(self, patch: torch.Tensor, view: torch.Tensor | None = None) -> JointOutput:
+    def forward(
+        self,
+        patch: torch.Tensor,
+        view: torch.Tensor | None = None,
+        box: torch.Tensor | None = None,
+    ) -> JointOutput:
+        """Segment ``patch`` and, given its case's ``view``, segment and diagnose the view.
+
+        ``box`` ``(B, 2, D)``: where each patch lies in its view (the loader's
+        ``patch_box``), required with a view when the cross-stitch stem is on, ignored
+        otherwise.
+        """
         if view is None or self.cls is None:
             return JointOutput(self.seg(patch), None, None, None)
         if self.stem is not None:
-            f_seg, f_cls = self.stem(patch, view)
+            f_seg, f_cls = self.stem(patch, view, box)
             assert f_seg is not None and f_cls is not None
             patch_scales = self.seg.segment_features(f_seg)
             view_scales, logits, feats = self._diagnose(f_cls)

@@ -19,8 +19,10 @@ LOSS_TERMS = ("total", "seg", "cls", "task_aware")
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """Loader batch (numpy) -> tensors the losses take: masks int64 without channel axis."""
-    return {
+    """Loader batch (numpy) -> tensors the losses take: masks int64 without channel axis;
+    ``patch_box`` (where each patch lies in its view, for the cross-stitch stem) float32,
+    when the batch has one."""
+    tensors = {
         "data": torch.from_numpy(np.ascontiguousarray(batch["data"], np.float32)).to(device),
         "seg": torch.from_numpy(batch["seg"][:, 0].astype(np.int64)).to(device),
         "cls_data": torch.from_numpy(np.ascontiguousarray(batch["cls_data"], np.float32)).to(
@@ -30,6 +32,10 @@ def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor
         "diagnosis": torch.from_numpy(batch["diagnosis"]).to(device),
         "has_mask": torch.from_numpy(batch["has_mask"]).to(device),
     }
+    if "patch_box" in batch:
+        box = np.ascontiguousarray(batch["patch_box"], np.float32)
+        tensors["patch_box"] = torch.from_numpy(box).to(device)
+    return tensors
 
 
 def make_grad_scaler(device: torch.device) -> torch.amp.GradScaler:
@@ -57,11 +63,14 @@ def train_step(
     Args:
         model: what runs the forward pass: ``net`` itself or its DDP wrapper.
         net: the bare network (eta, classifier weights for the task-aware loss).
+        batch: tensors of :func:`batch_to_device`; its ``patch_box`` is required with
+            ``use_view`` when the network has the cross-stitch stem.
     """
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["data"].device.type
     with torch.autocast(device_type, enabled=scaler.is_enabled()):
-        output = model(batch["data"], batch["cls_data"] if use_view else None)
+        view = batch["cls_data"] if use_view else None
+        output = model(batch["data"], view, batch.get("patch_box"))
         parts = joint_loss(net, output, batch, weights, class_weights, loss_options)
     scaler.scale(parts.total).backward()
     scaler.unscale_(optimizer)
@@ -101,7 +110,8 @@ def validation_loss(
     sums = dict.fromkeys(LOSS_TERMS, 0.0)
     for _ in range(num_batches):
         batch = batch_to_device(loader.generate_train_batch(), device)
-        output = net(batch["data"], batch["cls_data"] if plan.has_diagnosis else None)
+        view = batch["cls_data"] if plan.has_diagnosis else None
+        output = net(batch["data"], view, batch["patch_box"])
         parts = joint_loss(net, output, batch, weights, class_weights, plan.loss)
         for k in sums:
             sums[k] += float(getattr(parts, k))

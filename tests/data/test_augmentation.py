@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from batchgenerators.transforms.abstract_transforms import Compose
+from batchgenerators.transforms.spatial_transforms import MirrorTransform
 
 from autojoint.data.augmentation import (
+    MirrorTransformWithBox,
     augmentation_spec,
     enlarged_patch_size,
+    make_batch_iterator,
     training_transforms,
     view_transforms,
 )
@@ -110,3 +114,54 @@ def test_enlarged_patch_size_known_answer() -> None:
     # A 10x10 square turned 45 degrees in-plane spans 10 * sqrt(2) = 14.14 -> 15 voxels.
     assert enlarged_patch_size((4, 10, 10), (0,), np.pi / 4, 1.0) == (4, 15, 15)
     assert enlarged_patch_size((4, 10, 10), (0,), 0.0, 0.5) == (8, 20, 20)
+
+
+def test_mirror_with_box_draws_and_flips_like_batchgenerators() -> None:
+    """Same random draws and flips as batchgenerators' MirrorTransform (2D and 3D samples),
+    so runs without the cross-stitch stem augment exactly as before."""
+    rng = np.random.default_rng(0)
+    for spatial, axes in (((4, 5, 6), (0, 1, 2)), ((4, 5, 6), (1, 2)), ((5, 6), (0, 1, 2))):
+        data = rng.normal(size=(6, 2, *spatial)).astype(np.float32)
+        seg = rng.integers(0, 3, size=(6, 1, *spatial)).astype(np.int16)
+        np.random.seed(4)
+        ref = MirrorTransform(axes)(data=data.copy(), seg=seg.copy())
+        after_ref = np.random.uniform()
+        np.random.seed(4)
+        ours = MirrorTransformWithBox(axes)(data=data.copy(), seg=seg.copy())
+        assert np.random.uniform() == after_ref
+        np.testing.assert_array_equal(ours["data"], ref["data"])
+        np.testing.assert_array_equal(ours["seg"], ref["seg"])
+
+
+def test_mirroring_keeps_the_patch_box_on_the_patch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Patch and view are mirrored independently; the view's features cropped at the
+    mirrored box are still the patch, voxel for voxel (the view here is the case itself)."""
+    from autojoint.data.loader import JointDataLoader
+    from autojoint.networks.cross_stitch import crop_box
+    from tests.data.test_loader import _write_coordinate_case
+
+    shape, patch = (10, 20, 12), (3, 5, 4)
+    _write_coordinate_case(tmp_path, "a", shape)
+    loader = JointDataLoader(
+        tmp_path, ["a"], patch_size=patch, batch_size=4, classes=["CAP"], seed=1
+    )
+    spec = augmentation_spec("light", patch, (1.0, 1.0, 1.0))
+    mirrors = Compose(
+        [
+            view_transforms(spec, patch)[-1],
+            view_transforms(spec, shape, "cls_data", "cls_seg", is_view=True)[-1],
+        ]
+    )
+    np.random.seed(0)
+    batches = make_batch_iterator(loader, 0, 0, mirrors)
+    reversed_faces = 0
+    for _ in range(10):
+        batch = next(batches)
+        box = torch.from_numpy(batch["patch_box"])
+        inside = ((box >= 0) & (box <= 1)).all()
+        if not inside:
+            continue
+        crop = crop_box(torch.from_numpy(batch["cls_data"]), box, patch)
+        torch.testing.assert_close(crop, torch.from_numpy(batch["data"]), rtol=0, atol=1e-3)
+        reversed_faces += int((box[:, 0] > box[:, 1]).sum())
+    assert reversed_faces > 0

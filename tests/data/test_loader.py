@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from autojoint.data.loader import (
     JointDataLoader,
@@ -152,3 +153,82 @@ def test_larger_loaded_patch_keeps_the_lesion_in_the_central_patch(tmp_path: Pat
         seg = loader.generate_train_batch()["seg"][0, 0]
         assert seg.shape == (4, 10, 12)
         assert seg[1:3, 3:7, 4:8].any()  # the centre crop that spatial augmentation keeps
+
+
+def _write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """A case whose channel ``a`` holds each voxel's index along axis ``a``, its view the
+    case itself (so a box crops the view on voxel centres), one lesion voxel."""
+    data = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
+    data = data.astype(np.float32)
+    seg = np.zeros(shape, np.uint8)
+    seg[shape[0] - 2, 1, shape[2] - 2] = 1  # near a corner: a centred patch may overhang
+    case = root / case_id
+    case.mkdir(parents=True)
+    np.save(case / "data.npy", data)
+    np.save(case / "cls_data.npy", data)
+    np.save(case / "seg.npy", seg)
+    np.save(case / "cls_seg.npy", seg)
+    np.save(case / "fg_locations.npy", foreground_locations(seg, np.random.default_rng(0)))
+    write_json({"case_id": case_id, "diagnosis": "CAP"}, root / f"{case_id}.json")
+    return data
+
+
+@pytest.mark.parametrize("loaded", [None, (5, 9, 8)], ids=["patch", "larger_loaded"])
+def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+    """``patch_box`` = (start, start + size) / case shape of the central ``patch_size``
+    region, for random and lesion-centred patches; cropping the view (here the case
+    itself) to the box gives back the patch."""
+    from autojoint.networks.cross_stitch import crop_box
+
+    shape, patch = (10, 20, 12), (3, 5, 4)
+    data = _write_coordinate_case(tmp_path, "a", shape)
+    loader = JointDataLoader(
+        tmp_path,
+        ["a"],
+        patch_size=patch,
+        batch_size=3,
+        classes=["CAP"],
+        seed=0,
+        oversample_foreground=1 / 3,
+        loaded_patch_size=loaded,
+    )
+    big = loaded or patch
+    offset = [(b - p) // 2 for b, p in zip(big, patch, strict=True)]
+    inner = (slice(None), *[slice(o, o + p) for o, p in zip(offset, patch, strict=True)])
+    lesion = np.argwhere(np.load(tmp_path / "a" / "seg.npy") > 0)[0]
+    overhangs = 0
+    for _ in range(20):
+        batch = loader.generate_train_batch()
+        box = batch["patch_box"]
+        assert box.dtype == np.float32 and box.shape == (3, 2, 3)
+        for i in range(3):
+            start = np.rint(box[i, 0] * shape).astype(int)
+            np.testing.assert_allclose(box[i, 1] - box[i, 0], np.divide(patch, shape), atol=1e-6)
+            # The voxels the loader cut are the ones the box names (inside the case).
+            expected = np.full((3, *patch), np.nan, np.float32)
+            src = [
+                slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, patch, shape, strict=True)
+            ]
+            dst = [slice(a.start - s, a.stop - s) for a, s in zip(src, start, strict=True)]
+            expected[(slice(None), *dst)] = data[(slice(None), *src)]
+            got = batch["data"][i][inner]
+            known = ~np.isnan(expected)
+            np.testing.assert_array_equal(got[known], expected[known])
+            # The view's crop at the box is the patch where the patch lies in the case.
+            crop = crop_box(torch.from_numpy(data[None]), torch.from_numpy(box[i : i + 1]), patch)
+            np.testing.assert_allclose(crop[0].numpy()[known], expected[known], rtol=0, atol=1e-3)
+            overhangs += int((box[i] < 0).any() or (box[i] > 1).any())
+        # The forced (last) sample is lesion-centred: the lesion voxel lies inside its box.
+        assert batch["seg"][2, 0][inner[1:]].any()
+        lo, hi = box[2, 0] * shape, box[2, 1] * shape
+        assert np.all(lo <= lesion + 1e-4) and np.all(lesion + 1 <= hi + 1e-4)
+    assert overhangs > 0  # lesion-centred patches near the corner overhang the case
+
+
+def test_patch_box_known_answer() -> None:
+    from autojoint.data.loader import patch_box
+
+    box = patch_box((-2, 5, 0), (4, 10, 8), (8, 20, 8))
+    np.testing.assert_array_equal(
+        box, np.array([[-0.25, 0.25, 0.0], [0.25, 0.75, 1.0]], np.float32)
+    )

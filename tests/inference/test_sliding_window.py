@@ -10,11 +10,14 @@ from autojoint.inference import sliding_window
 from autojoint.inference.sliding_window import (
     accumulation_dtype,
     gaussian_importance,
+    mirror_boxes,
     mirror_combinations,
     network_probabilities,
     sliding_window_predict,
+    tile_boxes,
     tile_starts,
 )
+from autojoint.networks.cross_stitch import crop_box
 from autojoint.networks.joint_net import JointNet
 
 
@@ -295,3 +298,90 @@ def test_cuda_half_accumulation_matches_cpu() -> None:
         probs, data, (8, 12, 10), 3, show_progress=False, device="cuda", tile_batch=4
     )
     np.testing.assert_allclose(gpu, cpu, atol=2e-3)
+
+
+class _ViewEcho:
+    """A stand-in joint network whose segmentation logits are the view cropped at each
+    tile's box, or (without a box) the whole view squeezed into the tile."""
+
+    eta = (1.0,)
+
+    def seg(self, x: torch.Tensor, context=None, box=None) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+        assert context is not None
+        size = x.shape[2:]
+        if box is None:
+            return [torch.nn.functional.interpolate(context, size=size, mode="trilinear")]
+        return [crop_box(context, box, size)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((11, 20, 14), ()), ((11, 20, 14), (0, 1, 2)), ((5, 20, 7), (2,)), ((13, 17, 29), (1,))],
+    ids=["plain", "tta", "smaller_tta", "odd_tta"],
+)
+def test_each_window_sees_the_view_at_its_own_place(shape, axes) -> None:  # type: ignore[no-untyped-def]
+    """With every tile cropping the view at its box (mirrored tiles mirrored crops), a model
+    that echoes the view gives the view resampled to the case, whatever the tiling, the
+    batching and the mirroring."""
+    view = torch.randn(1, 3, 6, 9, 8)
+    data = np.zeros((1, *shape), np.float32)
+    expected = torch.softmax(
+        torch.nn.functional.interpolate(view, size=shape, mode="trilinear"), dim=1
+    )[0].numpy()
+    for tile_batch in (1, 3):
+        out = network_probabilities(
+            _ViewEcho(),  # type: ignore[arg-type]
+            data,
+            (6, 8, 8),
+            3,
+            context=view,
+            tile_batch=tile_batch,
+            mirror_axes=axes,
+        )
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_stitch_tiles_get_their_boxes_and_mirrored_tiles_flipped_crops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real cross-stitch network: the stem's crop is called with each tile's own box, and
+    the mirrored pass of a tile with the box mirrored, which crops the mirrored features."""
+    import dataclasses
+
+    from autojoint.networks import cross_stitch
+    from autojoint.planning.schema import NetworkOptions
+    from tests.fingerprints import tiny_plan
+
+    plan = dataclasses.replace(
+        tiny_plan(shape=(8, 16, 16)), network=NetworkOptions(cross_stitch=True)
+    )
+    torch.manual_seed(0)
+    net = JointNet(plan).eval()
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def spy(features: torch.Tensor, box: torch.Tensor, size) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        out = crop_box(features, box, size)
+        calls.append((box.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(cross_stitch, "crop_box", spy)
+    shape = (10, 16, 27)  # 2 x 1 x 3 tiles of (8, 16, 16)
+    data = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    view = torch.randn(1, 1, *plan.classification_shape)
+    with torch.no_grad():
+        network_probabilities(net, data, plan.patch_size, 3, context=view, mirror_axes=(2,))
+    z, y, x = [tile_starts(s, p, 0.5) for s, p in zip(shape, plan.patch_size, strict=True)]
+    assert (z, y, x) == ([0, 2], [0], [0, 6, 11])
+    starts = [(a, b, c) for a in z for b in y for c in x]
+    expected = tile_boxes(starts, plan.patch_size, shape)
+    assert len(calls) == 2 * len(starts)  # one plain and one mirrored pass per tile
+    for i in range(len(starts)):
+        (box, crop), (mirrored_box, mirrored_crop) = calls[2 * i], calls[2 * i + 1]
+        torch.testing.assert_close(box, expected[i : i + 1])
+        torch.testing.assert_close(mirrored_box, mirror_boxes(expected[i : i + 1], (2,)))
+        torch.testing.assert_close(mirrored_crop, crop.flip(4), rtol=1e-5, atol=1e-6)
+    # Without a view the stem crops nothing (segmentation from the patch alone).
+    calls.clear()
+    with torch.no_grad():
+        network_probabilities(net, data, plan.patch_size, 3)
+    assert calls == []

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.networks.blocks import LAYERS_2D, LAYERS_3D, init_weights
-from autojoint.networks.cross_stitch import CrossStitch, InceptionBlock, group_count
+from autojoint.networks.cross_stitch import CrossStitch, InceptionBlock, crop_box, group_count
 from autojoint.networks.joint_net import JointNet, SegmentationUNet, lesion_probability
 from autojoint.networks.reverse_attention import (
     apply_reverse_attention,
@@ -64,6 +64,16 @@ def _inputs(plan: Plan, batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, to
     return patch, view
 
 
+def _boxes(batch: int, ndim: int = 3) -> torch.Tensor:
+    """Where each patch lies in its view: a different box per sample, one overhanging the
+    case and one mirrored along the last axis."""
+    lo = torch.tensor([0.1, 0.5, -0.2, 0.3])[:batch, None].expand(batch, ndim)
+    box = torch.stack([lo, lo + 0.45], dim=1).clone()
+    if batch > 1:
+        box[1, :, -1] = box[1, :, -1].flip(0)
+    return box
+
+
 def _scale_shapes(plan: Plan, size: tuple[int, ...]) -> list[tuple[int, ...]]:
     shapes, cur = [], list(size)
     for stride in plan.topology.strides:
@@ -83,7 +93,7 @@ def test_output_shapes_per_switch(name: str, shape: tuple[int, int, int]) -> Non
     patch, view = _inputs(plan)
     B, K = patch.shape[0], plan.num_seg_classes
     with torch.no_grad():
-        out = net(patch, view)
+        out = net(patch, view, _boxes(B))
         alone = net.seg(patch)
         _, logits_alone, _ = net.classify(view)
     expected = [(B, K, *s) for s in _scale_shapes(plan, plan.patch_size)]
@@ -123,7 +133,7 @@ def test_gradients_reach_both_heads(name: str) -> None:
     plan = _plan(SWITCHES[name], ODD)
     net = _net(plan).train()
     patch, view = _inputs(plan)
-    out = net(patch, view)
+    out = net(patch, view, _boxes(len(patch)))
     assert out.view_scales is not None and out.class_logits is not None
     loss = sum(s.sum() for s in out.patch_scales + out.view_scales) + out.class_logits.sum()
     loss.backward()
@@ -230,7 +240,7 @@ def test_reverse_attention_2d_unet_and_joint_net() -> None:
         network=SWITCHES["all"],
     )
     net = _net(plan_2d, layers=LAYERS_2D)
-    out_j = net(torch.randn(2, 1, 16, 12), torch.randn(2, 1, 8, 16))
+    out_j = net(torch.randn(2, 1, 16, 12), torch.randn(2, 1, 8, 16), _boxes(2, ndim=2))
     assert tuple(out_j.patch_scales[0].shape) == (2, 3, 16, 12)
     assert out_j.view_scales is not None and tuple(out_j.view_scales[0].shape) == (2, 3, 8, 16)
     assert out_j.class_logits is not None and tuple(out_j.class_logits.shape) == (2, 3)
@@ -248,16 +258,15 @@ def test_cross_stitch_mixing_formula() -> None:
         stitch.weight.copy_(torch.tensor([[w_seg1, w_cls2], [w_seg2, w_cls1]]))
     i_seg = torch.randn(2, 3, 2, 4, 6)
     i_cls = torch.randn(2, 3, 4, 8, 3)
-    f_seg, f_cls = stitch(i_seg, i_cls)
-
-    def up(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-
+    box = _boxes(2)
+    f_seg, f_cls = stitch(i_seg, i_cls, box)
     assert f_seg is not None and f_cls is not None
-    torch.testing.assert_close(f_seg, w_seg1 * i_seg + w_cls2 * up(i_cls, (2, 4, 6)))
-    torch.testing.assert_close(f_cls, w_seg2 * up(i_seg, (4, 8, 3)) + w_cls1 * i_cls)
-    # Constant features resample to the same constant.
-    f_seg, _ = stitch(torch.ones(1, 1, 2, 2, 2), torch.full((1, 1, 3, 5, 7), 2.0))
+    torch.testing.assert_close(f_seg, w_seg1 * i_seg + w_cls2 * crop_box(i_cls, box, (2, 4, 6)))
+    # The view keeps its own features: classify(view) sees the same F_cls.
+    torch.testing.assert_close(f_cls, w_cls1 * i_cls)
+    # Constant features crop to the same constant inside the case.
+    inner = torch.tensor([[[0.2, 0.0, 0.5], [0.6, 1.0, 0.9]]])
+    f_seg, _ = stitch(torch.ones(1, 1, 2, 2, 2), torch.full((1, 1, 3, 5, 7), 2.0), inner)
     assert f_seg is not None
     torch.testing.assert_close(f_seg, torch.full((1, 1, 2, 2, 2), w_seg1 + 2 * w_cls2))
     # An absent input contributes nothing.
@@ -268,7 +277,11 @@ def test_cross_stitch_mixing_formula() -> None:
     assert f_seg is None and f_cls is not None
     torch.testing.assert_close(f_cls, w_cls1 * i_cls)
     with pytest.raises(ValueError, match="batch size"):
-        stitch(i_seg, i_cls[:1])
+        stitch(i_seg, i_cls[:1], box)
+    with pytest.raises(ValueError, match="box"):
+        stitch(i_seg, i_cls)
+    with pytest.raises(ValueError, match="box must have shape"):
+        stitch(i_seg, i_cls, box[:, :, :2])
 
 
 def test_inception_block_branches_and_groups() -> None:
@@ -288,37 +301,50 @@ def test_joint_net_wires_the_stem() -> None:
     with torch.no_grad():
         stem.stitch.weight.copy_(torch.tensor([[0.8, 0.3], [0.4, 0.6]]))
     patch, view = _inputs(plan)
+    box = _boxes(len(patch))
     # The U-Net and the classifier read the stem's channels.
     assert net.seg.encoder[0][0].conv.in_channels == stem.out_channels
     assert stem.out_channels >= plan.topology.features_per_stage[0]
     with torch.no_grad():
-        out = net(patch, view)
-        f_seg, f_cls = stem(patch, view)
+        out = net(patch, view, box)
+        f_seg, f_cls = stem(patch, view, box)
         assert f_seg is not None and f_cls is not None
         i_seg, i_cls = stem.seg_block(patch), stem.cls_block(view)
-        up = F.interpolate(i_cls, size=plan.patch_size, mode="trilinear", align_corners=False)
-        torch.testing.assert_close(f_seg, 0.8 * i_seg + 0.3 * up)
+        torch.testing.assert_close(f_seg, 0.8 * i_seg + 0.3 * crop_box(i_cls, box, plan.patch_size))
+        torch.testing.assert_close(f_cls, 0.6 * i_cls)
         for a, b in zip(out.patch_scales, net.seg.segment_features(f_seg), strict=True):
             torch.testing.assert_close(a, b)
-        for a, b in zip(out.patch_scales, net.seg(patch, view), strict=True):
+        for a, b in zip(out.patch_scales, net.seg(patch, view, box), strict=True):
             torch.testing.assert_close(a, b)
         assert out.view_scales is not None
         for a, b in zip(out.view_scales, net.seg.segment_features(f_cls), strict=True):
+            torch.testing.assert_close(a, b)
+        # Training diagnoses the view exactly as inference does: from the view alone.
+        view_scales, logits, _ = net.classify(view)
+        assert out.class_logits is not None
+        torch.testing.assert_close(out.class_logits, logits)
+        for a, b in zip(out.view_scales, view_scales, strict=True):
             torch.testing.assert_close(a, b)
         # Without a view the patch uses its own features alone; instance norm after the
         # first conv makes the w_seg1 scale immaterial.
         alone = net.seg(patch)
         for a, b in zip(alone, net.seg.segment_features(i_seg), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+        # A view without the patch's place in it is refused, not squeezed in whole.
+        with pytest.raises(ValueError, match="box"):
+            net(patch, view)
+        with pytest.raises(ValueError, match="box"):
+            net.seg(patch, view)
 
 
 def test_cross_stitch_mixes_each_case_with_its_own_view() -> None:
     plan = _plan(SWITCHES["all"], ODD)
     net = _net(plan).eval()
     patch, view = _inputs(plan, batch=3)
+    box = _boxes(3)
     with torch.no_grad():
-        full = net(patch, view)
-        single = net(patch[1:2], view[1:2])
+        full = net(patch, view, box)
+        single = net(patch[1:2], view[1:2], box[1:2])
     assert full.class_logits is not None and single.class_logits is not None
     # Batched and single convolutions sum in different orders: ~1e-5 noise, not mixing.
     for a, b in zip(full.patch_scales, single.patch_scales, strict=True):
@@ -460,8 +486,9 @@ def test_state_dict_round_trip_through_the_stored_plan(name: str) -> None:
     fresh = JointNet(stored).eval()
     fresh.load_state_dict(net.state_dict())
     patch, view = _inputs(plan)
+    box = _boxes(len(patch))
     with torch.no_grad():
-        a, b = net(patch, view), fresh(patch, view)
+        a, b = net(patch, view, box), fresh(patch, view, box)
     for x, y in zip(a.patch_scales, b.patch_scales, strict=True):
         assert torch.equal(x, y)
     assert a.class_logits is not None and b.class_logits is not None
