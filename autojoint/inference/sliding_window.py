@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.joint_net import JointNet
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,8 @@ def network_probabilities(
     tile_batch: int = 1,
     mirror_axes: Sequence[int] = (),
 ) -> np.ndarray:
-    """Softmax of the eta-fused segmentation (eq. 1/3) of a joint network, tiled.
+    """Per-class probabilities of the eta-fused segmentation of a joint network, tiled:
+    ``net.fused_probabilities`` (the plan's ``network.fusion``, eq. 3 or eq. 1).
 
     ``context`` is the case's whole-scan view, mixed into every tile when the network has a
     cross-stitch stem (ignored otherwise). It is never mirrored: training mirrors only the
@@ -205,7 +206,7 @@ def network_probabilities(
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-        return torch.softmax(fuse_scales(net.seg(x, ctx), net.eta), dim=1)
+        return net.fused_probabilities(net.seg(x, ctx))
 
     return sliding_window_predict(
         predict,

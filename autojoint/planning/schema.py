@@ -11,6 +11,10 @@ from autojoint.io.typed_json import field_problems
 
 PLAN_SCHEMA_VERSION = 1
 
+# Ways to fuse the deep-supervision scales into one map (NetworkOptions.fusion): "softmax"
+# of sum_i eta_i * UP(S_i) (eq. 3) or MultiR-Net's sum of sigmoids (eq. 1), see
+# autojoint.networks.joint_net.fused_logits.
+FUSIONS = ("softmax", "sigmoid_sum")
 # Training schedules (TrainingOptions.schedule; autojoint.training.schedule).
 SCHEDULES = ("joint", "two-stage")
 
@@ -77,6 +81,10 @@ class NetworkOptions:
         pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.
         residual_refinement: MSD-Net residual refinement block on every decoder stage.
+        fusion: how the scales S_i become the final map: ``"softmax"`` of
+            sum_i eta_i * UP(S_i) (DeepSC-COVID eq. 3) or ``"sigmoid_sum"``, MultiR-Net's
+            sum_i sigmoid(eta_i * UP(S_i)) (eq. 1) read per class and normalised
+            (``autojoint.networks.joint_net.fused_logits``).
     """
 
     reverse_attention: bool = False
@@ -86,6 +94,7 @@ class NetworkOptions:
     pyramid_conv: bool = False
     channel_attention: bool = False
     residual_refinement: bool = False
+    fusion: str = "softmax"
 
 
 @dataclass(frozen=True)
@@ -397,6 +406,8 @@ class Plan:
             out.append("network.classifier_input must be 'concat' or 'multiply'")
         if self.network.refinement_passes < 0:
             out.append("network.refinement_passes must be >= 0")
+        if self.network.fusion not in FUSIONS:
+            out.append(f"network.fusion must be one of {FUSIONS}, got '{self.network.fusion}'")
         if self.training.schedule not in SCHEDULES:
             out.append(
                 f"training.schedule must be one of {SCHEDULES}, got '{self.training.schedule}'"

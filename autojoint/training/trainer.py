@@ -26,7 +26,7 @@ from autojoint.data.loader import JointDataLoader
 from autojoint.io.files import read_json, remove_stale_temp_files, write_json
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.resolution import estimate_memory_gb
 from autojoint.planning.schema import Plan
@@ -134,7 +134,7 @@ def validate(
             counted += 1
             correct += int(plan.classes[int(logits.argmax())] == diag)
         if ref is not None:
-            pred = fuse_scales(scales, net.eta).argmax(1)[0].cpu().numpy() > 0
+            pred = net.fused_logits(scales).argmax(1)[0].cpu().numpy() > 0
             inter += float(np.logical_and(pred, ref > 0).sum())
             denom += float(pred.sum() + (ref > 0).sum())
     net.train()
