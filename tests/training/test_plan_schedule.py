@@ -1,10 +1,12 @@
 """The plan's training schedule (``plans.json`` ``training.schedule``) is what
-``autojoint_train`` trains unless ``--schedule`` says otherwise."""
+``autojoint_train`` trains unless ``--schedule`` says otherwise: DeepSC-COVID's preset,
+given to ``autojoint_plan`` or to ``autojoint_train``, trains two-stage."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from autojoint.cli import train as cli_train
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.planning.presets import preset_overrides
 from autojoint.planning.schema import Plan
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig, resolve_schedule
 from tests.fingerprints import tiny_plan
@@ -23,10 +26,10 @@ PLANNED = ("training.schedule=two-stage",)
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A work directory planned with a two-stage training schedule."""
+    """A work directory planned with ``autojoint_plan --preset deepsc-covid``."""
     root = tmp_path_factory.mktemp("plan_schedule")
     raw = make_raw_dataset(root / "raw", num_cases=4)
-    plan = plan_and_preprocess(raw, root / "work", overrides=PLANNED)
+    plan = plan_and_preprocess(raw, root / "work", overrides=preset_overrides("deepsc-covid"))
     assert plan.training.schedule == "two-stage"
     return root / "work"
 
@@ -36,13 +39,28 @@ def _trained(work: Path, *args: str, epochs: int = 3) -> dict:
     return json.loads((work / "fold_all" / "trainer_config.json").read_text())
 
 
-def test_a_plain_autojoint_train_trains_the_planned_schedule(work: Path) -> None:
+def test_a_plain_autojoint_train_after_planning_deepsc_covid_trains_two_stage(
+    work: Path,
+) -> None:
     cfg = _trained(work)
     assert cfg["config"]["schedule"] == "two-stage"  # resolved, never "plan"
     assert (cfg["config"]["optimizer"], cfg["config"]["learning_rate"]) == ("adam", 1e-3)
     assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
     log = json.loads((work / "fold_all" / "training_log.json").read_text())
     assert [e["stage"] for e in log["epochs"]] == ["segmentation", "classification", "joint"]
+
+
+def test_autojoint_train_with_the_deepsc_covid_preset_trains_two_stage(
+    work: Path, tmp_path: Path
+) -> None:
+    # The same preprocessed data under a plan that asks for the joint schedule.
+    joint = tmp_path / "work"
+    shutil.copytree(work, joint, ignore=shutil.ignore_patterns("fold_*"))
+    plan = apply_overrides(Plan.load(joint / "plans.json"), ["training.schedule=joint"])
+    plan.save(joint / "plans.json")
+    cfg = _trained(joint, "--preset", "deepsc-covid")
+    assert (cfg["config"]["schedule"], cfg["config"]["optimizer"]) == ("two-stage", "adam")
+    assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
 
 
 def test_an_explicit_schedule_wins_over_the_plan(work: Path) -> None:
