@@ -16,6 +16,7 @@ from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.pipeline import plan_and_preprocess
 from autojoint.planning.presets import preset_overrides
 from autojoint.planning.schema import Plan
+from autojoint.training.checkpoint import load_checkpoint
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig, resolve_schedule
 from tests.fingerprints import tiny_plan
 from tests.synthetic import make_raw_dataset
@@ -48,6 +49,9 @@ def test_a_plain_autojoint_train_after_planning_deepsc_covid_trains_two_stage(
     assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
     log = json.loads((work / "fold_all" / "training_log.json").read_text())
     assert [e["stage"] for e in log["epochs"]] == ["segmentation", "classification", "joint"]
+    assert log["config"]["schedule"] == "two-stage"
+    final = load_checkpoint(work / "fold_all" / "checkpoint_final.pt")
+    assert final["extra"]["trainer"]["schedule"] == "two-stage"
 
 
 def test_autojoint_train_with_the_deepsc_covid_preset_trains_two_stage(
