@@ -46,9 +46,7 @@ VARIANTS: dict[str, dict] = {
     "batch dice": {"set": ["loss.batch_dice=true", "loss.weighted_ce=false"]},
     "weighted ce": {"set": ["loss.batch_dice=false", "loss.weighted_ce=true"]},
     "batch dice + weighted ce": {"set": ["loss.batch_dice=true", "loss.weighted_ce=true"]},
-    "batch dice + lesion-weighted ce": {
-        "set": ["loss.batch_dice=true", "loss.weighted_ce=true"]
-    },
+    "batch dice + lesion-weighted ce": {"set": ["loss.batch_dice=true", "loss.weighted_ce=true"]},
     "lesion-weighted ce": {"set": ["loss.batch_dice=false", "loss.weighted_ce=true"]},
     "segmentation only": {"set": ["loss_weights.cls=0", "loss_weights.task_aware=0"]},
     "classification only": {"set": ["loss_weights.seg=0", "loss_weights.task_aware=0"]},

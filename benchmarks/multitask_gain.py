@@ -47,6 +47,7 @@ from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.planning.presets import preset_overrides  # noqa: E402
 from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
 from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
+from autojoint.training.config import PLAN_SCHEDULE  # noqa: E402
 from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
 from autojoint.workdir import (  # noqa: E402
     PLANS_FILE,
@@ -194,6 +195,7 @@ def run_variant(
         seed=seed,
         plan_overrides=VARIANTS[name],
         optimizer="adam",  # as scripts/demo.sh: SGD lags at this tiny budget
+        schedule=PLAN_SCHEDULE,  # the presets' own schedule (deepsc-covid: two-stage)
         augmentation=args.augmentation,
         val_iterations=2,  # the per-epoch validation loss only picks checkpoint_best
     )

@@ -42,7 +42,7 @@ from autojoint.inference.sliding_window import (  # noqa: E402
     tile_starts,
 )
 from autojoint.io.case_loading import load_channels  # noqa: E402
-from autojoint.networks.joint_net import JointNet, fuse_scales  # noqa: E402
+from autojoint.networks.joint_net import JointNet  # noqa: E402
 from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.preprocessing.preprocess import preprocess_arrays  # noqa: E402
 from autojoint.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -103,7 +103,7 @@ def forward_only_seconds(
             x: torch.Tensor, boxes: torch.Tensor | None = None, net: JointNet = net
         ) -> torch.Tensor:
             ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-            return torch.softmax(fuse_scales(net.seg(x, ctx, boxes), net.eta), dim=1)
+            return net.fused_probabilities(net.seg(x, ctx, boxes))
 
         for i in range(0, len(tiles), batch):
             x = torch.stack(

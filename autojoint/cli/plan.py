@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_plan_overrides(
         parser,
-        preset_help="plan for a published system's switches and losses (deepsc-covid, "
-        "multir-net, msd-net; docs/architecture.md): stored in plans.json, and its network "
-        "switches enter the memory fit of patch and batch; --set items apply after it",
+        preset_help="plan for a published system's switches, losses, loss weights and "
+        "training schedule (deepsc-covid, multir-net, msd-net; docs/architecture.md): stored "
+        "in plans.json (autojoint_train then trains its schedule), and its network switches "
+        "enter the memory fit of patch and batch; --set items apply after it",
         set_help="a plan switch to store (and fit the memory to), e.g. --set "
         "network.refinement_passes=2 (repeatable; same items as autojoint_train --set)",
     )

@@ -14,6 +14,7 @@ from autojoint.cli.common import (
 )
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
 from autojoint.planning.schema import CONFIGURATIONS
+from autojoint.training.config import PLAN_SCHEDULE
 from autojoint.training.distributed import context_from_env
 from autojoint.training.schedule import (
     DEFAULT_LR,
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         "--optimizer",
         choices=OPTIMIZERS,
         default=None,
-        help="sgd (Nesterov momentum 0.99; default for --schedule joint) or adam (default "
-        "for --schedule two-stage)",
+        help="sgd (Nesterov momentum 0.99; default for the joint schedule) or adam (default "
+        "for the two-stage schedule)",
     )
     parser.add_argument(
         "--lr",
@@ -70,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--schedule",
         choices=SCHEDULES,
-        default=d.schedule,
-        help="joint (default: all parameters and losses, poly decay) or two-stage (the papers: "
+        default=None,
+        help="joint (all parameters and losses, poly decay) or two-stage (the papers: "
         "pre-train the segmentation path, then the classification path, then fine-tune "
-        "jointly at lr/10; see docs/training.md)",
+        "jointly at lr/10; see docs/training.md). Default: the plan's training.schedule "
+        "(joint unless planned or trained with --preset deepsc-covid or --set "
+        "training.schedule=two-stage)",
     )
     parser.add_argument(
         "--task-aware-warmup",
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     add_plan_overrides(
         parser,
         preset_help="a published system's switches and losses (deepsc-covid, multir-net, "
-        "msd-net; docs/architecture.md); --set items apply after it",
+        "msd-net; docs/architecture.md), including the training schedule unless --schedule "
+        "is given; --set items apply after it",
         set_help="override a plan switch for this run, e.g. --set "
         "network.reverse_attention=true --set loss.segmentation=focal_tversky --set "
         "loss_weights.task_aware=0 (repeatable; the checkpoint stores the resulting plan)",
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations_per_epoch=args.iterations_per_epoch,
         optimizer=args.optimizer or "auto",
         learning_rate=args.lr,
-        schedule=args.schedule,
+        schedule=args.schedule or PLAN_SCHEDULE,
         augmentation=args.augmentation,
         device=args.device,
         num_gpus=args.num_gpus,

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from autojoint.data.loader import patch_box
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.joint_net import JointNet
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,8 @@ def network_probabilities(
     tile_batch: int = 1,
     mirror_axes: Sequence[int] = (),
 ) -> np.ndarray:
-    """Softmax of the eta-fused segmentation (eq. 1/3) of a joint network, tiled.
+    """Per-class probabilities of the eta-fused segmentation of a joint network, tiled:
+    ``net.fused_probabilities`` (the plan's ``network.fusion``, eq. 3 or eq. 1).
 
     ``context`` is the case's whole-scan view (``(1, C, *view)``), mixed into every tile
     when the network has a cross-stitch stem (ignored otherwise): each tile gets its own box
@@ -251,7 +252,7 @@ def network_probabilities(
 
     def predict(x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-        return torch.softmax(fuse_scales(net.seg(x, ctx, boxes), net.eta), dim=1)
+        return net.fused_probabilities(net.seg(x, ctx, boxes))
 
     return sliding_window_predict(
         predict,

@@ -134,14 +134,21 @@ def joint_loss(
     view's scales with the evidence of the reference diagnosis of each sample that
     :func:`evidence_targets` keeps.
     """
-    eta = net.eta
+    eta, fusion = net.eta, net.options.fusion
     seg_loss = get_segmentation_loss(options.segmentation, options)
-    seg = deep_supervision_loss(out.patch_scales, batch["seg"], eta, batch["has_mask"], seg_loss)
+    seg = deep_supervision_loss(
+        out.patch_scales, batch["seg"], eta, batch["has_mask"], seg_loss, fusion=fusion
+    )
     zero = seg * 0.0
     cls, ta = zero, zero
     if out.view_scales is not None and out.class_logits is not None and net.cls is not None:
         seg = seg + VIEW_SEG_WEIGHT * deep_supervision_loss(
-            out.view_scales, batch["cls_seg"], net.view_eta, batch["has_mask"], seg_loss
+            out.view_scales,
+            batch["cls_seg"],
+            net.view_eta,
+            batch["has_mask"],
+            seg_loss,
+            fusion=fusion,
         )
         cls = diagnosis_loss(out.class_logits, batch["diagnosis"], class_weights)
         keep = evidence_targets(batch)

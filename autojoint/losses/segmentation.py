@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.losses.registry import SegmentationLoss, register_segmentation_loss
-from autojoint.networks.joint_net import fuse_scales
+from autojoint.networks.joint_net import fused_logits
 from autojoint.planning.schema import LossOptions
 
 # Floor of the bases raised to a power below 1 ((1 - p_t)^gamma, (1 - TI)^(1/gamma)): keeps
@@ -224,11 +224,17 @@ def deep_supervision_loss(
     eta: Sequence[float],
     has_mask: torch.Tensor,
     loss_fn: SegmentationLoss,
+    *,
+    fusion: str = "softmax",
 ) -> torch.Tensor:
     """Half on the fused output (what inference uses), half on the eta-weighted scales.
 
     ``loss_fn`` is the per-sample segmentation loss (from the registry). Samples without a
     mask (``has_mask`` False) are left out of the mean, not scored against an empty mask.
+    The fused output is :func:`autojoint.networks.joint_net.fused_logits` of ``fusion``
+    (the plan's ``network.fusion``): for ``"sigmoid_sum"`` these are log-probabilities,
+    which every registered loss (all softmax-based) takes as logits of the fused
+    probabilities. Each scale is scored on its own softmax.
 
     Shape:
         scale_logits finest first ``(B, K, ...)``; target ``(B, ...)``; has_mask ``(B,)`` bool.
@@ -238,7 +244,7 @@ def deep_supervision_loss(
     idx = has_mask.nonzero().flatten()
     logits = [s[idx] for s in scale_logits]
     tgt = target[idx]
-    fused = loss_fn(fuse_scales(logits, eta), tgt).mean()
+    fused = loss_fn(fused_logits(logits, eta, fusion), tgt).mean()
     per_scale = sum(
         w * loss_fn(s, downsample_target(tgt, s.shape[2:])).mean()
         for w, s in zip(eta, logits, strict=True)

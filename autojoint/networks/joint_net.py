@@ -7,9 +7,9 @@ concatenated with (or multiplied into) that view's image, feeds the classificati
 
 The plan's ``network`` section switches on the ablations of METHODS.md sections 1-2:
 reverse attention on the skips, the cross-task inception stem with a cross-stitch unit, the
-multiplied classifier input and iterative refinement (docs/architecture.md, "Network
-switches"). With every switch off the network is exactly the foundation one: same
-parameters, same names, same outputs.
+multiplied classifier input, iterative refinement and the scale fusion (eq. 3 or eq. 1;
+:func:`fused_logits`) (docs/architecture.md, "Network switches"). With every switch off
+the network is exactly the foundation one: same parameters, same names, same outputs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from autojoint.networks.msd_blocks import (
     ResidualRefinementBlock,
 )
 from autojoint.networks.reverse_attention import apply_reverse_attention
-from autojoint.planning.schema import NetworkOptions, Plan, Topology
+from autojoint.planning.schema import FUSIONS, NetworkOptions, Plan, Topology
 
 CLASSIFIER_INPUTS = ("concat", "multiply")
 
@@ -44,7 +44,8 @@ class SegmentationUNet(nn.Module):
         reverse_attention: skip features times ``1 - sigmoid(UP(coarser lesion logit))``.
         refinement_passes: n > 0 runs the U-Net n + 1 times; pass k > 0 gets the previous
             pass's fused lesion probability as one extra input channel (zeros for pass 0),
-            so the first conv takes one channel more. ``eta`` fuses the scales.
+            so the first conv takes one channel more. ``eta`` and ``fusion``
+            (:func:`fused_logits`) fuse the scales.
         pyramid_conv, channel_attention, residual_refinement: MSD-Net's blocks
             (``autojoint.networks.msd_blocks``): a pyramid convolution block after encoder
             stage k; skips fused into the upsampled decoder features by channel attention
@@ -70,6 +71,7 @@ class SegmentationUNet(nn.Module):
         pyramid_conv: bool = False,
         channel_attention: bool = False,
         residual_refinement: bool = False,
+        fusion: str = "softmax",
     ) -> None:
         super().__init__()
         if refinement_passes < 0:
@@ -81,6 +83,7 @@ class SegmentationUNet(nn.Module):
         self.reverse_attention = reverse_attention
         self.refinement_passes = refinement_passes
         self.eta = tuple(eta)
+        self.fusion = fusion
         feats = topology.features_per_stage
         self.encoder = nn.ModuleList()
         prev = (stem.out_channels if stem is not None else in_channels) + int(refinement_passes > 0)
@@ -171,7 +174,7 @@ class SegmentationUNet(nn.Module):
         for _ in range(self.refinement_passes + 1):
             scales = self.unet(torch.cat([x, lesion], dim=1))
             passes.append(scales)
-            lesion = lesion_probability(scales, self.eta)
+            lesion = lesion_probability(scales, self.eta, self.fusion)
         return passes
 
     def unet(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -198,7 +201,8 @@ class SegmentationUNet(nn.Module):
 
 
 def fuse_scales(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> torch.Tensor:
-    """Eq. 1/3: fused logits sum_i eta_i * UP(S_i); sigmoid/softmax of it is the final mask.
+    """Eq. 3: fused logits sum_i eta_i * UP(S_i); their softmax is the final mask (the
+    ``"softmax"`` fusion; :func:`fused_logits` serves both fusions).
 
     Shape:
         scale_logits: finest first, each ``(B, K, ...)``; returns the finest's shape.
@@ -206,15 +210,94 @@ def fuse_scales(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> t
     size = scale_logits[0].shape[2:]
     fused = eta[0] * scale_logits[0]
     for w, s in zip(eta[1:], scale_logits[1:], strict=True):
-        fused = fused + w * F.interpolate(
-            s, size=size, mode="trilinear" if s.ndim == 5 else "bilinear", align_corners=False
-        )
+        fused = fused + w * _upsample(s, size)
     return fused
 
 
-def lesion_probability(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> torch.Tensor:
+def _upsample(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """UP(S_i): linear interpolation of a coarser scale's logits to ``size``."""
+    mode = "trilinear" if logits.ndim == 5 else "bilinear"
+    return F.interpolate(logits, size=tuple(size), mode=mode, align_corners=False)
+
+
+def one_vs_rest_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """Per class k, l_k = z_k - log sum_{j != k} exp(z_j), so sigmoid(l_k) = softmax(z)_k.
+
+    The sigmoid logit of "class k, not the others" that a softmax head implies: unlike the
+    raw z_k it does not depend on the softmax's free additive constant. For K = 2 it is
+    ``z_1 - z_0`` (the lesion logit of reverse attention) and its negative.
+
+    Shape:
+        ``(B, K, ...)`` with K >= 2 -> the same.
+    """
+    if logits.shape[1] == 2:  # fast path: no (B, K, K, ...) temporary
+        return logits - logits.flip(1)
+    k = logits.shape[1]
+    eye = torch.eye(k, dtype=torch.bool, device=logits.device)
+    mask = torch.zeros((k, k), dtype=logits.dtype, device=logits.device)
+    mask = mask.masked_fill(eye, float("-inf")).view(1, k, k, *([1] * (logits.ndim - 2)))
+    return logits - torch.logsumexp(logits.unsqueeze(1) + mask, dim=2)
+
+
+def fused_logits(
+    scale_logits: Sequence[torch.Tensor], eta: Sequence[float], fusion: str = "softmax"
+) -> torch.Tensor:
+    """The fused map of the scales S_i (finest first) as logits: its softmax over classes is
+    the fused probability (:func:`fused_probabilities`), so softmax-based losses take it.
+
+    ``"softmax"`` (default, DeepSC-COVID eq. 3): exactly :func:`fuse_scales`.
+
+    ``"sigmoid_sum"`` (MultiR-Net eq. 1, F = sum_i sigmoid(eta_i * UP(F_i)), read per class
+    of a softmax head): with N scales and l_ik the one-vs-rest log-odds of class k in
+    UP(S_i) (:func:`one_vs_rest_log_odds`),
+
+        F_k = sum_i sigmoid(N * eta_i * l_ik)  in [0, N],    p_k = F_k / sum_j F_j,
+
+    background included. The factor N makes the plan's eta (which sum to 1) relative
+    weights around 1 as in the paper: equal eta give sigmoid(l_ik) = softmax(UP(S_i))_k,
+    and p is the mean of the scales' softmax probabilities. For K = 2 the two F sum to N,
+    so p_1 = F_1 / N is eq. 1 divided by N. Returned as log p (finite, computed in the log
+    domain): softmax(log p) = p.
+
+    Raises:
+        ValueError: unknown ``fusion``.
+
+    Shape:
+        scale_logits: finest first, each ``(B, K, ...)``; returns the finest's shape.
+    """
+    if fusion == "softmax":
+        return fuse_scales(scale_logits, eta)
+    if fusion != "sigmoid_sum":
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {FUSIONS}.")
+    n = len(scale_logits)
+    size = scale_logits[0].shape[2:]
+    log_f: torch.Tensor | None = None  # log F_k, accumulated scale by scale
+    for i, (w, s) in enumerate(zip(eta, scale_logits, strict=True)):
+        up = s if i == 0 else _upsample(s, size)
+        term = F.logsigmoid((n * w) * one_vs_rest_log_odds(up))
+        log_f = term if log_f is None else torch.logaddexp(log_f, term)
+    assert log_f is not None
+    return log_f - torch.logsumexp(log_f, dim=1, keepdim=True)
+
+
+def fused_probabilities(
+    scale_logits: Sequence[torch.Tensor], eta: Sequence[float], fusion: str = "softmax"
+) -> torch.Tensor:
+    """Per-class probabilities of the fused map (see :func:`fused_logits`): what the
+    predictor, validation and the lesion map fed to the classifier use.
+
+    Shape:
+        scale_logits: finest first, each ``(B, K, ...)``; returns ``(B, K, ...)`` of the
+        finest scale, summing to 1 over K.
+    """
+    return torch.softmax(fused_logits(scale_logits, eta, fusion), dim=1)
+
+
+def lesion_probability(
+    scale_logits: Sequence[torch.Tensor], eta: Sequence[float], fusion: str = "softmax"
+) -> torch.Tensor:
     """P(any lesion) per voxel of the fused map: 1 - P(background), ``(B, 1, ...)``."""
-    return 1.0 - torch.softmax(fuse_scales(scale_logits, eta), dim=1)[:, :1]
+    return 1.0 - fused_probabilities(scale_logits, eta, fusion)[:, :1]
 
 
 class ClassificationNet(nn.Module):
@@ -289,6 +372,8 @@ def check_network_options(options: NetworkOptions) -> None:
         raise ValueError(
             f"network.refinement_passes must be >= 0, got {options.refinement_passes}."
         )
+    if options.fusion not in FUSIONS:
+        raise ValueError(f"network.fusion must be one of {FUSIONS}, got {options.fusion!r}.")
 
 
 class JointNet(nn.Module):
@@ -327,6 +412,7 @@ class JointNet(nn.Module):
             pyramid_conv=options.pyramid_conv,
             channel_attention=options.channel_attention,
             residual_refinement=options.residual_refinement,
+            fusion=options.fusion,
         )
         self.cls: ClassificationNet | None = None
         if plan.has_diagnosis:
@@ -353,9 +439,17 @@ class JointNet(nn.Module):
         """The cross-stitch stem (owned by ``seg``), or None when the switch is off."""
         return self.seg.stem
 
+    def fused_logits(self, scales: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The fused segmentation of ``scales`` as logits (the plan's ``network.fusion``)."""
+        return fused_logits(scales, self.eta, self.options.fusion)
+
+    def fused_probabilities(self, scales: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-class probabilities of the fused segmentation of ``scales``."""
+        return fused_probabilities(scales, self.eta, self.options.fusion)
+
     def lesion_probability(self, view_scales: Sequence[torch.Tensor]) -> torch.Tensor:
         """P(any lesion) per voxel of the view's fused map (``view_eta``): 1 - P(background)."""
-        return lesion_probability(view_scales, self.view_eta)
+        return lesion_probability(view_scales, self.view_eta, self.options.fusion)
 
     def classify(
         self, view: torch.Tensor

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from autojoint.planning.schema import Plan
 
-OVERRIDABLE_SECTIONS = ("network", "loss", "loss_weights")
+OVERRIDABLE_SECTIONS = ("network", "loss", "loss_weights", "training")
 
 
 def _coerce(text: str, current: object, key: str) -> object:

@@ -1,40 +1,66 @@
 """Named presets: the published systems (METHODS.md) as sets of plan overrides.
 
 A preset is only a list of ``section.field=value`` items for
-:func:`autojoint.planning.overrides.apply_overrides`, so it changes switches and losses but
-never the data-fitted numbers (spacing, patch, topology): an MSD-Net preset on a 2D slice
-dataset gives MSD-Net's blocks in the planned 2D network, on a CT volume dataset their 3D
-analogue. ``--set`` items given after a preset win over it.
+:func:`autojoint.planning.overrides.apply_overrides`, so it changes switches, losses, loss
+weights and the training schedule (``training.schedule``, which ``autojoint_train`` follows
+unless given ``--schedule``) but never the data-fitted numbers (spacing, patch, topology):
+an MSD-Net preset on a 2D slice dataset gives MSD-Net's blocks in the planned 2D network,
+on a CT volume dataset their 3D analogue. ``--set`` items given after a preset win over it.
 """
 
 from __future__ import annotations
 
+# MultiR-Net's lambda in L = lambda * L_cls + (1 - lambda) * L_seg (METHODS.md section 2).
+MULTIR_LAMBDA = 0.5
+
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": (),
-    # DeepSC-COVID: inception stems + cross-stitch, image and lesion map concatenated,
-    # Dice + focal segmentation loss, task-aware loss weight 10 (section 1).
+    # DeepSC-COVID (section 1): inception stems + cross-stitch, image and lesion map
+    # concatenated, eq. 3 fusion, Dice + focal segmentation loss, eq. 11 with l_seg = l_cls
+    # = 1 and the task-aware loss on at the paper's best weight 10, and its two-stage
+    # training (pre-train each path, then fine-tune jointly; autojoint.training.schedule).
     "deepsc-covid": (
         "network.cross_stitch=true",
         "network.classifier_input=concat",
+        "network.fusion=softmax",
         "loss.segmentation=dice_focal",
+        "loss_weights.seg=1",
+        "loss_weights.cls=1",
         "loss_weights.task_aware=10",
+        "training.schedule=two-stage",
     ),
-    # MultiR-Net: reverse attention, classifier fed CT x lesion map, two refinement passes,
-    # focal Tversky (section 2).
+    # MultiR-Net (section 2): reverse attention, eq. 1 fusion (sum of sigmoids), classifier
+    # fed CT x lesion map, two refinement passes, focal Tversky with alpha 0.7, beta 0.3 and
+    # the paper's gamma 0.9, no task-aware loss, and the joint loss
+    # lambda * L_cls + (1 - lambda) * L_seg with lambda = 0.5 (the paper leaves lambda
+    # open in [0, 1]; 0.5 weighs both tasks alike), trained jointly.
     "multir-net": (
         "network.reverse_attention=true",
         "network.classifier_input=multiply",
         "network.refinement_passes=2",
+        "network.fusion=sigmoid_sum",
         "loss.segmentation=focal_tversky",
+        "loss.tversky_alpha=0.7",
+        "loss.tversky_beta=0.3",
+        "loss.tversky_gamma=0.9",
+        f"loss_weights.cls={MULTIR_LAMBDA}",
+        f"loss_weights.seg={1.0 - MULTIR_LAMBDA}",
+        "loss_weights.task_aware=0",
+        "training.schedule=joint",
     ),
-    # MSD-Net: pyramid convolution, channel attention and residual refinement blocks,
-    # class-weighted multi-class focal loss with gamma 2 (section 3).
+    # MSD-Net (section 3): segmentation only (no diagnosis terms), pyramid convolution,
+    # channel attention and residual refinement blocks, class-weighted multi-class focal
+    # loss with gamma 2 (the weights are planned from voxel frequencies).
     "msd-net": (
         "network.pyramid_conv=true",
         "network.channel_attention=true",
         "network.residual_refinement=true",
         "loss.segmentation=focal",
         "loss.focal_gamma=2",
+        "loss_weights.seg=1",
+        "loss_weights.cls=0",
+        "loss_weights.task_aware=0",
+        "training.schedule=joint",
     ),
 }
 

@@ -11,6 +11,13 @@ from autojoint.io.typed_json import field_problems
 
 PLAN_SCHEMA_VERSION = 1
 
+# Ways to fuse the deep-supervision scales into one map (NetworkOptions.fusion): "softmax"
+# of sum_i eta_i * UP(S_i) (eq. 3) or MultiR-Net's sum of sigmoids (eq. 1), see
+# autojoint.networks.joint_net.fused_logits.
+FUSIONS = ("softmax", "sigmoid_sum")
+# Training schedules (TrainingOptions.schedule; autojoint.training.schedule).
+SCHEDULES = ("joint", "two-stage")
+
 Triple = tuple[int, int, int]
 
 
@@ -74,6 +81,10 @@ class NetworkOptions:
         pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.
         residual_refinement: MSD-Net residual refinement block on every decoder stage.
+        fusion: how the scales S_i become the final map: ``"softmax"`` of
+            sum_i eta_i * UP(S_i) (DeepSC-COVID eq. 3) or ``"sigmoid_sum"``, MultiR-Net's
+            sum_i sigmoid(eta_i * UP(S_i)) (eq. 1) read per class and normalised
+            (``autojoint.networks.joint_net.fused_logits``).
     """
 
     reverse_attention: bool = False
@@ -83,6 +94,21 @@ class NetworkOptions:
     pyramid_conv: bool = False
     channel_attention: bool = False
     residual_refinement: bool = False
+    fusion: str = "softmax"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How the plan asks to be trained; the trainer's own options (epochs, optimiser, device)
+    stay in ``TrainerConfig``.
+
+    Attributes:
+        schedule: ``"joint"`` (nnU-Net: every parameter and loss term from the start) or
+            ``"two-stage"`` (DeepSC-COVID: pre-train each path, then fine-tune jointly).
+            ``autojoint_train`` follows it unless given ``--schedule``.
+    """
+
+    schedule: str = "joint"
 
 
 @dataclass(frozen=True)
@@ -219,6 +245,7 @@ class Plan:
     two_d: LowresConfig | None = None
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
+    training: TrainingOptions = field(default_factory=TrainingOptions)
     reasons: dict[str, str] = field(default_factory=dict)
     case_counts: dict[str, int] = field(default_factory=dict)
     lung_mask: str = "off"
@@ -351,6 +378,7 @@ class Plan:
             two_d=_sub_configuration(d.get("two_d")),
             network=NetworkOptions(**d.get("network", {})),
             loss=_loss_options(d.get("loss", {})),
+            training=TrainingOptions(**d.get("training", {})),
             reasons=dict(d.get("reasons", {})),
             case_counts={str(k): int(v) for k, v in d.get("case_counts", {}).items()},
             lung_mask=str(d.get("lung_mask", "off")),
@@ -407,6 +435,12 @@ class Plan:
             out.append("network.classifier_input must be 'concat' or 'multiply'")
         if self.network.refinement_passes < 0:
             out.append("network.refinement_passes must be >= 0")
+        if self.network.fusion not in FUSIONS:
+            out.append(f"network.fusion must be one of {FUSIONS}, got '{self.network.fusion}'")
+        if self.training.schedule not in SCHEDULES:
+            out.append(
+                f"training.schedule must be one of {SCHEDULES}, got '{self.training.schedule}'"
+            )
         weights = self.loss.voxel_class_weights
         if weights and (len(weights) != len(self.labels) or min(weights) <= 0):
             out.append("loss.voxel_class_weights needs one positive weight per label (or none)")

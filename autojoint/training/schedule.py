@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 from autojoint.networks.joint_net import JointNet
-from autojoint.planning.schema import LossWeights
+from autojoint.planning.schema import SCHEDULES, LossWeights
 
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LR = {"sgd": 1e-2, "adam": 1e-3}  # nnU-Net's SGD; the papers' Adam
-SCHEDULES = ("joint", "two-stage")
 # Share of the epochs of each pre-training stage in the two-stage scheme; the rest fine-tunes.
 SEG_PRETRAIN_FRACTION = 0.4
 CLS_PRETRAIN_FRACTION = 0.2

@@ -18,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from autojoint.data.augmentation import (
-    AUGMENTATION_PRESETS,
     AugmentationSpec,
     augmentation_spec,
     make_batch_iterator,
@@ -28,7 +27,7 @@ from autojoint.data.loader import JointDataLoader
 from autojoint.io.files import read_json, remove_stale_temp_files, write_json
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.joint_net import JointNet, fused_logits
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.resolution import estimate_memory_gb
 from autojoint.planning.schema import Plan
@@ -41,6 +40,7 @@ from autojoint.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from autojoint.training.config import TrainerConfig, resolve_schedule
 from autojoint.training.devices import resolve_device
 from autojoint.training.distributed import (
     DistributedContext,
@@ -54,9 +54,6 @@ from autojoint.training.distributed import (
 from autojoint.training.progress import epoch_score, format_epoch, plot_progress, update_ema
 from autojoint.training.rng_state import capture_rng_state, restore_rng_state
 from autojoint.training.schedule import (
-    DEFAULT_LR,
-    OPTIMIZERS,
-    TASK_AWARE_WARMUPS,
     Stage,
     learning_rate,
     make_optimizer,
@@ -86,61 +83,6 @@ logger = logging.getLogger(__name__)
 TRAINER_CONFIG_FILE = "trainer_config.json"
 PROGRESS_FILE = "progress.png"
 RANK_SEED_STRIDE = 100_003  # keeps the loader seeds of ranks and their workers apart
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """How to train (what to train is the plan's business)."""
-
-    epochs: int = 100
-    iterations_per_epoch: int = 250
-    # "sgd" (nnU-Net) or "adam" (the papers); "auto": adam for two-stage, else sgd
-    optimizer: str = "auto"
-    learning_rate: float | None = None  # None: 1e-2 for SGD, 1e-3 for Adam
-    weight_decay: float = 3e-5
-    schedule: str = "joint"  # or "two-stage" (pre-train each path, then fine-tune jointly)
-    grad_clip: float = 12.0  # max global gradient norm
-    augmentation: str = "default"  # none | light | default (data/augmentation.py)
-    device: str = "auto"  # auto (cuda -> mps -> cpu), cpu, cuda[:N], mps
-    num_gpus: int = 1  # > 1 spawns one DDP process per GPU (gloo processes on CPU)
-    seed: int = 0
-    num_workers: int = 0
-    oversample_foreground: float = 0.33
-    configuration: str = "fullres"  # or "lowres" when the plan has one
-    plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
-    checkpoint_every: int = 5  # epochs between checkpoint_latest.pt writes (and the last)
-    val_iterations: int = 10  # validation-loss batches per epoch (folds 0-4)
-    final_validation: bool = True  # sliding window over every validation case at the end
-    resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
-    # "past-chance": l_ta is 0 until the diagnosis loss is past chance, then ramps in
-    # (schedule.task_aware_ramp); "off": full l_ta from the first step
-    task_aware_warmup: str = "past-chance"
-
-    def __post_init__(self) -> None:
-        # Resolve the defaults that depend on other fields, so the stored config is explicit.
-        if self.optimizer == "auto":
-            object.__setattr__(self, "optimizer", "adam" if self.schedule == "two-stage" else "sgd")
-        if self.learning_rate is None and self.optimizer in DEFAULT_LR:
-            object.__setattr__(self, "learning_rate", DEFAULT_LR[self.optimizer])
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}.")
-        if self.augmentation not in AUGMENTATION_PRESETS:
-            raise ValueError(
-                f"unknown augmentation '{self.augmentation}'; choose one of {AUGMENTATION_PRESETS}."
-            )
-        if self.task_aware_warmup not in TASK_AWARE_WARMUPS:
-            raise ValueError(
-                f"unknown task_aware_warmup '{self.task_aware_warmup}'; choose one of "
-                f"{TASK_AWARE_WARMUPS}."
-            )
-        plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
-
-    @property
-    def lr(self) -> float:
-        """The initial learning rate (resolved from the optimiser when not given)."""
-        return DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
-        if self.checkpoint_every < 1 or self.num_gpus < 1:
-            raise ValueError("checkpoint_every and num_gpus must be >= 1.")
 
 
 def fold_cases(
@@ -195,7 +137,8 @@ def validate(
             counted += 1
             correct += int(plan.classes[int(logits.argmax())] == diag)
         if ref is not None:
-            pred = fuse_scales(scales, net.view_eta).argmax(1)[0].cpu().numpy() > 0
+            fused = fused_logits(scales, net.view_eta, net.options.fusion)
+            pred = fused.argmax(1)[0].cpu().numpy() > 0
             inter += float(np.logical_and(pred, ref > 0).sum())
             denom += float(pred.sum() + (ref > 0).sum())
     net.train()
@@ -379,13 +322,17 @@ def train_fold(
     plan = apply_overrides(stored, config.plan_overrides)
     if ctx.is_main:
         warn_if_switches_exceed_budget(stored, plan)
+    # Schedule "plan" becomes the plan's (with --preset/--set applied), so everything stored
+    # below (trainer_config.json, log, checkpoints) names the schedule actually trained.
+    config = resolve_schedule(config, plan)
     device = _rank_device(config, ctx)
     get_segmentation_loss(plan.loss.segmentation, plan.loss)  # fail fast on a bad --set
     stages = plan_stages(config.schedule, config.epochs)
     if config.schedule == "two-stage" and not plan.has_diagnosis:
         raise ValueError(
-            "--schedule two-stage pre-trains the classification path, but the plan has no "
-            "diagnosis classes; use --schedule joint."
+            "the two-stage schedule (--schedule, or the plan's training.schedule) pre-trains "
+            "the classification path, but the plan has no diagnosis classes; use --schedule "
+            "joint."
         )
     # Same initial weights on every rank (DDP also broadcasts rank 0's); batchgenerators'
     # transforms draw from numpy's and Python's global generators: seed both, per rank, so

@@ -46,8 +46,12 @@ def saved_activation_elements(net: JointNet, patch: torch.Tensor, view: torch.Te
         sizes[storage.data_ptr()] = storage.nbytes() // t.element_size()
         return t
 
+    # Where the patch lies in the view (the cross-stitch stem needs it): the whole view.
+    box = torch.tensor([[0.0] * (patch.ndim - 2), [1.0] * (patch.ndim - 2)]).expand(
+        patch.shape[0], 2, patch.ndim - 2
+    )
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(patch, view)
+        net(patch, view, box)
     return sum(sizes.values())
 
 

@@ -10,8 +10,8 @@ import torch
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.planner import MIN_VOXEL_FREQUENCY, voxel_class_weights
-from autojoint.planning.presets import PRESETS, preset_overrides
-from autojoint.planning.schema import Plan
+from autojoint.planning.presets import MULTIR_LAMBDA, PRESETS, preset_overrides
+from autojoint.planning.schema import LossWeights, NetworkOptions, Plan
 from tests.fingerprints import make_fingerprint, tiny_plan
 
 LABELS = {"background": 0, "ground_glass": 1, "interstitial": 2, "consolidation": 3}
@@ -55,7 +55,12 @@ def test_planned_loss_carries_the_weights_and_round_trips(tmp_path) -> None:
 def test_every_preset_applies_and_builds_a_network(name: str) -> None:
     plan = apply_overrides(tiny_plan(shape=(8, 32, 32)), preset_overrides(name))
     net = JointNet(plan)
-    out = net(torch.randn(2, 1, *plan.patch_size), torch.randn(2, 1, *plan.classification_shape))
+    whole_view = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).expand(2, 2, 3)
+    out = net(
+        torch.randn(2, 1, *plan.patch_size),
+        torch.randn(2, 1, *plan.classification_shape),
+        whole_view,
+    )
     assert out.class_logits is not None
 
 
@@ -76,3 +81,57 @@ def test_set_after_a_preset_wins_and_unknown_presets_are_refused() -> None:
     assert plan.network.refinement_passes == 0 and plan.network.reverse_attention
     with pytest.raises(ValueError, match="available: deepsc-covid, default, msd-net"):
         preset_overrides("unet++")
+
+
+# --- each preset is its paper's setup (issue 16) --------------------------------------------
+
+
+def _with_preset(name: str) -> Plan:
+    return apply_overrides(tiny_plan(), preset_overrides(name))
+
+
+def test_deepsc_covid_preset_trains_two_stage_with_dice_focal_and_task_aware_loss() -> None:
+    plan = _with_preset("deepsc-covid")
+    assert plan.training.schedule == "two-stage"
+    assert plan.network == NetworkOptions(cross_stitch=True, classifier_input="concat")
+    assert plan.network.fusion == "softmax"  # eq. 3
+    assert plan.loss.segmentation == "dice_focal"
+    assert plan.loss_weights == LossWeights(seg=1.0, cls=1.0, task_aware=10.0)
+
+
+def test_multir_net_preset_is_eq_1_focal_tversky_and_the_lambda_loss() -> None:
+    plan = _with_preset("multir-net")
+    assert plan.network == NetworkOptions(
+        reverse_attention=True,
+        classifier_input="multiply",
+        refinement_passes=2,
+        fusion="sigmoid_sum",
+    )
+    loss = plan.loss
+    assert loss.segmentation == "focal_tversky"
+    assert (loss.tversky_alpha, loss.tversky_beta, loss.tversky_gamma) == (0.7, 0.3, 0.9)
+    # L = lambda * L_cls + (1 - lambda) * L_seg with lambda = 0.5; no task-aware loss.
+    assert MULTIR_LAMBDA == 0.5
+    assert plan.loss_weights == LossWeights(seg=0.5, cls=0.5, task_aware=0.0)
+    assert plan.training.schedule == "joint"
+
+
+def test_msd_net_preset_is_segmentation_only() -> None:
+    plan, base = _with_preset("msd-net"), tiny_plan()
+    assert plan.loss_weights == LossWeights(seg=1.0, cls=0.0, task_aware=0.0)
+    assert plan.loss.segmentation == "focal" and plan.loss.focal_gamma == 2.0
+    assert plan.loss.voxel_class_weights == base.loss.voxel_class_weights != ()
+    assert plan.network == NetworkOptions(
+        pyramid_conv=True, channel_attention=True, residual_refinement=True
+    )
+    assert plan.training.schedule == "joint"
+
+
+def test_a_preset_given_at_training_replaces_another_presets_schedule_and_weights() -> None:
+    planned = _with_preset("deepsc-covid")
+    plan = apply_overrides(planned, preset_overrides("multir-net"))
+    assert plan.training.schedule == "joint"
+    assert plan.loss_weights.task_aware == 0.0
+    again = apply_overrides(_with_preset("msd-net"), preset_overrides("deepsc-covid"))
+    assert again.training.schedule == "two-stage"
+    assert again.loss_weights == LossWeights(seg=1.0, cls=1.0, task_aware=10.0)

@@ -1,0 +1,107 @@
+"""The trainer's configuration: how to train (what to train is the plan's business)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from autojoint.data.augmentation import AUGMENTATION_PRESETS
+from autojoint.planning.schema import Plan
+from autojoint.training.schedule import DEFAULT_LR, OPTIMIZERS, TASK_AWARE_WARMUPS, plan_stages
+
+logger = logging.getLogger(__name__)
+
+# TrainerConfig.schedule value meaning "the plan's training.schedule" (autojoint_train's
+# default); resolve_schedule replaces it before training starts.
+PLAN_SCHEDULE = "plan"
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How to train (what to train is the plan's business)."""
+
+    epochs: int = 100
+    iterations_per_epoch: int = 250
+    # "sgd" (nnU-Net) or "adam" (the papers); "auto": adam for two-stage, else sgd
+    optimizer: str = "auto"
+    learning_rate: float | None = None  # None: 1e-2 for SGD, 1e-3 for Adam
+    weight_decay: float = 3e-5
+    # "joint", "two-stage" (pre-train each path, then fine-tune jointly) or "plan" (the
+    # plan's training.schedule, resolved when training starts; autojoint_train's default)
+    schedule: str = "joint"
+    grad_clip: float = 12.0  # max global gradient norm
+    augmentation: str = "default"  # none | light | default (data/augmentation.py)
+    device: str = "auto"  # auto (cuda -> mps -> cpu), cpu, cuda[:N], mps
+    num_gpus: int = 1  # > 1 spawns one DDP process per GPU (gloo processes on CPU)
+    seed: int = 0
+    num_workers: int = 0
+    oversample_foreground: float = 0.33
+    configuration: str = "fullres"  # or "lowres" when the plan has one
+    plan_overrides: tuple[str, ...] = ()  # "section.field=value", see planning/overrides.py
+    checkpoint_every: int = 5  # epochs between checkpoint_latest.pt writes (and the last)
+    val_iterations: int = 10  # validation-loss batches per epoch (folds 0-4)
+    final_validation: bool = True  # sliding window over every validation case at the end
+    resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
+    # "past-chance": l_ta is 0 until the diagnosis loss is past chance, then ramps in
+    # (schedule.task_aware_ramp); "off": full l_ta from the first step
+    task_aware_warmup: str = "past-chance"
+
+    def __post_init__(self) -> None:
+        # Resolve the defaults that depend on other fields, so the stored config is explicit.
+        # With schedule "plan" the optimiser default waits for the schedule
+        # (resolve_schedule builds the config anew, which resolves it then).
+        if self.augmentation not in AUGMENTATION_PRESETS:
+            raise ValueError(
+                f"unknown augmentation '{self.augmentation}'; choose one of {AUGMENTATION_PRESETS}."
+            )
+        if self.checkpoint_every < 1 or self.num_gpus < 1:
+            raise ValueError("checkpoint_every and num_gpus must be >= 1.")
+        if self.task_aware_warmup not in TASK_AWARE_WARMUPS:
+            raise ValueError(
+                f"unknown task_aware_warmup '{self.task_aware_warmup}'; choose one of "
+                f"{TASK_AWARE_WARMUPS}."
+            )
+        if self.schedule == PLAN_SCHEDULE:
+            if self.optimizer not in (*OPTIMIZERS, "auto"):
+                raise ValueError(
+                    f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}."
+                )
+            return
+        if self.optimizer == "auto":
+            object.__setattr__(self, "optimizer", "adam" if self.schedule == "two-stage" else "sgd")
+        if self.learning_rate is None and self.optimizer in DEFAULT_LR:
+            object.__setattr__(self, "learning_rate", DEFAULT_LR[self.optimizer])
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}.")
+        plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
+
+    @property
+    def lr(self) -> float:
+        """The initial learning rate (resolved from the optimiser when not given)."""
+        return DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
+
+
+def resolve_schedule(config: TrainerConfig, plan: Plan) -> TrainerConfig:
+    """``config`` with schedule ``"plan"`` replaced by ``plan.training.schedule`` (and the
+    ``"auto"`` optimiser and learning rate resolved for it); any other schedule wins over
+    the plan's, with a warning when they differ.
+
+    Raises:
+        ValueError: the plan's schedule is two-stage and ``config.epochs`` < 3.
+    """
+    planned = plan.training.schedule
+    if config.schedule != PLAN_SCHEDULE:
+        if config.schedule != planned:
+            logger.warning(
+                "training with the %s schedule as configured (--schedule); the plan asks "
+                "for %s (plans.json training.schedule).",
+                config.schedule,
+                planned,
+            )
+        return config
+    if planned == "two-stage" and config.epochs < 3:
+        raise ValueError(
+            f"the plan's training.schedule two-stage needs at least 3 epochs, got "
+            f"{config.epochs}: pass --epochs 3 or more, or --schedule joint."
+        )
+    return replace(config, schedule=planned)
