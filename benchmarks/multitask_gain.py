@@ -39,7 +39,7 @@ from matplotlib.ticker import NullFormatter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autojoint.data.augmentation import AUGMENTATION_PRESETS  # noqa: E402
-from autojoint.evaluation.evidence import evidence_lesion_contrast  # noqa: E402
+from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion  # noqa: E402
 from autojoint.inference.gradcam import grad_cam  # noqa: E402
 from autojoint.inference.predictor import load_ensemble  # noqa: E402
 from autojoint.io.files import atomic_write, read_json, write_json  # noqa: E402
@@ -64,6 +64,7 @@ COLUMNS = (
     "macro-AUC",
     "CAM contrast",
     "Grad-CAM contrast",
+    "CAM peak in lesion",
 )
 
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -101,8 +102,9 @@ def _case_evidence(net, view: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 def evidence_contrasts(
     work: Path, fold: str, case_ids: list[str], figure: Path | None = None
-) -> tuple[float, float]:
-    """Mean lesion contrast of the CAM and Grad-CAM maps over ``case_ids``' whole-scan views.
+) -> tuple[float, float, float]:
+    """Mean lesion contrast of the CAM and Grad-CAM maps over ``case_ids``' whole-scan views,
+    and the share of those views whose CAM peaks inside a lesion (a metric no loss optimises).
 
     With ``figure``, the case with the largest reference lesion is drawn (axial slice of
     maximal lesion area: image with lesion outline, CAM, Grad-CAM) so a reader can see where
@@ -111,10 +113,10 @@ def evidence_contrasts(
     ens = load_ensemble(work, [fold], torch.device("cpu"))
     net, plan = ens.nets[0], ens.plan
     if net.cls is None:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     norm = plan.normalization[0]
     lung_level = (LUNG_HU - norm.mean) / norm.std if norm.scheme == "ct" else -np.inf
-    cam_values, grad_values = [], []
+    cam_values, grad_values, hits = [], [], []
     largest: tuple[int, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     for case in case_ids:
         pre = load_preprocessed(preprocessed_dir(work), case)
@@ -126,11 +128,16 @@ def evidence_contrasts(
         cam, grad = _case_evidence(net, view)
         cam_values.append(evidence_lesion_contrast(cam, lesion, lung))
         grad_values.append(evidence_lesion_contrast(grad, lesion, lung))
+        hits.append(float(evidence_peak_in_lesion(cam, lesion)))
         if largest is None or int(lesion.sum()) > largest[0]:
             largest = (int(lesion.sum()), case, pre["cls_data"][0], lesion, cam, grad)
     if figure is not None and largest is not None:
         _evidence_figure(figure, *largest[1:])
-    return float(np.nanmean(cam_values or [np.nan])), float(np.nanmean(grad_values or [np.nan]))
+    return (
+        float(np.nanmean(cam_values or [np.nan])),
+        float(np.nanmean(grad_values or [np.nan])),
+        float(np.mean(hits or [np.nan])),
+    )
 
 
 def _evidence_figure(
@@ -205,7 +212,7 @@ def run_variant(
     diagnosis = summary.get("diagnosis") or {}
     cases = [e["case"] for e in summary["metric_per_case"]]
     figure = out / "evidence" / f"{work.name}.png"
-    cam, grad = evidence_contrasts(work, args.fold, cases, figure)
+    cam, grad, pointing = evidence_contrasts(work, args.fold, cases, figure)
     row = tuple(
         float("nan") if v is None else float(v)
         for v in (
@@ -215,6 +222,7 @@ def run_variant(
             diagnosis.get("macro_auc"),
             cam,
             grad,
+            pointing,
         )
     )
     record = {"variant": name, "seed": seed, "columns": list(COLUMNS), "row": list(row)}

@@ -485,7 +485,10 @@ def plan_experiment(
             if ct
             else "non-CT channels: per-image z-score"
         ),
-        "loss_weights": "l_seg 1, l_cls 1 (0 without classes), l_ta 10 (DeepSC-COVID's best)",
+        "loss_weights": (
+            "l_seg 1, l_cls 1 (0 without classes), l_ta 10 on the normalised eq. 10 (chosen by "
+            "measurement: docs/training.md, 'The joint loss')"
+        ),
         "loss": loss_reason,
         "lowres": lowres_reason,
         "class_weights": "inverse class frequency N / (C * n_c) (eq. 9); 0 for absent classes",
