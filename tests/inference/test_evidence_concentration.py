@@ -90,7 +90,11 @@ def test_trained_evidence_concentrates_on_lesions() -> None:
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     scaler = make_grad_scaler(torch.device("cpu"))
     net.train()
-    for _ in range(60):
+    # 150 steps: with eq. 10 on normalised evidence of the reference diagnosis (issue 16) the
+    # CAM concentrates more slowly than with the old sigmoid form (contrast 2.27 after 60
+    # steps). Measured at 150 steps, seeds 0 / 1: CAM contrast 4.15 / 4.46 with the
+    # task-aware loss, 0.63 / 3.37 without it; accuracy 1.0 in all four.
+    for _ in range(150):
         views, labels, lesions = _scans(rng, 4)
         masks = torch.from_numpy(lesions.astype(np.int64))  # patch = whole view here
         batch = {
