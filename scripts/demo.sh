@@ -9,7 +9,7 @@ BIN="$VENV/bin"
 DEMO="${AUTOJOINT_DEMO_DIR:-$ROOT/demo_run}"
 NUM_TRAIN="${DEMO_NUM_TRAIN:-45}"
 NUM_TEST="${DEMO_NUM_TEST:-15}"
-EPOCHS="${DEMO_EPOCHS:-20}"
+EPOCHS="${DEMO_EPOCHS:-16}"
 ITERATIONS="${DEMO_ITERATIONS:-25}"
 
 start=$(date +%s)
@@ -22,7 +22,7 @@ echo "[demo] 2/5 fingerprint, plan, preprocess"
 echo "[demo] 3/5 training on all training cases ($EPOCHS epochs x $ITERATIONS iterations)"
 # At a tiny budget Adam beats the library's default SGD, and light augmentation (mirroring
 # only) beats nnU-Net's full preset (measured on this demo at 200 steps, docs/training.md).
-# 20 x 25 steps on 45 cases fit the 15-minute limit on 2 cores with the prediction's
+# 16 x 25 steps on 45 cases fit the 15-minute limit on 2 cores with the prediction's
 # mirroring (about 13 s per held-out case).
 "$BIN/autojoint_train" all -w "$DEMO/work" --epochs "$EPOCHS" --iterations-per-epoch "$ITERATIONS" \
   --optimizer adam --augmentation light
