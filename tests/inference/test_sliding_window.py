@@ -313,6 +313,10 @@ class _ViewEcho:
             return [torch.nn.functional.interpolate(context, size=size, mode="trilinear")]
         return [crop_box(context, box, size)]
 
+    def fused_probabilities(self, scales: list[torch.Tensor]) -> torch.Tensor:
+        """As ``JointNet.fused_probabilities`` with one scale and the softmax fusion."""
+        return torch.softmax(scales[0], dim=1)
+
 
 @pytest.mark.parametrize(
     ("shape", "axes"),
