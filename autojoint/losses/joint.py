@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.losses.segmentation import deep_supervision_loss
 from autojoint.networks.joint_net import JointNet, JointOutput
-from autojoint.planning.schema import LossOptions, LossWeights
+from autojoint.planning.schema import TASK_AWARE_GRADIENTS, LossOptions, LossWeights
 
 # Weight of the whole-scan view's segmentation loss relative to the patch's: the view is
 # coarse, so it should help, not dominate, the full-resolution masks.
@@ -38,11 +38,6 @@ def diagnosis_loss(
     ce = F.cross_entropy(logits[known], y, reduction="none")
     return (class_weights[y] * ce).mean()
 
-
-TASK_AWARE_GRADIENTS = ("evidence", "segmentation", "both")
-"""Which side of eq. 10 learns from it: ``evidence`` (the classifier's maps move towards the
-lesion maps, S detached), ``segmentation`` (S moves towards the evidence, V detached) or
-``both``."""
 
 _EVIDENCE_EPS = 1e-6
 

@@ -36,6 +36,23 @@ def _foreground(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return probs, onehot
 
 
+def _label_weights(
+    class_weights: Sequence[float], logits: torch.Tensor, loss_name: str
+) -> torch.Tensor | None:
+    """One weight per label as a tensor on ``logits``' device, or None when empty (all 1).
+
+    Raises:
+        ValueError: not one weight per output channel of ``logits``.
+    """
+    if not len(class_weights):
+        return None
+    if len(class_weights) != logits.shape[1]:
+        raise ValueError(
+            f"{loss_name}: {len(class_weights)} class weights for {logits.shape[1]} classes."
+        )
+    return logits.new_tensor(list(class_weights))
+
+
 def soft_dice_per_sample(
     logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5, *, batch: bool = False
 ) -> torch.Tensor:
@@ -73,13 +90,7 @@ def dice_ce_per_sample(
     cross-entropy by its true label: the planned voxel weights average 1 per voxel, so the
     term keeps the plain cross-entropy's scale while a rare label's voxels count more.
     """
-    weight = None
-    if len(class_weights):
-        if len(class_weights) != logits.shape[1]:
-            raise ValueError(
-                f"dice_ce: {len(class_weights)} class weights for {logits.shape[1]} classes."
-            )
-        weight = logits.new_tensor(list(class_weights))
+    weight = _label_weights(class_weights, logits, "dice_ce")
     ce = F.cross_entropy(logits, target, weight=weight, reduction="none").flatten(1).mean(dim=1)
     return soft_dice_per_sample(logits, target, batch=batch_dice) + ce
 
@@ -116,12 +127,9 @@ def weighted_focal_per_sample(
     log_pt = torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
     modulation = (-torch.expm1(log_pt)).clamp_min(_TINY).pow(gamma)
     loss = -modulation * log_pt
-    if len(class_weights):
-        if len(class_weights) != logits.shape[1]:
-            raise ValueError(
-                f"focal loss: {len(class_weights)} class weights for {logits.shape[1]} classes."
-            )
-        loss = loss * log_pt.new_tensor(list(class_weights))[target]
+    weight = _label_weights(class_weights, logits, "focal loss")
+    if weight is not None:
+        loss = loss * weight[target]
     return loss.flatten(1).mean(dim=1)
 
 

@@ -234,9 +234,20 @@ def lesion_label_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
     """Per-label cross-entropy weights for ``dice_ce`` (:func:`lesion_label_weights_from`)
     from the fingerprint's mean voxel fraction of each label; empty without masks."""
     union = fingerprint.lesion_stats.get("lesion")
-    total = union.mean_voxel_fraction if union is not None else float("nan")
-    if not np.isfinite(total) or total <= 0:
+    if (
+        union is None
+        or not np.isfinite(union.mean_voxel_fraction)
+        or union.mean_voxel_fraction <= 0
+    ):
         return ()
+    return lesion_label_weights_from(label_fractions(fingerprint))
+
+
+def label_fractions(fingerprint: Fingerprint) -> list[float]:
+    """Mean voxel fraction of each label, ordered by label value: background is 1 minus
+    all lesion labels together; NaN where the fingerprint has no statistics."""
+    union = fingerprint.lesion_stats.get("lesion")
+    total = union.mean_voxel_fraction if union is not None else float("nan")
     fractions = []
     for name, value in sorted(fingerprint.labels.items(), key=lambda kv: kv[1]):
         if value == 0:
@@ -244,7 +255,7 @@ def lesion_label_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
             continue
         stats = fingerprint.lesion_stats.get(name)
         fractions.append(stats.mean_voxel_fraction if stats is not None else float("nan"))
-    return lesion_label_weights_from(fractions)
+    return fractions
 
 
 def lesion_label_weights_from(fractions: Sequence[float]) -> tuple[float, ...]:
@@ -288,16 +299,10 @@ def voxel_class_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
     frequency, which at 0.5% lesion voxels would weigh a lesion voxel 200x a background one
     and destabilise training. Ordered by label value (background first).
     """
-    union = fingerprint.lesion_stats.get("lesion")
-    total = union.mean_voxel_fraction if union is not None else float("nan")
-    freqs = []
-    for name, value in sorted(fingerprint.labels.items(), key=lambda kv: kv[1]):
-        if value == 0:
-            f = 1.0 - total
-        else:
-            stats = fingerprint.lesion_stats.get(name)
-            f = stats.mean_voxel_fraction if stats is not None else float("nan")
-        freqs.append(f if np.isfinite(f) and f > MIN_VOXEL_FREQUENCY else MIN_VOXEL_FREQUENCY)
+    freqs = [
+        f if np.isfinite(f) and f > MIN_VOXEL_FREQUENCY else MIN_VOXEL_FREQUENCY
+        for f in label_fractions(fingerprint)
+    ]
     freq = np.array(freqs, dtype=np.float64)
     weights = freq**-0.5
     weights /= float((freq * weights).sum())

@@ -150,6 +150,12 @@ class LossOptions:
     task_aware_gradient: str = "evidence"
 
 
+TASK_AWARE_GRADIENTS = ("evidence", "segmentation", "both")
+"""Which side of eq. 10 learns from it (``LossOptions.task_aware_gradient``): ``evidence``
+(the classifier's maps move towards the lesion maps, S detached), ``segmentation`` (S moves
+towards the evidence, V detached) or ``both``."""
+
+
 def _loss_options(d: dict) -> LossOptions:
     weights = tuple(float(w) for w in d.get("voxel_class_weights", ()))
     ce_weights = tuple(float(w) for w in d.get("ce_class_weights", ()))
@@ -447,9 +453,9 @@ class Plan:
         ce_weights = self.loss.ce_class_weights
         if ce_weights and (len(ce_weights) != len(self.labels) or min(ce_weights) <= 0):
             out.append("loss.ce_class_weights needs one positive weight per label (or none)")
-        if self.loss.task_aware_gradient not in ("evidence", "segmentation", "both"):
+        if self.loss.task_aware_gradient not in TASK_AWARE_GRADIENTS:
             out.append(
-                "loss.task_aware_gradient must be 'evidence', 'segmentation' or 'both', got "
+                f"loss.task_aware_gradient must be one of {TASK_AWARE_GRADIENTS}, got "
                 f"'{self.loss.task_aware_gradient}'"
             )
         if self.lung_mask not in LUNG_MASK_MODES:
