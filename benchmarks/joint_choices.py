@@ -54,7 +54,7 @@ def _run_name(variant: str, seed: int) -> str:
 
 def prepare(out: Path, num_train: int, num_test: int) -> None:
     """Generate and plan the demo dataset once (skipped when already there)."""
-    from autojoint.planning.pipeline import plan_and_preprocess
+    from autojoint.pipeline import plan_and_preprocess
     from dataset_conversion.generate_demo import generate_dataset
 
     raw, work = out / "raw", out / "work"
@@ -99,7 +99,7 @@ def analyse(work: Path, raw: Path, fold_dir: Path) -> dict:
     from autojoint.inference.predictor import load_ensemble
     from autojoint.inference.sliding_window import sliding_window_predict
     from autojoint.io.case_loading import load_channels, load_label
-    from autojoint.networks.joint_net import fuse_scales
+    from autojoint.networks.fusion import fuse_scales
     from autojoint.preprocessing.preprocess import preprocess_arrays
 
     ensemble = load_ensemble(work, [fold_dir.name.removeprefix("fold_")], torch.device("cpu"))

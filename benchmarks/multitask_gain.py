@@ -43,18 +43,18 @@ from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_pea
 from autojoint.inference.gradcam import grad_cam  # noqa: E402
 from autojoint.inference.predictor import load_ensemble  # noqa: E402
 from autojoint.io.files import atomic_write, read_json, write_json  # noqa: E402
-from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
-from autojoint.planning.presets import preset_overrides  # noqa: E402
-from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
-from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
-from autojoint.training.config import PLAN_SCHEDULE  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
-from autojoint.workdir import (  # noqa: E402
+from autojoint.io.workdir import (  # noqa: E402
     PLANS_FILE,
     PREPROCESSED_DIR,
     SPLITS_FILE,
     preprocessed_dir,
 )
+from autojoint.pipeline import plan_and_preprocess  # noqa: E402
+from autojoint.planning.presets import preset_overrides  # noqa: E402
+from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
+from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
+from autojoint.training.config import PLAN_SCHEDULE  # noqa: E402
+from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
 
 LUNG_HU = -500.0
 COLUMNS = (

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autojoint.inference import predictor  # noqa: E402
-from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
+from autojoint.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
 from tests.synthetic import CLASSES, make_case, make_raw_dataset, write_volume  # noqa: E402
 

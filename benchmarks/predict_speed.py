@@ -42,12 +42,12 @@ from autojoint.inference.sliding_window import (  # noqa: E402
     tile_starts,
 )
 from autojoint.io.case_loading import load_channels  # noqa: E402
+from autojoint.io.workdir import fold_dir  # noqa: E402
 from autojoint.networks.joint_net import JointNet  # noqa: E402
-from autojoint.planning.pipeline import plan_and_preprocess  # noqa: E402
+from autojoint.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.preprocessing.preprocess import preprocess_arrays  # noqa: E402
-from autojoint.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from autojoint.runtime.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
-from autojoint.workdir import fold_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

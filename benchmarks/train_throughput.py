@@ -29,14 +29,14 @@ from autojoint.data.augmentation import (  # noqa: E402
     training_transforms,
 )
 from autojoint.data.loader import JointDataLoader  # noqa: E402
+from autojoint.io.workdir import PLANS_FILE, preprocessed_dir  # noqa: E402
 from autojoint.networks.blocks import init_weights  # noqa: E402
 from autojoint.networks.joint_net import JointNet  # noqa: E402
 from autojoint.planning.schema import Plan  # noqa: E402
 from autojoint.preprocessing.preprocess import list_preprocessed  # noqa: E402
-from autojoint.training.devices import resolve_device  # noqa: E402
+from autojoint.runtime.devices import resolve_device  # noqa: E402
 from autojoint.training.schedule import make_optimizer  # noqa: E402
 from autojoint.training.step import batch_to_device, make_grad_scaler, train_step  # noqa: E402
-from autojoint.workdir import PLANS_FILE, preprocessed_dir  # noqa: E402
 
 
 def _rate(n: int, seconds: float) -> float:

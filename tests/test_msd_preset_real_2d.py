@@ -16,7 +16,7 @@ from autojoint.cli import plan as cli_plan
 from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
 from autojoint.planning.schema import Plan
-from autojoint.training.checkpoint import load_checkpoint
+from autojoint.runtime.checkpoint import load_checkpoint
 from dataset_conversion.convert_medseg import main_slices
 from tests.shared_data import shared_data_or_skip
 

@@ -20,8 +20,8 @@ from autojoint.cli import plan as cli_plan
 from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
 from autojoint.data.loader import JointDataLoader
+from autojoint.io.workdir import preprocessed_dir
 from autojoint.losses.joint import diagnosis_loss
-from autojoint.workdir import preprocessed_dir
 from tests.synthetic import make_raw_dataset
 
 DIAGNOSIS_ONLY = ("case_000", "case_003")  # mask file removed

@@ -16,10 +16,10 @@ from autojoint.cli.common import (
     run,
 )
 from autojoint.io.verify import verify_dataset
+from autojoint.io.workdir import PLANS_FILE
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.explain import explain_plan
-from autojoint.planning.pipeline import plan_and_preprocess
 from autojoint.planning.schema import CONFIGURATIONS, Plan
-from autojoint.workdir import PLANS_FILE
 
 
 def main(argv: list[str] | None = None) -> int:

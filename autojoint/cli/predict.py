@@ -12,7 +12,7 @@ from autojoint.inference.outputs import FAILURES_CSV
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.io.paths import output_dir_problem
 from autojoint.planning.schema import CONFIGURATIONS
-from autojoint.training.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
+from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 # Exit codes (docs/cli.md): 0 every case predicted; 1 nothing could run (one-line error);
 # 2 bad arguments (argparse); 3 some cases failed (listed in OUTPUT_DIR/failures.csv), the

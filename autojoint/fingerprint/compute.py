@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from autojoint.arrays.cropping import bbox_of, body_mask, crop
 from autojoint.fingerprint.schema import (
     ALL_LESIONS,
     PERCENTILES,
@@ -23,9 +24,8 @@ from autojoint.fingerprint.schema import (
     LesionStats,
 )
 from autojoint.io.case_loading import load_channels, load_label
-from autojoint.io.dataset import DatasetError, RawCase, RawDataset
+from autojoint.io.dataset import DatasetError, RawCase, RawDataset, is_ct
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
-from autojoint.preprocessing.cropping import bbox_of, body_mask, crop
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 class _CaseResult:
     fingerprint: CaseFingerprint
     samples: np.ndarray  # (C, N) float32
-
-
-def is_ct(channel_names: dict[str, str]) -> bool:
-    """nnU-Net's convention: a channel named 'CT' holds Hounsfield units."""
-    return any(name.strip().upper() == "CT" for name in channel_names.values())
 
 
 def component_volumes(mask: np.ndarray, spacing: Sequence[float]) -> list[float]:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autojoint.arrays.cropping import uncrop
 from autojoint.inference.gradcam import grad_cam
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
-from autojoint.preprocessing.cropping import uncrop
 from autojoint.preprocessing.preprocess import PreprocessedCase, transpose_spatial
 from autojoint.preprocessing.resample import resample_probabilities
 

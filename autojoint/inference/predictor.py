@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autojoint.fingerprint.compute import is_ct
+from autojoint.arrays.cropping import uncrop
 from autojoint.inference.evidence import (
     DEFAULT_EVIDENCE,
     evidence_on_input_grid,
@@ -49,20 +49,20 @@ from autojoint.inference.outputs import (
 )
 from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.case_loading import load_channels
+from autojoint.io.dataset import is_ct
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, write_image
+from autojoint.io.workdir import configuration_dir, fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
-from autojoint.preprocessing.cropping import uncrop
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
-from autojoint.training.checkpoint import (
+from autojoint.runtime.checkpoint import (
     CHECKPOINTS,
     FINAL_CHECKPOINT,
     load_checkpoint,
     load_weights,
 )
-from autojoint.training.trainer import resolve_device
-from autojoint.workdir import configuration_dir, fold_dir
+from autojoint.runtime.devices import resolve_device
 
 __all__ = [
     "DIAGNOSES_CSV",

@@ -299,3 +299,8 @@ def scan_raw_dataset(root: Path) -> tuple[RawDataset | None, list[DatasetError]]
         cases=tuple(cases),
     )
     return dataset, problems
+
+
+def is_ct(channel_names: dict[str, str]) -> bool:
+    """nnU-Net's convention: a channel named 'CT' holds Hounsfield units."""
+    return any(name.strip().upper() == "CT" for name in channel_names.values())

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.losses.registry import SegmentationLoss, register_segmentation_loss
-from autojoint.networks.joint_net import fused_logits
+from autojoint.networks.fusion import fused_logits
 from autojoint.planning.schema import LossOptions
 
 # Floor of the bases raised to a power below 1 ((1 - p_t)^gamma, (1 - TI)^(1/gamma)): keeps
@@ -239,7 +239,7 @@ def deep_supervision_loss(
 
     ``loss_fn`` is the per-sample segmentation loss (from the registry). Samples without a
     mask (``has_mask`` False) are left out of the mean, not scored against an empty mask.
-    The fused output is :func:`autojoint.networks.joint_net.fused_logits` of ``fusion``
+    The fused output is :func:`autojoint.networks.fusion.fused_logits` of ``fusion``
     (the plan's ``network.fusion``): for ``"sigmoid_sum"`` these are log-probabilities,
     which every registered loss (all softmax-based) takes as logits of the fused
     probabilities. Each scale is scored on its own softmax.

@@ -23,10 +23,7 @@ import torch
 from torch import nn
 
 from autojoint.networks.blocks import ConvNormAct, LayerTypes
-
-MAX_PYRAMID_LEVEL = 4
-"""MSD-Net's ResNet has four stages, so PCB-4 (kernels 15..27) is the largest it defines;
-deeper stages of a self-configured U-Net reuse PCB-4."""
+from autojoint.planning.resolution import MAX_PYRAMID_LEVEL
 
 
 def pyramid_kernel_sizes(level: int) -> tuple[int, ...]:

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from autojoint.fingerprint.compute import equivalent_diameter, is_ct
+from autojoint.fingerprint.compute import equivalent_diameter
 from autojoint.fingerprint.schema import Fingerprint
+from autojoint.io.dataset import is_ct
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
 from autojoint.planning.resolution import ResolutionFit, fit_resolution
 from autojoint.planning.schema import (

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autojoint.networks.msd_blocks import MAX_PYRAMID_LEVEL
 from autojoint.planning.schema import NetworkOptions, Topology, Triple
+
+MAX_PYRAMID_LEVEL = 4
+"""MSD-Net's ResNet has four stages, so PCB-4 (kernels 15..27) is the largest it defines;
+deeper stages of a self-configured U-Net reuse PCB-4. Defined in the planner, whose memory
+estimate counts the pyramid branches; the network reads it from here."""
 
 MIN_BOTTLENECK_VOXELS = 4
 # Smallest whole-scan view axis: the classifier's three stride-2 units leave >= 2 voxels.

@@ -13,7 +13,7 @@ PLAN_SCHEMA_VERSION = 1
 
 # Ways to fuse the deep-supervision scales into one map (NetworkOptions.fusion): "softmax"
 # of sum_i eta_i * UP(S_i) (eq. 3) or MultiR-Net's sum of sigmoids (eq. 1), see
-# autojoint.networks.joint_net.fused_logits.
+# autojoint.networks.fusion.fused_logits.
 FUSIONS = ("softmax", "sigmoid_sum")
 # Training schedules (TrainingOptions.schedule; autojoint.training.schedule).
 SCHEDULES = ("joint", "two-stage")
@@ -84,7 +84,7 @@ class NetworkOptions:
         fusion: how the scales S_i become the final map: ``"softmax"`` of
             sum_i eta_i * UP(S_i) (DeepSC-COVID eq. 3) or ``"sigmoid_sum"``, MultiR-Net's
             sum_i sigmoid(eta_i * UP(S_i)) (eq. 1) read per class and normalised
-            (``autojoint.networks.joint_net.fused_logits``).
+            (``autojoint.networks.fusion.fused_logits``).
     """
 
     reverse_attention: bool = False

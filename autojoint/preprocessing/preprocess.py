@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from autojoint.fingerprint.compute import is_ct
+from autojoint.arrays.cropping import BBox, bbox_of, body_mask, crop
 from autojoint.io.case_loading import load_channels, load_label
-from autojoint.io.dataset import RawCase, RawDataset
+from autojoint.io.dataset import RawCase, RawDataset, is_ct
 from autojoint.io.files import atomic_write, read_json, remove_stale_temp_files, write_json
 from autojoint.io.image_io import ImageGeometry
 from autojoint.io.paths import check_case_name
 from autojoint.planning.schema import Plan
-from autojoint.preprocessing.cropping import BBox, bbox_of, body_mask, crop
 from autojoint.preprocessing.lung_mask import lung_crop
 from autojoint.preprocessing.normalization import normalize
 from autojoint.preprocessing.resample import resample_image, resample_label, shape_for_spacing

@@ -25,14 +25,16 @@ from autojoint.data.augmentation import (
 )
 from autojoint.data.loader import JointDataLoader
 from autojoint.io.files import read_json, remove_stale_temp_files, write_json
+from autojoint.io.workdir import PLANS_FILE, SPLITS_FILE, fold_dir, preprocessed_dir
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet, fused_logits
+from autojoint.networks.fusion import fused_logits
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.resolution import estimate_memory_gb
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
-from autojoint.training.checkpoint import (
+from autojoint.runtime.checkpoint import (
     BEST_CHECKPOINT,
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
@@ -40,8 +42,8 @@ from autojoint.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from autojoint.runtime.devices import resolve_device
 from autojoint.training.config import TrainerConfig, resolve_schedule
-from autojoint.training.devices import resolve_device
 from autojoint.training.distributed import (
     DistributedContext,
     all_reduce_mean,
@@ -74,7 +76,6 @@ from autojoint.training.step import (
     validation_loss,
 )
 from autojoint.training.validation import validate_cases, write_validation
-from autojoint.workdir import PLANS_FILE, SPLITS_FILE, fold_dir, preprocessed_dir
 
 __all__ = ["TrainerConfig", "fold_cases", "resolve_device", "train_fold", "validate"]
 

@@ -13,7 +13,7 @@ import torch
 from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_scores
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training import validation
 from tests.synthetic import make_raw_dataset

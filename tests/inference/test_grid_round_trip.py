@@ -9,7 +9,7 @@ import numpy as np
 
 from autojoint.inference.predictor import mask_on_input_grid
 from autojoint.io.case_loading import load_channels, load_label
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from tests.synthetic import make_raw_dataset
 

@@ -25,9 +25,9 @@ from autojoint.inference.predictor import (
     predict_case,
     run_prediction,
 )
+from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
-from autojoint.training.checkpoint import save_checkpoint
-from autojoint.workdir import fold_dir
+from autojoint.runtime.checkpoint import save_checkpoint
 from tests.inference.tiny_workdir import make_tiny_workdir
 from tests.synthetic import CLASSES, make_case, write_volume
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
+from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
-from autojoint.training.checkpoint import save_checkpoint
-from autojoint.workdir import fold_dir
+from autojoint.runtime.checkpoint import save_checkpoint
 from tests.synthetic import make_raw_dataset
 
 

@@ -22,7 +22,8 @@ from autojoint.losses.segmentation import (
     soft_dice_per_sample,
 )
 from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.fusion import fuse_scales
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, LossWeights, Plan
 from tests.fingerprints import tiny_plan
 

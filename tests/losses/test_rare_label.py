@@ -18,7 +18,8 @@ import torch
 
 from autojoint.losses.joint import joint_loss
 from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet, fuse_scales
+from autojoint.networks.fusion import fuse_scales
+from autojoint.networks.joint_net import JointNet
 from autojoint.planning.planner import lesion_label_weights_from
 from autojoint.planning.schema import Plan
 from tests.fingerprints import tiny_plan

@@ -18,14 +18,13 @@ from autojoint.losses.segmentation import (
     downsample_target,
 )
 from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import (
-    JointNet,
+from autojoint.networks.fusion import (
     fuse_scales,
     fused_logits,
     fused_probabilities,
-    lesion_probability,
     one_vs_rest_log_odds,
 )
+from autojoint.networks.joint_net import JointNet, lesion_probability
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import NetworkOptions
 from tests.fingerprints import tiny_plan

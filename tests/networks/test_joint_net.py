@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from autojoint.io.workdir import PLANS_FILE
 from autojoint.networks.blocks import LAYERS_2D, ResidualUnit, init_weights
-from autojoint.networks.joint_net import ClassificationNet, JointNet, SegmentationUNet, fuse_scales
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.networks.fusion import fuse_scales
+from autojoint.networks.joint_net import ClassificationNet, JointNet, SegmentationUNet
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan, Topology
-from autojoint.workdir import PLANS_FILE
 from tests.fingerprints import tiny_plan
 from tests.synthetic import make_raw_dataset
 

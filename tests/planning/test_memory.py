@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from autojoint.networks.joint_net import JointNet
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning import planner
-from autojoint.planning.pipeline import plan_and_preprocess
 from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, detect_memory_budget, plan_experiment
 from autojoint.planning.resolution import estimate_activation_elements, estimate_memory_gb
 from autojoint.planning.schema import NetworkOptions, Plan

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from autojoint.cli import plan as cli_plan
+from autojoint.io.workdir import PLANS_FILE
+from autojoint.pipeline import plan_and_preprocess, plan_with_overrides
 from autojoint.planning.overrides import (
     apply_overrides,
     available_overrides,
     check_override_keys,
 )
-from autojoint.planning.pipeline import plan_and_preprocess, plan_with_overrides
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import NetworkOptions, Plan
 from autojoint.training.trainer import warn_if_switches_exceed_budget
-from autojoint.workdir import PLANS_FILE
 from tests.fingerprints import make_fingerprint, tiny_plan
 from tests.synthetic import make_raw_dataset
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import load_preprocessed
 from tests.shared_data import SHARED_DATA

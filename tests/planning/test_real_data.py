@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
 from tests.shared_data import SHARED_DATA
 

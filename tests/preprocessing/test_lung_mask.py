@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from autojoint.arrays.cropping import bbox_of
 from autojoint.cli import plan as cli_plan
 from autojoint.io.image_io import ImageGeometry
 from autojoint.planning.schema import Plan
-from autojoint.preprocessing.cropping import bbox_of
 from autojoint.preprocessing.lung_mask import lung_bbox, lung_crop, lung_mask
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from tests.shared_data import shared_data_or_skip

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from autojoint.arrays.cropping import CT_AIR_THRESHOLD_HU, bbox_of, body_mask, crop, uncrop
 from autojoint.fingerprint.compute import lesion_stats
 from autojoint.fingerprint.schema import CaseFingerprint, Fingerprint, IntensityStats
 from autojoint.io.image_io import ImageGeometry
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import ChannelNormalization
-from autojoint.preprocessing.cropping import CT_AIR_THRESHOLD_HU, bbox_of, body_mask, crop, uncrop
 from autojoint.preprocessing.normalization import normalize
 from autojoint.preprocessing.preprocess import (
     MAX_FOREGROUND_SAMPLES,

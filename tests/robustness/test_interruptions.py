@@ -20,9 +20,9 @@ import torch
 from autojoint.cli import plan as cli_plan
 from autojoint.io.files import atomic_write
 from autojoint.io.image_io import ImageGeometry
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import PreprocessedCase, save_preprocessed
-from autojoint.training.checkpoint import load_checkpoint
+from autojoint.runtime.checkpoint import load_checkpoint
 from autojoint.training.trainer import fold_cases
 from tests.synthetic import make_raw_dataset
 

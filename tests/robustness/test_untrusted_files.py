@@ -30,7 +30,7 @@ from autojoint.io.paths import (
 )
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, save_preprocessed
-from autojoint.training.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint
+from autojoint.runtime.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint
 from tests.synthetic import write_volume
 
 PLANS = Path(__file__).resolve().parents[2] / "plans"

@@ -18,9 +18,10 @@ from autojoint.data.augmentation import (
     training_transforms,
 )
 from autojoint.data.loader import JointDataLoader
+from autojoint.io.workdir import preprocessed_dir
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
-from autojoint.planning.pipeline import plan_and_preprocess
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import list_preprocessed
 from autojoint.training.step import (
@@ -30,7 +31,6 @@ from autojoint.training.step import (
     validation_loss,
 )
 from autojoint.training.validation import validate_cases
-from autojoint.workdir import preprocessed_dir
 from tests.synthetic import make_raw_dataset
 
 

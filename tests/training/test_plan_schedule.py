@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from autojoint.cli import train as cli_train
+from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.overrides import apply_overrides
-from autojoint.planning.pipeline import plan_and_preprocess
 from autojoint.planning.presets import preset_overrides
 from autojoint.planning.schema import Plan
-from autojoint.training.checkpoint import load_checkpoint
+from autojoint.runtime.checkpoint import load_checkpoint
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig, resolve_schedule
 from tests.fingerprints import tiny_plan
 from tests.synthetic import make_raw_dataset

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autojoint.planning.pipeline import plan_and_preprocess
-from autojoint.training.checkpoint import load_checkpoint
+from autojoint.pipeline import plan_and_preprocess
+from autojoint.runtime.checkpoint import load_checkpoint
 from autojoint.training.progress import epoch_score, update_ema
 from autojoint.training.trainer import TrainerConfig, train_fold
 from tests.synthetic import make_raw_dataset

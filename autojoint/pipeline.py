@@ -8,15 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from autojoint.fingerprint.compute import compute_fingerprint, is_ct
+from autojoint.fingerprint.compute import compute_fingerprint
 from autojoint.fingerprint.schema import Fingerprint
+from autojoint.io.dataset import is_ct
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.verify import require_valid_dataset
+from autojoint.io.workdir import FINGERPRINT_FILE, PLANS_FILE, preprocessed_dir
 from autojoint.planning.overrides import apply_overrides, check_override_keys
 from autojoint.planning.planner import detect_memory_budget, plan_experiment
 from autojoint.planning.schema import NetworkOptions, Plan
 from autojoint.preprocessing.preprocess import preprocess_dataset
-from autojoint.workdir import FINGERPRINT_FILE, PLANS_FILE, preprocessed_dir
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autojoint.training import devices
-from autojoint.training.devices import resolve_device
+from autojoint.runtime import devices
+from autojoint.runtime.devices import resolve_device
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Shared runtime of training and inference: compute devices and the checkpoint format."""
