@@ -13,21 +13,17 @@ chest with the same statistics that runs fast on a CPU. Arrays are ``(Z, Y, X)``
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
+import itertools
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
-from autojoint.io.files import atomic_write
-from autojoint.io.image_io import write_sitk_image
 from dataset_conversion.demo_anatomy import (
     HU_AIR,
     NOISE_SD,
@@ -40,6 +36,7 @@ from dataset_conversion.demo_anatomy import (
     smooth_field,
 )
 from dataset_conversion.demo_lesions import LesionInfo, paint_lesions
+from dataset_conversion.raw_writer import ConvertedCase, write_raw_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -164,18 +161,13 @@ def _check_extent(fov_mm: float, z_extent_mm: float) -> None:
         )
 
 
-def _write_volume(array: np.ndarray, case: DemoCase, path: Path) -> None:
-    """Write an image or label on the case geometry (spacing reversed to ITK's x, y, z)."""
+def _to_image(array: np.ndarray, case: DemoCase) -> sitk.Image:
+    """An image or label on the case geometry (spacing reversed to ITK's x, y, z)."""
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(reversed(case.spacing_zyx)))
     img.SetOrigin(case.origin_xyz)
     img.SetDirection(case.direction)
-    write_sitk_image(img, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a small text file (JSON, CSV) atomically."""
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), binary=True)
+    return img
 
 
 def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:
@@ -190,26 +182,18 @@ def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:
         (out_dir / f"diagnoses{split}.csv").unlink(missing_ok=True)
 
 
-def _write_split(
-    out_dir: Path,
+def _split_cases(
     split: str,
     ids: list[str],
     seed: int,
     split_key: int,
     fov_mm: float,
     z_extent_mm: float,
-) -> None:
-    """Generate and write one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses."""
-    _remove_stale(out_dir, split, ids)
-    if not ids:
-        return
-    img_dir, lab_dir = out_dir / f"images{split}", out_dir / f"labels{split}"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lab_dir.mkdir(parents=True, exist_ok=True)
+) -> Iterator[ConvertedCase]:
+    """Generate one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses, in id order."""
     order = np.random.default_rng([seed, split_key]).permutation(len(ids))
     diagnoses = [DIAGNOSES[int(i) % len(DIAGNOSES)] for i in order]
-    jobs = list(zip(ids, diagnoses, strict=True))
-    for i, (case_id, diagnosis) in enumerate(tqdm(jobs, desc=f"demo{split}", unit="case")):
+    for i, (case_id, diagnosis) in enumerate(zip(ids, diagnoses, strict=True)):
         # one stream per case: a case does not change when other cases are added
         case = generate_case(
             case_id,
@@ -218,13 +202,14 @@ def _write_split(
             fov_mm=fov_mm,
             z_extent_mm=z_extent_mm,
         )
-        _write_volume(case.image, case, img_dir / f"{case_id}_0000.nii.gz")
-        _write_volume(case.label, case, lab_dir / f"{case_id}.nii.gz")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["case", "diagnosis"])
-    writer.writerows(jobs)
-    _write_text(out_dir / f"diagnoses{split}.csv", buf.getvalue())
+        yield ConvertedCase(
+            case_id,
+            (_to_image(case.image, case),),
+            _to_image(case.label, case),
+            diagnosis,
+            source=f"generated demo case {case_id} (seed {seed})",
+            split=split,
+        )
 
 
 def generate_dataset(
@@ -237,6 +222,9 @@ def generate_dataset(
     z_extent_mm: float = 300.0,
 ) -> None:
     """Write a complete nnU-Net v2 raw dataset of synthetic chest CTs to ``out_dir``.
+
+    The files go through :func:`dataset_conversion.raw_writer.write_raw_dataset` (the one
+    writer of the raw layout) in place, so a rerun refreshes the demo and keeps other files.
 
     Args:
         out_dir: dataset folder (created; ``demo_*`` cases of earlier runs are replaced).
@@ -259,24 +247,29 @@ def generate_dataset(
             raise ValueError(f"{name} must be an integer >= {low} (got {value}).")
     _check_extent(fov_mm, z_extent_mm)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ids = [f"demo_{i:03d}" for i in range(num_train + num_test)]
-    _write_split(out_dir, "Tr", ids[:num_train], seed, 0, fov_mm, z_extent_mm)
-    _write_split(out_dir, "Ts", ids[num_train:], seed, 1, fov_mm, z_extent_mm)
-    meta = {
-        "name": "AutoJointDemo",
-        "description": (
+    train_ids, test_ids = ids[:num_train], ids[num_train:]
+    _remove_stale(out_dir, "Tr", train_ids)
+    _remove_stale(out_dir, "Ts", test_ids)
+    cases = itertools.chain(
+        _split_cases("Tr", train_ids, seed, 0, fov_mm, z_extent_mm),
+        _split_cases("Ts", test_ids, seed, 1, fov_mm, z_extent_mm),
+    )
+    write_raw_dataset(
+        out_dir,
+        cases,
+        labels=LABELS,
+        classes=DIAGNOSES,
+        name="AutoJointDemo",
+        description=(
             f"Synthetic chest CT (seed {seed}, fov {fov_mm} mm, z {z_extent_mm} mm) "
             "with COVID-19 / CAP / normal lesion patterns after DeepSC-COVID: "
             "count, lesion/lung volume, density and location differ by class."
         ),
-        "channel_names": {"0": "CT"},
-        "labels": LABELS,
-        "numTraining": num_train,
-        "file_ending": ".nii.gz",
-        "classes": list(DIAGNOSES),
-    }
-    _write_text(out_dir / "dataset.json", json.dumps(meta, indent=2) + "\n")
+        num_cases=len(ids),
+        in_place=True,
+        sort_diagnoses=False,
+    )
     logger.info("wrote %d training and %d test cases to %s", num_train, num_test, out_dir)
 
 
