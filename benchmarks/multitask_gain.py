@@ -29,32 +29,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.ticker import NullFormatter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.data.augmentation import AUGMENTATION_PRESETS  # noqa: E402
-from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion  # noqa: E402
-from autojoint.inference.gradcam import grad_cam  # noqa: E402
-from autojoint.inference.predictor import load_ensemble  # noqa: E402
-from autojoint.io.files import atomic_write, read_json, write_json  # noqa: E402
-from autojoint.io.workdir import (  # noqa: E402
+from autojoint.data.augmentation import AUGMENTATION_PRESETS
+from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion
+from autojoint.inference.gradcam import grad_cam
+from autojoint.inference.predictor import load_ensemble
+from autojoint.io.files import atomic_write, read_json, write_json
+from autojoint.io.workdir import (
     PLANS_FILE,
     PREPROCESSED_DIR,
     SPLITS_FILE,
     preprocessed_dir,
 )
-from autojoint.pipeline import plan_and_preprocess  # noqa: E402
-from autojoint.planning.presets import preset_overrides  # noqa: E402
-from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
-from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
-from autojoint.training.config import PLAN_SCHEDULE  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
+from autojoint.pipeline import plan_and_preprocess
+from autojoint.planning.presets import preset_overrides
+from autojoint.preprocessing.preprocess import load_preprocessed
+from autojoint.reporting.figures import new_figure, save_png
+from autojoint.training.config import PLAN_SCHEDULE
+from autojoint.training.trainer import TrainerConfig, train_fold
 
 LUNG_HU = -500.0
 COLUMNS = (

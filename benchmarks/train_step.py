@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.losses.joint import joint_loss  # noqa: E402
-from autojoint.networks.blocks import init_weights  # noqa: E402
-from autojoint.networks.joint_net import JointNet  # noqa: E402
-from autojoint.planning.schema import NetworkOptions, Plan  # noqa: E402
+from autojoint.losses.joint import joint_loss
+from autojoint.networks.blocks import init_weights
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.schema import NetworkOptions, Plan
 
 
 def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:

@@ -21,6 +21,7 @@ from autojoint.preprocessing.preprocess import (
     list_preprocessed,
     load_preprocessed,
 )
+from tests.data.helpers import write_coordinate_case
 
 SHAPE = (10, 20, 20)
 
@@ -155,24 +156,6 @@ def test_larger_loaded_patch_keeps_the_lesion_in_the_central_patch(tmp_path: Pat
         assert seg[1:3, 3:7, 4:8].any()  # the centre crop that spatial augmentation keeps
 
 
-def _write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """A case whose channel ``a`` holds each voxel's index along axis ``a``, its view the
-    case itself (so a box crops the view on voxel centres), one lesion voxel."""
-    data = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
-    data = data.astype(np.float32)
-    seg = np.zeros(shape, np.uint8)
-    seg[shape[0] - 2, 1, shape[2] - 2] = 1  # near a corner: a centred patch may overhang
-    case = root / case_id
-    case.mkdir(parents=True)
-    np.save(case / "data.npy", data)
-    np.save(case / "cls_data.npy", data)
-    np.save(case / "seg.npy", seg)
-    np.save(case / "cls_seg.npy", seg)
-    np.save(case / "fg_locations.npy", foreground_locations(seg, np.random.default_rng(0)))
-    write_json({"case_id": case_id, "diagnosis": "CAP"}, root / f"{case_id}.json")
-    return data
-
-
 @pytest.mark.parametrize("loaded", [None, (5, 9, 8)], ids=["patch", "larger_loaded"])
 def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
     """``patch_box`` = (start, start + size) / case shape of the central ``patch_size``
@@ -181,7 +164,7 @@ def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  
     from autojoint.networks.cross_stitch import crop_box
 
     shape, patch = (10, 20, 12), (3, 5, 4)
-    data = _write_coordinate_case(tmp_path, "a", shape)
+    data = write_coordinate_case(tmp_path, "a", shape)
     loader = JointDataLoader(
         tmp_path,
         ["a"],

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_scores
-from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training import validation
+from tests.helpers import seeded_net
 from tests.synthetic import make_raw_dataset
 
 
@@ -33,9 +32,7 @@ def test_validation_reports_surface_metrics_and_auc(
     plan = plan_and_preprocess(raw, work)
     pre_dir = work / "preprocessed"
     case_ids = list_preprocessed(pre_dir)
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     monkeypatch.setattr(validation, "network_probabilities", _fake_probabilities)
 
     summary = validation.validate_cases(net, plan, pre_dir, case_ids, torch.device("cpu"))
