@@ -82,13 +82,10 @@ def preprocess_arrays(
     new_shape = shape_for_spacing(data_c.shape[1:], spacing, plan.target_spacing)
     data_r = resample_image(data_c, new_shape)
     seg_r = resample_label(seg_c, new_shape, plan.num_seg_classes) if seg_c is not None else None
-    if plan.has_diagnosis:
-        cls_data = resample_image(data_c, plan.classification_shape, order=1)
-        cls_seg = (
-            resample_label(seg_c, plan.classification_shape, plan.num_seg_classes)
-            if seg_c is not None
-            else None
-        )
+    view = plan.classification_shape  # None exactly when the plan has no diagnosis classes
+    if view is not None:
+        cls_data = resample_image(data_c, view, order=1)
+        cls_seg = resample_label(seg_c, view, plan.num_seg_classes) if seg_c is not None else None
     else:
         cls_data, cls_seg = np.zeros((data.shape[0], 1, 1, 1), np.float32), None
     return PreprocessedCase(case_id, data_r, seg_r, cls_data, cls_seg, geometry, bbox, diagnosis)
