@@ -25,6 +25,28 @@ from autojoint.preprocessing.preprocess import (
 SHAPE = (10, 20, 20)
 
 
+def _write_properties(
+    root: Path, case_id: str, diagnosis: str | None, shape: tuple[int, ...] = SHAPE
+) -> None:
+    """``CASE.json`` as autojoint_plan has always written it (geometry without ``is_2d``
+    as before 2D support; the crop box covering the whole case)."""
+    geometry = {
+        "shape": list(shape),
+        "spacing": [1.0, 1.0, 1.0],
+        "origin": [0.0, 0.0, 0.0],
+        "direction": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    }
+    props = {
+        "case_id": case_id,
+        "geometry": geometry,
+        "bbox": [[0, n] for n in shape],
+        "diagnosis": diagnosis,
+        "has_label": True,
+        "shape": list(shape),
+    }
+    write_json(props, root / f"{case_id}.json")
+
+
 def _write_case(root: Path, case_id: str, seg: np.ndarray | None, diagnosis: str = "CAP") -> None:
     rng = np.random.default_rng(0)
     case = root / case_id
@@ -35,7 +57,7 @@ def _write_case(root: Path, case_id: str, seg: np.ndarray | None, diagnosis: str
         np.save(case / "seg.npy", seg)
         np.save(case / "cls_seg.npy", np.zeros((8, 8, 8), np.uint8))
         np.save(case / "fg_locations.npy", foreground_locations(seg, rng))
-    write_json({"case_id": case_id, "diagnosis": diagnosis}, root / f"{case_id}.json")
+    _write_properties(root, case_id, diagnosis)
 
 
 def _lesion_seg() -> np.ndarray:
@@ -63,10 +85,10 @@ def test_foreground_locations_are_per_label_and_pick_uniformly_over_labels() -> 
 def test_loader_reads_cases_through_memory_maps(tmp_path: Path) -> None:
     _write_case(tmp_path, "a", _lesion_seg())
     case = load_preprocessed(tmp_path, "a", mmap_mode="r")
-    assert isinstance(case["data"], np.memmap) and isinstance(case["seg"], np.memmap)
+    assert isinstance(case.data, np.memmap) and isinstance(case.seg, np.memmap)
     in_memory = load_preprocessed(tmp_path, "a")
-    assert not isinstance(in_memory["data"], np.memmap) and in_memory["data"].flags.writeable
-    np.testing.assert_array_equal(case["data"], in_memory["data"])
+    assert not isinstance(in_memory.data, np.memmap) and in_memory.data.flags.writeable
+    np.testing.assert_array_equal(case.data, in_memory.data)
     assert list_preprocessed(tmp_path) == ["a"]
 
 
@@ -82,10 +104,11 @@ def test_old_npz_work_dirs_still_load(tmp_path: Path) -> None:
         fg_coords=np.argwhere(seg > 0).astype(np.int32),
     )
     (tmp_path / "old.npz").write_bytes(buf.getvalue())
-    write_json({"case_id": "old", "diagnosis": None}, tmp_path / "old.json")
+    _write_properties(tmp_path, "old", None)
     case = load_preprocessed(tmp_path, "old", mmap_mode="r")
-    np.testing.assert_array_equal(case["data"], data)
-    assert sorted(map(tuple, case["fg_locations"])) == [(1, 5, 10, 10), (2, 2, 3, 4)]
+    np.testing.assert_array_equal(case.data, data)
+    assert case.fg_locations is not None
+    assert sorted(map(tuple, case.fg_locations)) == [(1, 5, 10, 10), (2, 2, 3, 4)]
     loader = JointDataLoader(
         tmp_path, ["old"], patch_size=(4, 8, 8), batch_size=3, classes=["CAP"], seed=0
     )
@@ -169,7 +192,7 @@ def _write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int]
     np.save(case / "seg.npy", seg)
     np.save(case / "cls_seg.npy", seg)
     np.save(case / "fg_locations.npy", foreground_locations(seg, np.random.default_rng(0)))
-    write_json({"case_id": case_id, "diagnosis": "CAP"}, root / f"{case_id}.json")
+    _write_properties(root, case_id, "CAP", shape)
     return data
 
 

@@ -74,4 +74,4 @@ def test_real_2d_slices_plan_the_2d_configuration(raw_2d: Path, tmp_path: Path) 
     assert plan.normalization[0].scheme == "zscore"
     # Preprocessing keeps each slice one slice.
     case = load_preprocessed(tmp_path / "preprocessed_2d", "infnet_0")
-    assert case["data"].shape[:2] == (1, 1) and case["seg"].shape[0] == 1
+    assert case.data.shape[:2] == (1, 1) and case.seg is not None and case.seg.shape[0] == 1
