@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from batchgenerators.dataloading.data_loader import DataLoader
 
+from autojoint.data.batch import Batch
 from autojoint.preprocessing.preprocess import load_preprocessed
 
 
@@ -104,11 +105,11 @@ def forced_foreground_slots(
 
 
 class JointDataLoader(DataLoader):
-    """Yields dicts with ``data`` (B,C,*patch), ``seg`` (B,1,*patch), ``cls_data``,
-    ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, ``has_mask`` (B,) and
-    ``patch_box`` (B,2,D) float32: where the central ``patch_size`` region of each crop
-    lies in its case and view (:func:`patch_box`), which the augmentation's mirroring keeps
-    up to date.
+    """Yields :class:`autojoint.data.batch.Batch` dicts: ``data`` (B,C,*patch), ``seg``
+    (B,1,*patch), ``cls_data``, ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown,
+    ``has_mask`` (B,) and ``patch_box`` (B,2,D) float32: where the central ``patch_size``
+    region of each crop lies in its case and view (:func:`patch_box`), which the
+    augmentation's mirroring keeps up to date.
 
     Cases are read through memory maps (only the cropped patch is read from disk).
     ``loaded_patch_size`` (default ``patch_size``) is the size cropped from the case; it is
@@ -212,7 +213,7 @@ class JointDataLoader(DataLoader):
             "patch_box": box,
         }
 
-    def generate_train_batch(self) -> dict:
+    def generate_train_batch(self) -> Batch:
         ids = [self._data[i] for i in self.get_indices()]
         samples = [self._load_sample(c, f) for c, f in zip(ids, self.forced, strict=True)]
         return {

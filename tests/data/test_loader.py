@@ -255,3 +255,33 @@ def test_patch_box_known_answer() -> None:
     np.testing.assert_array_equal(
         box, np.array([[-0.25, 0.25, 0.0], [0.25, 0.75, 1.0]], np.float32)
     )
+
+
+def test_batches_have_the_typed_keys_shapes_and_dtypes(tmp_path: Path) -> None:
+    from autojoint.data.batch import Batch, TensorBatch
+    from autojoint.training.step import batch_to_device
+
+    _write_case(tmp_path, "a", _lesion_seg())
+    _write_case(tmp_path, "b", None, diagnosis="normal")
+    loader = JointDataLoader(
+        tmp_path, ["a", "b"], patch_size=(2, 4, 4), batch_size=3, classes=["CAP"], seed=0
+    )
+    batch = loader.generate_train_batch()
+    assert set(batch) == Batch.__required_keys__
+    expected = {
+        "data": ((3, 1, 2, 4, 4), np.float32),
+        "seg": ((3, 1, 2, 4, 4), np.int16),
+        "cls_data": ((3, 1, 8, 8, 8), np.float32),
+        "cls_seg": ((3, 8, 8, 8), np.int16),
+        "diagnosis": ((3,), np.int64),
+        "has_mask": ((3,), np.bool_),
+        "patch_box": ((3, 2, 3), np.float32),
+    }
+    for key, (shape, dtype) in expected.items():
+        assert batch[key].shape == shape and batch[key].dtype == dtype, key
+    assert len(batch["keys"]) == 3 and set(batch["keys"]) <= {"a", "b"}
+    tensors = batch_to_device(batch, torch.device("cpu"))
+    assert set(tensors) == TensorBatch.__required_keys__ | TensorBatch.__optional_keys__
+    assert tensors["seg"].shape == (3, 2, 4, 4) and tensors["seg"].dtype == torch.int64
+    assert tensors["cls_seg"].dtype == torch.int64 and tensors["has_mask"].dtype == torch.bool
+    assert tensors["data"].dtype == torch.float32 and tensors["patch_box"].shape == (3, 2, 3)
