@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autojoint.networks.msd_blocks import MAX_PYRAMID_LEVEL
-from autojoint.planning.schema import NetworkOptions, Topology, Triple
+from autojoint.planning.schema import MIN_BATCH_SIZE, NetworkOptions, Topology, Triple
 
 MIN_BOTTLENECK_VOXELS = 4
 # Smallest whole-scan view axis: the classifier's three stride-2 units leave >= 2 voxels.
@@ -259,7 +259,7 @@ def fit_resolution(
             if has_classification
             else None
         )
-        return topo, cls, memory(patch, topo, 2, cls)
+        return topo, cls, memory(patch, topo, MIN_BATCH_SIZE, cls)
 
     def memory(patch: Triple, topo: Topology, batch: int, cls: Triple | None) -> float:
         return estimate_memory_gb(
@@ -289,7 +289,7 @@ def fit_resolution(
     topo, cls_shape, mem = fit(patch)
 
     dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
-    batch = 2
+    batch = MIN_BATCH_SIZE
     while (
         memory(patch, topo, batch + 1, cls_shape) <= memory_budget_gb
         and (batch + 1) * math.prod(patch) <= MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels
