@@ -117,17 +117,17 @@ def evidence_contrasts(
     largest: tuple[int, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     for case in case_ids:
         pre = load_preprocessed(preprocessed_dir(work), case)
-        if pre.get("cls_seg") is None or not (pre["cls_seg"] > 0).any():
+        if pre.cls_seg is None or not (pre.cls_seg > 0).any():
             continue
-        view = torch.from_numpy(pre["cls_data"][None]).float()
-        lesion = pre["cls_seg"][0] > 0 if pre["cls_seg"].ndim == 4 else pre["cls_seg"] > 0
-        lung = (pre["cls_data"][0] < lung_level) | lesion
+        view = torch.from_numpy(pre.cls_data[None]).float()
+        lesion = pre.cls_seg[0] > 0 if pre.cls_seg.ndim == 4 else pre.cls_seg > 0
+        lung = (pre.cls_data[0] < lung_level) | lesion
         cam, grad = _case_evidence(net, view)
         cam_values.append(evidence_lesion_contrast(cam, lesion, lung))
         grad_values.append(evidence_lesion_contrast(grad, lesion, lung))
         hits.append(float(evidence_peak_in_lesion(cam, lesion)))
         if largest is None or int(lesion.sum()) > largest[0]:
-            largest = (int(lesion.sum()), case, pre["cls_data"][0], lesion, cam, grad)
+            largest = (int(lesion.sum()), case, pre.cls_data[0], lesion, cam, grad)
     if figure is not None and largest is not None:
         _evidence_figure(figure, *largest[1:])
     return (

@@ -51,13 +51,13 @@ def validate_cases(
     entries: list[dict] = []
     for case_id in tqdm(case_ids, desc="validation", unit="case", leave=False):
         case = load_preprocessed(pre_dir, case_id)
-        view = torch.from_numpy(case["cls_data"][None]).to(device) if plan.has_diagnosis else None
+        view = torch.from_numpy(case.cls_data[None]).to(device) if plan.has_diagnosis else None
         context = view if plan.network.cross_stitch else None
         entry: dict = {"case": case_id}
-        if "seg" in case:
+        if case.seg is not None:
             probs = network_probabilities(
                 net,
-                case["data"],
+                case.data,
                 plan.patch_size,
                 plan.num_seg_classes,
                 context=context,
@@ -66,9 +66,9 @@ def validate_cases(
             pred = np.argmax(probs, axis=0).astype(np.uint8)
             entry["spacing"] = [float(s) for s in plan.target_spacing]
             entry["metrics"] = segmentation_scores(
-                pred, case["seg"], labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
+                pred, case.seg, labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
             )
-        diagnosis = case["properties"]["diagnosis"]
+        diagnosis = case.diagnosis
         if view is not None and diagnosis in plan.classes:
             _, logits, _ = net.classify(view)
             p = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()

@@ -9,6 +9,30 @@ import numpy as np
 from autojoint.io.files import write_json
 from autojoint.preprocessing.preprocess import foreground_locations
 
+SHAPE = (10, 20, 20)
+
+
+def write_case_properties(
+    root: Path, case_id: str, diagnosis: str | None, shape: tuple[int, ...] = SHAPE
+) -> None:
+    """``CASE.json`` as autojoint_plan has always written it (geometry without ``is_2d``
+    as before 2D support; the crop box covering the whole case)."""
+    geometry = {
+        "shape": list(shape),
+        "spacing": [1.0, 1.0, 1.0],
+        "origin": [0.0, 0.0, 0.0],
+        "direction": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+    }
+    props = {
+        "case_id": case_id,
+        "geometry": geometry,
+        "bbox": [[0, n] for n in shape],
+        "diagnosis": diagnosis,
+        "has_label": True,
+        "shape": list(shape),
+    }
+    write_json(props, root / f"{case_id}.json")
+
 
 def write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int]) -> np.ndarray:
     """A case whose channel ``a`` holds each voxel's index along axis ``a``, its view the
@@ -24,5 +48,5 @@ def write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int])
     np.save(case / "seg.npy", seg)
     np.save(case / "cls_seg.npy", seg)
     np.save(case / "fg_locations.npy", foreground_locations(seg, np.random.default_rng(0)))
-    write_json({"case_id": case_id, "diagnosis": "CAP"}, root / f"{case_id}.json")
+    write_case_properties(root, case_id, "CAP", shape)
     return data

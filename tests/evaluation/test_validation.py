@@ -41,9 +41,9 @@ def test_validation_reports_surface_metrics_and_auc(
     assert summary["tolerance_mm"] == 1.0
     for entry in summary["metric_per_case"]:
         case = load_preprocessed(pre_dir, entry["case"])
-        pred = np.argmax(_fake_probabilities(None, case["data"]), axis=0)
+        pred = np.argmax(_fake_probabilities(None, case.data), axis=0)
         want = segmentation_scores(
-            pred, case["seg"], labels, spacing=plan.target_spacing, tolerance_mm=1.0
+            pred, case.seg, labels, spacing=plan.target_spacing, tolerance_mm=1.0
         )
         np.testing.assert_equal(entry["metrics"], want)
         assert entry["spacing"] == list(plan.target_spacing)

@@ -290,11 +290,10 @@ def _batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
         seg[1, 3:5, 10:14, 2:6] = 2
         return seg
 
-    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(plan.classification_shape)
+    view = plan.classification_shape or (0, 0, 0)  # no classes: an empty view
+    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(view)
     data = torch.randn(B, 1, *plan.patch_size, generator=g) * 0.1 + seg[:, None].float()
-    cls_data = (
-        torch.randn(B, 1, *plan.classification_shape, generator=g) * 0.1 + cls_seg[:, None].float()
-    )
+    cls_data = torch.randn(B, 1, *view, generator=g) * 0.1 + cls_seg[:, None].float()
     return {
         "data": data,
         "seg": seg,
