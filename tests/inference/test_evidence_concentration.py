@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -78,6 +79,7 @@ def _contrasts(net: JointNet, views: torch.Tensor, lesions: np.ndarray) -> tuple
     )
 
 
+@pytest.mark.slow
 def test_trained_evidence_concentrates_on_lesions() -> None:
     net = seeded_net(_plan())
     rng = np.random.default_rng(0)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 
 import numpy as np
+import pytest
 import torch
 
 from autojoint.losses.joint import joint_loss
@@ -78,6 +79,7 @@ def _consolidation_dice(seed: int) -> float:
     return float(2 * (hit & ref).sum() / (hit.sum() + ref.sum()))
 
 
+@pytest.mark.slow
 def test_rare_label_is_learnt_with_the_default_loss() -> None:
     assert _plan().loss.segmentation == "dice_ce" and _plan().loss.weighted_ce
     dice = [_consolidation_dice(seed) for seed in (0, 1)]
