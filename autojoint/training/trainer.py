@@ -103,17 +103,6 @@ def fold_cases(
     return split["train"], split["val"]
 
 
-def _to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    return {
-        "data": torch.from_numpy(batch["data"]).to(device),
-        "seg": torch.from_numpy(batch["seg"][:, 0].astype(np.int64)).to(device),
-        "cls_data": torch.from_numpy(batch["cls_data"]).to(device),
-        "cls_seg": torch.from_numpy(batch["cls_seg"].astype(np.int64)).to(device),
-        "diagnosis": torch.from_numpy(batch["diagnosis"]).to(device),
-        "has_mask": torch.from_numpy(batch["has_mask"]).to(device),
-    }
-
-
 @torch.no_grad()
 def validate(
     net: JointNet, plan: Plan, pre_dir: Path, case_ids: list[str], device: torch.device
