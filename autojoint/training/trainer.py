@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from autojoint.data.augmentation import (
     AugmentationSpec,
+    WorkerAugmenter,
     augmentation_spec,
     make_batch_iterator,
     training_transforms,
@@ -541,8 +542,8 @@ def _train(
                 write_json(log, out / "training_log.json")
                 plot_progress(log["epochs"], out / PROGRESS_FILE)
     finally:
-        if hasattr(batches, "_finish"):
-            batches._finish()
+        if isinstance(batches, WorkerAugmenter):
+            batches.close()
     set_trainable(net, net.parameters())
     if ctx.is_main:
         save_checkpoint(
