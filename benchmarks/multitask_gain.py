@@ -53,8 +53,8 @@ from autojoint.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.planning.presets import preset_overrides  # noqa: E402
 from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
 from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
-from autojoint.training.config import PLAN_SCHEDULE  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
+from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig  # noqa: E402
+from autojoint.training.launch import train_fold  # noqa: E402
 
 LUNG_HU = -500.0
 COLUMNS = (

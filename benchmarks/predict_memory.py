@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autojoint.inference import predictor  # noqa: E402
 from autojoint.pipeline import plan_and_preprocess  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
+from autojoint.training.config import TrainerConfig  # noqa: E402
+from autojoint.training.launch import train_fold  # noqa: E402
 from tests.synthetic import CLASSES, make_case, make_raw_dataset, write_volume  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

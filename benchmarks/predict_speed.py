@@ -47,7 +47,8 @@ from autojoint.networks.joint_net import JointNet  # noqa: E402
 from autojoint.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.preprocessing.preprocess import preprocess_arrays  # noqa: E402
 from autojoint.runtime.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
+from autojoint.training.config import TrainerConfig  # noqa: E402
+from autojoint.training.launch import train_fold  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ import torch
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossWeights
+from autojoint.training.config import TrainerConfig
 from autojoint.training.schedule import (
     PAST_CHANCE,
     Stage,
@@ -24,7 +25,6 @@ from autojoint.training.schedule import (
     task_aware_ramp,
 )
 from autojoint.training.step import make_grad_scaler, train_step
-from autojoint.training.trainer import TrainerConfig
 from tests.fingerprints import tiny_plan
 
 
