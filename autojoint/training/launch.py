@@ -71,7 +71,7 @@ def _resolve_job(
     # Schedule "plan" becomes the plan's (with --preset/--set applied), so everything stored
     # later (trainer_config.json, log, checkpoints) names the schedule actually trained.
     config = resolve_schedule(config, plan)
-    device = rank_device(config, ctx)
+    device = _rank_device(config, ctx)
     get_segmentation_loss(plan.loss.segmentation, plan.loss)  # fail fast on a bad --set
     stages = plan_stages(config.schedule, config.epochs)
     if config.schedule == "two-stage" and not plan.has_diagnosis:
@@ -105,7 +105,7 @@ def _seed_global_generators(seed: int, rank: int) -> None:
     random.seed(seed + rank)
 
 
-def rank_device(config: TrainerConfig, ctx: DistributedContext) -> torch.device:
+def _rank_device(config: TrainerConfig, ctx: DistributedContext) -> torch.device:
     """The configured device; under DDP on CUDA, this rank's own GPU."""
     device = resolve_device(config.device)
     if ctx.is_distributed and device.type == "cuda":
