@@ -81,7 +81,7 @@ def read_diagnoses_csv(
             raise err
         problems.append(err)
 
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM from spreadsheets
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or [f.strip() for f in reader.fieldnames[:2]] != [
             "case",

@@ -40,7 +40,7 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix + ".part", dir=path.parent)
     try:
         fh: IO[Any]
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as fh:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             write(fh)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
@@ -91,6 +91,8 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found.")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: is not UTF-8 text ({err}). Save it as UTF-8.") from err
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: is not valid JSON ({err}). Fix or regenerate it.") from err

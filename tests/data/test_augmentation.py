@@ -177,9 +177,9 @@ def test_batch_iterator_stops_its_worker_processes(tmp_path: Path, raises: bool)
     """The workers end with the ``with`` block, also when the block raises (batchgenerators
     itself stops them only on garbage collection)."""
     from autojoint.data.loader import JointDataLoader
-    from tests.data.test_loader import _write_coordinate_case
+    from tests.data.helpers import write_coordinate_case
 
-    _write_coordinate_case(tmp_path, "a", (10, 20, 12))
+    write_coordinate_case(tmp_path, "a", (10, 20, 12))
     loader = JointDataLoader(
         tmp_path, ["a"], patch_size=(3, 5, 4), batch_size=2, classes=["CAP"], seed=1
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +345,27 @@ def test_read_json_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: is not valid JSON"):
         read_json(bad)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"labels": {"Milchglas\u00e4": 1}}'.encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.json: is not UTF-8 text"):
+        read_json(latin1)
+
+
+def test_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """A process in the C locale (the test process was seen to turn to it after SimpleITK's
+    DICOM path) still reads and writes non-ASCII label names: the encoding is explicit."""
+    path = tmp_path / "dataset.json"
+    path.write_bytes('{"labels": {"verre d\u00e9poli": 1}}'.encode())
+    script = (
+        "import sys; from pathlib import Path; "
+        "from autojoint.io.files import read_json, write_json; "
+        "write_json(read_json(Path(sys.argv[1])), Path(sys.argv[2]))"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "out.json")], env=env, check=True
+    )
+    assert read_json(tmp_path / "out.json") == {"labels": {"verre d\u00e9poli": 1}}
 
 
 # --- real DICOM series -----------------------------------------------------------------------
