@@ -33,10 +33,11 @@ class Grid:
 
     def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice]:
         """Index box of the voxels whose centres lie in ``[lo, hi]`` (mm, zyx)."""
-        return tuple(
+        z, y, x = (
             slice(int(np.searchsorted(a, l_, "left")), int(np.searchsorted(a, h, "right")))
             for a, l_, h in zip((self.z, self.y, self.x), lo, hi, strict=True)
         )
+        return z, y, x
 
     def sub(self, box: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Broadcastable coordinates of a box, so shapes are built without a voxel loop."""
@@ -45,8 +46,8 @@ class Grid:
     def snap(self, p: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
         """Nearest voxel centre, so every lesion covers at least its own centre voxel."""
         axes = (self.z, self.y, self.x)
-        idx = tuple(int(np.abs(a - v).argmin()) for a, v in zip(axes, p, strict=True))
-        return np.array([self.z[idx[0]], self.y[idx[1]], self.x[idx[2]]]), idx
+        iz, iy, ix = (int(np.abs(a - v).argmin()) for a, v in zip(axes, p, strict=True))
+        return np.array([self.z[iz], self.y[iy], self.x[ix]]), (iz, iy, ix)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Lung:
     z0: float
     z1: float
 
-    def taper(self, z: np.ndarray) -> np.ndarray:
+    def taper(self, z: np.ndarray | float) -> np.ndarray:
         """In-plane radius factor per height: flat diaphragm base, dome-shaped apex."""
         s = (np.asarray(z, np.float64) - self.z0) / (self.z1 - self.z0)
         apex = np.sqrt(np.clip(1 - ((s - 0.5) / 0.5) ** 2, 0, 1))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -98,9 +99,14 @@ def _place_centre(
         if attempt >= 40 or (apart and (lung.rho(p) >= PERIPHERAL_RHO) == peripheral):
             return p, idx
     if fallback is None:  # degenerate tiny lung: take its most central voxel
-        idx = tuple(int(v) for v in np.argwhere(lung_id == side + 1).mean(0).round())
-        fallback = grid.snap(np.array([grid.z[idx[0]], grid.y[idx[1]], grid.x[idx[2]]]))
+        iz, iy, ix = (int(v) for v in np.argwhere(lung_id == side + 1).mean(0).round())
+        fallback = grid.snap(np.array([grid.z[iz], grid.y[iy], grid.x[ix]]))
     return fallback
+
+
+def _inside_lung(lung_id: np.ndarray, side: int, box: tuple[slice, ...]) -> np.ndarray:
+    """Which voxels of ``box`` belong to lung ``side`` (0 right, 1 left)."""
+    return lung_id[box] == side + 1
 
 
 def _lesion_mask(
@@ -203,7 +209,7 @@ def paint_lesions(
         radius = max(r0, 0.75 * float(grid.x[1] - grid.x[0]))
         box, lesion, q_main = _lesion_mask(
             grid,
-            lambda b, s=side: lung_id[b] == s + 1,
+            partial(_inside_lung, lung_id, side),
             texture,
             centre,
             idx,
