@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autojoint.data.augmentation import AUGMENTATION_PRESETS  # noqa: E402
 from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion  # noqa: E402
+from autojoint.inference.ensemble import load_ensemble  # noqa: E402
 from autojoint.inference.gradcam import grad_cam  # noqa: E402
-from autojoint.inference.predictor import load_ensemble  # noqa: E402
 from autojoint.io.files import atomic_write, read_json, write_json  # noqa: E402
 from autojoint.io.workdir import (  # noqa: E402
     PLANS_FILE,

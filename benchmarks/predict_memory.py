@@ -2,7 +2,7 @@
 
 Trains a tiny model on synthetic data (1 iteration: the weights do not matter for memory),
 writes NUM_CASES synthetic scans of varying sizes (every block of 10 holds the same mix of
-sizes, so blocks are comparable), then runs ``predict_folder`` once over all of them. A
+sizes, so blocks are comparable), then runs ``run_prediction`` once over all of them. A
 sampling thread reads the resident set size every 10 ms and attributes it to the case being
 predicted; a leak shows as later blocks peaking higher than the first.
 
@@ -103,7 +103,8 @@ def main() -> None:
     thread.start()
     t_last[0] = time.perf_counter()
     try:
-        predictor.predict_folder(root / "inputs", root / "pred", work, folds=["all"])
+        options = predictor.PredictOptions(folds=["all"])
+        predictor.run_prediction(root / "inputs", root / "pred", work, options)
     finally:
         stop.set()
         thread.join()

@@ -30,12 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autojoint.inference.predictor import (  # noqa: E402
-    PredictOptions,
-    available_folds,
-    load_ensemble,
-    run_prediction,
-)
+from autojoint.inference.ensemble import available_folds, load_ensemble  # noqa: E402
+from autojoint.inference.predictor import PredictOptions, run_prediction  # noqa: E402
 from autojoint.inference.sliding_window import (  # noqa: E402
     predict_mirrored,
     tile_boxes,
@@ -46,7 +42,7 @@ from autojoint.io.workdir import fold_dir  # noqa: E402
 from autojoint.networks.joint_net import JointNet  # noqa: E402
 from autojoint.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.preprocessing.preprocess import preprocess_arrays  # noqa: E402
-from autojoint.runtime.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
 from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,13 +59,8 @@ def train_tiny_model(root: Path, spacing: tuple[float, float, float] | None) -> 
     train_fold(work, "all", config)
     if spacing is not None:
         path = fold_dir(work, "all") / "checkpoint_final.pt"
-        ckpt = load_checkpoint(path)
-        from autojoint.planning.schema import Plan
-
-        plan = replace(Plan.from_dict(ckpt["plan"]), target_spacing=spacing)
-        net = JointNet(plan)
-        net.load_state_dict(ckpt["network"])
-        save_checkpoint(path, net=net, optimizer=None, plan=plan, epoch=ckpt["epoch"])
+        ckpt = read_checkpoint(path)
+        write_checkpoint(path, replace(ckpt, plan=replace(ckpt.plan, target_spacing=spacing)))
     return work
 
 

@@ -24,6 +24,13 @@ import torch
 from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
+from autojoint.inference.engine import run_networks
+from autojoint.inference.ensemble import (
+    DEFAULT_CHECKPOINT,
+    available_folds,
+    load_ensemble,
+    trained_on_2d_images,
+)
 from autojoint.inference.evidence import (
     DEFAULT_EVIDENCE,
     evidence_on_input_grid,
@@ -47,132 +54,33 @@ from autojoint.inference.outputs import (
     write_record,
     write_tables,
 )
-from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import is_ct
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, write_image
-from autojoint.io.workdir import configuration_dir, fold_dir
+from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
-from autojoint.runtime.checkpoint import (
-    CHECKPOINTS,
-    FINAL_CHECKPOINT,
-    load_checkpoint,
-    load_weights,
-)
 from autojoint.runtime.devices import resolve_device
 
 __all__ = [
     "DIAGNOSES_CSV",
     "CasePrediction",
-    "Ensemble",
     "InputCase",
     "PredictOptions",
     "PredictionReport",
-    "available_folds",
     "discover_input_cases",
     "evidence_on_input_grid",
     "find_input_cases",
-    "load_ensemble",
-    "load_models",
     "mask_on_input_grid",
     "predict_case",
-    "predict_folder",
     "run_prediction",
 ]
 
 logger = logging.getLogger(__name__)
 
-# What the trainer's augmentation mirrors (autojoint/data/augmentation.py), used when a
-# checkpoint does not record its own mirror axes (checkpoints written before they did).
-DEFAULT_MIRROR_AXES = (0, 1, 2)
-DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
 STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
-
-
-def trained_mirror_axes(extra: dict[str, Any]) -> tuple[int, ...]:
-    """Spatial axes (network order) the fold's training mirrored patches along: what the
-    checkpoint records (``extra["augmentation"]["mirror_axes"]``, the trainer's spec, or a
-    bare ``extra["mirror_axes"]``), else the trainer's default."""
-    augmentation = extra.get("augmentation") or {}
-    axes = augmentation.get("mirror_axes", extra.get("mirror_axes"))
-    if axes is None:
-        return DEFAULT_MIRROR_AXES
-    return tuple(int(a) for a in axes)
-
-
-def trained_on_2d_images(plan: Plan) -> bool:
-    """A plan of a dataset of 2D images: the 2d configuration with a median of one slice (the
-    2d configuration of a 3D dataset keeps the volumes' median depth). Such a model also
-    predicts 3D volumes slice by slice; a 3D model cannot predict a 2D image."""
-    return plan.configuration == "2d" and plan.median_shape[0] == 1
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """The networks of several folds of one plan, with each fold's mirror axes."""
-
-    plan: Plan
-    folds: tuple[str, ...]
-    nets: tuple[JointNet, ...]
-    mirror_axes: tuple[tuple[int, ...], ...]
-
-
-def load_ensemble(
-    work_dir: Path,
-    folds: list[str],
-    device: torch.device,
-    configuration: str = "fullres",
-    checkpoint: str = DEFAULT_CHECKPOINT,
-) -> Ensemble:
-    """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold; all must share
-    one plan."""
-    check_checkpoint_name(checkpoint)
-    plan: Plan | None = None
-    nets, axes = [], []
-    for fold in folds:
-        ckpt = load_checkpoint(fold_dir(work_dir, fold, configuration) / checkpoint, device)
-        p = Plan.from_dict(ckpt["plan"], source=f"fold {fold} checkpoint")
-        if plan is not None and p != plan:
-            raise ValueError(
-                f"fold {fold} was trained with a different plan; ensemble folds of one plan."
-            )
-        plan = p
-        net = JointNet(p)
-        load_weights(net, ckpt, fold_dir(work_dir, fold, configuration) / checkpoint)
-        nets.append(net.to(device).eval())
-        axes.append(trained_mirror_axes(ckpt.get("extra") or {}))
-    if plan is None:
-        raise ValueError("no folds given.")
-    return Ensemble(plan, tuple(folds), tuple(nets), tuple(axes))
-
-
-def load_models(
-    work_dir: Path, folds: list[str], device: torch.device, configuration: str = "fullres"
-) -> tuple[Plan, list[JointNet]]:
-    """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
-    ens = load_ensemble(work_dir, folds, device, configuration)
-    return ens.plan, list(ens.nets)
-
-
-def check_checkpoint_name(name: str) -> None:
-    """Refuse anything but the trainer's checkpoint file names (never a path)."""
-    if name not in CHECKPOINTS:
-        raise ValueError(
-            f"unknown checkpoint '{name}'; choose one of {', '.join(CHECKPOINTS)} "
-            "(files the trainer writes in each fold folder)."
-        )
-
-
-def available_folds(
-    work_dir: Path, configuration: str = "fullres", checkpoint: str = DEFAULT_CHECKPOINT
-) -> list[str]:
-    """Folds of ``configuration`` holding ``checkpoint``, used when ``-f`` is not given."""
-    check_checkpoint_name(checkpoint)
-    base = configuration_dir(work_dir, configuration)
-    return sorted(p.parent.name.removeprefix("fold_") for p in base.glob(f"fold_*/{checkpoint}"))
 
 
 def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
@@ -262,7 +170,6 @@ def predict_case(
         keep_probabilities: also return per-label probabilities on the input grid.
     """
     timer = StageTimer(device)
-    axes = [()] * len(nets) if mirror_axes is None else [tuple(a) for a in mirror_axes]
     with timer("read"):
         data, geo = load_channels(case.paths)
     if geo.is_2d and not trained_on_2d_images(plan):
@@ -274,49 +181,38 @@ def predict_case(
     with timer("preprocess"):
         pre = preprocess_arrays(case.case_id, data, geo, None, plan)
     with timer("network"):
-        probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
-        view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
-        # With the cross-stitch stem, each window mixes in the case's whole-scan view at the
-        # window's own place (its box in the case), as in training; without it the context
-        # is ignored.
-        context = view if plan.network.cross_stitch else None
-        fold_probs = []
-        for net, net_axes in zip(nets, axes, strict=True):
-            probs += network_probabilities(
-                net,
-                pre.data,
-                plan.patch_size,
-                plan.num_seg_classes,
-                context=context,
-                step_fraction=step_fraction,
-                device=device,
-                tile_batch=tile_batch,
-                mirror_axes=net_axes,
-            )
-            if view is not None:
-                _, logits, _ = net.classify(view)
-                fold_probs.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+        out = run_networks(
+            nets,
+            pre.data,
+            pre.cls_data,
+            plan,
+            device,
+            mirror_axes=mirror_axes,
+            step_fraction=step_fraction,
+            tile_batch=tile_batch,
+        )
+    assert out.segmentation is not None  # asked for (segment=True)
     with timer("resample"):
-        cropped = to_cropped_input_order(probs / len(nets), pre, plan)
+        cropped = to_cropped_input_order(out.segmentation, pre, plan)
         mask = uncrop(np.argmax(cropped, axis=0).astype(np.uint8), pre.bbox, geo.shape)
         lesion_probs = _probabilities_on_input_grid(cropped, pre) if keep_probabilities else None
     ct = _ct_channel(plan)
     image = data[ct if ct is not None else 0]
-    if view is None:
+    if out.diagnosis is None:
         return CasePrediction(
             mask, None, geo, None, None, lesion_probs, image, timing=timer.seconds
         )
-    fold_array = np.stack(fold_probs).astype(np.float32)
-    class_probs = fold_array.mean(axis=0)
+    class_probs = out.diagnosis.mean(axis=0)
     evidence = None
     if with_evidence:
         method = DEFAULT_EVIDENCE if with_evidence is True else str(with_evidence)
+        view = torch.from_numpy(pre.cls_data[None]).to(device)
         with timer("evidence"):
             evidence = get_evidence_method(method)(
                 list(nets), view, int(np.argmax(class_probs)), pre, plan
             )
     return CasePrediction(
-        mask, class_probs, geo, evidence, fold_array, lesion_probs, image, timing=timer.seconds
+        mask, class_probs, geo, evidence, out.diagnosis, lesion_probs, image, timing=timer.seconds
     )
 
 
@@ -523,35 +419,3 @@ def run_prediction(
         output_dir,
     )
     return report
-
-
-def predict_folder(
-    input_dir: Path,
-    output_dir: Path,
-    work_dir: Path,
-    *,
-    folds: list[str] | None = None,
-    device: str = "cpu",
-    step_fraction: float = 0.5,
-    configuration: str = "fullres",
-    evidence: bool | str = False,
-    **options: Any,
-) -> list[str]:
-    """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv`` (and, with
-    ``evidence``, ``OUT/CASE_evidence.nii.gz``); returns the ids of the cases whose outputs
-    are complete. Further keyword ``options`` are fields of :class:`PredictOptions`."""
-    method = DEFAULT_EVIDENCE if evidence is True else (evidence or None)
-    report = run_prediction(
-        input_dir,
-        output_dir,
-        work_dir,
-        PredictOptions(
-            folds=folds,
-            device=device,
-            step_fraction=step_fraction,
-            configuration=configuration,
-            evidence=method,
-            **options,
-        ),
-    )
-    return sorted(report.predicted + report.skipped)

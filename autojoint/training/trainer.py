@@ -38,8 +38,9 @@ from autojoint.runtime.checkpoint import (
     BEST_CHECKPOINT,
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
-    load_checkpoint,
+    TrainingRecord,
     load_weights,
+    read_checkpoint,
     save_checkpoint,
 )
 from autojoint.runtime.devices import resolve_device
@@ -160,21 +161,19 @@ def _checkpoint_extra(
     ema: float | None,
     best_ema: float | None,
     loader: JointDataLoader | None,
-) -> dict:
+) -> TrainingRecord:
     """Everything besides weights and optimiser that a checkpoint stores (plain values and
     tensors only, so ``torch.load(weights_only=True)`` reads it)."""
-    extra = {
-        "fold": fold,
-        "trainer": _plain(asdict(config)),
-        "augmentation": spec.to_dict(),
-        "stage": stage_index,
-        "grad_scaler": scaler.state_dict(),
-        "ema": ema,
-        "best_ema": best_ema,
-    }
-    if loader is not None:
-        extra["rng"] = capture_rng_state(loader)
-    return extra
+    return TrainingRecord(
+        fold=fold,
+        trainer=_plain(asdict(config)),
+        augmentation=spec.to_dict(),
+        stage=stage_index,
+        grad_scaler=scaler.state_dict(),
+        ema=ema,
+        best_ema=best_ema,
+        rng=capture_rng_state(loader) if loader is not None else None,
+    )
 
 
 def _plain(d: dict) -> dict:
@@ -209,32 +208,32 @@ def _resume(
     if not path.is_file():
         logger.warning("--continue: %s not found; starting from scratch", path)
         return _Run()
-    state = load_checkpoint(path, device)
-    if Plan.from_dict(state["plan"], source=str(path)) != plan:
+    ckpt = read_checkpoint(path, device)
+    if ckpt.plan != plan:
         raise ValueError(
             f"{path}: was trained with a different plan or --set options; resume with the "
             "same options, or train into a fresh fold directory."
         )
-    extra = state["extra"]
-    if "stage" not in extra:
+    record = ckpt.training
+    if record.stage is None:
         raise ValueError(
             f"{path}: written by an older trainer that cannot be resumed exactly; train "
             "this fold again into a fresh fold directory."
         )
-    load_weights(net, state, path)
-    if exact_rng and "rng" in extra:
-        restore_rng_state(extra["rng"], loader)
+    load_weights(net, ckpt, path)
+    if exact_rng and record.rng is not None:
+        restore_rng_state(record.rng, loader)
     log_path = out / "training_log.json"
     if log_path.is_file():
-        log["epochs"] = read_json(log_path)["epochs"][: state["epoch"]]
-    logger.info("resuming fold from epoch %d (%s)", state["epoch"], path)
+        log["epochs"] = read_json(log_path)["epochs"][: ckpt.epoch]
+    logger.info("resuming fold from epoch %d (%s)", ckpt.epoch, path)
     return _Run(
-        start_epoch=int(state["epoch"]),
-        stage_index=int(extra["stage"]),
-        optimizer_state=state["optimizer"],
-        scaler_state=extra.get("grad_scaler"),
-        ema=extra.get("ema"),
-        best_ema=extra.get("best_ema"),
+        start_epoch=ckpt.epoch,
+        stage_index=record.stage,
+        optimizer_state=ckpt.optimizer,
+        scaler_state=record.grad_scaler,
+        ema=record.ema,
+        best_ema=record.best_ema,
     )
 
 
@@ -562,7 +561,9 @@ def _train(
             optimizer=None,
             plan=plan,
             epoch=config.epochs,
-            extra={"fold": fold, "trainer": _plain(asdict(config)), "augmentation": spec.to_dict()},
+            extra=TrainingRecord(
+                fold=fold, trainer=_plain(asdict(config)), augmentation=spec.to_dict()
+            ),
         )
         if val_ids and config.final_validation:
             write_validation(validate_cases(net, plan, pre_dir, val_ids, device), out)
