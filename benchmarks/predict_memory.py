@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autojoint.inference import predictor  # noqa: E402
+from autojoint.inference import outputs, predictor  # noqa: E402
 from autojoint.pipeline import plan_and_preprocess  # noqa: E402
 from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
 from tests.synthetic import CLASSES, make_case, make_raw_dataset, write_volume  # noqa: E402
@@ -85,7 +85,7 @@ def main() -> None:
                 peaks[i] = max(peaks[i], rss_mb())
             time.sleep(0.01)
 
-    real_write = predictor.write_image
+    real_write = outputs.write_image
     t_last = [time.perf_counter()]
 
     def write_and_measure(array: np.ndarray, geometry: object, path: Path) -> None:
@@ -98,7 +98,7 @@ def main() -> None:
         seconds[i], t_last[0] = now - t_last[0], now
         current["case"] = i + 1
 
-    predictor.write_image = write_and_measure  # type: ignore[assignment]
+    outputs.write_image = write_and_measure  # type: ignore[assignment]
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t_last[0] = time.perf_counter()
@@ -108,7 +108,7 @@ def main() -> None:
     finally:
         stop.set()
         thread.join()
-        predictor.write_image = real_write
+        outputs.write_image = real_write
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 

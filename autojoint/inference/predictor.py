@@ -1,8 +1,9 @@
 """Predict masks and diagnoses for a folder of scans with one or more trained folds.
 
-Per case: preprocess exactly as in training, sliding-window segmentation at full
+Per case: preprocess exactly as in training; the inference engine (``engine.run_networks``,
+which the trainer's full-case validation runs too) segments with the sliding window at full
 resolution (batched tiles, mirroring test-time augmentation over the axes the trainer
-mirrored, fold ensemble = mean of probabilities), probabilities resampled back to the
+mirrored, fold ensemble = mean of probabilities); probabilities resampled back to the
 cropped input grid, argmax, pasted into the full input grid, written with the input's
 geometry. The diagnosis comes from one pass over the whole-scan view per fold (the mean of
 the folds' class probabilities). A case that fails is reported and skipped; the others are
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,26 +38,21 @@ from autojoint.inference.evidence import (
     to_cropped_input_order,
 )
 from autojoint.inference.inputs import InputCase, discover_input_cases, find_input_cases
-from autojoint.inference.lung import lesion_volumes
-from autojoint.inference.montage import write_montage
 from autojoint.inference.outputs import (
     DIAGNOSES_CSV,
     CaseFailure,
-    evidence_path,
+    CasePrediction,
+    case_record,
     is_complete,
-    mask_path,
-    montage_path,
-    probabilities_path,
     read_record,
+    write_case,
     write_failures,
-    write_probabilities,
-    write_record,
     write_tables,
 )
+from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
-from autojoint.io.dataset import is_ct
 from autojoint.io.files import remove_stale_temp_files
-from autojoint.io.image_io import ImageGeometry, ImageReadError, write_image
+from autojoint.io.image_io import ImageReadError
 from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
@@ -80,8 +75,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
-
 
 def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
     """Undo preprocessing for class probabilities: resample to the cropped grid (in the
@@ -101,43 +94,6 @@ def _probabilities_on_input_grid(cropped: np.ndarray, pre: PreprocessedCase) -> 
     crop_region = uncrop(np.ones(cropped.shape[1:], bool), pre.bbox, pre.geometry.shape)
     out[0][~crop_region] = 1.0
     return out
-
-
-class StageTimer:
-    """Wall-clock seconds per named stage (CUDA work is synchronised before reading)."""
-
-    def __init__(self, device: torch.device | None = None) -> None:
-        self.seconds: dict[str, float] = {}
-        self.device = device
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device is not None and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class CasePrediction:
-    """What the predictor produces for one case, on the input grid.
-
-    ``class_probs`` is the fold mean, ``fold_class_probs`` ``(F, num_classes)`` each fold's;
-    ``lesion_probs`` ``(K, Z, Y, X)`` per-label probabilities (when asked for); ``image``
-    the first input channel (for the lung estimate and the montage).
-    """
-
-    mask: np.ndarray
-    class_probs: np.ndarray | None
-    geometry: ImageGeometry
-    evidence: np.ndarray | None
-    fold_class_probs: np.ndarray | None = None
-    lesion_probs: np.ndarray | None = None
-    image: np.ndarray | None = None
-    timing: dict[str, float] = field(default_factory=dict)
 
 
 def _ct_channel(plan: Plan) -> int | None:
@@ -260,67 +216,6 @@ class PredictionReport:
         return not self.failures
 
 
-def _case_record(
-    case: InputCase, result: CasePrediction, plan: Plan, folds: Sequence[str]
-) -> dict[str, Any]:
-    ct = result.image if is_ct(plan.channel_names) else None
-    record: dict[str, Any] = {
-        "case": case.case_id,
-        "inputs": [str(p) for p in case.paths],
-        "volumes": lesion_volumes(result.mask, result.geometry, plan.labels, ct),
-    }
-    if result.class_probs is not None and result.fold_class_probs is not None:
-        winner = int(np.argmax(result.class_probs))
-        votes = np.argmax(result.fold_class_probs, axis=1)
-        record.update(
-            diagnosis=plan.classes[winner],
-            probabilities={
-                c: float(p) for c, p in zip(plan.classes, result.class_probs, strict=True)
-            },
-            fold_agreement=float(np.mean(votes == winner)),
-            fold_probabilities={
-                f: {c: float(p) for c, p in zip(plan.classes, fp, strict=True)}
-                for f, fp in zip(folds, result.fold_class_probs, strict=True)
-            },
-        )
-    return record
-
-
-def _write_case(
-    out_dir: Path, case: InputCase, result: CasePrediction, plan: Plan, record: dict[str, Any]
-) -> None:
-    """Every output of one case, the record last (it marks the case complete)."""
-    write_image(result.mask, result.geometry, mask_path(out_dir, case.case_id))
-    if result.evidence is not None:
-        write_image(result.evidence, result.geometry, evidence_path(out_dir, case.case_id))
-        assert result.image is not None
-        title = case.case_id
-        if "diagnosis" in record:
-            p = record["probabilities"][record["diagnosis"]]
-            title += f": {record['diagnosis']} (p = {p:.2f})"
-        write_montage(
-            montage_path(out_dir, case.case_id),
-            result.image,
-            result.mask,
-            result.evidence,
-            result.geometry,
-            title=title,
-            label_names={v: k for k, v in plan.labels.items() if v > 0},
-            is_ct=is_ct(plan.channel_names),
-        )
-    if result.lesion_probs is not None:
-        names = [k for k, _ in sorted(plan.labels.items(), key=lambda kv: kv[1])]
-        write_probabilities(
-            probabilities_path(out_dir, case.case_id), result.lesion_probs, result.geometry, names
-        )
-    write_record(out_dir, record)
-
-
-def _timing_line(case_id: str, seconds: dict[str, float]) -> str:
-    parts = [f"{s} {seconds[s]:.2f} s" for s in STAGES if s in seconds]
-    return f"{case_id}: " + ", ".join(parts) + f"; total {sum(seconds.values()):.2f} s"
-
-
 def run_prediction(
     input_dir: Path, output_dir: Path, work_dir: Path, options: PredictOptions
 ) -> PredictionReport:
@@ -386,8 +281,8 @@ def run_prediction(
             )
             timer = StageTimer()
             with timer("write"):
-                record = _case_record(case, result, plan, ens.folds)
-                _write_case(output_dir, case, result, plan, record)
+                record = case_record(case.case_id, case.paths, result, plan, ens.folds)
+                write_case(output_dir, case.case_id, result, plan, record)
         except Exception as err:  # one bad case must not stop the others
             reason = f"{type(err).__name__}: {err}"
             logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)
@@ -400,16 +295,13 @@ def run_prediction(
         report.timings[case.case_id] = seconds
         bar.set_postfix(case=case.case_id, seconds=f"{time.perf_counter() - start:.1f}")
         if options.report_timing:
-            logger.info("timing %s", _timing_line(case.case_id, seconds))
+            logger.info("timing %s", timing_line(case.case_id, seconds))
     bar.close()
     ordered = [records[c.case_id] for c in cases if c.case_id in records]
     write_tables(output_dir, ordered, plan, list(ens.folds))
     write_failures(output_dir, sorted(report.failures, key=lambda f: f.case_id))
     if options.report_timing and report.timings:
-        means = {
-            s: float(np.mean([t.get(s, 0.0) for t in report.timings.values()])) for s in STAGES
-        }
-        logger.info("timing mean per case: %s", _timing_line("all", means).split(": ", 1)[1])
+        logger.info("timing mean per case: %s", mean_timing_line(report.timings))
     logger.info(
         "predicted %d, skipped %d (complete), failed %d case(s) with folds %s into %s",
         len(report.predicted),
