@@ -566,6 +566,9 @@ def _train(
             ),
         )
         if val_ids and config.final_validation:
-            write_validation(validate_cases(net, plan, pre_dir, val_ids, device), out)
+            mirror = spec.mirror_axes if config.use_validation_tta else ()
+            write_validation(
+                validate_cases(net, plan, pre_dir, val_ids, device, mirror_axes=mirror), out
+            )
     barrier(ctx)
     return out
