@@ -29,32 +29,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.ticker import NullFormatter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.data.augmentation import AUGMENTATION_PRESETS  # noqa: E402
-from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion  # noqa: E402
-from autojoint.inference.ensemble import load_ensemble  # noqa: E402
-from autojoint.inference.gradcam import grad_cam  # noqa: E402
-from autojoint.io.files import atomic_write, read_json, write_json  # noqa: E402
-from autojoint.io.workdir import (  # noqa: E402
+from autojoint.data.augmentation import AUGMENTATION_PRESETS
+from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion
+from autojoint.inference.ensemble import load_ensemble
+from autojoint.inference.gradcam import grad_cam
+from autojoint.io.files import atomic_write, read_json, write_json
+from autojoint.io.workdir import (
     PLANS_FILE,
     PREPROCESSED_DIR,
     SPLITS_FILE,
     preprocessed_dir,
 )
-from autojoint.pipeline import plan_and_preprocess  # noqa: E402
-from autojoint.planning.presets import preset_overrides  # noqa: E402
-from autojoint.preprocessing.preprocess import load_preprocessed  # noqa: E402
-from autojoint.reporting.figures import new_figure, save_png  # noqa: E402
-from autojoint.training.config import PLAN_SCHEDULE  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
+from autojoint.pipeline import plan_and_preprocess
+from autojoint.planning.presets import preset_overrides
+from autojoint.preprocessing.preprocess import load_preprocessed
+from autojoint.reporting.figures import new_figure, save_png
+from autojoint.training.config import PLAN_SCHEDULE
+from autojoint.training.trainer import TrainerConfig, train_fold
 
 LUNG_HU = -500.0
 COLUMNS = (
@@ -120,17 +117,17 @@ def evidence_contrasts(
     largest: tuple[int, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     for case in case_ids:
         pre = load_preprocessed(preprocessed_dir(work), case)
-        if pre.get("cls_seg") is None or not (pre["cls_seg"] > 0).any():
+        if pre.cls_seg is None or not (pre.cls_seg > 0).any():
             continue
-        view = torch.from_numpy(pre["cls_data"][None]).float()
-        lesion = pre["cls_seg"][0] > 0 if pre["cls_seg"].ndim == 4 else pre["cls_seg"] > 0
-        lung = (pre["cls_data"][0] < lung_level) | lesion
+        view = torch.from_numpy(pre.cls_data[None]).float()
+        lesion = pre.cls_seg[0] > 0 if pre.cls_seg.ndim == 4 else pre.cls_seg > 0
+        lung = (pre.cls_data[0] < lung_level) | lesion
         cam, grad = _case_evidence(net, view)
         cam_values.append(evidence_lesion_contrast(cam, lesion, lung))
         grad_values.append(evidence_lesion_contrast(grad, lesion, lung))
         hits.append(float(evidence_peak_in_lesion(cam, lesion)))
         if largest is None or int(lesion.sum()) > largest[0]:
-            largest = (int(lesion.sum()), case, pre["cls_data"][0], lesion, cam, grad)
+            largest = (int(lesion.sum()), case, pre.cls_data[0], lesion, cam, grad)
     if figure is not None and largest is not None:
         _evidence_figure(figure, *largest[1:])
     return (

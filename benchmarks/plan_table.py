@@ -10,7 +10,10 @@ Inputs (the closing table of the planner issue):
     ../shared/data/infnet_semiseg (skipped when absent);
   * any further raw dataset given with --dataset.
 
-    python benchmarks/plan_table.py [--dataset RAW_DIR ...] [--shared-data DIR] [--no-demo]
+    python -m benchmarks.plan_table [--dataset RAW_DIR ...] [--shared-data DIR] [--no-demo]
+
+Run it as a module from the repository root: it reuses the hand-made fingerprints of
+``tests/fingerprints.py``, and ``tests`` is importable from there, not installed.
 """
 
 from __future__ import annotations
@@ -24,19 +27,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import SimpleITK as sitk
 
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from autojoint.fingerprint.compute import compute_fingerprint  # noqa: E402
-from autojoint.fingerprint.schema import Fingerprint  # noqa: E402
-from autojoint.io.dataset import load_raw_dataset  # noqa: E402
-from autojoint.io.image_io import SLICE_SPACING_2D_MM  # noqa: E402
-from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, plan_experiment  # noqa: E402
-from autojoint.planning.schema import Plan  # noqa: E402
-from dataset_conversion.generate_demo import generate_dataset  # noqa: E402
-from tests.fingerprints import make_fingerprint  # noqa: E402
+from autojoint.fingerprint.compute import compute_fingerprint
+from autojoint.fingerprint.schema import Fingerprint
+from autojoint.io.dataset import load_raw_dataset
+from autojoint.io.image_io import SLICE_SPACING_2D_MM
+from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, plan_experiment
+from autojoint.planning.schema import Plan
+from dataset_conversion.generate_demo import generate_dataset
+from tests.fingerprints import make_fingerprint
 
 NNUNET_8GB = {
     "isotropic 1 mm, 300^3": "128 x 128 x 128, batch 2",

@@ -6,7 +6,10 @@ sizes, so blocks are comparable), then runs ``run_prediction`` once over all of 
 sampling thread reads the resident set size every 10 ms and attributes it to the case being
 predicted; a leak shows as later blocks peaking higher than the first.
 
-    python benchmarks/predict_memory.py [--num-cases 50] [--sizes 12x40x40 16x64x64 ...]
+    python -m benchmarks.predict_memory [--num-cases 50] [--sizes 12x40x40 16x64x64 ...]
+
+Run it as a module from the repository root: its scans come from ``tests/synthetic.py``,
+and ``tests`` is importable from there, not installed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import logging
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -24,12 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.inference import outputs, predictor  # noqa: E402
-from autojoint.pipeline import plan_and_preprocess  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
-from tests.synthetic import CLASSES, make_case, make_raw_dataset, write_volume  # noqa: E402
+from autojoint.inference import outputs, predictor
+from autojoint.pipeline import plan_and_preprocess
+from autojoint.training.trainer import TrainerConfig, train_fold
+from tests.synthetic import CLASSES, make_case, make_raw_dataset, write_volume
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -28,22 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.inference.ensemble import available_folds, load_ensemble  # noqa: E402
-from autojoint.inference.predictor import PredictOptions, run_prediction  # noqa: E402
-from autojoint.inference.sliding_window import (  # noqa: E402
+from autojoint.inference.ensemble import available_folds, load_ensemble
+from autojoint.inference.predictor import PredictOptions, run_prediction
+from autojoint.inference.sliding_window import (
     predict_mirrored,
     tile_boxes,
     tile_starts,
 )
-from autojoint.io.case_loading import load_channels  # noqa: E402
-from autojoint.io.workdir import fold_dir  # noqa: E402
-from autojoint.networks.joint_net import JointNet  # noqa: E402
-from autojoint.pipeline import plan_and_preprocess  # noqa: E402
-from autojoint.preprocessing.preprocess import preprocess_arrays  # noqa: E402
-from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint  # noqa: E402
-from autojoint.training.trainer import TrainerConfig, train_fold  # noqa: E402
+from autojoint.io.case_loading import load_channels
+from autojoint.io.workdir import fold_dir
+from autojoint.networks.joint_net import JointNet
+from autojoint.pipeline import plan_and_preprocess
+from autojoint.preprocessing.preprocess import preprocess_arrays
+from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint
+from autojoint.training.trainer import TrainerConfig, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.losses.joint import joint_loss  # noqa: E402
-from autojoint.networks.blocks import init_weights  # noqa: E402
-from autojoint.networks.joint_net import JointNet  # noqa: E402
-from autojoint.planning.schema import NetworkOptions, Plan  # noqa: E402
+from autojoint.losses.joint import joint_loss
+from autojoint.networks.blocks import init_weights
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.schema import NetworkOptions, Plan
 
 
 def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
@@ -32,11 +29,12 @@ def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     b, c = plan.batch_size, len(plan.channel_names)
     k = plan.num_seg_classes
+    view = plan.classification_shape or (1, 1, 1)  # as preprocessing stores a plan without one
     batch = {
         "data": torch.randn(b, c, *plan.patch_size, device=device),
         "seg": torch.randint(0, k, (b, *plan.patch_size), device=device),
-        "cls_data": torch.randn(b, c, *plan.classification_shape, device=device),
-        "cls_seg": torch.randint(0, k, (b, *plan.classification_shape), device=device),
+        "cls_data": torch.randn(b, c, *view, device=device),
+        "cls_seg": torch.randint(0, k, (b, *view), device=device),
         "diagnosis": torch.randint(0, max(len(plan.classes), 1), (b,), device=device),
         "has_mask": torch.ones(b, dtype=torch.bool, device=device),
         # Where each patch lies in its view (the cross-stitch stem crops the view there).

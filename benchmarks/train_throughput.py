@@ -14,29 +14,26 @@ fixed batch) and end-to-end it/s (both, as the trainer runs them).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autojoint.data.augmentation import (  # noqa: E402
+from autojoint.data.augmentation import (
     AUGMENTATION_PRESETS,
     augmentation_spec,
     make_batch_iterator,
     training_transforms,
 )
-from autojoint.data.loader import JointDataLoader  # noqa: E402
-from autojoint.io.workdir import PLANS_FILE, preprocessed_dir  # noqa: E402
-from autojoint.networks.blocks import init_weights  # noqa: E402
-from autojoint.networks.joint_net import JointNet  # noqa: E402
-from autojoint.planning.schema import Plan  # noqa: E402
-from autojoint.preprocessing.preprocess import list_preprocessed  # noqa: E402
-from autojoint.runtime.devices import resolve_device  # noqa: E402
-from autojoint.training.schedule import make_optimizer  # noqa: E402
-from autojoint.training.step import batch_to_device, make_grad_scaler, train_step  # noqa: E402
+from autojoint.data.loader import JointDataLoader
+from autojoint.io.workdir import PLANS_FILE, preprocessed_dir
+from autojoint.networks.blocks import init_weights
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.schema import Plan
+from autojoint.preprocessing.preprocess import list_preprocessed
+from autojoint.runtime.devices import resolve_device
+from autojoint.training.schedule import make_optimizer
+from autojoint.training.step import batch_to_device, make_grad_scaler, train_step
 
 
 def _rate(n: int, seconds: float) -> float:

@@ -1,15 +1,10 @@
 """Deterministic synthetic chest-CT dataset in the nnU-Net v2 raw layout.
 
 The demo data lets the whole pipeline (planning, training, inference, evaluation) run
-without real scans. The lesions reproduce published COVID-19 vs community-acquired
-pneumonia (CAP) findings (DeepSC-COVID), so the diagnosis depends on the whole scan
-rather than on any single voxel:
-
-* count: COVID-19 ~4.4 lesions per scan, CAP ~1.7, normal 0;
-* volume: lesion/lung ratio ~14% for COVID-19 (widely varying sizes), ~4.4% for CAP;
-* density: COVID-19 mostly ground-glass; CAP a ground-glass rim around a consolidated core;
-* location: COVID-19 peripheral (~62% subpleural) in both lungs; CAP central (~25%),
-  clustered, often in one lung.
+without real scans. A case is the anatomy of ``demo_anatomy`` plus the lesions of
+``demo_lesions``, which reproduce published COVID-19 vs community-acquired pneumonia
+(CAP) findings (DeepSC-COVID), so the diagnosis depends on the whole scan rather than on
+any single voxel.
 
 Every size is relative to the field of view, so a small ``fov_mm`` gives a miniature
 chest with the same statistics that runs fast on a CPU. Arrays are ``(Z, Y, X)``.
@@ -18,23 +13,17 @@ chest with the same statistics that runs fast on a CPU. Arrays are ``(Z, Y, X)``
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
+import itertools
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
-from tqdm import tqdm
 
-from autojoint.io.files import atomic_write
-from autojoint.io.image_io import write_sitk_image
 from dataset_conversion.demo_anatomy import (
     HU_AIR,
     NOISE_SD,
@@ -46,50 +35,16 @@ from dataset_conversion.demo_anatomy import (
     paint_vessels,
     smooth_field,
 )
+from dataset_conversion.demo_lesions import LesionInfo, paint_lesions
+from dataset_conversion.raw_writer import ConvertedCase, write_raw_dataset
 
 logger = logging.getLogger(__name__)
 
 DIAGNOSES: tuple[str, ...] = ("COVID-19", "CAP", "normal")
 LABELS: dict[str, int] = {"background": 0, "ground_glass": 1, "consolidation": 2}
-PERIPHERAL_RHO = 0.75  # centre in the outer 25% of the lung radius = subpleural
-# A consolidated core is one solid blob of at least this many voxels; a smaller one (a
-# small lesion on a coarse grid) stays ground-glass. Radiologists call consolidation a
-# dense region, not a speck, and a speck cannot be learnt from one voxel of evidence.
-MIN_CORE_VOXELS = 20
-# Core radius as a fraction of the lesion's main ellipsoid. CAP: a large core, so that
-# consolidation is the second density peak of DeepSC-COVID's finding 3 (about a third of
-# the lesion voxels); COVID-19: most lesions pure ground-glass, some with a small core.
-CAP_CORE = (0.6, 0.8)
-COVID_CORE = (0.35, 0.5)
-COVID_CORE_P = 0.3
-_COUNT_P = {
-    "COVID-19": {3: 0.45, 4: 0.12, 5: 0.15, 6: 0.13, 7: 0.15},
-    "CAP": {1: 0.55, 2: 0.20, 3: 0.25},
-}
 # identity for most scans; flipped axes test that consumers honour the direction cosines
 _DIRECTIONS = ((1.0, 1.0, 1.0), (-1.0, -1.0, 1.0), (-1.0, 1.0, 1.0))
 _CASE_FILE = re.compile(r"(demo_\d+)(?:_0000)?\.nii\.gz")
-
-
-@dataclass(frozen=True)
-class LesionInfo:
-    """Design record of one lesion, so the placement targets can be checked directly.
-
-    Attributes:
-        centre_zyx: voxel index of the lesion centre.
-        lung: ``"right"`` or ``"left"``.
-        rho: normalised in-slice radius of the centre (0 lung axis, 1 pleura).
-        peripheral: ``rho >= PERIPHERAL_RHO`` (centre in the subpleural band).
-        volume_mm3: volume as drawn, before overlap with other lesions.
-        core_mm3: volume of its consolidated core (0 for a pure ground-glass lesion).
-    """
-
-    centre_zyx: tuple[int, int, int]
-    lung: str
-    rho: float
-    peripheral: bool
-    volume_mm3: float
-    core_mm3: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,194 +73,6 @@ class DemoCase:
     direction: tuple[float, ...]
     lung_mask: np.ndarray
     lesions: tuple[LesionInfo, ...] = ()
-
-
-def _place_centre(
-    grid: Grid,
-    lung_id: np.ndarray,
-    lung: Lung,
-    side: int,
-    rng: np.random.Generator,
-    *,
-    rho_range: tuple[float, float],
-    peripheral: bool,
-    anchor: tuple[np.ndarray, float] | None,
-    placed: list[tuple[np.ndarray, float]],
-    r0: float,
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Rejection-sample a lesion centre (a voxel centre in lung ``side``).
-
-    Wanted: ``peripheral`` status, and lesions far enough apart to stay separate connected
-    components, so the drawn count is the count a reader sees. CAP lesions after the first
-    sit next to ``anchor`` (clustered). Constraints are dropped after 40 tries.
-    """
-    fallback = None
-    for attempt in range(60):
-        if anchor is None:
-            p = lung.point(
-                rng.uniform(*rho_range), rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.85)
-            )
-        else:
-            u = rng.normal(size=3)
-            p = anchor[0] + u / np.linalg.norm(u) * 1.8 * (anchor[1] + r0)
-        p, idx = grid.snap(p)
-        if lung_id[idx] != side + 1:
-            continue
-        fallback = fallback or (p, idx)
-        apart = all(np.linalg.norm(p - q) >= 1.6 * (rq + r0) for q, rq in placed)
-        if attempt >= 40 or (apart and (lung.rho(p) >= PERIPHERAL_RHO) == peripheral):
-            return p, idx
-    if fallback is None:  # degenerate tiny lung: take its most central voxel
-        idx = tuple(int(v) for v in np.argwhere(lung_id == side + 1).mean(0).round())
-        fallback = grid.snap(np.array([grid.z[idx[0]], grid.y[idx[1]], grid.x[idx[2]]]))
-    return fallback
-
-
-def _lesion_mask(
-    grid: Grid,
-    in_lung: Callable[[tuple[slice, ...]], np.ndarray],
-    texture: np.ndarray,
-    centre: np.ndarray,
-    idx: tuple[int, int, int],
-    radius: float,
-    volume: float,
-    rng: np.random.Generator,
-) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
-    """An irregular blob (2-4 overlapping ellipsoids, texture-roughened edge) in the lung.
-
-    The radius is refined up to twice so pleural clipping does not shrink the volume
-    ratio. Returns the box, the lesion mask in it, and the main ellipsoid's normalised
-    squared radius (which places the consolidated core).
-    """
-    blobs = [(np.zeros(3), rng.uniform(0.8, 1.2, 3))]
-    for _ in range(int(rng.integers(1, 4))):
-        u = rng.normal(size=3)
-        blobs.append(
-            (u / np.linalg.norm(u) * rng.uniform(0.4, 0.8), np.full(3, rng.uniform(0.45, 0.75)))
-        )
-    voxel_mm3 = float(np.prod([a[1] - a[0] for a in (grid.z, grid.y, grid.x)]))
-    for _ in range(3):
-        box = grid.box(centre - 1.7 * radius, centre + 1.7 * radius)
-        zz, yy, xx = grid.sub(box)
-        qs = [
-            ((zz - centre[0] - radius * o[0]) / (radius * s[0])) ** 2
-            + ((yy - centre[1] - radius * o[1]) / (radius * s[1])) ** 2
-            + ((xx - centre[2] - radius * o[2]) / (radius * s[2])) ** 2
-            for o, s in blobs
-        ]
-        lesion = (np.minimum.reduce(qs) + 0.25 * texture[box] <= 1.0) & in_lung(box)
-        lesion[tuple(i - b.start for i, b in zip(idx, box, strict=True))] = True
-        vol = float(np.count_nonzero(lesion)) * voxel_mm3
-        if 0.8 * volume <= vol <= 1.25 * volume:
-            break
-        radius *= float(np.clip((volume / vol) ** (1 / 3), 0.75, 1.6))
-    return box, lesion, qs[0]
-
-
-def _paint_lesions(
-    image: np.ndarray,
-    label: np.ndarray,
-    lung_id: np.ndarray,
-    grid: Grid,
-    lungs: tuple[Lung, ...],
-    texture: np.ndarray,
-    diagnosis: str,
-    rng: np.random.Generator,
-) -> tuple[LesionInfo, ...]:
-    """Place lesions whose count, size, density and location follow the class findings."""
-    if diagnosis == "normal":
-        return ()
-    covid = diagnosis == "COVID-19"
-    counts, probs = zip(*_COUNT_P[diagnosis].items(), strict=True)
-    n = int(rng.choice(counts, p=probs))
-    voxel_mm3 = float(np.prod([a[1] - a[0] for a in (grid.z, grid.y, grid.x)]))
-    lung_vol = float(np.count_nonzero(lung_id)) * voxel_mm3
-    if covid:  # widely varying sizes, spread over both lungs, mostly subpleural
-        total = float(np.clip(rng.normal(0.14, 0.035), 0.06, 0.26))
-        share = np.maximum(rng.dirichlet(np.full(n, 0.9)), 0.15 / n)
-        sides = np.roll(np.arange(n) % 2, int(rng.integers(2)))
-        peripheral = rng.random(n) < 0.62
-    else:  # similar sizes, clustered around the first lesion, usually in one lung
-        total = float(np.clip(rng.normal(0.044, 0.01), 0.02, 0.07))
-        share = rng.dirichlet(np.full(n, 8.0))
-        sides = np.full(n, rng.integers(2)) if rng.random() < 0.8 else rng.integers(0, 2, n)
-        peripheral = np.full(n, rng.random() < 0.25)
-    volumes = total * lung_vol * share / share.sum()
-    placed: list[tuple[np.ndarray, float]] = []
-    infos: list[LesionInfo] = []
-    for k in range(n):
-        side = int(sides[k])
-        lung = lungs[side]
-        r0 = (3 * volumes[k] / (4 * np.pi)) ** (1 / 3) / 1.15  # the union inflates volume
-        rho_range = (0.76, 0.95) if peripheral[k] else ((0.15, 0.74) if covid else (0.0, 0.5))
-        anchor = placed[0] if not covid and placed and side == int(sides[0]) else None
-        centre, idx = _place_centre(
-            grid,
-            lung_id,
-            lung,
-            side,
-            rng,
-            rho_range=rho_range,
-            peripheral=bool(peripheral[k]),
-            anchor=anchor,
-            placed=placed,
-            r0=r0,
-        )
-        placed.append((centre, r0))
-        core = (
-            rng.uniform(*CAP_CORE)
-            if not covid
-            else (rng.uniform(*COVID_CORE) if rng.random() < COVID_CORE_P else 0.0)
-        )
-        ggo_hu, cons_hu = rng.uniform(-750, -600), rng.uniform(-40, 100)
-        radius = max(r0, 0.75 * float(grid.x[1] - grid.x[0]))
-        box, lesion, q_main = _lesion_mask(
-            grid,
-            lambda b, s=side: lung_id[b] == s + 1,
-            texture,
-            centre,
-            idx,
-            radius,
-            volumes[k],
-            rng,
-        )
-        solid = _core_mask(lesion, q_main, core)
-        hu = np.where(solid, np.float32(cons_hu), np.float32(ggo_hu))
-        sub = image[box]
-        sub[lesion] = np.maximum(sub, hu)[lesion]  # vessels stay visible through GGO
-        label[box] = np.maximum(label[box], np.where(solid, 2, lesion).astype(np.uint8))
-        rho = lung.rho(centre)
-        infos.append(
-            LesionInfo(
-                idx,
-                lung.name,
-                rho,
-                rho >= PERIPHERAL_RHO,
-                float(np.count_nonzero(lesion)) * voxel_mm3,
-                float(np.count_nonzero(solid)) * voxel_mm3,
-            )
-        )
-    return tuple(infos)
-
-
-def _core_mask(lesion: np.ndarray, q_main: np.ndarray, core: float) -> np.ndarray:
-    """The consolidated core: the largest connected part of the lesion inside ``core`` times
-    the main ellipsoid, kept only when it has at least ``MIN_CORE_VOXELS`` voxels.
-
-    ``core = 0`` means no core: ``q <= 0`` would otherwise mark the snapped centre voxel.
-    Stray fragments (the texture cuts the lesion edge) are dropped so each core is one blob.
-    """
-    if core <= 0:
-        return np.zeros_like(lesion)
-    solid = lesion & (q_main <= core**2)
-    parts, n = ndimage.label(solid, structure=np.ones((3, 3, 3)))
-    if n == 0:
-        return solid
-    sizes = np.bincount(parts.ravel())[1:]
-    largest = int(np.argmax(sizes)) + 1
-    if sizes[largest - 1] < MIN_CORE_VOXELS:
-        return np.zeros_like(lesion)
-    return parts == largest
 
 
 def generate_case(
@@ -358,7 +125,7 @@ def generate_case(
     cell = 0.03 * fov_mm
     texture = smooth_field(shape, (cell / sz, cell / sxy, cell / sxy), rng)
     label = np.zeros(shape, np.uint8)
-    lesions = _paint_lesions(image, label, lung_id, grid, lungs, texture, diagnosis, rng)
+    lesions = paint_lesions(image, label, lung_id, grid, lungs, texture, diagnosis, rng)
     texture *= TEXTURE_SD
     body = ellipse_q(grid.y, grid.x, 0.05 * r, 0.0, 0.62 * r, 0.85 * r) <= 1.0
     np.add(image, texture, out=image, where=body[None])
@@ -394,18 +161,13 @@ def _check_extent(fov_mm: float, z_extent_mm: float) -> None:
         )
 
 
-def _write_volume(array: np.ndarray, case: DemoCase, path: Path) -> None:
-    """Write an image or label on the case geometry (spacing reversed to ITK's x, y, z)."""
+def _to_image(array: np.ndarray, case: DemoCase) -> sitk.Image:
+    """An image or label on the case geometry (spacing reversed to ITK's x, y, z)."""
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(reversed(case.spacing_zyx)))
     img.SetOrigin(case.origin_xyz)
     img.SetDirection(case.direction)
-    write_sitk_image(img, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a small text file (JSON, CSV) atomically."""
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), binary=True)
+    return img
 
 
 def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:
@@ -420,26 +182,18 @@ def _remove_stale(out_dir: Path, split: str, ids: list[str]) -> None:
         (out_dir / f"diagnoses{split}.csv").unlink(missing_ok=True)
 
 
-def _write_split(
-    out_dir: Path,
+def _split_cases(
     split: str,
     ids: list[str],
     seed: int,
     split_key: int,
     fov_mm: float,
     z_extent_mm: float,
-) -> None:
-    """Generate and write one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses."""
-    _remove_stale(out_dir, split, ids)
-    if not ids:
-        return
-    img_dir, lab_dir = out_dir / f"images{split}", out_dir / f"labels{split}"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lab_dir.mkdir(parents=True, exist_ok=True)
+) -> Iterator[ConvertedCase]:
+    """Generate one split (``Tr`` or ``Ts``) with balanced, shuffled diagnoses, in id order."""
     order = np.random.default_rng([seed, split_key]).permutation(len(ids))
     diagnoses = [DIAGNOSES[int(i) % len(DIAGNOSES)] for i in order]
-    jobs = list(zip(ids, diagnoses, strict=True))
-    for i, (case_id, diagnosis) in enumerate(tqdm(jobs, desc=f"demo{split}", unit="case")):
+    for i, (case_id, diagnosis) in enumerate(zip(ids, diagnoses, strict=True)):
         # one stream per case: a case does not change when other cases are added
         case = generate_case(
             case_id,
@@ -448,13 +202,14 @@ def _write_split(
             fov_mm=fov_mm,
             z_extent_mm=z_extent_mm,
         )
-        _write_volume(case.image, case, img_dir / f"{case_id}_0000.nii.gz")
-        _write_volume(case.label, case, lab_dir / f"{case_id}.nii.gz")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["case", "diagnosis"])
-    writer.writerows(jobs)
-    _write_text(out_dir / f"diagnoses{split}.csv", buf.getvalue())
+        yield ConvertedCase(
+            case_id,
+            (_to_image(case.image, case),),
+            _to_image(case.label, case),
+            diagnosis,
+            source=f"generated demo case {case_id} (seed {seed})",
+            split=split,
+        )
 
 
 def generate_dataset(
@@ -467,6 +222,9 @@ def generate_dataset(
     z_extent_mm: float = 300.0,
 ) -> None:
     """Write a complete nnU-Net v2 raw dataset of synthetic chest CTs to ``out_dir``.
+
+    The files go through :func:`dataset_conversion.raw_writer.write_raw_dataset` (the one
+    writer of the raw layout) in place, so a rerun refreshes the demo and keeps other files.
 
     Args:
         out_dir: dataset folder (created; ``demo_*`` cases of earlier runs are replaced).
@@ -489,24 +247,29 @@ def generate_dataset(
             raise ValueError(f"{name} must be an integer >= {low} (got {value}).")
     _check_extent(fov_mm, z_extent_mm)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ids = [f"demo_{i:03d}" for i in range(num_train + num_test)]
-    _write_split(out_dir, "Tr", ids[:num_train], seed, 0, fov_mm, z_extent_mm)
-    _write_split(out_dir, "Ts", ids[num_train:], seed, 1, fov_mm, z_extent_mm)
-    meta = {
-        "name": "AutoJointDemo",
-        "description": (
+    train_ids, test_ids = ids[:num_train], ids[num_train:]
+    _remove_stale(out_dir, "Tr", train_ids)
+    _remove_stale(out_dir, "Ts", test_ids)
+    cases = itertools.chain(
+        _split_cases("Tr", train_ids, seed, 0, fov_mm, z_extent_mm),
+        _split_cases("Ts", test_ids, seed, 1, fov_mm, z_extent_mm),
+    )
+    write_raw_dataset(
+        out_dir,
+        cases,
+        labels=LABELS,
+        classes=DIAGNOSES,
+        name="AutoJointDemo",
+        description=(
             f"Synthetic chest CT (seed {seed}, fov {fov_mm} mm, z {z_extent_mm} mm) "
             "with COVID-19 / CAP / normal lesion patterns after DeepSC-COVID: "
             "count, lesion/lung volume, density and location differ by class."
         ),
-        "channel_names": {"0": "CT"},
-        "labels": LABELS,
-        "numTraining": num_train,
-        "file_ending": ".nii.gz",
-        "classes": list(DIAGNOSES),
-    }
-    _write_text(out_dir / "dataset.json", json.dumps(meta, indent=2) + "\n")
+        num_cases=len(ids),
+        in_place=True,
+        sort_diagnoses=False,
+    )
     logger.info("wrote %d training and %d test cases to %s", num_train, num_test, out_dir)
 
 

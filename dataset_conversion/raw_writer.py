@@ -11,6 +11,9 @@ Every converter turns a public dataset into :class:`ConvertedCase` objects and h
 * checks what the planner would refuse later (mask grid, mask values, diagnosis names) and
   names the source file in the error.
 
+The demo generator writes through it too, in place (``in_place=True``): a rerun refreshes
+the demo's own cases in an existing folder instead of replacing the folder.
+
 Layout written (docs/dataset_format.md)::
 
     OUT/dataset.json, OUT/imagesTr/CASE_0000.nii.gz, OUT/labelsTr/CASE.nii.gz (optional),
@@ -272,11 +275,13 @@ def write_raw_dataset(
     extras: Mapping[str, Callable[[Path], None]] | None = None,
     num_cases: int | None = None,
     overwrite: bool = False,
+    in_place: bool = False,
+    sort_diagnoses: bool = True,
 ) -> dict[str, int]:
-    """Write ``cases`` as a raw dataset into ``out_dir`` (all or nothing).
+    """Write ``cases`` as a raw dataset into ``out_dir`` (all or nothing unless ``in_place``).
 
     Args:
-        out_dir: target folder; must be absent or empty unless ``overwrite``.
+        out_dir: target folder; must be absent or empty unless ``overwrite`` or ``in_place``.
         cases: converted cases, consumed one at a time (a generator keeps memory flat).
         labels: lesion label names to values, background 0.
         classes: diagnosis names; empty for a segmentation-only dataset.
@@ -285,70 +290,116 @@ def write_raw_dataset(
         extras: file name -> writer(path) for converter-specific files (written in staging).
         num_cases: length of ``cases`` for the progress bar, when known.
         overwrite: replace an existing non-empty ``out_dir``.
+        in_place: write straight into ``out_dir`` and keep the files already there, for a
+            generator that refreshes its own dataset (the demo: it removes its stale cases
+            itself, and a user's other files stay). Not all or nothing; still validated.
+        sort_diagnoses: rows of ``diagnoses{Tr,Ts}.csv`` sorted by case id; False keeps the
+            order the cases came in (the demo's numbering: ``demo_999`` before ``demo_1000``).
 
     Returns:
         Counts: ``num_training``, ``num_test``, ``num_with_label``, ``num_with_diagnosis``.
 
     Raises:
-        ConversionError: a bad case or an empty result (nothing is left behind).
+        ConversionError: a bad case or an empty result (nothing is left behind, except the
+            cases written before it when ``in_place``).
     """
     out_dir = Path(out_dir)
-    channel_names = channel_names or {"0": "CT"}
-    staging = _staging_dir(out_dir, overwrite)
+    layout = _Layout(
+        labels=labels,
+        classes=tuple(classes),
+        channel_names=channel_names or {"0": "CT"},
+        name=name,
+        description=description,
+        extras=extras or {},
+        sort_diagnoses=sort_diagnoses,
+    )
+    if in_place:
+        counts = _write_layout(out_dir, cases, layout, out_dir=out_dir, num_cases=num_cases)
+    else:
+        staging = _staging_dir(out_dir, overwrite)
+        try:
+            counts = _write_layout(staging, cases, layout, out_dir=out_dir, num_cases=num_cases)
+            _publish(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    logger.info("wrote %s: %s", out_dir, counts)
+    return counts
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What :func:`write_raw_dataset` declares for the whole dataset (see its Args)."""
+
+    labels: dict[str, int]
+    classes: tuple[str, ...]
+    channel_names: dict[str, str]
+    name: str
+    description: str
+    extras: Mapping[str, Callable[[Path], None]]
+    sort_diagnoses: bool
+
+
+def _write_layout(
+    root: Path,
+    cases: Iterable[ConvertedCase],
+    layout: _Layout,
+    *,
+    out_dir: Path,
+    num_cases: int | None,
+) -> dict[str, int]:
+    """Write every case, the diagnosis CSVs, the extras and ``dataset.json`` into ``root``,
+    then validate ``root`` as the planner would (``out_dir`` names the target in errors)."""
+    labels, classes, channel_names = layout.labels, layout.classes, layout.channel_names
     diagnoses: dict[str, list[tuple[str, str]]] = {"Tr": [], "Ts": []}
     counts = {"num_training": 0, "num_test": 0, "num_with_label": 0, "num_with_diagnosis": 0}
     seen: set[str] = set()
+    for case in tqdm(cases, total=num_cases, desc="convert", unit="case"):
+        _check_case(case, labels, classes)
+        if len(case.channels) != len(channel_names):
+            raise ConversionError(
+                f"{case.source}: {len(case.channels)} channel(s), dataset declares "
+                f"{len(channel_names)} ({channel_names})."
+            )
+        if case.case_id in seen:
+            raise ConversionError(f"{case.source}: case id '{case.case_id}' occurs twice.")
+        seen.add(case.case_id)
+        s = case.split
+        for i, ch in enumerate(case.channels):
+            write_sitk(ch, root / f"images{s}" / f"{case.case_id}_{i:04d}{FILE_ENDING}")
+        if case.label is not None:
+            write_sitk(case.label, root / f"labels{s}" / f"{case.case_id}{FILE_ENDING}")
+            counts["num_with_label"] += s == "Tr"
+        if case.lung is not None:
+            write_sitk(case.lung, root / f"lungs{s}" / f"{case.case_id}{FILE_ENDING}")
+        if case.diagnosis is not None:
+            diagnoses[s].append((case.case_id, case.diagnosis))
+            counts["num_with_diagnosis"] += s == "Tr"
+        counts["num_training" if s == "Tr" else "num_test"] += 1
+    if counts["num_training"] == 0:
+        raise ConversionError(f"no training case found to write into {out_dir}.")
+    if classes:
+        for s, rows in diagnoses.items():
+            if rows or s == "Tr":
+                ordered = sorted(rows) if layout.sort_diagnoses else rows
+                write_csv(ordered, ("case", "diagnosis"), root / f"diagnoses{s}.csv")
+    for file_name, writer in layout.extras.items():
+        writer(root / file_name)
+    meta: dict[str, object] = {
+        "name": layout.name,
+        "description": layout.description,
+        "channel_names": channel_names,
+        "labels": labels,
+        "numTraining": counts["num_training"],
+        "file_ending": FILE_ENDING,
+    }
+    if classes:
+        meta["classes"] = list(classes)
+    write_json(meta, root / "dataset.json")
     try:
-        for case in tqdm(cases, total=num_cases, desc="convert", unit="case"):
-            _check_case(case, labels, classes)
-            if len(case.channels) != len(channel_names):
-                raise ConversionError(
-                    f"{case.source}: {len(case.channels)} channel(s), dataset declares "
-                    f"{len(channel_names)} ({channel_names})."
-                )
-            if case.case_id in seen:
-                raise ConversionError(f"{case.source}: case id '{case.case_id}' occurs twice.")
-            seen.add(case.case_id)
-            s = case.split
-            for i, ch in enumerate(case.channels):
-                write_sitk(ch, staging / f"images{s}" / f"{case.case_id}_{i:04d}{FILE_ENDING}")
-            if case.label is not None:
-                write_sitk(case.label, staging / f"labels{s}" / f"{case.case_id}{FILE_ENDING}")
-                counts["num_with_label"] += s == "Tr"
-            if case.lung is not None:
-                write_sitk(case.lung, staging / f"lungs{s}" / f"{case.case_id}{FILE_ENDING}")
-            if case.diagnosis is not None:
-                diagnoses[s].append((case.case_id, case.diagnosis))
-                counts["num_with_diagnosis"] += s == "Tr"
-            counts["num_training" if s == "Tr" else "num_test"] += 1
-        if counts["num_training"] == 0:
-            raise ConversionError(f"no training case found to write into {out_dir}.")
-        if classes:
-            for s, rows in diagnoses.items():
-                if rows or s == "Tr":
-                    write_csv(sorted(rows), ("case", "diagnosis"), staging / f"diagnoses{s}.csv")
-        for file_name, writer in (extras or {}).items():
-            writer(staging / file_name)
-        meta: dict[str, object] = {
-            "name": name,
-            "description": description,
-            "channel_names": channel_names,
-            "labels": labels,
-            "numTraining": counts["num_training"],
-            "file_ending": FILE_ENDING,
-        }
-        if classes:
-            meta["classes"] = list(classes)
-        write_json(meta, staging / "dataset.json")
-        try:
-            load_raw_dataset(staging)
-        except DatasetError as err:
-            raise ConversionError(f"converted dataset failed validation: {err}") from err
-        _publish(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    logger.info("wrote %s: %s", out_dir, counts)
+        load_raw_dataset(root)
+    except DatasetError as err:
+        raise ConversionError(f"converted dataset failed validation: {err}") from err
     return counts
 
 

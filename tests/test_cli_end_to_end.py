@@ -32,6 +32,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "raw": raw, "work": work}
 
 
+@pytest.mark.slow
 def test_plan_writes_versioned_files(trained: dict[str, Path]) -> None:
     work = trained["work"]
     plan = json.loads((work / "plans.json").read_text())
@@ -43,6 +44,7 @@ def test_plan_writes_versioned_files(trained: dict[str, Path]) -> None:
     assert np.all(np.array(plan["patch_size"]) % stride == 0)
 
 
+@pytest.mark.slow
 def test_explain_prints_every_number_with_its_reason(
     trained: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
@@ -55,6 +57,7 @@ def test_explain_prints_every_number_with_its_reason(
     assert set(plan["reasons"]) >= {"target_spacing", "patch_size", "batch_size", "eta"}
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
     fold = trained["work"] / "fold_0"
     assert (fold / "checkpoint_final.pt").is_file()
@@ -71,6 +74,7 @@ def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
     assert 0.0 <= summary["classification"]["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
     raw, work, root = trained["raw"], trained["work"], trained["root"]
     out = root / "pred"
@@ -120,6 +124,7 @@ def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
     assert "lesion" in summary["mean"]
 
 
+@pytest.mark.slow
 def test_segmentation_only_dataset(tmp_path: Path) -> None:
     """A plain nnU-Net v2 dataset (no classes, no diagnoses CSV) plans, trains, predicts."""
     raw = make_raw_dataset(tmp_path / "raw", num_cases=5, with_diagnoses=False)
@@ -162,6 +167,7 @@ def test_console_scripts_installed_with_help(command: str) -> None:
     assert "--help" in result.stdout
 
 
+@pytest.mark.slow
 def test_lowres_configuration_end_to_end(tmp_path: Path) -> None:
     """A tiny memory budget makes the full-resolution patch cover < 1/4 of the scan: the
     plan gains a low-resolution configuration that preprocesses, trains and predicts."""
@@ -187,6 +193,7 @@ def test_lowres_configuration_end_to_end(tmp_path: Path) -> None:
     assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]) == 1
 
 
+@pytest.mark.slow
 def test_unknown_loss_fails_before_training(
     trained: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
@@ -195,6 +202,7 @@ def test_unknown_loss_fails_before_training(
     assert "available: dice_ce, dice_focal, focal, focal_tversky" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
     """Every network switch (the MSD-Net preset's blocks plus every other switch) and a
     non-default loss on: the checkpoint keeps the switched plan, and prediction rebuilds
@@ -228,6 +236,7 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
     )
 
 
+@pytest.mark.slow
 def test_evidence_maps_on_input_grid(trained: dict[str, Path]) -> None:
     raw, work, root = trained["raw"], trained["work"], trained["root"]
     out = root / "pred_evidence"

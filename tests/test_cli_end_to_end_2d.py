@@ -29,6 +29,7 @@ def trained_2d(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "raw": raw, "work": work}
 
 
+@pytest.mark.slow
 def test_plan_of_2d_slices_is_2d(trained_2d: dict[str, Path]) -> None:
     work = trained_2d["work"]
     fp = json.loads((work / "fingerprint.json").read_text())
@@ -42,6 +43,7 @@ def test_plan_of_2d_slices_is_2d(trained_2d: dict[str, Path]) -> None:
     assert not (work / "preprocessed").exists()
 
 
+@pytest.mark.slow
 def test_default_configuration_names_the_fix(
     trained_2d: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
@@ -50,6 +52,7 @@ def test_default_configuration_names_the_fix(
     assert "only configuration is 2d. Pass -c 2d" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_writes_2d_masks_on_the_input_grid(trained_2d: dict[str, Path]) -> None:
     raw, work, root = trained_2d["raw"], trained_2d["work"], trained_2d["root"]
     out = root / "pred"
@@ -78,6 +81,7 @@ def test_predict_writes_2d_masks_on_the_input_grid(trained_2d: dict[str, Path]) 
     )
 
 
+@pytest.mark.slow
 def test_2d_configuration_of_a_3d_dataset(tmp_path: Path) -> None:
     # nnU-Net's 2d on volumes: plan -c 2d preprocesses slices, train/predict -c 2d, and the
     # masks come back as 3D volumes on each input grid.

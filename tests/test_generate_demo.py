@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from dataset_conversion.demo_lesions import MIN_CORE_VOXELS
 from dataset_conversion.generate_demo import (
     DIAGNOSES,
-    MIN_CORE_VOXELS,
     DemoCase,
     generate_case,
     generate_dataset,

@@ -20,7 +20,7 @@ from autojoint.runtime.checkpoint import load_checkpoint
 from dataset_conversion.convert_medseg import main_slices
 from tests.shared_data import shared_data_or_skip
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 NUM_TRAIN = 8
 
 

@@ -82,6 +82,7 @@ def test_loader_flags_the_missing_task_per_case(partial: dict[str, Path]) -> Non
         assert (int(diagnosis) == -1) == (key in MASK_ONLY)
 
 
+@pytest.mark.slow
 def test_partial_dataset_trains_predicts_and_evaluates(partial: dict[str, Path]) -> None:
     work, raw, root = partial["work"], partial["raw"], partial["root"]
     args = ["0", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "2"]

@@ -23,7 +23,7 @@ from autojoint.cli import train as cli_train
 from dataset_conversion.convert_covid_ct_md import main as convert_main
 from tests.shared_data import shared_data_or_skip
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 CASES = ("P001", "cap001", "normal001")
 CLASSES = ["COVID-19", "CAP", "Normal"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from batchgenerators.dataloading.data_loader import DataLoader
 
+from autojoint.data.batch import Batch
 from autojoint.preprocessing.preprocess import load_preprocessed
 
 
@@ -104,11 +105,11 @@ def forced_foreground_slots(
 
 
 class JointDataLoader(DataLoader):
-    """Yields dicts with ``data`` (B,C,*patch), ``seg`` (B,1,*patch), ``cls_data``,
-    ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown, ``has_mask`` (B,) and
-    ``patch_box`` (B,2,D) float32: where the central ``patch_size`` region of each crop
-    lies in its case and view (:func:`patch_box`), which the augmentation's mirroring keeps
-    up to date.
+    """Yields :class:`autojoint.data.batch.Batch` dicts: ``data`` (B,C,*patch), ``seg``
+    (B,1,*patch), ``cls_data``, ``cls_seg``, ``diagnosis`` (B,) with -1 for unknown,
+    ``has_mask`` (B,) and ``patch_box`` (B,2,D) float32: where the central ``patch_size``
+    region of each crop lies in its case and view (:func:`patch_box`), which the
+    augmentation's mirroring keeps up to date.
 
     Cases are read through memory maps (only the cropped patch is read from disk).
     ``loaded_patch_size`` (default ``patch_size``) is the size cropped from the case; it is
@@ -177,25 +178,31 @@ class JointDataLoader(DataLoader):
 
     def _load_sample(self, case_id: str, force_foreground: bool) -> dict:
         case = load_preprocessed(self.preprocessed_dir, case_id, mmap_mode="r")
-        data = case["data"]
-        has_mask = "seg" in case
+        data = case.data
         center = None
-        if force_foreground and has_mask and "fg_locations" in case:
-            center = pick_foreground_voxel(np.asarray(case["fg_locations"]), self.rng)
+        if force_foreground and case.seg is not None and case.fg_locations is not None:
+            center = pick_foreground_voxel(np.asarray(case.fg_locations), self.rng)
         start = self._start(data.shape[1:], center)
         size = self.loaded_patch_size
         # Pad with the crop's own minimum: the volume's would read the whole memory map.
         patch = np.stack([extract_patch(c, start, size, np.nan) for c in data]).astype(np.float32)
         for c in patch:
             c[np.isnan(c)] = np.nanmin(c)
-        seg = extract_patch(case["seg"], start, size, 0) if has_mask else np.zeros(size, np.uint8)
+        has_mask = case.seg is not None
+        seg = (
+            np.zeros(size, np.uint8)
+            if case.seg is None
+            else extract_patch(case.seg, start, size, 0)
+        )
         # The box of the central patch_size region, which a spatial augmentation crops back
         # to (batchgenerators' centre crop starts at (loaded - patch) // 2).
         inner = [s + (b - p) // 2 for s, b, p in zip(start, size, self.patch_size, strict=True)]
         box = patch_box(inner, self.patch_size, data.shape[1:])
-        cls_data = np.asarray(case["cls_data"])
-        cls_seg = np.asarray(case.get("cls_seg", np.zeros(cls_data.shape[1:], np.uint8)))
-        diag = case["properties"]["diagnosis"]
+        cls_data = np.asarray(case.cls_data)
+        cls_seg = np.asarray(
+            case.cls_seg if case.cls_seg is not None else np.zeros(cls_data.shape[1:], np.uint8)
+        )
+        diag = case.diagnosis
         return {
             "data": patch,
             "seg": seg[None],
@@ -206,7 +213,7 @@ class JointDataLoader(DataLoader):
             "patch_box": box,
         }
 
-    def generate_train_batch(self) -> dict:
+    def generate_train_batch(self) -> Batch:
         ids = [self._data[i] for i in self.get_indices()]
         samples = [self._load_sample(c, f) for c, f in zip(ids, self.forced, strict=True)]
         return {

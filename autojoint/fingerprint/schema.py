@@ -6,14 +6,13 @@ Undefined statistics (no masked case, no lesion component) are ``nan`` in memory
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from autojoint.io.files import read_json, write_json
-from autojoint.io.typed_json import field_problems
+from autojoint.io.typed_json import field_problems, from_json
 
 FINGERPRINT_SCHEMA_VERSION = 1
 
@@ -22,15 +21,6 @@ ALL_LESIONS = "lesion"
 
 # Keys of the component size percentiles, and the percentile each stands for.
 PERCENTILES: dict[str, float] = {"p05": 5.0, "p25": 25.0, "p50": 50.0, "p75": 75.0, "p95": 95.0}
-
-
-def _num(v: Any) -> float:
-    """A JSON number back to float; ``null`` (written for NaN) becomes NaN."""
-    return math.nan if v is None else float(v)
-
-
-def _nums(d: Mapping[str, Any]) -> dict[str, float]:
-    return {str(k): _num(v) for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -73,18 +63,6 @@ class LesionStats:
     volume_mm3_percentiles: dict[str, float]
     equivalent_diameter_mm_percentiles: dict[str, float]
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LesionStats:
-        return cls(
-            num_cases_with_mask=int(d["num_cases_with_mask"]),
-            num_cases_with_label=int(d["num_cases_with_label"]),
-            mean_voxel_fraction=_num(d["mean_voxel_fraction"]),
-            components_per_case_mean=_num(d["components_per_case_mean"]),
-            components_per_case_median=_num(d["components_per_case_median"]),
-            volume_mm3_percentiles=_nums(d["volume_mm3_percentiles"]),
-            equivalent_diameter_mm_percentiles=_nums(d["equivalent_diameter_mm_percentiles"]),
-        )
-
 
 @dataclass(frozen=True)
 class CaseFingerprint:
@@ -107,23 +85,6 @@ class CaseFingerprint:
     label_voxel_fraction: dict[str, float]
     lesion_components: dict[str, list[float]]
     is_2d: bool = False
-
-    @classmethod
-    def from_dict(cls, c: Mapping[str, Any]) -> CaseFingerprint:
-        return cls(
-            case_id=c["case_id"],
-            shape=tuple(int(v) for v in c["shape"]),  # type: ignore[arg-type]
-            shape_after_crop=tuple(int(v) for v in c["shape_after_crop"]),  # type: ignore[arg-type]
-            spacing=tuple(float(v) for v in c["spacing"]),  # type: ignore[arg-type]
-            direction=tuple(float(v) for v in c["direction"]),
-            has_label=bool(c["has_label"]),
-            diagnosis=c["diagnosis"],
-            label_voxel_fraction=_nums(c["label_voxel_fraction"]),
-            lesion_components={
-                str(k): [float(v) for v in vols] for k, vols in c["lesion_components"].items()
-            },
-            is_2d=bool(c.get("is_2d", False)),
-        )
 
 
 @dataclass(frozen=True)
@@ -157,7 +118,8 @@ class Fingerprint:
         """Build from the dict :meth:`save` writes.
 
         Raises:
-            ValueError: other schema_version, or a key missing (naming ``source``).
+            ValueError: other schema_version, or a key missing or of the wrong type (naming
+                ``source``).
         """
         if not isinstance(d, Mapping):
             raise ValueError(
@@ -177,29 +139,7 @@ class Fingerprint:
                 f"{' ...' if len(mismatches) > 8 else ''}: it does not match the fingerprint "
                 "schema (another version, or edited). Rerun autojoint_plan."
             )
-        try:
-            return cls(
-                channel_names=dict(d["channel_names"]),
-                labels={str(k): int(v) for k, v in d["labels"].items()},
-                classes=tuple(d["classes"]),
-                cases=tuple(CaseFingerprint.from_dict(c) for c in d["cases"]),
-                intensity=tuple(
-                    IntensityStats(**{k: _num(v) for k, v in s.items()}) for s in d["intensity"]
-                ),
-                diagnosis_counts={str(k): int(v) for k, v in d["diagnosis_counts"].items()},
-                num_cases_without_label=int(d["num_cases_without_label"]),
-                num_cases_without_diagnosis=int(d["num_cases_without_diagnosis"]),
-                lesion_stats={
-                    str(k): LesionStats.from_dict(s) for k, s in d["lesion_stats"].items()
-                },
-                is_2d=bool(d.get("is_2d", False)),
-                schema_version=version,
-            )
-        except KeyError as err:
-            raise ValueError(
-                f"{source}: fingerprint lacks key {err}; it was written by an older "
-                "development version. Rerun autojoint_plan."
-            ) from err
+        return from_json(cls, d, null_floats=True)
 
     @classmethod
     def load(cls, path: Path) -> Fingerprint:

@@ -20,6 +20,7 @@ import torch
 from autojoint.inference.sliding_window import network_probabilities
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
+from autojoint.preprocessing.preprocess import PreprocessedCase
 
 __all__ = ["NetworkProbabilities", "run_networks"]
 
@@ -42,8 +43,7 @@ class NetworkProbabilities:
 @torch.no_grad()
 def run_networks(
     nets: Sequence[JointNet],
-    data: np.ndarray,
-    cls_data: np.ndarray,
+    pre: PreprocessedCase,
     plan: Plan,
     device: torch.device,
     *,
@@ -57,8 +57,8 @@ def run_networks(
 
     Args:
         nets: networks of one plan (the folds of an ensemble, or the network in training).
-        data: the case at the plan's spacing, in the plan's axis order.
-        cls_data: the case's whole-scan view.
+        pre: the case preprocessed with ``plan``: ``pre.data`` (at the plan's spacing, in
+            its axis order) is segmented, ``pre.cls_data`` (the whole-scan view) diagnosed.
         mirror_axes: per network, the spatial axes to mirror for test-time augmentation
             (what the network's training mirrored); None = no mirroring.
         step_fraction: sliding-window step as a fraction of the patch.
@@ -66,22 +66,22 @@ def run_networks(
         segment: False skips the sliding window (only the diagnosis is computed).
 
     Shape:
-        data ``(C, Z, Y, X)``, cls_data ``(C, *plan.classification_shape)``; the result as
-        in :class:`NetworkProbabilities`.
+        ``pre.data`` ``(C, Z, Y, X)`` -> segmentation ``(K, Z, Y, X)``, as in
+        :class:`NetworkProbabilities`.
     """
     axes = [()] * len(nets) if mirror_axes is None else [tuple(a) for a in mirror_axes]
-    view = torch.from_numpy(cls_data[None]).to(device) if plan.has_diagnosis else None
+    view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
     # With the cross-stitch stem, each window mixes in the case's whole-scan view at the
     # window's own place (its box in the case), as in training; without it the context
     # is ignored.
     context = view if plan.network.cross_stitch else None
-    total = np.zeros((plan.num_seg_classes, *data.shape[1:]), np.float32) if segment else None
+    total = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32) if segment else None
     diagnosis = []
     for net, net_axes in zip(nets, axes, strict=True):
         if total is not None:
             total += network_probabilities(
                 net,
-                data,
+                pre.data,
                 plan.patch_size,
                 plan.num_seg_classes,
                 context=context,

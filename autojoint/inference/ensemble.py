@@ -41,10 +41,10 @@ class Ensemble:
 
 
 def trained_on_2d_images(plan: Plan) -> bool:
-    """A plan of a dataset of 2D images: the 2d configuration with a median of one slice (the
-    2d configuration of a 3D dataset keeps the volumes' median depth). Such a model also
-    predicts 3D volumes slice by slice; a 3D model cannot predict a 2D image."""
-    return plan.configuration == "2d" and plan.median_shape[0] == 1
+    """A plan of a dataset of 2D images (``plan.is_2d``; not the 2d configuration of a 3D
+    dataset). Such a model also predicts 3D volumes slice by slice; a 3D model cannot
+    predict a 2D image."""
+    return plan.is_2d
 
 
 def check_checkpoint_name(name: str) -> None:

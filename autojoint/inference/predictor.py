@@ -139,8 +139,7 @@ def predict_case(
     with timer("network"):
         out = run_networks(
             nets,
-            pre.data,
-            pre.cls_data,
+            pre,
             plan,
             device,
             mirror_axes=mirror_axes,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from autojoint.data.batch import TensorBatch
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.losses.segmentation import deep_supervision_loss
 from autojoint.networks.joint_net import JointNet, JointOutput
@@ -91,7 +92,7 @@ def task_aware_loss(
     return total
 
 
-def evidence_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def evidence_targets(batch: TensorBatch) -> torch.Tensor:
     """Samples that get an evidence target in eq. 10: a reference diagnosis, a mask, and a
     lesion in the view's mask. Normal scans (no lesion: there is nothing for the evidence
     to agree with) and scans without a diagnosis or mask get none.
@@ -116,7 +117,7 @@ class LossParts:
 def joint_loss(
     net: JointNet,
     out: JointOutput,
-    batch: dict[str, torch.Tensor],
+    batch: TensorBatch,
     weights: LossWeights,
     class_weights: torch.Tensor,
     options: LossOptions,

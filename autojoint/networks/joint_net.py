@@ -322,7 +322,7 @@ class JointNet(nn.Module):
             fusion=options.fusion,
         )
         self.cls: ClassificationNet | None = None
-        if plan.has_diagnosis:
+        if plan.classification_shape is not None:  # exactly when there are diagnoses
             feats = topology.features_per_stage
             widths = [feats[min(i, len(feats) - 1)] * 2 for i in range(3)]
             # Halve and convolve every axis of the view, except a one-voxel one (the view of a

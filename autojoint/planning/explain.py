@@ -5,7 +5,10 @@ from __future__ import annotations
 from autojoint.planning.schema import Plan
 
 
-def _fmt(values: tuple) -> str:
+def _fmt(values: tuple | None) -> str:
+    """``(a, b, c)`` as ``"a x b x c"``; None (e.g. no classification view) as ``"-"``."""
+    if values is None:
+        return "-"
     return " x ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
@@ -36,7 +39,7 @@ def explain_plan(plan: Plan) -> str:
         ("features", ", ".join(str(f) for f in topo.features_per_stage), ""),
         (
             "classification view",
-            _fmt(plan.classification_shape) if plan.has_diagnosis else "-",
+            _fmt(plan.classification_shape),
             r.get("classification_shape", ""),
         ),
         ("eta (finest first)", ", ".join(f"{e:.3f}" for e in plan.eta), r.get("eta", "")),

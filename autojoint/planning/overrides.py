@@ -1,5 +1,9 @@
 """``--set section.field=value`` overrides of a plan's switches, typed by the dataclass.
 
+A value is read as its field's type: ``true``/``false``, a number, a word, or for a tuple
+field a comma-separated list (``loss.voxel_class_weights=0.5,2,4`` or ``=[0.5, 2, 4]``; ``[]``
+for none).
+
 Overrides produce a new plan that the trainer stores in its checkpoints, so the predictor
 always rebuilds exactly the network that was trained.
 """
@@ -9,26 +13,39 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Sequence
+from typing import Any
 
 from autojoint.planning.schema import Plan
 
 OVERRIDABLE_SECTIONS = ("network", "loss", "loss_weights", "training")
 
 
-def _coerce(text: str, current: object, key: str) -> object:
-    if isinstance(current, bool):
+def _coerce(text: str, tp: Any, key: str) -> object:
+    """``text`` as a value of field type ``tp``: a bool, int, float, str, or a tuple of them
+    written ``1,2,3`` or ``[1, 2, 3]`` (``[]`` or nothing for an empty tuple)."""
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        inner = text.strip()
+        if inner[:1] + inner[-1:] in ("[]", "()"):
+            inner = inner[1:-1]
+        items = [item.strip() for item in inner.split(",")] if inner.strip() else []
+        if args and args[-1] is not Ellipsis and len(items) != len(args):
+            raise ValueError(f"--set {key}: expected {len(args)} values, got '{text}'.")
+        item_types = list(args) if args and args[-1] is not Ellipsis else [args[0]] * len(items)
+        return tuple(_coerce(item, t, key) for item, t in zip(items, item_types, strict=True))
+    if tp is bool:
         low = text.strip().lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"--set {key}: expected true/false, got '{text}'.")
-    if isinstance(current, int):
+    if tp is int:
         try:
             return int(text)
         except ValueError as err:
             raise ValueError(f"--set {key}: expected an integer, got '{text}'.") from err
-    if isinstance(current, float):
+    if tp is float:
         try:
             return float(text)
         except ValueError as err:
@@ -80,9 +97,8 @@ def apply_overrides(plan: Plan, overrides: Sequence[str]) -> Plan:
                 f"--set '{item}': expected SECTION.FIELD=VALUE with one of: {', '.join(known)}."
             )
         options = getattr(plan, section)
-        new = dataclasses.replace(
-            options, **{name: _coerce(value, getattr(options, name), key.strip())}
-        )
+        field_type = typing.get_type_hints(type(options))[name]
+        new = dataclasses.replace(options, **{name: _coerce(value, field_type, key.strip())})
         plan = dataclasses.replace(plan, **{section: new})
     problems = plan.validate()
     if problems:

@@ -24,9 +24,9 @@ from autojoint.planning.schema import (
     ChannelNormalization,
     LossOptions,
     LossWeights,
-    LowresConfig,
     NetworkOptions,
     Plan,
+    SubConfiguration,
     Topology,
     Triple,
 )
@@ -157,7 +157,7 @@ def plan_lowres(
     full: ResolutionFit,
     shapes_mm: np.ndarray,
     **fit_kwargs: Any,
-) -> tuple[LowresConfig | None, str]:
+) -> tuple[SubConfiguration | None, str]:
     """nnU-Net's 3d_lowres idea: when the full-resolution patch covers less than a quarter
     of the median scan, coarsen the spacing (5% a step; on anisotropic data only the finer
     axes, until they catch up) until a fitted patch covers at least a quarter."""
@@ -177,12 +177,12 @@ def plan_lowres(
             break
     eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology)
     view_eta, _ = classification_view_eta(fingerprint, fit)
-    config = LowresConfig(
+    config = SubConfiguration(
         target_spacing=fit.spacing,
         median_shape=fit.median_shape,
         patch_size=fit.patch_size,
         batch_size=fit.batch_size,
-        classification_shape=fit.classification_shape or (0, 0, 0),
+        classification_shape=fit.classification_shape,
         topology=fit.topology,
         eta=eta,
         estimated_memory_gb=fit.estimated_memory_gb,
@@ -310,16 +310,16 @@ def voxel_class_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
     return tuple(float(w) for w in weights)
 
 
-def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> LowresConfig:
+def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> SubConfiguration:
     """A fitted 2d configuration of a 3D dataset, as stored in ``Plan.two_d``."""
     eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology, is_2d=True)
     view_eta, _ = classification_view_eta(fingerprint, fit, is_2d=True)
-    return LowresConfig(
+    return SubConfiguration(
         target_spacing=fit.spacing,
         median_shape=fit.median_shape,
         patch_size=fit.patch_size,
         batch_size=fit.batch_size,
-        classification_shape=fit.classification_shape or (0, 0, 0),
+        classification_shape=fit.classification_shape,
         topology=fit.topology,
         eta=eta,
         estimated_memory_gb=fit.estimated_memory_gb,
@@ -510,7 +510,7 @@ def plan_experiment(
         median_shape=tuple(int(v) for v in median_shape),  # type: ignore[arg-type]
         patch_size=patch,
         batch_size=batch,
-        classification_shape=cls_shape if cls_shape is not None else (0, 0, 0),
+        classification_shape=cls_shape,
         topology=topo,
         eta=eta,
         view_eta=view_eta,
@@ -523,6 +523,7 @@ def plan_experiment(
         estimated_memory_gb=mem,
         transpose_forward=order,
         configuration="2d" if is_2d else "fullres",
+        is_2d=is_2d,
         lowres=lowres,
         two_d=two_d,
         network=network,

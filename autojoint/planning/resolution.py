@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autojoint.planning.schema import NetworkOptions, Topology, Triple
+from autojoint.planning.schema import MIN_BATCH_SIZE, NetworkOptions, Topology, Triple
 
 MAX_PYRAMID_LEVEL = 4
 """MSD-Net's ResNet has four stages, so PCB-4 (kernels 15..27) is the largest it defines;
@@ -263,7 +263,7 @@ def fit_resolution(
             if has_classification
             else None
         )
-        return topo, cls, memory(patch, topo, 2, cls)
+        return topo, cls, memory(patch, topo, MIN_BATCH_SIZE, cls)
 
     def memory(patch: Triple, topo: Topology, batch: int, cls: Triple | None) -> float:
         return estimate_memory_gb(
@@ -293,7 +293,7 @@ def fit_resolution(
     topo, cls_shape, mem = fit(patch)
 
     dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
-    batch = 2
+    batch = MIN_BATCH_SIZE
     while (
         memory(patch, topo, batch + 1, cls_shape) <= memory_budget_gb
         and (batch + 1) * math.prod(patch) <= MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels

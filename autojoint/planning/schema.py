@@ -1,13 +1,21 @@
-"""The plan file (``plans.json``): the single source of truth every later stage reads."""
+"""The plan file (``plans.json``): the single source of truth every later stage reads.
+
+The dataclasses below are the schema: :meth:`Plan.from_dict` checks and builds a plan from
+their field types (``autojoint.io.typed_json``), bounds and allowed values are field
+metadata (:func:`constraint`), and tests/test_schemas.py checks that
+``plans/plans.schema.json`` states the same fields, types and bounds.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from autojoint import __version__
 from autojoint.io.files import read_json, write_json
-from autojoint.io.typed_json import field_problems
+from autojoint.io.typed_json import constraint, constraint_problems, field_problems, from_json
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -17,6 +25,18 @@ PLAN_SCHEMA_VERSION = 1
 FUSIONS = ("softmax", "sigmoid_sum")
 # Training schedules (TrainingOptions.schedule; autojoint.training.schedule).
 SCHEDULES = ("joint", "two-stage")
+# Intensity normalisation schemes (ChannelNormalization.scheme).
+NORMALIZATION_SCHEMES = ("ct", "zscore")
+# What the top level of a plan is, and what Plan.for_configuration accepts.
+CONFIGURATIONS = ("fullres", "lowres", "2d")
+# Lung-field use in preprocessing (autojoint.preprocessing.lung_mask): "off" crops to the
+# body as before; "crop" crops to the lungs plus a margin; "mask" also sets every voxel
+# outside the lungs to the channel minimum after normalisation (DeepSC-COVID masks the CT).
+LUNG_MASK_MODES = ("off", "crop", "mask")
+# The smallest batch a plan may hold. The planner never fits fewer than 2 samples (as
+# nnU-Net), and foreground oversampling forces round(batch / 3) samples onto a lesion: at
+# batch 1 that is none, so a patch would never be centred on a lesion.
+MIN_BATCH_SIZE = 2
 
 Triple = tuple[int, int, int]
 
@@ -52,7 +72,7 @@ class ChannelNormalization:
     dataset statistics) or ``"zscore"`` (per-image mean/std; clip fields unused).
     """
 
-    scheme: str
+    scheme: str = field(metadata=constraint(choices=NORMALIZATION_SCHEMES))
     clip_low: float
     clip_high: float
     mean: float
@@ -63,9 +83,9 @@ class ChannelNormalization:
 class LossWeights:
     """Weights of eq. 11: L = seg * L_seg + cls * L_cls + task_aware * L_ta."""
 
-    seg: float
-    cls: float
-    task_aware: float
+    seg: float = field(metadata=constraint(minimum=0))
+    cls: float = field(metadata=constraint(minimum=0))
+    task_aware: float = field(metadata=constraint(minimum=0))
 
 
 @dataclass(frozen=True)
@@ -89,12 +109,14 @@ class NetworkOptions:
 
     reverse_attention: bool = False
     cross_stitch: bool = False
-    classifier_input: str = "concat"
-    refinement_passes: int = 0
+    classifier_input: str = field(
+        default="concat", metadata=constraint(choices=("concat", "multiply"))
+    )
+    refinement_passes: int = field(default=0, metadata=constraint(minimum=0))
     pyramid_conv: bool = False
     channel_attention: bool = False
     residual_refinement: bool = False
-    fusion: str = "softmax"
+    fusion: str = field(default="softmax", metadata=constraint(choices=FUSIONS))
 
 
 @dataclass(frozen=True)
@@ -108,7 +130,13 @@ class TrainingOptions:
             ``autojoint_train`` follows it unless given ``--schedule``.
     """
 
-    schedule: str = "joint"
+    schedule: str = field(default="joint", metadata=constraint(choices=SCHEDULES))
+
+
+TASK_AWARE_GRADIENTS = ("evidence", "segmentation", "both")
+"""Which side of eq. 10 learns from it (``LossOptions.task_aware_gradient``): ``evidence``
+(the classifier's maps move towards the lesion maps, S detached), ``segmentation`` (S moves
+towards the evidence, V detached) or ``both``."""
 
 
 @dataclass(frozen=True)
@@ -143,36 +171,23 @@ class LossOptions:
     tversky_alpha: float = 0.7
     tversky_beta: float = 0.3
     tversky_gamma: float = 4.0 / 3.0
-    voxel_class_weights: tuple[float, ...] = ()
+    voxel_class_weights: tuple[float, ...] = field(
+        default=(), metadata=constraint(exclusive_minimum=0)
+    )
     batch_dice: bool = False
     weighted_ce: bool = False
-    ce_class_weights: tuple[float, ...] = ()
-    task_aware_gradient: str = "evidence"
-
-
-TASK_AWARE_GRADIENTS = ("evidence", "segmentation", "both")
-"""Which side of eq. 10 learns from it (``LossOptions.task_aware_gradient``): ``evidence``
-(the classifier's maps move towards the lesion maps, S detached), ``segmentation`` (S moves
-towards the evidence, V detached) or ``both``."""
-
-
-def _loss_options(d: dict) -> LossOptions:
-    weights = tuple(float(w) for w in d.get("voxel_class_weights", ()))
-    ce_weights = tuple(float(w) for w in d.get("ce_class_weights", ()))
-    return LossOptions(**{**d, "voxel_class_weights": weights, "ce_class_weights": ce_weights})
-
-
-def _topology(t: dict) -> Topology:
-    return Topology(
-        features_per_stage=tuple(t["features_per_stage"]),
-        kernel_sizes=tuple(tuple(k) for k in t["kernel_sizes"]),  # type: ignore[misc]
-        strides=tuple(tuple(s) for s in t["strides"]),  # type: ignore[misc]
+    ce_class_weights: tuple[float, ...] = field(
+        default=(), metadata=constraint(exclusive_minimum=0)
+    )
+    task_aware_gradient: str = field(
+        default="evidence", metadata=constraint(choices=TASK_AWARE_GRADIENTS)
     )
 
 
 @dataclass(frozen=True)
-class LowresConfig:
-    """An alternative configuration: what differs from the plan's top level.
+class SubConfiguration:
+    """A configuration stored inside a plan beside its top-level one: the fields in which it
+    differs from the top level (:meth:`Plan.for_configuration` puts them there).
 
     ``Plan.lowres``: planned when the full-resolution patch covers less than a quarter of
     the median scan, so a second network can see more context (nnU-Net's 3d_lowres).
@@ -183,31 +198,12 @@ class LowresConfig:
     target_spacing: tuple[float, float, float]
     median_shape: Triple
     patch_size: Triple
-    batch_size: int
-    classification_shape: Triple
+    batch_size: int = field(metadata=constraint(minimum=MIN_BATCH_SIZE))
+    classification_shape: Triple | None
     topology: Topology
-    eta: tuple[float, ...]
-    estimated_memory_gb: float
-    view_eta: tuple[float, ...] = ()
-
-
-CONFIGURATIONS = ("fullres", "lowres", "2d")
-
-
-def _sub_configuration(lr: dict | None) -> LowresConfig | None:
-    if lr is None:
-        return None
-    return LowresConfig(
-        target_spacing=tuple(lr["target_spacing"]),  # type: ignore[arg-type]
-        median_shape=tuple(lr["median_shape"]),  # type: ignore[arg-type]
-        patch_size=tuple(lr["patch_size"]),  # type: ignore[arg-type]
-        batch_size=int(lr["batch_size"]),
-        classification_shape=tuple(lr["classification_shape"]),  # type: ignore[arg-type]
-        topology=_topology(lr["topology"]),
-        eta=tuple(lr["eta"]),
-        estimated_memory_gb=float(lr["estimated_memory_gb"]),
-        view_eta=tuple(lr.get("view_eta", ())),
-    )
+    eta: tuple[float, ...] = field(metadata=constraint(minimum=0))
+    estimated_memory_gb: float = field(metadata=constraint(minimum=0))
+    view_eta: tuple[float, ...] = field(default=(), metadata=constraint(minimum=0))
 
 
 def is_slice_topology(patch_size: Triple, topology: Topology) -> bool:
@@ -219,43 +215,49 @@ def is_slice_topology(patch_size: Triple, topology: Topology) -> bool:
     )
 
 
-# Lung-field use in preprocessing (autojoint.preprocessing.lung_mask): "off" crops to the
-# body as before; "crop" crops to the lungs plus a margin; "mask" also sets every voxel
-# outside the lungs to the channel minimum after normalisation (DeepSC-COVID masks the CT).
-LUNG_MASK_MODES = ("off", "crop", "mask")
-
-
 @dataclass(frozen=True)
 class Plan:
-    """Everything the preprocessor, trainer and predictor need; spacings/shapes ``(z, y, x)``."""
+    """Everything the preprocessor, trainer and predictor need; spacings/shapes ``(z, y, x)``.
+
+    Attributes:
+        classification_shape: shape of the whole-scan classification view; None when the
+            dataset has no diagnosis classes (no view).
+        configuration: what the top level is: ``fullres`` (3D data), ``2d`` (2D data), or
+            the configuration a checkpoint was trained with (:meth:`for_configuration`).
+        is_2d: the dataset holds 2D images (each one slice); its top level is the ``2d``
+            configuration, and the model also predicts volumes slice by slice. False for a
+            3D dataset, also in its ``2d`` configuration.
+        lowres, two_d: the other configurations of a 3D dataset, or None.
+    """
 
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict[str, int] = field(metadata=constraint(minimum=0))
     classes: tuple[str, ...]
     target_spacing: tuple[float, float, float]
     median_shape: Triple
     patch_size: Triple
-    batch_size: int
-    classification_shape: Triple
+    batch_size: int = field(metadata=constraint(minimum=MIN_BATCH_SIZE))
+    classification_shape: Triple | None
     topology: Topology
-    eta: tuple[float, ...]
+    eta: tuple[float, ...] = field(metadata=constraint(minimum=0))
     normalization: tuple[ChannelNormalization, ...]
     loss_weights: LossWeights
-    class_weights: tuple[float, ...]
+    class_weights: tuple[float, ...] = field(metadata=constraint(minimum=0))
     device_profile: str
-    memory_budget_gb: float
-    estimated_memory_gb: float
+    memory_budget_gb: float = field(metadata=constraint(exclusive_minimum=0))
+    estimated_memory_gb: float = field(metadata=constraint(minimum=0))
     transpose_forward: Triple = (0, 1, 2)
-    configuration: str = "fullres"
-    lowres: LowresConfig | None = None
-    two_d: LowresConfig | None = None
+    configuration: str = field(default="fullres", metadata=constraint(choices=CONFIGURATIONS))
+    is_2d: bool = False
+    lowres: SubConfiguration | None = None
+    two_d: SubConfiguration | None = None
     network: NetworkOptions = field(default_factory=NetworkOptions)
     loss: LossOptions = field(default_factory=LossOptions)
     training: TrainingOptions = field(default_factory=TrainingOptions)
     reasons: dict[str, str] = field(default_factory=dict)
-    case_counts: dict[str, int] = field(default_factory=dict)
-    lung_mask: str = "off"
-    view_eta: tuple[float, ...] = ()
+    case_counts: dict[str, int] = field(default_factory=dict, metadata=constraint(minimum=0))
+    lung_mask: str = field(default="off", metadata=constraint(choices=LUNG_MASK_MODES))
+    view_eta: tuple[float, ...] = field(default=(), metadata=constraint(minimum=0))
     schema_version: int = PLAN_SCHEMA_VERSION
     autojoint_version: str = __version__
 
@@ -328,8 +330,15 @@ class Plan:
         write_json(asdict(self), path)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "plan") -> Plan:
-        if not isinstance(d, dict):
+    def from_dict(cls, d: Mapping[str, Any], source: str = "plan") -> Plan:
+        """Check and build a plan from the dict :meth:`save` writes (or a checkpoint holds);
+        plans of older autojoint versions are read as :func:`_upgrade` says.
+
+        Raises:
+            ValueError: not an object, another schema_version, a key missing or of the
+                wrong type, or an inconsistent plan (:meth:`validate`); naming ``source``.
+        """
+        if not isinstance(d, Mapping):
             raise ValueError(
                 f"{source}: must hold a JSON object (a plan), found {type(d).__name__}; "
                 "rerun autojoint_plan."
@@ -340,6 +349,7 @@ class Plan:
                 f"{source}: plan schema_version {version} is not supported (expected "
                 f"{PLAN_SCHEMA_VERSION}); rerun autojoint_plan with this autojoint version."
             )
+        d = _upgrade(d)
         mismatches = field_problems(cls, d)
         if mismatches:
             raise ValueError(
@@ -347,55 +357,16 @@ class Plan:
                 f"{' ...' if len(mismatches) > 8 else ''}): it does not match the plan schema. "
                 "Rerun autojoint_plan instead of editing plans.json by hand."
             )
-        try:
-            plan = cls._build(d, version)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{source}: malformed plan ({type(err).__name__}: {err}); rerun autojoint_plan "
-                "instead of editing plans.json by hand."
-            ) from err
+        plan = from_json(cls, d)
         problems = plan.validate()
         if problems:
             raise ValueError(f"{source}: invalid plan: {'; '.join(problems)}.")
         return plan
 
-    @classmethod
-    def _build(cls, d: dict, version: int) -> Plan:
-        return cls(
-            channel_names=d["channel_names"],
-            labels=d["labels"],
-            classes=tuple(d["classes"]),
-            target_spacing=tuple(d["target_spacing"]),  # type: ignore[arg-type]
-            median_shape=tuple(d["median_shape"]),  # type: ignore[arg-type]
-            patch_size=tuple(d["patch_size"]),  # type: ignore[arg-type]
-            batch_size=int(d["batch_size"]),
-            classification_shape=tuple(d["classification_shape"]),  # type: ignore[arg-type]
-            topology=_topology(d["topology"]),
-            eta=tuple(d["eta"]),
-            normalization=tuple(ChannelNormalization(**n) for n in d["normalization"]),
-            loss_weights=LossWeights(**d["loss_weights"]),
-            class_weights=tuple(d["class_weights"]),
-            device_profile=d["device_profile"],
-            memory_budget_gb=float(d["memory_budget_gb"]),
-            estimated_memory_gb=float(d["estimated_memory_gb"]),
-            transpose_forward=tuple(d.get("transpose_forward", (0, 1, 2))),  # type: ignore[arg-type]
-            configuration=d.get("configuration", "fullres"),
-            lowres=_sub_configuration(d.get("lowres")),
-            two_d=_sub_configuration(d.get("two_d")),
-            network=NetworkOptions(**d.get("network", {})),
-            loss=_loss_options(d.get("loss", {})),
-            training=TrainingOptions(**d.get("training", {})),
-            reasons=dict(d.get("reasons", {})),
-            case_counts={str(k): int(v) for k, v in d.get("case_counts", {}).items()},
-            lung_mask=str(d.get("lung_mask", "off")),
-            view_eta=tuple(d.get("view_eta", ())),
-            schema_version=version,
-            autojoint_version=d.get("autojoint_version", "unknown"),
-        )
-
     def validate(self) -> list[str]:
-        """Consistency problems of this plan (empty when valid), as a schema can't say."""
-        out = []
+        """Problems of this plan (empty when valid): values outside their field's bounds or
+        choices, and the consistency a schema can't say."""
+        out = constraint_problems(self)
         for name in ("target_spacing", "median_shape", "patch_size"):
             v = getattr(self, name)
             if len(v) != 3 or any(x <= 0 for x in v):
@@ -413,17 +384,25 @@ class Plan:
             len(self.view_eta) != len(topo.strides) or abs(sum(self.view_eta) - 1) > 1e-6
         ):
             out.append("view_eta needs one weight per stage, summing to 1 (or none)")
-        if self.batch_size < 1:
-            out.append("batch_size must be >= 1")
         if len(self.normalization) != len(self.channel_names):
             out.append("normalization needs one entry per channel")
         if len(self.class_weights) != len(self.classes):
             out.append("class_weights needs one weight per class")
-        if self.configuration not in CONFIGURATIONS:
-            out.append(f"configuration must be one of {CONFIGURATIONS}")
+        out += _view_problems("", self.classification_shape, self.has_diagnosis)
+        if self.is_2d and (
+            self.configuration != "2d"
+            or self.median_shape[0] != 1
+            or self.lowres is not None
+            or self.two_d is not None
+        ):
+            out.append(
+                "is_2d (a dataset of 2D images) needs the 2d configuration at the top level, "
+                "median_shape (1, y, x) and no lowres or two_d"
+            )
         for key, sub in (("lowres", self.lowres), ("two_d", self.two_d)):
             if sub is None:
                 continue
+            out += _view_problems(f"{key} ", sub.classification_shape, self.has_diagnosis)
             lr_patch, lr_stride = sub.patch_size, sub.topology.total_stride
             if any(p % s for p, s in zip(lr_patch, lr_stride, strict=True)):
                 out.append(f"{key} patch_size {lr_patch} not divisible by {lr_stride}")
@@ -437,29 +416,12 @@ class Plan:
             out.append("a 2d configuration needs patch (1, py, px), kernel/stride 1 along axis 0")
         if sorted(self.transpose_forward) != [0, 1, 2]:
             out.append(f"transpose_forward {list(self.transpose_forward)} is not a permutation")
-        if self.network.classifier_input not in ("concat", "multiply"):
-            out.append("network.classifier_input must be 'concat' or 'multiply'")
-        if self.network.refinement_passes < 0:
-            out.append("network.refinement_passes must be >= 0")
-        if self.network.fusion not in FUSIONS:
-            out.append(f"network.fusion must be one of {FUSIONS}, got '{self.network.fusion}'")
-        if self.training.schedule not in SCHEDULES:
-            out.append(
-                f"training.schedule must be one of {SCHEDULES}, got '{self.training.schedule}'"
-            )
         weights = self.loss.voxel_class_weights
-        if weights and (len(weights) != len(self.labels) or min(weights) <= 0):
+        if weights and len(weights) != len(self.labels):
             out.append("loss.voxel_class_weights needs one positive weight per label (or none)")
         ce_weights = self.loss.ce_class_weights
-        if ce_weights and (len(ce_weights) != len(self.labels) or min(ce_weights) <= 0):
+        if ce_weights and len(ce_weights) != len(self.labels):
             out.append("loss.ce_class_weights needs one positive weight per label (or none)")
-        if self.loss.task_aware_gradient not in TASK_AWARE_GRADIENTS:
-            out.append(
-                f"loss.task_aware_gradient must be one of {TASK_AWARE_GRADIENTS}, got "
-                f"'{self.loss.task_aware_gradient}'"
-            )
-        if self.lung_mask not in LUNG_MASK_MODES:
-            out.append(f"lung_mask must be one of {LUNG_MASK_MODES}, got '{self.lung_mask}'")
         if sorted(self.labels.values()) != list(range(len(self.labels))):
             out.append("labels must map names to 0..K")
         return out
@@ -467,3 +429,53 @@ class Plan:
     @classmethod
     def load(cls, path: Path) -> Plan:
         return cls.from_dict(read_json(path), source=str(path))
+
+
+def _view_problems(prefix: str, shape: Triple | None, has_diagnosis: bool) -> list[str]:
+    """A classification view of 3 positive sizes exactly when there are diagnosis classes."""
+    if shape is None:
+        return (
+            [f"{prefix}classification_shape is null but the plan has classes"]
+            if has_diagnosis
+            else []
+        )
+    if not has_diagnosis:
+        return [f"{prefix}classification_shape must be null: the plan has no classes"]
+    if len(shape) != 3 or min(shape) < 1:
+        return [f"{prefix}classification_shape must be 3 positive numbers, got {list(shape)}"]
+    return []
+
+
+def _upgrade(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan dict of an older autojoint version (same schema_version) in today's form.
+
+    Keys added since default to their dataclass values, except:
+
+    * ``is_2d`` (added later): a plan without it is of 2D images when its top level is
+      the ``2d`` configuration with a median of one slice (how it used to be inferred);
+    * ``classification_shape`` ``[0, 0, 0]`` (no diagnosis classes) becomes ``null``, also
+      in ``lowres`` and ``two_d``;
+    * ``autojoint_version`` absent reads as ``"unknown"``.
+
+    Malformed values are left for :func:`field_problems` to report.
+    """
+    out = dict(d)
+    if "is_2d" not in out:
+        median = out.get("median_shape")
+        out["is_2d"] = (
+            out.get("configuration") == "2d"
+            and isinstance(median, list | tuple)
+            and len(median) == 3
+            and median[0] == 1
+        )
+    for key in ("lowres", "two_d"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = _without_empty_view(out[key])
+    out.setdefault("autojoint_version", "unknown")
+    return _without_empty_view(out)
+
+
+def _without_empty_view(d: Mapping[str, Any]) -> dict[str, Any]:
+    shape = d.get("classification_shape")
+    empty = isinstance(shape, list | tuple) and len(shape) == 3 and not any(shape)
+    return {**d, "classification_shape": None} if empty else dict(d)

@@ -23,6 +23,7 @@ from autojoint.io.dataset import RawCase, RawDataset, is_ct
 from autojoint.io.files import atomic_write, read_json, remove_stale_temp_files, write_json
 from autojoint.io.image_io import ImageGeometry
 from autojoint.io.paths import check_case_name
+from autojoint.io.typed_json import field_problems, from_json
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.lung_mask import lung_crop
 from autojoint.preprocessing.normalization import normalize
@@ -35,11 +36,18 @@ MAX_FOREGROUND_SAMPLES = 10_000
 
 @dataclass(frozen=True)
 class PreprocessedCase:
-    """Arrays of one preprocessed case and what is needed to map results back.
+    """One preprocessed case: what :func:`preprocess_arrays` returns,
+    :func:`save_preprocessed` writes and :func:`load_preprocessed` reads back.
+
+    Arrays are in the plan's transposed axis order. ``geometry`` (of the raw image) and
+    ``bbox`` (the crop, raw array axes) map results back to the input grid.
 
     Shape:
         data: ``(C, Z, Y, X)`` at target spacing; seg: ``(Z, Y, X)`` or None;
-        cls_data: ``(C, *classification_shape)``; cls_seg: ``classification_shape`` or None.
+        cls_data: ``(C, *classification_shape)`` (``(C, 1, 1, 1)`` zeros without a view);
+        cls_seg: ``classification_shape`` or None; fg_locations: ``(N, 4)`` int32 rows
+        ``(label, z, y, x)`` (:func:`foreground_locations`), or None: no mask, or not drawn
+        yet (:func:`save_preprocessed` draws them from ``seg``).
     """
 
     case_id: str
@@ -50,6 +58,7 @@ class PreprocessedCase:
     geometry: ImageGeometry
     bbox: BBox
     diagnosis: str | None
+    fg_locations: np.ndarray | None = None
 
 
 def transpose_spatial(array: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
@@ -81,13 +90,10 @@ def preprocess_arrays(
     new_shape = shape_for_spacing(data_c.shape[1:], spacing, plan.target_spacing)
     data_r = resample_image(data_c, new_shape)
     seg_r = resample_label(seg_c, new_shape, plan.num_seg_classes) if seg_c is not None else None
-    if plan.has_diagnosis:
-        cls_data = resample_image(data_c, plan.classification_shape, order=1)
-        cls_seg = (
-            resample_label(seg_c, plan.classification_shape, plan.num_seg_classes)
-            if seg_c is not None
-            else None
-        )
+    view = plan.classification_shape  # None exactly when the plan has no diagnosis classes
+    if view is not None:
+        cls_data = resample_image(data_c, view, order=1)
+        cls_seg = resample_label(seg_c, view, plan.num_seg_classes) if seg_c is not None else None
     else:
         cls_data, cls_seg = np.zeros((data.shape[0], 1, 1, 1), np.float32), None
     return PreprocessedCase(case_id, data_r, seg_r, cls_data, cls_seg, geometry, bbox, diagnosis)
@@ -133,14 +139,21 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
 
 def save_preprocessed(case: PreprocessedCase, out_dir: Path, seed: int = 0) -> None:
     """Write ``CASE/{data,cls_data[,seg,cls_seg,fg_locations]}.npy`` (arrays) and, last,
-    ``CASE.json`` (geometry, crop box, diagnosis)."""
+    ``CASE.json`` (case_id, geometry, crop box, diagnosis, has_label, shape).
+
+    ``fg_locations`` are the case's own, or drawn from ``seg`` with ``seed`` when None.
+    """
     check_case_name(case.case_id, out_dir)  # a name like "../x" must not leave out_dir
     arrays = {"data": case.data, "cls_data": case.cls_data}
     if case.cls_seg is not None:
         arrays["cls_seg"] = case.cls_seg
     if case.seg is not None:
         arrays["seg"] = case.seg
-        arrays["fg_locations"] = foreground_locations(case.seg, np.random.default_rng(seed))
+        arrays["fg_locations"] = (
+            case.fg_locations
+            if case.fg_locations is not None
+            else foreground_locations(case.seg, np.random.default_rng(seed))
+        )
     # Temp files of a run killed mid-case: this case's folder has one writer, this call.
     remove_stale_temp_files(Path(out_dir) / case.case_id)
     for name in ARRAY_NAMES:  # a re-run must not leave a stale mask of an earlier run
@@ -184,8 +197,10 @@ def _load_legacy_npz(path: Path) -> dict[str, np.ndarray]:
 _LEGACY_REPORTED: set[Path] = set()  # directories already reported, to log once
 
 
-def load_preprocessed(out_dir: Path, case_id: str, *, mmap_mode: str | None = None) -> dict:
-    """Load one preprocessed case as a dict of arrays plus its ``properties``.
+def load_preprocessed(
+    out_dir: Path, case_id: str, *, mmap_mode: str | None = None
+) -> PreprocessedCase:
+    """Read back one case :func:`save_preprocessed` wrote.
 
     Args:
         mmap_mode: None reads the arrays into memory (writable); ``"r"`` memory-maps them
@@ -195,9 +210,11 @@ def load_preprocessed(out_dir: Path, case_id: str, *, mmap_mode: str | None = No
 
     Raises:
         FileNotFoundError: the case (its JSON or arrays) is missing.
+        ValueError: ``CASE.json`` lacks a key or holds one of the wrong type.
     """
     out_dir = Path(out_dir)
-    props = read_json(out_dir / f"{case_id}.json")
+    props_path = out_dir / f"{case_id}.json"
+    props = read_json(props_path)
     if (out_dir / case_id).is_dir():
         arrays = {
             name: np.load(path, mmap_mode=mmap_mode)  # type: ignore[arg-type]
@@ -223,7 +240,15 @@ def load_preprocessed(out_dir: Path, case_id: str, *, mmap_mode: str | None = No
             f"{out_dir / case_id}: no preprocessed arrays for case '{case_id}'; re-run "
             "autojoint_plan to preprocess the dataset."
         )
-    return {**arrays, "properties": props}
+    found = {name: arrays.get(name) for name in ARRAY_NAMES}  # None where absent
+    record = {**props, **found} if isinstance(props, dict) else props
+    problems = field_problems(PreprocessedCase, record)
+    if problems:
+        raise ValueError(
+            f"{props_path}: {'; '.join(problems)}: not the description autojoint_plan writes "
+            "of a preprocessed case; re-run autojoint_plan to preprocess the case again."
+        )
+    return from_json(PreprocessedCase, record)
 
 
 def _preprocess_one(case: RawCase, plan: Plan, out_dir: Path, seed: int) -> str:

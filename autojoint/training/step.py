@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autojoint.data.batch import Batch, TensorBatch
 from autojoint.data.loader import JointDataLoader
 from autojoint.losses.joint import LossParts, joint_loss
 from autojoint.networks.joint_net import JointNet
@@ -18,11 +19,11 @@ from autojoint.planning.schema import LossOptions, LossWeights, Plan
 LOSS_TERMS = ("total", "seg", "cls", "task_aware")
 
 
-def batch_to_device(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+def batch_to_device(batch: Batch, device: torch.device) -> TensorBatch:
     """Loader batch (numpy) -> tensors the losses take: masks int64 without channel axis;
     ``patch_box`` (where each patch lies in its view, for the cross-stitch stem) float32,
     when the batch has one."""
-    tensors = {
+    tensors: TensorBatch = {
         "data": torch.from_numpy(np.ascontiguousarray(batch["data"], np.float32)).to(device),
         "seg": torch.from_numpy(batch["seg"][:, 0].astype(np.int64)).to(device),
         "cls_data": torch.from_numpy(np.ascontiguousarray(batch["cls_data"], np.float32)).to(
@@ -46,7 +47,7 @@ def make_grad_scaler(device: torch.device) -> torch.amp.GradScaler:
 def train_step(
     model: nn.Module,
     net: JointNet,
-    batch: dict[str, torch.Tensor],
+    batch: TensorBatch,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     *,

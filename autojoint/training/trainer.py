@@ -131,9 +131,9 @@ def validate(
         if net.cls is None:
             continue
         case = load_preprocessed(pre_dir, c, mmap_mode="r")  # only the views are read
-        view = torch.from_numpy(np.array(case["cls_data"][None], np.float32)).to(device)
-        ref = np.asarray(case["cls_seg"]) if "cls_seg" in case else None
-        diag = case["properties"]["diagnosis"]
+        view = torch.from_numpy(np.array(case.cls_data[None], np.float32)).to(device)
+        ref = np.asarray(case.cls_seg) if case.cls_seg is not None else None
+        diag = case.diagnosis
         scales, logits, _ = net.classify(view)
         if diag in plan.classes:
             counted += 1

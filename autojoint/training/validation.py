@@ -64,22 +64,21 @@ def validate_cases(
         case = load_preprocessed(pre_dir, case_id)
         out = run_networks(
             [net],
-            case["data"],
-            case["cls_data"],
+            case,
             plan,
             device,
             mirror_axes=[mirror_axes],
             tile_batch=plan.batch_size,  # the predictor's default
-            segment="seg" in case,
+            segment=case.seg is not None,
         )
         entry: dict = {"case": case_id}
-        if out.segmentation is not None:
+        if out.segmentation is not None and case.seg is not None:
             pred = np.argmax(out.segmentation, axis=0).astype(np.uint8)
             entry["spacing"] = [float(s) for s in plan.target_spacing]
             entry["metrics"] = segmentation_scores(
-                pred, case["seg"], labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
+                pred, case.seg, labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
             )
-        diagnosis = case["properties"]["diagnosis"]
+        diagnosis = case.diagnosis
         if out.diagnosis is not None and diagnosis in plan.classes:
             p = out.diagnosis[0]
             entry.update(

@@ -138,10 +138,10 @@ def test_mirroring_keeps_the_patch_box_on_the_patch(tmp_path) -> None:  # type: 
     mirrored box are still the patch, voxel for voxel (the view here is the case itself)."""
     from autojoint.data.loader import JointDataLoader
     from autojoint.networks.cross_stitch import crop_box
-    from tests.data.test_loader import _write_coordinate_case
+    from tests.data.helpers import write_coordinate_case
 
     shape, patch = (10, 20, 12), (3, 5, 4)
-    _write_coordinate_case(tmp_path, "a", shape)
+    write_coordinate_case(tmp_path, "a", shape)
     loader = JointDataLoader(
         tmp_path, ["a"], patch_size=patch, batch_size=4, classes=["CAP"], seed=1
     )

@@ -21,8 +21,7 @@ from autojoint.preprocessing.preprocess import (
     list_preprocessed,
     load_preprocessed,
 )
-
-SHAPE = (10, 20, 20)
+from tests.data.helpers import SHAPE, write_case_properties, write_coordinate_case
 
 
 def _write_case(root: Path, case_id: str, seg: np.ndarray | None, diagnosis: str = "CAP") -> None:
@@ -35,7 +34,7 @@ def _write_case(root: Path, case_id: str, seg: np.ndarray | None, diagnosis: str
         np.save(case / "seg.npy", seg)
         np.save(case / "cls_seg.npy", np.zeros((8, 8, 8), np.uint8))
         np.save(case / "fg_locations.npy", foreground_locations(seg, rng))
-    write_json({"case_id": case_id, "diagnosis": diagnosis}, root / f"{case_id}.json")
+    write_case_properties(root, case_id, diagnosis)
 
 
 def _lesion_seg() -> np.ndarray:
@@ -63,10 +62,10 @@ def test_foreground_locations_are_per_label_and_pick_uniformly_over_labels() -> 
 def test_loader_reads_cases_through_memory_maps(tmp_path: Path) -> None:
     _write_case(tmp_path, "a", _lesion_seg())
     case = load_preprocessed(tmp_path, "a", mmap_mode="r")
-    assert isinstance(case["data"], np.memmap) and isinstance(case["seg"], np.memmap)
+    assert isinstance(case.data, np.memmap) and isinstance(case.seg, np.memmap)
     in_memory = load_preprocessed(tmp_path, "a")
-    assert not isinstance(in_memory["data"], np.memmap) and in_memory["data"].flags.writeable
-    np.testing.assert_array_equal(case["data"], in_memory["data"])
+    assert not isinstance(in_memory.data, np.memmap) and in_memory.data.flags.writeable
+    np.testing.assert_array_equal(case.data, in_memory.data)
     assert list_preprocessed(tmp_path) == ["a"]
 
 
@@ -82,10 +81,11 @@ def test_old_npz_work_dirs_still_load(tmp_path: Path) -> None:
         fg_coords=np.argwhere(seg > 0).astype(np.int32),
     )
     (tmp_path / "old.npz").write_bytes(buf.getvalue())
-    write_json({"case_id": "old", "diagnosis": None}, tmp_path / "old.json")
+    write_case_properties(tmp_path, "old", None)
     case = load_preprocessed(tmp_path, "old", mmap_mode="r")
-    np.testing.assert_array_equal(case["data"], data)
-    assert sorted(map(tuple, case["fg_locations"])) == [(1, 5, 10, 10), (2, 2, 3, 4)]
+    np.testing.assert_array_equal(case.data, data)
+    assert case.fg_locations is not None
+    assert sorted(map(tuple, case.fg_locations)) == [(1, 5, 10, 10), (2, 2, 3, 4)]
     loader = JointDataLoader(
         tmp_path, ["old"], patch_size=(4, 8, 8), batch_size=3, classes=["CAP"], seed=0
     )
@@ -155,24 +155,6 @@ def test_larger_loaded_patch_keeps_the_lesion_in_the_central_patch(tmp_path: Pat
         assert seg[1:3, 3:7, 4:8].any()  # the centre crop that spatial augmentation keeps
 
 
-def _write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """A case whose channel ``a`` holds each voxel's index along axis ``a``, its view the
-    case itself (so a box crops the view on voxel centres), one lesion voxel."""
-    data = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
-    data = data.astype(np.float32)
-    seg = np.zeros(shape, np.uint8)
-    seg[shape[0] - 2, 1, shape[2] - 2] = 1  # near a corner: a centred patch may overhang
-    case = root / case_id
-    case.mkdir(parents=True)
-    np.save(case / "data.npy", data)
-    np.save(case / "cls_data.npy", data)
-    np.save(case / "seg.npy", seg)
-    np.save(case / "cls_seg.npy", seg)
-    np.save(case / "fg_locations.npy", foreground_locations(seg, np.random.default_rng(0)))
-    write_json({"case_id": case_id, "diagnosis": "CAP"}, root / f"{case_id}.json")
-    return data
-
-
 @pytest.mark.parametrize("loaded", [None, (5, 9, 8)], ids=["patch", "larger_loaded"])
 def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
     """``patch_box`` = (start, start + size) / case shape of the central ``patch_size``
@@ -181,7 +163,7 @@ def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  
     from autojoint.networks.cross_stitch import crop_box
 
     shape, patch = (10, 20, 12), (3, 5, 4)
-    data = _write_coordinate_case(tmp_path, "a", shape)
+    data = write_coordinate_case(tmp_path, "a", shape)
     loader = JointDataLoader(
         tmp_path,
         ["a"],
@@ -232,3 +214,33 @@ def test_patch_box_known_answer() -> None:
     np.testing.assert_array_equal(
         box, np.array([[-0.25, 0.25, 0.0], [0.25, 0.75, 1.0]], np.float32)
     )
+
+
+def test_batches_have_the_typed_keys_shapes_and_dtypes(tmp_path: Path) -> None:
+    from autojoint.data.batch import Batch, TensorBatch
+    from autojoint.training.step import batch_to_device
+
+    _write_case(tmp_path, "a", _lesion_seg())
+    _write_case(tmp_path, "b", None, diagnosis="normal")
+    loader = JointDataLoader(
+        tmp_path, ["a", "b"], patch_size=(2, 4, 4), batch_size=3, classes=["CAP"], seed=0
+    )
+    batch = loader.generate_train_batch()
+    assert set(batch) == Batch.__required_keys__
+    expected = {
+        "data": ((3, 1, 2, 4, 4), np.float32),
+        "seg": ((3, 1, 2, 4, 4), np.int16),
+        "cls_data": ((3, 1, 8, 8, 8), np.float32),
+        "cls_seg": ((3, 8, 8, 8), np.int16),
+        "diagnosis": ((3,), np.int64),
+        "has_mask": ((3,), np.bool_),
+        "patch_box": ((3, 2, 3), np.float32),
+    }
+    for key, (shape, dtype) in expected.items():
+        assert batch[key].shape == shape and batch[key].dtype == dtype, key
+    assert len(batch["keys"]) == 3 and set(batch["keys"]) <= {"a", "b"}
+    tensors = batch_to_device(batch, torch.device("cpu"))
+    assert set(tensors) == TensorBatch.__required_keys__ | TensorBatch.__optional_keys__
+    assert tensors["seg"].shape == (3, 2, 4, 4) and tensors["seg"].dtype == torch.int64
+    assert tensors["cls_seg"].dtype == torch.int64 and tensors["has_mask"].dtype == torch.bool
+    assert tensors["data"].dtype == torch.float32 and tensors["patch_box"].shape == (3, 2, 3)

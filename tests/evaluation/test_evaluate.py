@@ -12,51 +12,12 @@ import pytest
 import SimpleITK as sitk
 
 from autojoint.evaluation.evaluate import evaluate_folder, write_summary
-
-SHAPE = (8, 10, 12)  # (Z, Y, X)
-SPACING_XYZ = (0.7, 0.8, 2.5)
-ORIGIN = (-10.0, 5.0, 3.2)
-DIRECTION = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
-LABELS = {"ground_glass": 1, "consolidation": 2}
-
-
-def _write(arr: np.ndarray, path: Path, spacing=SPACING_XYZ, origin=ORIGIN) -> None:
-    img = sitk.GetImageFromArray(arr.astype(np.uint8))
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    img.SetDirection(DIRECTION)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
-def _make_dataset(root: Path) -> tuple[Path, Path]:
-    """Three cases with exactly known Dice.
-
-    case_a: ground glass 16 ref voxels, prediction covers half -> 2*8/24 = 2/3;
-            consolidation 8 voxels predicted exactly -> 1; lesion 2*16/40 = 0.8.
-    case_b: ground glass predicted exactly -> 1; no consolidation anywhere -> NaN.
-    case_c: empty reference and prediction -> every Dice NaN.
-    """
-    ref_dir, pred_dir = root / "ref", root / "pred"
-    ref, pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
-    ref[2:4, 2:4, 2:6] = 1
-    pred[2:4, 2:4, 2:4] = 1
-    ref[5:7, 5:7, 5:7] = 2
-    pred[5:7, 5:7, 5:7] = 2
-    _write(ref, ref_dir / "case_a.nii.gz")
-    _write(pred, pred_dir / "case_a.nii.gz")
-    b = np.zeros(SHAPE, np.uint8)
-    b[0:2, 0:2, 0:2] = 1
-    _write(b, ref_dir / "case_b.nii.gz")
-    _write(b, pred_dir / "case_b.nii.gz")
-    _write(np.zeros(SHAPE), ref_dir / "case_c.nii.gz")
-    _write(np.zeros(SHAPE), pred_dir / "case_c.nii.gz")
-    return pred_dir, ref_dir
+from tests.evaluation.helpers import LABELS, SHAPE, make_dataset, write_csvs, write_mask
 
 
 def test_segmentation_known_dice_and_means(tmp_path: Path, caplog) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    _write(np.ones(SHAPE), pred_dir / "case_extra.nii.gz")
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    write_mask(np.ones(SHAPE), pred_dir / "case_extra.nii.gz")
     with caplog.at_level(logging.WARNING, logger="autojoint.evaluation.evaluate"):
         s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
     assert "case_extra" in caplog.text
@@ -94,7 +55,7 @@ def test_case_a_every_metric_by_hand(tmp_path: Path) -> None:
     reference: 8 zeros; reference to prediction: 8 zeros, 4 at 0.7 mm (x = 4), 4 at 1.4 mm
     (x = 5). Pooled over 24 surface voxels.
     """
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, tolerance_mm=1.0)
     gg = s["metric_per_case"][0]["metrics"]["ground_glass"]
     voxel_ml = 0.7 * 0.8 * 2.5 / 1000
@@ -127,8 +88,8 @@ def test_slice_offset_is_measured_in_z_spacing(tmp_path: Path) -> None:
     ref, pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
     ref[3, 2:8, 2:10] = 1
     pred[4, 2:8, 2:10] = 1
-    _write(ref, tmp_path / "ref" / "plate.nii.gz")
-    _write(pred, tmp_path / "pred" / "plate.nii.gz")
+    write_mask(ref, tmp_path / "ref" / "plate.nii.gz")
+    write_mask(pred, tmp_path / "pred" / "plate.nii.gz")
     s = evaluate_folder(tmp_path / "pred", tmp_path / "ref", label_values={"gg": 1})
     m = s["metric_per_case"][0]["metrics"]["gg"]
     assert m["asd"] == m["hd95"] == m["rmsd"] == pytest.approx(2.5, rel=1e-6)
@@ -136,30 +97,30 @@ def test_slice_offset_is_measured_in_z_spacing(tmp_path: Path) -> None:
 
 
 def test_parallel_equals_serial_and_worker_errors_surface(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     serial = evaluate_folder(pred_dir, ref_dir, num_workers=1)
     parallel = evaluate_folder(pred_dir, ref_dir, num_workers=2)
     out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
     write_summary(serial, out_a)
     write_summary(parallel, out_b)
     assert out_a.read_text() == out_b.read_text()
-    _write(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", spacing=(0.7, 0.8, 2.6))
+    write_mask(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", spacing=(0.7, 0.8, 2.6))
     with pytest.raises(ValueError, match="geometry") as info:
         evaluate_folder(pred_dir, ref_dir, num_workers=2)
     assert str(pred_dir / "case_b.nii.gz") in str(info.value)
 
 
 def test_bad_tolerance_is_refused(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     with pytest.raises(ValueError, match="tolerance"):
         evaluate_folder(pred_dir, ref_dir, tolerance_mm=-1.0)
 
 
 def test_default_labels_come_from_references(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     stray = np.zeros(SHAPE, np.uint8)
     stray[0, 0, 0] = 3  # value only ever predicted: not a reference label
-    _write(stray, pred_dir / "case_c.nii.gz")
+    write_mask(stray, pred_dir / "case_c.nii.gz")
     s = evaluate_folder(pred_dir, ref_dir)
     assert s["labels"] == {"label_1": 1, "label_2": 2}
     for entry in s["per_case"]:
@@ -182,8 +143,8 @@ def test_default_labels_come_from_references(tmp_path: Path) -> None:
     [{"spacing": (0.7, 0.8, 2.6)}, {"origin": (-10.0, 5.0, 3.3)}],
 )
 def test_geometry_mismatch_names_both_files(tmp_path: Path, kwargs: dict) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    _write(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", **kwargs)
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    write_mask(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", **kwargs)
     with pytest.raises(ValueError, match="geometry") as info:
         evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
     assert str(pred_dir / "case_b.nii.gz") in str(info.value)
@@ -191,9 +152,9 @@ def test_geometry_mismatch_names_both_files(tmp_path: Path, kwargs: dict) -> Non
 
 
 def test_geometry_round_off_is_tolerated(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "case_b.nii.gz")))
-    _write(
+    write_mask(
         b,
         pred_dir / "case_b.nii.gz",
         spacing=(0.7 * (1 + 1e-6), 0.8, 2.5),
@@ -204,35 +165,23 @@ def test_geometry_round_off_is_tolerated(tmp_path: Path) -> None:
 
 
 def test_size_mismatch_raises(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    _write(np.zeros((8, 10, 11)), pred_dir / "case_a.nii.gz")
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    write_mask(np.zeros((8, 10, 11)), pred_dir / "case_a.nii.gz")
     with pytest.raises(ValueError, match="size"):
         evaluate_folder(pred_dir, ref_dir)
 
 
 def test_missing_prediction_names_case(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     (pred_dir / "case_b.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match="case_b.nii.gz") as info:
         evaluate_folder(pred_dir, ref_dir)
     assert "autojoint_predict" in str(info.value)
 
 
-def _write_csvs(root: Path, pred_dir: Path) -> Path:
-    ref_csv = root / "ref_diagnoses.csv"
-    ref_csv.write_text("case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,pneumonia\n")
-    (pred_dir / "diagnoses.csv").write_text(
-        "case,diagnosis,p_normal,p_covid,p_pneumonia\n"
-        "case_a,covid,0.1,0.8,0.1\n"
-        "case_b,normal,0.7,0.2,0.1\n"
-        "case_c,covid,0.2,0.7,0.1\n"
-    )
-    return ref_csv
-
-
 def test_diagnoses_round_trip(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    ref_csv = _write_csvs(tmp_path, pred_dir)
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    ref_csv = write_csvs(tmp_path, pred_dir)
     s = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=ref_csv)
     c = s["classification"]
     assert c["classes"] == ["normal", "covid", "pneumonia"]  # p_ column order
@@ -259,17 +208,17 @@ def test_diagnoses_round_trip(tmp_path: Path) -> None:
     ],
 )
 def test_diagnoses_errors(tmp_path: Path, ref_text: str, match: str) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    ref_csv = _write_csvs(tmp_path, pred_dir)
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    ref_csv = write_csvs(tmp_path, pred_dir)
     ref_csv.write_text(ref_text)
     with pytest.raises(ValueError, match=match):
         evaluate_folder(pred_dir, ref_dir, ref_diagnoses_csv=ref_csv)
 
 
 def test_write_summary_is_strict_json_with_null(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     s = evaluate_folder(
-        pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=_write_csvs(tmp_path, pred_dir)
+        pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=write_csvs(tmp_path, pred_dir)
     )
     out = tmp_path / "out" / "summary.json"
     write_summary(s, out)
@@ -287,16 +236,16 @@ def test_write_summary_is_strict_json_with_null(tmp_path: Path) -> None:
 
 
 def test_missing_prediction_csv_fails_before_reading_images(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    ref_csv = _write_csvs(tmp_path, pred_dir)
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    ref_csv = write_csvs(tmp_path, pred_dir)
     (pred_dir / "diagnoses.csv").unlink()
     with pytest.raises(FileNotFoundError, match="autojoint_predict"):
         evaluate_folder(pred_dir, ref_dir, ref_diagnoses_csv=ref_csv)
 
 
 def test_explicit_classes_need_probability_columns(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    ref_csv = _write_csvs(tmp_path, pred_dir)
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    ref_csv = write_csvs(tmp_path, pred_dir)
     with pytest.raises(ValueError, match="probability column.*flu"):
         evaluate_folder(
             pred_dir,

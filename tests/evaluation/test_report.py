@@ -14,7 +14,7 @@ from autojoint.cli import evaluate as cli_evaluate
 from autojoint.evaluation.evaluate import evaluate_folder, write_report
 from autojoint.evaluation.plots import BLAND_ALTMAN_PNG, BOXPLOT_PNG, CONFUSION_PNG, ROC_PNG
 from autojoint.evaluation.summary import volume_agreement
-from tests.evaluation.test_evaluate import LABELS, _make_dataset, _write_csvs
+from tests.evaluation.helpers import LABELS, make_dataset, write_csvs
 
 VOXEL_ML = 0.7 * 0.8 * 2.5 / 1000
 
@@ -25,9 +25,9 @@ def _png_size(path: Path) -> tuple[int, ...]:
 
 
 def test_report_with_diagnoses_writes_every_figure(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     summary = evaluate_folder(
-        pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=_write_csvs(tmp_path, pred_dir)
+        pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=write_csvs(tmp_path, pred_dir)
     )
     out = tmp_path / "report" / "summary.json"
     names = write_report(summary, out)
@@ -50,7 +50,7 @@ def test_report_with_diagnoses_writes_every_figure(tmp_path: Path) -> None:
 
 
 def test_report_without_diagnoses_skips_their_figures(tmp_path: Path) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     summary = evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
     names = write_report(summary, tmp_path / "out" / "summary.json")
     assert names == [BLAND_ALTMAN_PNG, BOXPLOT_PNG]
@@ -66,7 +66,7 @@ def test_report_without_diagnoses_skips_their_figures(tmp_path: Path) -> None:
 
 def test_volume_agreement_by_hand(tmp_path: Path) -> None:
     """Lesion volumes (voxels) pred - ref: case_a 16 - 24, case_b 8 - 8, case_c 0 - 0."""
-    pred_dir, ref_dir = _make_dataset(tmp_path)
+    pred_dir, ref_dir = make_dataset(tmp_path)
     summary = evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
     diff = np.array([-8.0, 0.0, 0.0]) * VOXEL_ML
     bias, sd = diff.mean(), diff.std(ddof=1)
@@ -80,8 +80,8 @@ def test_volume_agreement_by_hand(tmp_path: Path) -> None:
 
 
 def test_cli_flags_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    pred_dir, ref_dir = _make_dataset(tmp_path)
-    ref_csv = _write_csvs(tmp_path, pred_dir)
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    ref_csv = write_csvs(tmp_path, pred_dir)
     dataset_json = tmp_path / "dataset.json"
     dataset_json.write_text(json.dumps({"labels": {"background": 0, **LABELS}}))
     out = tmp_path / "eval" / "summary.json"

@@ -14,12 +14,12 @@ import torch
 from autojoint.cli import train as cli_train
 from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_scores
 from autojoint.inference import engine
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training import validation
 from autojoint.training.config import TrainerConfig
+from tests.helpers import seeded_net
 from tests.synthetic import make_raw_dataset
 
 
@@ -37,9 +37,7 @@ def test_validation_reports_surface_metrics_and_auc(
     plan = plan_and_preprocess(raw, work)
     pre_dir = work / "preprocessed"
     case_ids = list_preprocessed(pre_dir)
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     monkeypatch.setattr(engine, "network_probabilities", _fake_probabilities)
 
     summary = validation.validate_cases(net, plan, pre_dir, case_ids, torch.device("cpu"))
@@ -48,9 +46,9 @@ def test_validation_reports_surface_metrics_and_auc(
     assert summary["tolerance_mm"] == 1.0
     for entry in summary["metric_per_case"]:
         case = load_preprocessed(pre_dir, entry["case"])
-        pred = np.argmax(_fake_probabilities(None, case["data"]), axis=0)
+        pred = np.argmax(_fake_probabilities(None, case.data), axis=0)
         want = segmentation_scores(
-            pred, case["seg"], labels, spacing=plan.target_spacing, tolerance_mm=1.0
+            pred, case.seg, labels, spacing=plan.target_spacing, tolerance_mm=1.0
         )
         np.testing.assert_equal(entry["metrics"], want)
         assert entry["spacing"] == list(plan.target_spacing)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from autojoint.evaluation.evidence import evidence_lesion_contrast
 from autojoint.inference.gradcam import grad_cam
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.training.step import make_grad_scaler, train_step
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net, train_step_options
 
 SHAPE = (8, 32, 32)
 
@@ -78,10 +79,9 @@ def _contrasts(net: JointNet, views: torch.Tensor, lesions: np.ndarray) -> tuple
     )
 
 
+@pytest.mark.slow
 def test_trained_evidence_concentrates_on_lesions() -> None:
-    torch.manual_seed(0)
-    net = JointNet(_plan())
-    init_weights(net)
+    net = seeded_net(_plan())
     rng = np.random.default_rng(0)
     test_views, test_labels, test_lesions = _scans(rng, 8)
     before = _contrasts(net, test_views, test_lesions)
@@ -111,12 +111,7 @@ def test_trained_evidence_concentrates_on_lesions() -> None:
             batch,
             optimizer,
             scaler,
-            weights=plan.loss_weights,
-            class_weights=torch.ones(len(plan.classes)),
-            loss_options=plan.loss,
-            use_view=True,
-            grad_clip=12.0,
-            params=net.parameters(),
+            **train_step_options(plan, net.parameters()),
         )
 
     net.eval()

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.inference.gradcam import grad_cam
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net
 
 
 @functools.cache
@@ -21,10 +21,7 @@ def _plan() -> Plan:
 
 
 def _net(seed: int = 0) -> JointNet:
-    torch.manual_seed(seed)
-    net = JointNet(_plan())
-    init_weights(net)
-    return net.eval()
+    return seeded_net(_plan(), seed).eval()
 
 
 def _view(seed: int = 1) -> torch.Tensor:

@@ -21,11 +21,10 @@ from autojoint.losses.segmentation import (
     downsample_target,
     soft_dice_per_sample,
 )
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.fusion import fuse_scales
-from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, LossWeights, Plan
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net
 
 K = 3
 DICE_CE = dice_ce_per_sample
@@ -281,11 +280,6 @@ def test_task_aware_gradient_policy(gradient: str, s_learns: bool, v_learns: boo
 # --- joint --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def plan() -> Plan:
-    return tiny_plan(shape=(8, 16, 16))
-
-
 def _batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     B = 2
@@ -296,11 +290,10 @@ def _batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
         seg[1, 3:5, 10:14, 2:6] = 2
         return seg
 
-    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(plan.classification_shape)
+    view = plan.classification_shape or (0, 0, 0)  # no classes: an empty view
+    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(view)
     data = torch.randn(B, 1, *plan.patch_size, generator=g) * 0.1 + seg[:, None].float()
-    cls_data = (
-        torch.randn(B, 1, *plan.classification_shape, generator=g) * 0.1 + cls_seg[:, None].float()
-    )
+    cls_data = torch.randn(B, 1, *view, generator=g) * 0.1 + cls_seg[:, None].float()
     return {
         "data": data,
         "seg": seg,
@@ -312,9 +305,7 @@ def _batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_joint_loss_terms(plan: Plan) -> None:
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     batch = _batch(plan)
     out = net(batch["data"], batch["cls_data"])
     cw = torch.tensor(plan.class_weights)
@@ -344,9 +335,7 @@ def test_task_aware_term_uses_the_reference_diagnosis_and_skips_lesion_free_scan
     """Issue 16, defect 1: eq. 10 takes the evidence of the reference diagnosis (not the
     argmax, which is wrong or "normal" early in training), and only for scans whose view
     holds a lesion and that have a diagnosis."""
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     assert net.cls is not None
     batch = _batch(plan)
     out = net(batch["data"], batch["cls_data"])
@@ -384,9 +373,7 @@ def test_task_aware_term_uses_the_reference_diagnosis_and_skips_lesion_free_scan
 
 
 def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     batch = _batch(plan)
     cw = torch.tensor(plan.class_weights)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -405,9 +392,7 @@ def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:
 
 def test_segmentation_only_plan_trains(plan: Plan) -> None:
     seg_plan = tiny_plan(classes=(), shape=(8, 16, 16))
-    torch.manual_seed(1)
-    net = JointNet(seg_plan)
-    init_weights(net)
+    net = seeded_net(seg_plan, seed=1)
     batch = _batch(seg_plan)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []

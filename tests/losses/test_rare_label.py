@@ -14,15 +14,15 @@ import dataclasses
 import functools
 
 import numpy as np
+import pytest
 import torch
 
 from autojoint.losses.joint import joint_loss
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.fusion import fuse_scales
-from autojoint.networks.joint_net import JointNet
 from autojoint.planning.planner import lesion_label_weights_from
 from autojoint.planning.schema import Plan
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net
 
 SHAPE = (8, 32, 32)
 STEPS = 120
@@ -54,9 +54,7 @@ def _plan() -> Plan:
 
 def _consolidation_dice(seed: int) -> float:
     plan = _plan()
-    torch.manual_seed(seed)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan, seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
     has_mask = torch.ones(2, dtype=torch.bool)
@@ -81,6 +79,7 @@ def _consolidation_dice(seed: int) -> float:
     return float(2 * (hit & ref).sum() / (hit.sum() + ref.sum()))
 
 
+@pytest.mark.slow
 def test_rare_label_is_learnt_with_the_default_loss() -> None:
     assert _plan().loss.segmentation == "dice_ce" and _plan().loss.weighted_ce
     dice = [_consolidation_dice(seed) for seed in (0, 1)]

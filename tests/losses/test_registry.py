@@ -23,10 +23,8 @@ from autojoint.losses.segmentation import (
     soft_dice_per_sample,
     tversky_index,
 )
-from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, Plan
-from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net
 
 NAMES = ("dice_ce", "dice_focal", "focal", "focal_tversky")
 EPS = 1e-5
@@ -266,11 +264,6 @@ def test_invalid_options_are_refused(name: str, change: dict[str, float]) -> Non
 # --- joint loss with each registered loss -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def plan() -> Plan:
-    return tiny_plan(shape=(8, 16, 16))
-
-
 def _batch(plan: Plan) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     B = 2
@@ -293,16 +286,9 @@ def _batch(plan: Plan) -> dict[str, torch.Tensor]:
     }
 
 
-def _net(plan: Plan) -> JointNet:
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
-    return net
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_joint_loss_backward_reaches_both_subnets(plan: Plan, name: str) -> None:
-    net = _net(plan)
+    net = seeded_net(plan)
     batch = _batch(plan)
     options = LossOptions(segmentation=name)
     parts = joint_loss(
@@ -325,7 +311,7 @@ def test_joint_loss_backward_reaches_both_subnets(plan: Plan, name: str) -> None
 
 @pytest.mark.parametrize("name", NAMES)
 def test_joint_loss_masking_for_each_loss(plan: Plan, name: str) -> None:
-    net = _net(plan)
+    net = seeded_net(plan)
     batch = _batch(plan)
     batch["has_mask"] = torch.tensor([True, False])
     batch["diagnosis"] = torch.tensor([-1, 2])

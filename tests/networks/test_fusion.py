@@ -17,7 +17,6 @@ from autojoint.losses.segmentation import (
     dice_ce_per_sample,
     downsample_target,
 )
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.fusion import (
     fuse_scales,
     fused_logits,
@@ -28,6 +27,7 @@ from autojoint.networks.joint_net import JointNet, lesion_probability
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import NetworkOptions
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net
 
 
 def _constant_scales(per_scale: list[list[float]]) -> list[torch.Tensor]:
@@ -123,10 +123,7 @@ def test_the_fusion_is_a_plan_switch() -> None:
 def net() -> JointNet:
     base = tiny_plan(shape=(8, 16, 16))
     options = NetworkOptions(fusion="sigmoid_sum", refinement_passes=1)
-    torch.manual_seed(0)
-    net = JointNet(dataclasses.replace(base, network=options))
-    init_weights(net)
-    return net.eval()
+    return seeded_net(dataclasses.replace(base, network=options)).eval()
 
 
 def test_every_consumer_uses_the_plans_fusion(net: JointNet) -> None:

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from autojoint.io.workdir import PLANS_FILE
-from autojoint.networks.blocks import LAYERS_2D, ResidualUnit, init_weights
+from autojoint.networks.blocks import LAYERS_2D, ResidualUnit
 from autojoint.networks.fusion import fuse_scales
 from autojoint.networks.joint_net import ClassificationNet, JointNet, SegmentationUNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan, Topology
 from tests.fingerprints import tiny_plan
+from tests.helpers import scale_shapes, seeded_net
 from tests.synthetic import make_raw_dataset
 
 
@@ -25,18 +26,7 @@ def plan() -> Plan:
 
 @pytest.fixture(scope="module")
 def net(plan: Plan) -> JointNet:
-    torch.manual_seed(0)
-    model = JointNet(plan)
-    init_weights(model)
-    return model.eval()
-
-
-def _scale_shapes(plan: Plan, size: tuple[int, int, int]) -> list[tuple[int, ...]]:
-    shapes, cur = [], list(size)
-    for stride in plan.topology.strides:
-        cur = [c // s for c, s in zip(cur, stride, strict=True)]
-        shapes.append(tuple(cur))
-    return shapes
+    return seeded_net(plan).eval()
 
 
 def test_output_shapes_per_scale_finest_first(net: JointNet, plan: Plan) -> None:
@@ -45,10 +35,10 @@ def test_output_shapes_per_scale_finest_first(net: JointNet, plan: Plan) -> None
     view = torch.randn(B, 1, *plan.classification_shape)
     with torch.no_grad():
         out = net(patch, view)
-    expected = _scale_shapes(plan, plan.patch_size)
+    expected = scale_shapes(plan, plan.patch_size)
     assert expected[0] == plan.patch_size and expected[-1] == (4, 4, 4)
     assert [tuple(s.shape) for s in out.patch_scales] == [(B, K, *e) for e in expected]
-    view_expected = _scale_shapes(plan, plan.classification_shape)
+    view_expected = scale_shapes(plan, plan.classification_shape)
     assert out.view_scales is not None
     assert [tuple(s.shape) for s in out.view_scales] == [(B, K, *e) for e in view_expected]
     assert out.class_logits is not None and tuple(out.class_logits.shape) == (B, len(plan.classes))
@@ -161,9 +151,7 @@ def test_residual_unit_downsamples() -> None:
 
 
 def test_init_weights_zero_biases(plan: Plan) -> None:
-    torch.manual_seed(1)
-    model = JointNet(plan)
-    init_weights(model)
+    model = seeded_net(plan, seed=1)
     convs = [
         m for m in model.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)
     ]
@@ -191,9 +179,7 @@ def test_view_lesion_map_uses_the_view_eta(plan: Plan) -> None:
     n = plan.topology.num_stages
     view_eta = tuple([1.0] + [0.0] * (n - 1))
     assert view_eta != plan.eta
-    torch.manual_seed(0)
-    net = JointNet(dataclasses.replace(plan, view_eta=view_eta))
-    init_weights(net)
+    net = seeded_net(dataclasses.replace(plan, view_eta=view_eta))
     view = torch.randn(1, 1, *plan.classification_shape)
     scales = net.seg.segment_features(view)
     expected = 1.0 - torch.softmax(scales[0], dim=1)[:, :1]  # finest head alone

@@ -20,6 +20,7 @@ from autojoint.networks.msd_blocks import (
 )
 from autojoint.planning.schema import NetworkOptions
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net
 
 DIMS = {"2d": (LAYERS_2D, (2, 6, 19, 24)), "3d": (LAYERS_3D, (2, 6, 5, 19, 24))}
 
@@ -110,9 +111,7 @@ def _layers_for(dim: str) -> LayerTypes:
 )
 def test_msd_switches_in_joint_net_shapes_and_gradients(options: NetworkOptions) -> None:
     plan = dataclasses.replace(tiny_plan(shape=(8, 32, 32)), network=options)
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     patch = torch.randn(2, 1, *plan.patch_size)
     view = torch.randn(2, 1, *plan.classification_shape)
     out = net(patch, view)

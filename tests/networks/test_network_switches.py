@@ -21,6 +21,7 @@ from autojoint.networks.reverse_attention import (
 )
 from autojoint.planning.schema import NetworkOptions, Plan, Topology
 from tests.fingerprints import tiny_plan
+from tests.helpers import scale_shapes, seeded_net
 from tests.networks.reference_net import RefJointNet
 
 CUBE = (16, 32, 32)  # patch = view = (16, 32, 32)
@@ -49,13 +50,6 @@ def _plan(options: NetworkOptions, shape: tuple[int, int, int] = CUBE) -> Plan:
     return dataclasses.replace(_base_plan(shape), network=options)
 
 
-def _net(plan: Plan, seed: int = 0, layers=None) -> JointNet:
-    torch.manual_seed(seed)
-    net = JointNet(plan) if layers is None else JointNet(plan, layers)
-    init_weights(net)
-    return net
-
-
 def _inputs(plan: Plan, batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     channels = len(plan.channel_names)
@@ -74,14 +68,6 @@ def _boxes(batch: int, ndim: int = 3) -> torch.Tensor:
     return box
 
 
-def _scale_shapes(plan: Plan, size: tuple[int, ...]) -> list[tuple[int, ...]]:
-    shapes, cur = [], list(size)
-    for stride in plan.topology.strides:
-        cur = [c // s for c, s in zip(cur, stride, strict=True)]
-        shapes.append(tuple(cur))
-    return shapes
-
-
 # --- shapes -------------------------------------------------------------------------------
 
 
@@ -89,18 +75,18 @@ def _scale_shapes(plan: Plan, size: tuple[int, ...]) -> list[tuple[int, ...]]:
 @pytest.mark.parametrize("name", list(SWITCHES))
 def test_output_shapes_per_switch(name: str, shape: tuple[int, int, int]) -> None:
     plan = _plan(SWITCHES[name], shape)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     patch, view = _inputs(plan)
     B, K = patch.shape[0], plan.num_seg_classes
     with torch.no_grad():
         out = net(patch, view, _boxes(B))
         alone = net.seg(patch)
         _, logits_alone, _ = net.classify(view)
-    expected = [(B, K, *s) for s in _scale_shapes(plan, plan.patch_size)]
+    expected = [(B, K, *s) for s in scale_shapes(plan, plan.patch_size)]
     assert [tuple(s.shape) for s in out.patch_scales] == expected
     assert [tuple(s.shape) for s in alone] == expected
     assert out.view_scales is not None and out.class_logits is not None
-    view_expected = [(B, K, *s) for s in _scale_shapes(plan, plan.classification_shape)]
+    view_expected = [(B, K, *s) for s in scale_shapes(plan, plan.classification_shape)]
     assert [tuple(s.shape) for s in out.view_scales] == view_expected
     assert tuple(out.class_logits.shape) == tuple(logits_alone.shape) == (B, len(plan.classes))
     assert out.class_features is not None and len(out.class_features) == 3
@@ -110,7 +96,7 @@ def test_output_shapes_per_switch(name: str, shape: tuple[int, int, int]) -> Non
 @pytest.mark.parametrize("name", ["cross_stitch", "all"])
 def test_segmentation_only_forward_without_view(name: str) -> None:
     plan = _plan(SWITCHES[name], ODD)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     patch, _ = _inputs(plan)
     with torch.no_grad():
         out = net(patch)
@@ -119,7 +105,7 @@ def test_segmentation_only_forward_without_view(name: str) -> None:
     for a, b in zip(out.patch_scales, seg, strict=True):
         torch.testing.assert_close(a, b)
     seg_only = dataclasses.replace(tiny_plan(classes=(), shape=ODD), network=SWITCHES[name])
-    model = _net(seg_only).eval()
+    model = seeded_net(seg_only).eval()
     with torch.no_grad():
         scales = model(patch, patch).patch_scales
     assert tuple(scales[0].shape) == (2, seg_only.num_seg_classes, *seg_only.patch_size)
@@ -131,7 +117,7 @@ def test_segmentation_only_forward_without_view(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in SWITCHES if n != "off"])
 def test_gradients_reach_both_heads(name: str) -> None:
     plan = _plan(SWITCHES[name], ODD)
-    net = _net(plan).train()
+    net = seeded_net(plan).train()
     patch, view = _inputs(plan)
     out = net(patch, view, _boxes(len(patch)))
     assert out.view_scales is not None and out.class_logits is not None
@@ -191,7 +177,7 @@ def test_reverse_attention_weight_hand_computed() -> None:
 
 def test_unet_applies_reverse_attention_to_every_skip() -> None:
     plan = _plan(SWITCHES["reverse_attention"], ODD)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     unet = net.seg
     skips: list[torch.Tensor] = []
     dec_inputs: list[torch.Tensor] = []
@@ -239,7 +225,7 @@ def test_reverse_attention_2d_unet_and_joint_net() -> None:
         view_eta=(),
         network=SWITCHES["all"],
     )
-    net = _net(plan_2d, layers=LAYERS_2D)
+    net = seeded_net(plan_2d, layers=LAYERS_2D)
     out_j = net(torch.randn(2, 1, 16, 12), torch.randn(2, 1, 8, 16), _boxes(2, ndim=2))
     assert tuple(out_j.patch_scales[0].shape) == (2, 3, 16, 12)
     assert out_j.view_scales is not None and tuple(out_j.view_scales[0].shape) == (2, 3, 8, 16)
@@ -295,7 +281,7 @@ def test_inception_block_branches_and_groups() -> None:
 
 def test_joint_net_wires_the_stem() -> None:
     plan = _plan(SWITCHES["cross_stitch"], ODD)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     stem = net.stem
     assert stem is not None
     with torch.no_grad():
@@ -339,7 +325,7 @@ def test_joint_net_wires_the_stem() -> None:
 
 def test_cross_stitch_mixes_each_case_with_its_own_view() -> None:
     plan = _plan(SWITCHES["all"], ODD)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     patch, view = _inputs(plan, batch=3)
     box = _boxes(3)
     with torch.no_grad():
@@ -360,7 +346,7 @@ def test_cross_stitch_mixes_each_case_with_its_own_view() -> None:
 )
 def test_classifier_input_channels(name: str, extra: int) -> None:
     plan = _plan(SWITCHES[name], ODD)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     assert net.cls is not None
     image_ch = net.stem.out_channels if net.stem is not None else len(plan.channel_names)
     assert net.cls.units[0].body[0].conv.in_channels == image_ch + extra
@@ -390,7 +376,10 @@ def test_unknown_classifier_input_is_refused() -> None:
 
 
 def test_refinement_zero_passes_is_the_plain_network() -> None:
-    plain, zero = _net(_plan(NetworkOptions())), _net(_plan(NetworkOptions(refinement_passes=0)))
+    plain, zero = (
+        seeded_net(_plan(NetworkOptions())),
+        seeded_net(_plan(NetworkOptions(refinement_passes=0))),
+    )
     assert plain.state_dict().keys() == zero.state_dict().keys()
     patch, _ = _inputs(_plan(NetworkOptions()))
     with torch.no_grad():
@@ -400,7 +389,7 @@ def test_refinement_zero_passes_is_the_plain_network() -> None:
 
 def test_refinement_passes_feed_the_previous_lesion_map() -> None:
     plan = _plan(NetworkOptions(refinement_passes=2), ODD)
-    net = _net(plan).eval()
+    net = seeded_net(plan).eval()
     seg = net.seg
     assert seg.encoder[0][0].conv.in_channels == len(plan.channel_names) + 1
     patch, _ = _inputs(plan)
@@ -432,8 +421,8 @@ def test_refinement_passes_feed_the_previous_lesion_map() -> None:
 
 
 def test_refinement_with_unused_map_channel_equals_plain_network() -> None:
-    plain = _net(_plan(NetworkOptions(), ODD), seed=3).eval()
-    refined = _net(_plan(NetworkOptions(refinement_passes=2), ODD), seed=4).eval()
+    plain = seeded_net(_plan(NetworkOptions(), ODD), seed=3).eval()
+    refined = seeded_net(_plan(NetworkOptions(refinement_passes=2), ODD), seed=4).eval()
     state = plain.state_dict()
     key = "seg.encoder.0.0.conv.weight"
     w = state[key]
@@ -458,7 +447,7 @@ def test_switches_off_reproduce_the_foundation_network(shape: tuple[int, int, in
     torch.manual_seed(7)
     ref = RefJointNet(plan)
     init_weights(ref)
-    net = _net(plan, seed=7)
+    net = seeded_net(plan, seed=7)
     ref_state, state = ref.state_dict(), net.state_dict()
     assert list(ref_state) == list(state)  # same names in the same order
     for k in state:
@@ -476,7 +465,7 @@ def test_switches_off_reproduce_the_foundation_network(shape: tuple[int, int, in
 @pytest.mark.parametrize("name", [n for n in SWITCHES if n != "off"])
 def test_state_dict_round_trip_through_the_stored_plan(name: str) -> None:
     plan = _plan(SWITCHES[name], ODD)
-    net = _net(plan, seed=5).eval()
+    net = seeded_net(plan, seed=5).eval()
     with torch.no_grad():
         if net.stem is not None:
             net.stem.stitch.weight.add_(0.05)  # trained weights differ from the init

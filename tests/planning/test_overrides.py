@@ -141,3 +141,27 @@ def test_cli_plan_preset_is_stored_in_plans_json(tmp_path: Path) -> None:
     for bad in (["--explain", "-w", str(work)], ["--verify", "-d", str(raw)]):
         with pytest.raises(SystemExit):
             cli_plan.main([*bad, "--preset", "msd-net"])
+
+
+@pytest.mark.parametrize("value", ["0.5,2,4", "[0.5, 2, 4]", "(0.5,2,4)", " 0.5 , 2 ,4 "])
+def test_tuple_fields_take_comma_separated_values(value: str) -> None:
+    plan = tiny_plan()  # labels background, ground_glass, consolidation
+    new = apply_overrides(plan, [f"loss.voxel_class_weights={value}"])
+    assert new.loss.voxel_class_weights == (0.5, 2.0, 4.0)
+    assert all(type(w) is float for w in new.loss.voxel_class_weights)
+    assert apply_overrides(new, ["loss.ce_class_weights=[]"]).loss.ce_class_weights == ()
+    assert apply_overrides(new, ["loss.voxel_class_weights="]).loss.voxel_class_weights == ()
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("loss.voxel_class_weights=1,two,3", "expected a number, got 'two'"),
+        ("loss.voxel_class_weights=1,2", "voxel_class_weights needs one positive weight per"),
+        ("loss.ce_class_weights=1,0,2", r"loss.ce_class_weights\[1\] must be > 0"),
+        ("loss_weights.task_aware=-1", "loss_weights.task_aware must be >= 0"),
+    ],
+)
+def test_bad_tuple_and_bounded_values_are_explained(item: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(tiny_plan(), [item])

@@ -224,7 +224,9 @@ def test_plan_without_classes() -> None:
     fp = make_fingerprint([(1.0, 1.0, 1.0)] * 4, [(64, 64, 64)] * 4, classes=())
     plan = plan_experiment(fp, memory_budget_gb=2.0, device_profile="cpu")
     assert not plan.has_diagnosis
-    assert plan.classification_shape == (0, 0, 0)
+    assert plan.classification_shape is None  # no view; plans before 0.1.0 wrote (0, 0, 0)
+    assert plan.lowres is None or plan.lowres.classification_shape is None
+    assert plan.two_d is not None and plan.two_d.classification_shape is None
     assert plan.class_weights == ()
     assert plan.loss_weights.cls == 0.0
     assert plan.num_seg_classes == 2

@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
-from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import Plan, is_slice_topology
 from tests.fingerprints import make_fingerprint
+from tests.helpers import seeded_net
 
 
 def flat(n: int = 20, spacing=(0.7, 0.7), shape=(512, 512), **kw) -> object:
@@ -118,9 +117,7 @@ def test_2d_classifier_neither_strides_nor_convolves_the_one_slice() -> None:
         flat(6, shape=(64, 64)), memory_budget_gb=0.05, device_profile="cpu", base_features=4
     )
     assert plan.classification_shape[0] == 1
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     assert net.cls is not None
     for unit in net.cls.units:
         conv = unit.body[0].conv

@@ -58,8 +58,9 @@ def test_real_2d_slices_plan_the_2d_configuration(raw_2d: Path, tmp_path: Path) 
         sizes.append((size[1], size[0]))
         assert case["lesion_components"]["infection"]  # every chosen slice is infected
     assert plan.configuration == "2d" and plan.lowres is None and plan.two_d is None
+    assert plan.is_2d
     assert plan.target_spacing == (1.0, 1.0, 1.0)  # no spacing in a JPG: 1 mm
-    assert plan.patch_size[0] == 1 and plan.classification_shape == (0, 0, 0)
+    assert plan.patch_size[0] == 1 and plan.classification_shape is None
     assert all(
         k[0] == 1 and s[0] == 1
         for k, s in zip(plan.topology.kernel_sizes, plan.topology.strides, strict=True)
@@ -73,4 +74,4 @@ def test_real_2d_slices_plan_the_2d_configuration(raw_2d: Path, tmp_path: Path) 
     assert plan.normalization[0].scheme == "zscore"
     # Preprocessing keeps each slice one slice.
     case = load_preprocessed(tmp_path / "preprocessed_2d", "infnet_0")
-    assert case["data"].shape[:2] == (1, 1) and case["seg"].shape[0] == 1
+    assert case.data.shape[:2] == (1, 1) and case.seg is not None and case.seg.shape[0] == 1

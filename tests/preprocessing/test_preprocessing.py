@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +18,12 @@ from autojoint.planning.schema import ChannelNormalization
 from autojoint.preprocessing.normalization import normalize
 from autojoint.preprocessing.preprocess import (
     MAX_FOREGROUND_SAMPLES,
+    PreprocessedCase,
     foreground_coordinates,
+    foreground_locations,
+    load_preprocessed,
     preprocess_arrays,
+    save_preprocessed,
 )
 from autojoint.preprocessing.resample import (
     resample_image,
@@ -305,3 +311,55 @@ def test_foreground_coordinates_are_lesion_voxels_and_capped() -> None:
     small[1, 2, 3] = 2
     np.testing.assert_array_equal(foreground_coordinates(small, rng), [[1, 2, 3]])
     assert foreground_coordinates(np.zeros((2, 2, 2), np.uint8), rng).shape == (0, 3)
+
+
+# --- the preprocessed case on disk ----------------------------------------------------------
+
+
+def _assert_same_case(a: PreprocessedCase, b: PreprocessedCase) -> None:
+    for f in dataclasses.fields(PreprocessedCase):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            assert x is not None and y is not None, f.name
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+            assert x.dtype == y.dtype, f.name
+        else:
+            assert x == y, f.name
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_saved_case_loads_as_the_same_record(tmp_path: Path, with_mask: bool) -> None:
+    plan = plan_experiment(
+        _tiny_fingerprint(), memory_budget_gb=0.05, device_profile="cpu", base_features=4
+    )
+    img, seg = make_case(np.random.default_rng(0), "CAP", (10, 36, 36))
+    geo = ImageGeometry((10, 36, 36), (3.0, 0.7, 0.7), (1.0, 2.0, 3.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    pre = preprocess_arrays(
+        "x", img[None].astype(np.float32), geo, seg if with_mask else None, plan, "CAP"
+    )
+    assert pre.fg_locations is None
+    save_preprocessed(pre, tmp_path, seed=4)
+    for mmap_mode in (None, "r"):
+        loaded = load_preprocessed(tmp_path, "x", mmap_mode=mmap_mode)
+        assert isinstance(loaded.bbox[0], tuple) and isinstance(loaded.geometry, ImageGeometry)
+        drawn = foreground_locations(pre.seg, np.random.default_rng(4)) if with_mask else None
+        _assert_same_case(loaded, dataclasses.replace(pre, fg_locations=drawn))
+    # A record that carries its foreground locations keeps them.
+    save_preprocessed(loaded, tmp_path / "again", seed=5)
+    _assert_same_case(load_preprocessed(tmp_path / "again", "x"), loaded)
+
+
+def test_damaged_case_description_is_refused_naming_the_file(tmp_path: Path) -> None:
+    arr = np.zeros((1, 2, 2, 2), np.float32)
+    geo = ImageGeometry((2, 2, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    save_preprocessed(
+        PreprocessedCase("c", arr, None, arr, None, geo, ((0, 2),) * 3, None), tmp_path
+    )
+    props = json.loads((tmp_path / "c.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({**props, "bbox": "all"}))
+    with pytest.raises(ValueError, match=r"c.json: 'bbox' must be a list.*re-run autojoint_plan"):
+        load_preprocessed(tmp_path, "c")
+    del props["geometry"]
+    (tmp_path / "c.json").write_text(json.dumps(props))
+    with pytest.raises(ValueError, match=r"c.json: lacks key 'geometry'"):
+        load_preprocessed(tmp_path, "c")

@@ -117,6 +117,7 @@ def test_plan_killed_and_rerun_equals_uninterrupted(
     _assert_same_work_dir(reference, work)
 
 
+@pytest.mark.slow
 def test_train_killed_and_continued_equals_uninterrupted(tmp_path: Path) -> None:
     raw = make_raw_dataset(tmp_path / "raw", num_cases=4, shape=(10, 32, 32))
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -19,8 +19,6 @@ from autojoint.data.augmentation import (
 )
 from autojoint.data.loader import JointDataLoader
 from autojoint.io.workdir import preprocessed_dir
-from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import list_preprocessed
@@ -31,6 +29,7 @@ from autojoint.training.step import (
     validation_loss,
 )
 from autojoint.training.validation import validate_cases
+from tests.helpers import seeded_net, train_step_options
 from tests.synthetic import make_raw_dataset
 
 
@@ -50,13 +49,6 @@ def stitched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Plan, Path, list
     return plan, pre, list_preprocessed(pre)
 
 
-def _net(plan: Plan) -> JointNet:
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
-    return net
-
-
 def test_cross_stitch_training_step_end_to_end(stitched: tuple[Plan, Path, list[str]]) -> None:
     plan, pre, cases = stitched
     spec = augmentation_spec("default", plan.patch_size, plan.target_spacing)
@@ -72,26 +64,19 @@ def test_cross_stitch_training_step_end_to_end(stitched: tuple[Plan, Path, list[
     )
     transforms = training_transforms(spec, plan.patch_size, plan.classification_shape)
     batches = make_batch_iterator(loader, 0, 0, transforms)
-    net = _net(plan)
+    net = seeded_net(plan)
     assert net.stem is not None
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, 1e-3)
     stitch_before = net.stem.stitch.weight.detach().clone()
     cpu = torch.device("cpu")
-    kwargs = dict(
-        weights=plan.loss_weights,
-        class_weights=torch.ones(len(plan.classes)),
-        loss_options=plan.loss,
-        use_view=True,
-        grad_clip=12.0,
-        params=params,
-    )
+    kwargs = train_step_options(plan, params)
     for _ in range(2):
         batch = batch_to_device(next(batches), cpu)
         box = batch["patch_box"]
         assert box.dtype == torch.float32 and tuple(box.shape) == (2, 2, 3)
         assert tuple(batch["data"].shape[2:]) == tuple(plan.patch_size)
-        parts = train_step(net, net, batch, optimizer, make_grad_scaler(cpu), **kwargs)  # type: ignore[arg-type]
+        parts = train_step(net, net, batch, optimizer, make_grad_scaler(cpu), **kwargs)
         assert math.isfinite(float(parts.total.detach()))
     grad = net.stem.stitch.weight.grad
     assert grad is not None
@@ -101,12 +86,12 @@ def test_cross_stitch_training_step_end_to_end(stitched: tuple[Plan, Path, list[
     # A batch without boxes is refused, not squeezed whole into the patch.
     del batch["patch_box"]
     with pytest.raises(ValueError, match="box"):
-        train_step(net, net, batch, optimizer, make_grad_scaler(cpu), **kwargs)  # type: ignore[arg-type]
+        train_step(net, net, batch, optimizer, make_grad_scaler(cpu), **kwargs)
 
 
 def test_cross_stitch_validation_runs_with_boxes(stitched: tuple[Plan, Path, list[str]]) -> None:
     plan, pre, cases = stitched
-    net = _net(plan)
+    net = seeded_net(plan)
     losses = validation_loss(
         net,
         plan,

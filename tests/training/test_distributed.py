@@ -10,7 +10,6 @@ import torch
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.training.distributed import (
@@ -25,6 +24,7 @@ from autojoint.training.distributed import (
 from autojoint.training.schedule import make_optimizer
 from autojoint.training.step import make_grad_scaler, train_step
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net, train_step_options
 
 GLOBAL_BATCH = 4
 STEPS = 3
@@ -50,26 +50,7 @@ def _train(plan: Plan, model: torch.nn.Module, net: JointNet, rank: int, world: 
     offset, size = split_batch(GLOBAL_BATCH, world, rank)
     for step in range(STEPS):
         batch = {k: v[offset : offset + size] for k, v in _global_batch(plan, step).items()}
-        train_step(
-            model,
-            net,
-            batch,
-            opt,
-            scaler,
-            weights=plan.loss_weights,
-            class_weights=torch.ones(len(plan.classes)),
-            loss_options=plan.loss,
-            use_view=True,
-            grad_clip=12.0,
-            params=params,
-        )
-
-
-def _new_net(plan: Plan) -> JointNet:
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
-    return net
+        train_step(model, net, batch, opt, scaler, **train_step_options(plan, params))
 
 
 def _rank(rank: int, world: int, port: int, plan: Plan, out: Path) -> None:
@@ -77,7 +58,7 @@ def _rank(rank: int, world: int, port: int, plan: Plan, out: Path) -> None:
     ctx = DistributedContext(rank, world, rank, f"tcp://127.0.0.1:{port}")
     init_process_group(ctx, torch.device("cpu"))
     try:
-        net = _new_net(plan)
+        net = seeded_net(plan)
         _train(plan, DistributedDataParallel(net), net, rank, world)
         mean = all_reduce_mean({"x": float(rank)}, ctx)
         torch.save({"state": net.state_dict(), "mean": mean["x"]}, out / f"rank{rank}.pt")
@@ -91,10 +72,10 @@ def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path: Path) 
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["mean"] == r1["mean"] == 0.5
-    single = _new_net(plan)
+    single = seeded_net(plan)
     _train(plan, single, single, 0, 1)
     reference = single.state_dict()
-    init = _new_net(plan).state_dict()
+    init = seeded_net(plan).state_dict()
     moved = 0
     for key, value in reference.items():
         torch.testing.assert_close(r0["state"][key], r1["state"][key], rtol=0, atol=0, msg=key)

@@ -40,6 +40,7 @@ def _trained(work: Path, *args: str, epochs: int = 3) -> dict:
     return json.loads((work / "fold_all" / "trainer_config.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_plain_autojoint_train_after_planning_deepsc_covid_trains_two_stage(
     work: Path,
 ) -> None:
@@ -54,6 +55,7 @@ def test_a_plain_autojoint_train_after_planning_deepsc_covid_trains_two_stage(
     assert final["extra"]["trainer"]["schedule"] == "two-stage"
 
 
+@pytest.mark.slow
 def test_autojoint_train_with_the_deepsc_covid_preset_trains_two_stage(
     work: Path, tmp_path: Path
 ) -> None:
@@ -67,6 +69,7 @@ def test_autojoint_train_with_the_deepsc_covid_preset_trains_two_stage(
     assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
 
 
+@pytest.mark.slow
 def test_an_explicit_schedule_wins_over_the_plan(work: Path) -> None:
     cfg = _trained(work, "--schedule", "joint", epochs=1)  # two-stage would need 3
     assert (cfg["config"]["schedule"], cfg["config"]["optimizer"]) == ("joint", "sgd")

@@ -15,6 +15,9 @@ from autojoint.training import trainer
 from autojoint.training.trainer import TrainerConfig, train_fold
 from tests.synthetic import make_raw_dataset
 
+# All slow: each test trains, or (refusing other options) needs the checkpoint the first left.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def work_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

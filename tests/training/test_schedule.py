@@ -7,8 +7,6 @@ import math
 import pytest
 import torch
 
-from autojoint.networks.blocks import init_weights
-from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossWeights
 from autojoint.training.schedule import (
     PAST_CHANCE,
@@ -26,6 +24,7 @@ from autojoint.training.schedule import (
 from autojoint.training.step import make_grad_scaler, train_step
 from autojoint.training.trainer import TrainerConfig
 from tests.fingerprints import tiny_plan
+from tests.helpers import seeded_net, train_step_options
 
 
 def test_joint_schedule_is_one_poly_stage() -> None:
@@ -96,9 +95,7 @@ def _batch(plan, seed: int = 0) -> dict[str, torch.Tensor]:  # type: ignore[no-u
 @pytest.mark.parametrize("name", ["segmentation", "classification", "joint"])
 def test_each_stage_changes_only_its_parameters(name: str) -> None:
     plan = tiny_plan()
-    torch.manual_seed(0)
-    net = JointNet(plan)
-    init_weights(net)
+    net = seeded_net(plan)
     stage = Stage(name, 0, 1, 1.0, "linear")
     params = stage_parameters(net, stage)
     set_trainable(net, params)
@@ -112,12 +109,7 @@ def test_each_stage_changes_only_its_parameters(name: str) -> None:
             _batch(plan, step),
             opt,
             make_grad_scaler(torch.device("cpu")),
-            weights=weights,
-            class_weights=torch.ones(len(plan.classes)),
-            loss_options=plan.loss,
-            use_view=True,
-            grad_clip=12.0,
-            params=params,
+            **train_step_options(plan, params, weights),
         )
     changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
     seg_keys = {f"seg.{k}" for k, _ in net.seg.named_parameters()}

@@ -25,6 +25,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "work"
 
 
+@pytest.mark.slow
 def test_fold_outputs(work: Path) -> None:
     config = TrainerConfig(
         epochs=3,

@@ -1,0 +1,1 @@
+"""Runnable measurement scripts; not installed. Run from the repository root (README)."""

@@ -1,0 +1,51 @@
+"""Tiny networks and training-step options shared by the network, loss and training tests.
+
+Plain functions, not fixtures: several tests build nets from plans made inside the test,
+and ``tests/training/test_distributed.py`` builds them in spawned processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from autojoint.networks.blocks import LAYERS_3D, LayerTypes, init_weights
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.schema import LossWeights, Plan
+
+
+def seeded_net(plan: Plan, seed: int = 0, layers: LayerTypes = LAYERS_3D) -> JointNet:
+    """A ``JointNet`` initialised by ``init_weights`` after ``torch.manual_seed(seed)``:
+    two calls with one seed give equal weights (training mode, as constructed)."""
+    torch.manual_seed(seed)
+    net = JointNet(plan, layers)
+    init_weights(net)
+    return net
+
+
+def scale_shapes(plan: Plan, size: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Spatial shape of each decoder scale for an input of ``size``, finest first."""
+    shapes, cur = [], list(size)
+    for stride in plan.topology.strides:
+        cur = [c // s for c, s in zip(cur, stride, strict=True)]
+        shapes.append(tuple(cur))
+    return shapes
+
+
+def train_step_options(
+    plan: Plan,
+    params: Iterable[torch.nn.Parameter],
+    weights: LossWeights | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of ``train_step`` the tests share: the plan's loss weights
+    (or ``weights``) and loss options, unit class weights, the view, clipping at 12."""
+    return {
+        "weights": plan.loss_weights if weights is None else weights,
+        "class_weights": torch.ones(len(plan.classes)),
+        "loss_options": plan.loss,
+        "use_view": True,
+        "grad_clip": 12.0,
+        "params": params,
+    }
