@@ -217,7 +217,8 @@ def _write_row(path: Path, row: dict) -> None:
 
 def run_one(out: Path, variant: str, seed: int, epochs: int, iterations: int) -> None:
     """Train and score one (variant, seed); writes ``runs/RUN/result.json``."""
-    from autojoint.training.trainer import TrainerConfig, train_fold
+    from autojoint.training.config import TrainerConfig
+    from autojoint.training.launch import train_fold
 
     run = out / "runs" / _run_name(variant, seed)
     result = run / "result.json"

@@ -50,8 +50,8 @@ from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.presets import preset_overrides
 from autojoint.preprocessing.preprocess import load_preprocessed
 from autojoint.reporting.figures import new_figure, save_png
-from autojoint.training.config import PLAN_SCHEDULE
-from autojoint.training.trainer import TrainerConfig, train_fold
+from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig
+from autojoint.training.launch import train_fold
 
 LUNG_HU = -500.0
 COLUMNS = (

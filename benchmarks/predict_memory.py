@@ -28,7 +28,8 @@ import numpy as np
 
 from autojoint.inference import outputs, predictor
 from autojoint.pipeline import plan_and_preprocess
-from autojoint.training.trainer import TrainerConfig, train_fold
+from autojoint.training.config import TrainerConfig
+from autojoint.training.launch import train_fold
 from tests.synthetic import CLASSES, make_case, make_raw_dataset, write_volume
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -41,7 +41,8 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint
-from autojoint.training.trainer import TrainerConfig, train_fold
+from autojoint.training.config import TrainerConfig
+from autojoint.training.launch import train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 

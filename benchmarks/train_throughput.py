@@ -22,7 +22,7 @@ import torch
 from autojoint.data.augmentation import (
     AUGMENTATION_PRESETS,
     augmentation_spec,
-    make_batch_iterator,
+    batch_iterator,
     training_transforms,
 )
 from autojoint.data.loader import JointDataLoader
@@ -65,11 +65,9 @@ def main() -> None:
         loaded_patch_size=spec.loaded_patch_size,
     )
     view = plan.classification_shape if plan.has_diagnosis else None
-    batches = make_batch_iterator(
-        loader, args.num_workers, 0, training_transforms(spec, plan.patch_size, view)
-    )
+    transforms = training_transforms(spec, plan.patch_size, view)
     n = args.iterations
-    try:
+    with batch_iterator(loader, args.num_workers, 0, transforms) as batches:
         next(batches)  # workers start, caches warm
         t0 = time.perf_counter()
         for _ in range(n):
@@ -111,9 +109,6 @@ def main() -> None:
         for _ in range(n):
             step(batch_to_device(next(batches), device))
         both_rate = _rate(n, time.perf_counter() - t0)
-    finally:
-        if hasattr(batches, "_finish"):
-            batches._finish()
     print(
         f"plan: patch {plan.patch_size}, batch {plan.batch_size}, view "
         f"{plan.classification_shape}, widths {plan.topology.features_per_stage}; "

@@ -14,15 +14,15 @@ from autojoint.cli.common import (
 )
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
 from autojoint.planning.schema import CONFIGURATIONS
-from autojoint.training.config import PLAN_SCHEDULE
+from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig
 from autojoint.training.distributed import context_from_env
+from autojoint.training.launch import train_fold
 from autojoint.training.schedule import (
     DEFAULT_LR,
     OPTIMIZERS,
     SCHEDULES,
     TASK_AWARE_WARMUPS,
 )
-from autojoint.training.trainer import TrainerConfig, train_fold
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,8 @@ rotation and scaling. The box is exact for the ``none`` and ``light`` presets.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -307,13 +308,46 @@ class _ViewSegChannel(AbstractTransform):
         return data_dict
 
 
+class WorkerAugmenter(MultiThreadedAugmenter):
+    """batchgenerators' ``MultiThreadedAugmenter`` with a public :meth:`close`.
+
+    batchgenerators 0.25 has no public way to stop the worker processes: its ``_finish``
+    does it, called only from ``restart`` and ``__del__``. Leaving it to ``__del__`` ties
+    the shutdown to garbage collection (a traceback that holds the iterator keeps the
+    workers running, e.g. through the final validation) and takes its forced path.
+    """
+
+    def close(self) -> None:
+        """Stop the workers and the pin-memory thread and wait for them (workers still alive
+        after 10 s are terminated). Harmless when already closed."""
+        self._finish()
+
+
+@contextmanager
+def batch_iterator(
+    loader: JointDataLoader,
+    num_workers: int,
+    seed: int,
+    transforms: Compose | None = None,
+) -> Iterator[SingleThreadedAugmenter | WorkerAugmenter]:
+    """:func:`make_batch_iterator` whose worker processes stop when the block ends, also on
+    an error or ``KeyboardInterrupt``."""
+    batches = make_batch_iterator(loader, num_workers, seed, transforms)
+    try:
+        yield batches
+    finally:
+        if isinstance(batches, WorkerAugmenter):
+            batches.close()
+
+
 def make_batch_iterator(
     loader: JointDataLoader,
     num_workers: int,
     seed: int,
     transforms: Compose | None = None,
-) -> SingleThreadedAugmenter | MultiThreadedAugmenter:
-    """Batches in the main process (``num_workers == 0``) or in worker processes.
+) -> SingleThreadedAugmenter | WorkerAugmenter:
+    """Batches in the main process (``num_workers == 0``) or in worker processes (stop them
+    with ``close()``, or use :func:`batch_iterator`).
 
     Arrays stay numpy inside workers and become tensors in the trainer: converting in the
     workers makes torch's shared-memory cleanup race at shutdown (see ../shared/STACK.md).
@@ -327,7 +361,7 @@ def make_batch_iterator(
     )
     if num_workers <= 0:
         return SingleThreadedAugmenter(loader, chain)
-    return MultiThreadedAugmenter(
+    return WorkerAugmenter(
         loader,
         chain,
         num_processes=num_workers,

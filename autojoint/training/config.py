@@ -49,38 +49,54 @@ class TrainerConfig:
     task_aware_warmup: str = "past-chance"
 
     def __post_init__(self) -> None:
-        # Resolve the defaults that depend on other fields, so the stored config is explicit.
-        # With schedule "plan" the optimiser default waits for the schedule
-        # (resolve_schedule builds the config anew, which resolves it then).
-        if self.augmentation not in AUGMENTATION_PRESETS:
-            raise ValueError(
-                f"unknown augmentation '{self.augmentation}'; choose one of {AUGMENTATION_PRESETS}."
-            )
-        if self.checkpoint_every < 1 or self.num_gpus < 1:
-            raise ValueError("checkpoint_every and num_gpus must be >= 1.")
-        if self.task_aware_warmup not in TASK_AWARE_WARMUPS:
-            raise ValueError(
-                f"unknown task_aware_warmup '{self.task_aware_warmup}'; choose one of "
-                f"{TASK_AWARE_WARMUPS}."
-            )
-        if self.schedule == PLAN_SCHEDULE:
-            if self.optimizer not in (*OPTIMIZERS, "auto"):
-                raise ValueError(
-                    f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}."
-                )
-            return
+        # Invalid values fail here, naming the field, instead of epochs into a run
+        # (checkpoint_every=0 divided by zero after the first epoch).
+        _check_ranges(self)
+        _check_choice("augmentation", self.augmentation, AUGMENTATION_PRESETS)
+        _check_choice("task_aware_warmup", self.task_aware_warmup, TASK_AWARE_WARMUPS)
+        _check_choice("optimizer", self.optimizer, (*OPTIMIZERS, "auto"))
+        # With schedule "plan" the defaults wait for the schedule: resolve_schedule builds
+        # the config anew with the plan's schedule, which resolves and checks them then.
+        if self.schedule != PLAN_SCHEDULE:
+            self._resolve_defaults()
+            plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
+
+    def _resolve_defaults(self) -> None:
+        """Resolve the defaults that depend on the schedule, so the stored config is explicit."""
         if self.optimizer == "auto":
             object.__setattr__(self, "optimizer", "adam" if self.schedule == "two-stage" else "sgd")
-        if self.learning_rate is None and self.optimizer in DEFAULT_LR:
+        if self.learning_rate is None:
             object.__setattr__(self, "learning_rate", DEFAULT_LR[self.optimizer])
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer '{self.optimizer}'; choose one of {OPTIMIZERS}.")
-        plan_stages(self.schedule, self.epochs)  # unknown schedule / too few epochs
 
     @property
     def lr(self) -> float:
         """The initial learning rate (resolved from the optimiser when not given)."""
         return DEFAULT_LR[self.optimizer] if self.learning_rate is None else self.learning_rate
+
+
+def _check_ranges(c: TrainerConfig) -> None:
+    """Raise ValueError naming the first numeric field out of its range (NaN included)."""
+    rules = (
+        ("epochs", c.epochs >= 1, ">= 1"),
+        ("iterations_per_epoch", c.iterations_per_epoch >= 1, ">= 1"),
+        ("num_gpus", c.num_gpus >= 1, ">= 1"),
+        ("checkpoint_every", c.checkpoint_every >= 1, ">= 1"),
+        ("num_workers", c.num_workers >= 0, ">= 0"),
+        ("val_iterations", c.val_iterations >= 0, ">= 0"),
+        ("seed", c.seed >= 0, ">= 0"),
+        ("learning_rate", c.learning_rate is None or c.learning_rate > 0, "> 0 or None"),
+        ("weight_decay", c.weight_decay >= 0, ">= 0"),
+        ("grad_clip", c.grad_clip > 0, "> 0"),
+        ("oversample_foreground", 0 <= c.oversample_foreground <= 1, "in [0, 1]"),
+    )
+    for name, is_valid, rule in rules:
+        if not is_valid:
+            raise ValueError(f"TrainerConfig.{name} must be {rule}, got {getattr(c, name)!r}.")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown TrainerConfig.{name} '{value}'; choose one of {choices}.")
 
 
 def resolve_schedule(config: TrainerConfig, plan: Plan) -> TrainerConfig:

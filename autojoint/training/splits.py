@@ -1,4 +1,5 @@
-"""Cross-validation splits, stratified by diagnosis so every fold sees every class."""
+"""Cross-validation splits, stratified by diagnosis so every fold sees every class, and the
+cases of one fold."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from autojoint.io.files import read_json, write_json
+from autojoint.io.workdir import SPLITS_FILE, preprocessed_dir
+from autojoint.preprocessing.preprocess import list_preprocessed
 
 NUM_FOLDS = 5
 
@@ -64,3 +67,20 @@ def load_or_create_splits(
     splits = make_splits(case_ids, diagnoses)
     write_json(splits, path)
     return splits
+
+
+def fold_cases(
+    work_dir: Path, fold: str, configuration: str = "fullres"
+) -> tuple[list[str], list[str]]:
+    """Train and validation case ids of ``fold`` ('0'..'4' or 'all')."""
+    pre = preprocessed_dir(work_dir, configuration)
+    ids = list_preprocessed(pre)
+    if not ids:
+        raise FileNotFoundError(f"{pre}: no preprocessed cases; run autojoint_plan first.")
+    if fold == "all":
+        return ids, []
+    if not fold.isdigit() or not 0 <= int(fold) < NUM_FOLDS:
+        raise ValueError(f"fold must be 0..{NUM_FOLDS - 1} or 'all', got '{fold}'.")
+    diagnoses = [read_json(pre / f"{c}.json")["diagnosis"] for c in ids]
+    split = load_or_create_splits(Path(work_dir) / SPLITS_FILE, ids, diagnoses)[int(fold)]
+    return split["train"], split["val"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from contextlib import nullcontext
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +15,7 @@ from batchgenerators.transforms.spatial_transforms import MirrorTransform
 from autojoint.data.augmentation import (
     MirrorTransformWithBox,
     augmentation_spec,
+    batch_iterator,
     enlarged_patch_size,
     make_batch_iterator,
     training_transforms,
@@ -165,3 +170,26 @@ def test_mirroring_keeps_the_patch_box_on_the_patch(tmp_path) -> None:  # type: 
         torch.testing.assert_close(crop, torch.from_numpy(batch["data"]), rtol=0, atol=1e-3)
         reversed_faces += int((box[:, 0] > box[:, 1]).sum())
     assert reversed_faces > 0
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_batch_iterator_stops_its_worker_processes(tmp_path: Path, raises: bool) -> None:
+    """The workers end with the ``with`` block, also when the block raises (batchgenerators
+    itself stops them only on garbage collection)."""
+    from autojoint.data.loader import JointDataLoader
+    from tests.data.test_loader import _write_coordinate_case
+
+    _write_coordinate_case(tmp_path, "a", (10, 20, 12))
+    loader = JointDataLoader(
+        tmp_path, ["a"], patch_size=(3, 5, 4), batch_size=2, classes=["CAP"], seed=1
+    )
+    before = set(multiprocessing.active_children())
+    workers: set[multiprocessing.process.BaseProcess] = set()
+    with pytest.raises(RuntimeError) if raises else nullcontext():
+        with batch_iterator(loader, 2, 0) as batches:
+            assert next(batches)["data"].shape == (2, 3, 3, 5, 4)
+            workers = set(multiprocessing.active_children()) - before
+            if raises:
+                raise RuntimeError("a failing training step")
+    assert len(workers) == 2
+    assert not any(p.is_alive() for p in workers)

@@ -18,7 +18,7 @@ from autojoint.planning.overrides import (
 )
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import NetworkOptions, Plan
-from autojoint.training.trainer import warn_if_switches_exceed_budget
+from autojoint.training.budget import warn_if_switches_exceed_budget
 from tests.fingerprints import make_fingerprint, tiny_plan
 from tests.synthetic import make_raw_dataset
 

@@ -23,7 +23,7 @@ from autojoint.io.image_io import ImageGeometry
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import PreprocessedCase, save_preprocessed
 from autojoint.runtime.checkpoint import load_checkpoint
-from autojoint.training.trainer import fold_cases
+from autojoint.training.splits import fold_cases
 from tests.synthetic import make_raw_dataset
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from autojoint.io.files import read_json
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.runtime.checkpoint import load_checkpoint
 from autojoint.training import trainer
-from autojoint.training.trainer import TrainerConfig, train_fold
+from autojoint.training.config import TrainerConfig
+from autojoint.training.launch import train_fold
 from tests.synthetic import make_raw_dataset
 
 # All slow: each test trains, or (refusing other options) needs the checkpoint the first left.
@@ -72,7 +74,7 @@ def test_kill_and_continue_equals_straight_run(
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    log = trainer.read_json(resumed / "fold_all" / "training_log.json")
+    log = read_json(resumed / "fold_all" / "training_log.json")
     assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3, 4]
 
 

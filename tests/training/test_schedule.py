@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from autojoint.planning.schema import LossWeights
+from autojoint.training.config import TrainerConfig
 from autojoint.training.schedule import (
     PAST_CHANCE,
     Stage,
@@ -22,7 +23,6 @@ from autojoint.training.schedule import (
     task_aware_ramp,
 )
 from autojoint.training.step import make_grad_scaler, train_step
-from autojoint.training.trainer import TrainerConfig
 from tests.fingerprints import tiny_plan
 from tests.helpers import seeded_net, train_step_options
 

@@ -12,8 +12,9 @@ import torch
 
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.runtime.checkpoint import load_checkpoint
+from autojoint.training.config import TrainerConfig
+from autojoint.training.launch import train_fold
 from autojoint.training.progress import epoch_score, update_ema
-from autojoint.training.trainer import TrainerConfig, train_fold
 from tests.synthetic import make_raw_dataset
 
 
