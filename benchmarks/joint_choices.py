@@ -96,7 +96,7 @@ def analyse(work: Path, raw: Path, fold_dir: Path) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from autojoint.inference.predictor import load_ensemble
+    from autojoint.inference.ensemble import load_ensemble
     from autojoint.inference.sliding_window import sliding_window_predict
     from autojoint.io.case_loading import load_channels, load_label
     from autojoint.networks.fusion import fuse_scales
@@ -172,8 +172,8 @@ def evidence_scores(work: Path, raw: Path, fold_dir: Path) -> dict:
     import torch.nn.functional as F
 
     from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion
+    from autojoint.inference.ensemble import load_ensemble
     from autojoint.inference.gradcam import grad_cam
-    from autojoint.inference.predictor import load_ensemble
     from autojoint.io.case_loading import load_channels, load_label
     from autojoint.preprocessing.preprocess import preprocess_arrays
 

@@ -37,8 +37,8 @@ from matplotlib.ticker import NullFormatter
 
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
 from autojoint.evaluation.evidence import evidence_lesion_contrast, evidence_peak_in_lesion
+from autojoint.inference.ensemble import load_ensemble
 from autojoint.inference.gradcam import grad_cam
-from autojoint.inference.predictor import load_ensemble
 from autojoint.io.files import atomic_write, read_json, write_json
 from autojoint.io.workdir import (
     PLANS_FILE,

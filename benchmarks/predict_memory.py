@@ -2,7 +2,7 @@
 
 Trains a tiny model on synthetic data (1 iteration: the weights do not matter for memory),
 writes NUM_CASES synthetic scans of varying sizes (every block of 10 holds the same mix of
-sizes, so blocks are comparable), then runs ``predict_folder`` once over all of them. A
+sizes, so blocks are comparable), then runs ``run_prediction`` once over all of them. A
 sampling thread reads the resident set size every 10 ms and attributes it to the case being
 predicted; a leak shows as later blocks peaking higher than the first.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autojoint.inference import predictor
+from autojoint.inference import outputs, predictor
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.training.config import TrainerConfig
 from autojoint.training.launch import train_fold
@@ -86,7 +86,7 @@ def main() -> None:
                 peaks[i] = max(peaks[i], rss_mb())
             time.sleep(0.01)
 
-    real_write = predictor.write_image
+    real_write = outputs.write_image
     t_last = [time.perf_counter()]
 
     def write_and_measure(array: np.ndarray, geometry: object, path: Path) -> None:
@@ -99,16 +99,17 @@ def main() -> None:
         seconds[i], t_last[0] = now - t_last[0], now
         current["case"] = i + 1
 
-    predictor.write_image = write_and_measure  # type: ignore[assignment]
+    outputs.write_image = write_and_measure  # type: ignore[assignment]
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t_last[0] = time.perf_counter()
     try:
-        predictor.predict_folder(root / "inputs", root / "pred", work, folds=["all"])
+        options = predictor.PredictOptions(folds=["all"])
+        predictor.run_prediction(root / "inputs", root / "pred", work, options)
     finally:
         stop.set()
         thread.join()
-        predictor.write_image = real_write
+        outputs.write_image = real_write
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -28,12 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autojoint.inference.predictor import (
-    PredictOptions,
-    available_folds,
-    load_ensemble,
-    run_prediction,
-)
+from autojoint.inference.ensemble import available_folds, load_ensemble
+from autojoint.inference.predictor import PredictOptions, run_prediction
 from autojoint.inference.sliding_window import (
     predict_mirrored,
     tile_boxes,
@@ -44,7 +40,7 @@ from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import preprocess_arrays
-from autojoint.runtime.checkpoint import load_checkpoint, save_checkpoint
+from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint
 from autojoint.training.config import TrainerConfig
 from autojoint.training.launch import train_fold
 
@@ -62,13 +58,8 @@ def train_tiny_model(root: Path, spacing: tuple[float, float, float] | None) -> 
     train_fold(work, "all", config)
     if spacing is not None:
         path = fold_dir(work, "all") / "checkpoint_final.pt"
-        ckpt = load_checkpoint(path)
-        from autojoint.planning.schema import Plan
-
-        plan = replace(Plan.from_dict(ckpt["plan"]), target_spacing=spacing)
-        net = JointNet(plan)
-        net.load_state_dict(ckpt["network"])
-        save_checkpoint(path, net=net, optimizer=None, plan=plan, epoch=ckpt["epoch"])
+        ckpt = read_checkpoint(path)
+        write_checkpoint(path, replace(ckpt, plan=replace(ckpt.plan, target_spacing=spacing)))
     return work
 
 

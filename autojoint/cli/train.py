@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the final sliding-window validation (fold_FOLD/validation/summary.json)",
     )
+    parser.add_argument(
+        "--no-validation-tta",
+        action="store_true",
+        help="final validation without mirroring test-time augmentation (default: mirror "
+        "over the axes training mirrored, as autojoint_predict does; 2^axes passes per tile)",
+    )
     add_plan_overrides(
         parser,
         preset_help="a published system's switches and losses (deepsc-covid, multir-net, "
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         plan_overrides=plan_overrides(args),
         resume=args.resume,
         final_validation=not args.skip_validation,
+        use_validation_tta=not args.no_validation_tta,
         task_aware_warmup=args.task_aware_warmup,
     )
     return run(

@@ -1,5 +1,8 @@
 """What the predictor writes, where, and how a later run knows a case is complete.
 
+A predicted case (:class:`CasePrediction`) becomes its files with :func:`write_case` and
+its record with :func:`case_record`.
+
 Every file is written atomically (temp file + rename), and the per-case record
 ``CASE.json`` is written last: its existence (with the other requested outputs) means the
 case is complete, which is what ``--continue`` relies on. Folder-level tables
@@ -13,14 +16,17 @@ import csv
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autojoint.inference.lung import lesion_volumes
+from autojoint.inference.montage import write_montage
+from autojoint.io.dataset import is_ct
 from autojoint.io.files import atomic_write, read_json, write_json
-from autojoint.io.image_io import ImageGeometry
+from autojoint.io.image_io import ImageGeometry, write_image
 from autojoint.planning.schema import Plan
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,25 @@ class CaseFailure:
     case_id: str
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class CasePrediction:
+    """What the predictor produces for one case, on the input grid.
+
+    ``class_probs`` is the fold mean, ``fold_class_probs`` ``(F, num_classes)`` each fold's;
+    ``lesion_probs`` ``(K, Z, Y, X)`` per-label probabilities (when asked for); ``image``
+    the first input channel (for the lung estimate and the montage).
+    """
+
+    mask: np.ndarray
+    class_probs: np.ndarray | None
+    geometry: ImageGeometry
+    evidence: np.ndarray | None
+    fold_class_probs: np.ndarray | None = None
+    lesion_probs: np.ndarray | None = None
+    image: np.ndarray | None = None
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def mask_path(out_dir: Path, case_id: str) -> Path:
@@ -184,3 +209,61 @@ def write_failures(out_dir: Path, failures: list[CaseFailure]) -> None:
         path.unlink(missing_ok=True)
         return
     _write_csv(path, ["case", "file", "reason"], [[f.case_id, f.path, f.reason] for f in failures])
+
+
+def case_record(
+    case_id: str, inputs: Sequence[Path], result: CasePrediction, plan: Plan, folds: Sequence[str]
+) -> dict[str, Any]:
+    """The record ``CASE.json`` of a predicted case: inputs, lesion volumes and, with
+    diagnosis classes, the diagnosis, its probabilities and the folds' agreement."""
+    ct = result.image if is_ct(plan.channel_names) else None
+    record: dict[str, Any] = {
+        "case": case_id,
+        "inputs": [str(p) for p in inputs],
+        "volumes": lesion_volumes(result.mask, result.geometry, plan.labels, ct),
+    }
+    if result.class_probs is not None and result.fold_class_probs is not None:
+        winner = int(np.argmax(result.class_probs))
+        votes = np.argmax(result.fold_class_probs, axis=1)
+        record.update(
+            diagnosis=plan.classes[winner],
+            probabilities={
+                c: float(p) for c, p in zip(plan.classes, result.class_probs, strict=True)
+            },
+            fold_agreement=float(np.mean(votes == winner)),
+            fold_probabilities={
+                f: {c: float(p) for c, p in zip(plan.classes, fp, strict=True)}
+                for f, fp in zip(folds, result.fold_class_probs, strict=True)
+            },
+        )
+    return record
+
+
+def write_case(
+    out_dir: Path, case_id: str, result: CasePrediction, plan: Plan, record: dict[str, Any]
+) -> None:
+    """Every output of one case, the record last (it marks the case complete)."""
+    write_image(result.mask, result.geometry, mask_path(out_dir, case_id))
+    if result.evidence is not None:
+        write_image(result.evidence, result.geometry, evidence_path(out_dir, case_id))
+        assert result.image is not None
+        title = case_id
+        if "diagnosis" in record:
+            p = record["probabilities"][record["diagnosis"]]
+            title += f": {record['diagnosis']} (p = {p:.2f})"
+        write_montage(
+            montage_path(out_dir, case_id),
+            result.image,
+            result.mask,
+            result.evidence,
+            result.geometry,
+            title=title,
+            label_names={v: k for k, v in plan.labels.items() if v > 0},
+            is_ct=is_ct(plan.channel_names),
+        )
+    if result.lesion_probs is not None:
+        names = [k for k, _ in sorted(plan.labels.items(), key=lambda kv: kv[1])]
+        write_probabilities(
+            probabilities_path(out_dir, case_id), result.lesion_probs, result.geometry, names
+        )
+    write_record(out_dir, record)

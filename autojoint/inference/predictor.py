@@ -1,8 +1,9 @@
 """Predict masks and diagnoses for a folder of scans with one or more trained folds.
 
-Per case: preprocess exactly as in training, sliding-window segmentation at full
+Per case: preprocess exactly as in training; the inference engine (``engine.run_networks``,
+which the trainer's full-case validation runs too) segments with the sliding window at full
 resolution (batched tiles, mirroring test-time augmentation over the axes the trainer
-mirrored, fold ensemble = mean of probabilities), probabilities resampled back to the
+mirrored, fold ensemble = mean of probabilities); probabilities resampled back to the
 cropped input grid, argmax, pasted into the full input grid, written with the input's
 geometry. The diagnosis comes from one pass over the whole-scan view per fold (the mean of
 the folds' class probabilities). A case that fails is reported and skipped; the others are
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,13 @@ import torch
 from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
+from autojoint.inference.engine import run_networks
+from autojoint.inference.ensemble import (
+    DEFAULT_CHECKPOINT,
+    available_folds,
+    load_ensemble,
+    trained_on_2d_images,
+)
 from autojoint.inference.evidence import (
     DEFAULT_EVIDENCE,
     evidence_on_input_grid,
@@ -31,148 +38,42 @@ from autojoint.inference.evidence import (
     to_cropped_input_order,
 )
 from autojoint.inference.inputs import InputCase, discover_input_cases, find_input_cases
-from autojoint.inference.lung import lesion_volumes
-from autojoint.inference.montage import write_montage
 from autojoint.inference.outputs import (
     DIAGNOSES_CSV,
     CaseFailure,
-    evidence_path,
+    CasePrediction,
+    case_record,
     is_complete,
-    mask_path,
-    montage_path,
-    probabilities_path,
     read_record,
+    write_case,
     write_failures,
-    write_probabilities,
-    write_record,
     write_tables,
 )
-from autojoint.inference.sliding_window import network_probabilities
+from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
-from autojoint.io.dataset import is_ct
 from autojoint.io.files import remove_stale_temp_files
-from autojoint.io.image_io import ImageGeometry, ImageReadError, write_image
-from autojoint.io.workdir import configuration_dir, fold_dir
+from autojoint.io.image_io import ImageReadError
+from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
-from autojoint.runtime.checkpoint import (
-    CHECKPOINTS,
-    FINAL_CHECKPOINT,
-    load_checkpoint,
-    load_weights,
-)
 from autojoint.runtime.devices import resolve_device
 
 __all__ = [
     "DIAGNOSES_CSV",
     "CasePrediction",
-    "Ensemble",
     "InputCase",
     "PredictOptions",
     "PredictionReport",
-    "available_folds",
     "discover_input_cases",
     "evidence_on_input_grid",
     "find_input_cases",
-    "load_ensemble",
-    "load_models",
     "mask_on_input_grid",
     "predict_case",
-    "predict_folder",
     "run_prediction",
 ]
 
 logger = logging.getLogger(__name__)
-
-# What the trainer's augmentation mirrors (autojoint/data/augmentation.py), used when a
-# checkpoint does not record its own mirror axes (checkpoints written before they did).
-DEFAULT_MIRROR_AXES = (0, 1, 2)
-DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
-STAGES = ("read", "preprocess", "network", "evidence", "resample", "write")
-
-
-def trained_mirror_axes(extra: dict[str, Any]) -> tuple[int, ...]:
-    """Spatial axes (network order) the fold's training mirrored patches along: what the
-    checkpoint records (``extra["augmentation"]["mirror_axes"]``, the trainer's spec, or a
-    bare ``extra["mirror_axes"]``), else the trainer's default."""
-    augmentation = extra.get("augmentation") or {}
-    axes = augmentation.get("mirror_axes", extra.get("mirror_axes"))
-    if axes is None:
-        return DEFAULT_MIRROR_AXES
-    return tuple(int(a) for a in axes)
-
-
-def trained_on_2d_images(plan: Plan) -> bool:
-    """A plan of a dataset of 2D images (``plan.is_2d``; not the 2d configuration of a 3D
-    dataset). Such a model also predicts 3D volumes slice by slice; a 3D model cannot
-    predict a 2D image."""
-    return plan.is_2d
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """The networks of several folds of one plan, with each fold's mirror axes."""
-
-    plan: Plan
-    folds: tuple[str, ...]
-    nets: tuple[JointNet, ...]
-    mirror_axes: tuple[tuple[int, ...], ...]
-
-
-def load_ensemble(
-    work_dir: Path,
-    folds: list[str],
-    device: torch.device,
-    configuration: str = "fullres",
-    checkpoint: str = DEFAULT_CHECKPOINT,
-) -> Ensemble:
-    """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold; all must share
-    one plan."""
-    check_checkpoint_name(checkpoint)
-    plan: Plan | None = None
-    nets, axes = [], []
-    for fold in folds:
-        ckpt = load_checkpoint(fold_dir(work_dir, fold, configuration) / checkpoint, device)
-        p = Plan.from_dict(ckpt["plan"], source=f"fold {fold} checkpoint")
-        if plan is not None and p != plan:
-            raise ValueError(
-                f"fold {fold} was trained with a different plan; ensemble folds of one plan."
-            )
-        plan = p
-        net = JointNet(p)
-        load_weights(net, ckpt, fold_dir(work_dir, fold, configuration) / checkpoint)
-        nets.append(net.to(device).eval())
-        axes.append(trained_mirror_axes(ckpt.get("extra") or {}))
-    if plan is None:
-        raise ValueError("no folds given.")
-    return Ensemble(plan, tuple(folds), tuple(nets), tuple(axes))
-
-
-def load_models(
-    work_dir: Path, folds: list[str], device: torch.device, configuration: str = "fullres"
-) -> tuple[Plan, list[JointNet]]:
-    """Load ``checkpoint_final.pt`` of each fold; all must share one plan."""
-    ens = load_ensemble(work_dir, folds, device, configuration)
-    return ens.plan, list(ens.nets)
-
-
-def check_checkpoint_name(name: str) -> None:
-    """Refuse anything but the trainer's checkpoint file names (never a path)."""
-    if name not in CHECKPOINTS:
-        raise ValueError(
-            f"unknown checkpoint '{name}'; choose one of {', '.join(CHECKPOINTS)} "
-            "(files the trainer writes in each fold folder)."
-        )
-
-
-def available_folds(
-    work_dir: Path, configuration: str = "fullres", checkpoint: str = DEFAULT_CHECKPOINT
-) -> list[str]:
-    """Folds of ``configuration`` holding ``checkpoint``, used when ``-f`` is not given."""
-    check_checkpoint_name(checkpoint)
-    base = configuration_dir(work_dir, configuration)
-    return sorted(p.parent.name.removeprefix("fold_") for p in base.glob(f"fold_*/{checkpoint}"))
 
 
 def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
@@ -193,43 +94,6 @@ def _probabilities_on_input_grid(cropped: np.ndarray, pre: PreprocessedCase) -> 
     crop_region = uncrop(np.ones(cropped.shape[1:], bool), pre.bbox, pre.geometry.shape)
     out[0][~crop_region] = 1.0
     return out
-
-
-class StageTimer:
-    """Wall-clock seconds per named stage (CUDA work is synchronised before reading)."""
-
-    def __init__(self, device: torch.device | None = None) -> None:
-        self.seconds: dict[str, float] = {}
-        self.device = device
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device is not None and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class CasePrediction:
-    """What the predictor produces for one case, on the input grid.
-
-    ``class_probs`` is the fold mean, ``fold_class_probs`` ``(F, num_classes)`` each fold's;
-    ``lesion_probs`` ``(K, Z, Y, X)`` per-label probabilities (when asked for); ``image``
-    the first input channel (for the lung estimate and the montage).
-    """
-
-    mask: np.ndarray
-    class_probs: np.ndarray | None
-    geometry: ImageGeometry
-    evidence: np.ndarray | None
-    fold_class_probs: np.ndarray | None = None
-    lesion_probs: np.ndarray | None = None
-    image: np.ndarray | None = None
-    timing: dict[str, float] = field(default_factory=dict)
 
 
 def _ct_channel(plan: Plan) -> int | None:
@@ -262,7 +126,6 @@ def predict_case(
         keep_probabilities: also return per-label probabilities on the input grid.
     """
     timer = StageTimer(device)
-    axes = [()] * len(nets) if mirror_axes is None else [tuple(a) for a in mirror_axes]
     with timer("read"):
         data, geo = load_channels(case.paths)
     if geo.is_2d and not trained_on_2d_images(plan):
@@ -274,49 +137,37 @@ def predict_case(
     with timer("preprocess"):
         pre = preprocess_arrays(case.case_id, data, geo, None, plan)
     with timer("network"):
-        probs = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32)
-        view = torch.from_numpy(pre.cls_data[None]).to(device) if plan.has_diagnosis else None
-        # With the cross-stitch stem, each window mixes in the case's whole-scan view at the
-        # window's own place (its box in the case), as in training; without it the context
-        # is ignored.
-        context = view if plan.network.cross_stitch else None
-        fold_probs = []
-        for net, net_axes in zip(nets, axes, strict=True):
-            probs += network_probabilities(
-                net,
-                pre.data,
-                plan.patch_size,
-                plan.num_seg_classes,
-                context=context,
-                step_fraction=step_fraction,
-                device=device,
-                tile_batch=tile_batch,
-                mirror_axes=net_axes,
-            )
-            if view is not None:
-                _, logits, _ = net.classify(view)
-                fold_probs.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+        out = run_networks(
+            nets,
+            pre,
+            plan,
+            device,
+            mirror_axes=mirror_axes,
+            step_fraction=step_fraction,
+            tile_batch=tile_batch,
+        )
+    assert out.segmentation is not None  # asked for (segment=True)
     with timer("resample"):
-        cropped = to_cropped_input_order(probs / len(nets), pre, plan)
+        cropped = to_cropped_input_order(out.segmentation, pre, plan)
         mask = uncrop(np.argmax(cropped, axis=0).astype(np.uint8), pre.bbox, geo.shape)
         lesion_probs = _probabilities_on_input_grid(cropped, pre) if keep_probabilities else None
     ct = _ct_channel(plan)
     image = data[ct if ct is not None else 0]
-    if view is None:
+    if out.diagnosis is None:
         return CasePrediction(
             mask, None, geo, None, None, lesion_probs, image, timing=timer.seconds
         )
-    fold_array = np.stack(fold_probs).astype(np.float32)
-    class_probs = fold_array.mean(axis=0)
+    class_probs = out.diagnosis.mean(axis=0)
     evidence = None
     if with_evidence:
         method = DEFAULT_EVIDENCE if with_evidence is True else str(with_evidence)
+        view = torch.from_numpy(pre.cls_data[None]).to(device)
         with timer("evidence"):
             evidence = get_evidence_method(method)(
                 list(nets), view, int(np.argmax(class_probs)), pre, plan
             )
     return CasePrediction(
-        mask, class_probs, geo, evidence, fold_array, lesion_probs, image, timing=timer.seconds
+        mask, class_probs, geo, evidence, out.diagnosis, lesion_probs, image, timing=timer.seconds
     )
 
 
@@ -362,67 +213,6 @@ class PredictionReport:
     @property
     def ok(self) -> bool:
         return not self.failures
-
-
-def _case_record(
-    case: InputCase, result: CasePrediction, plan: Plan, folds: Sequence[str]
-) -> dict[str, Any]:
-    ct = result.image if is_ct(plan.channel_names) else None
-    record: dict[str, Any] = {
-        "case": case.case_id,
-        "inputs": [str(p) for p in case.paths],
-        "volumes": lesion_volumes(result.mask, result.geometry, plan.labels, ct),
-    }
-    if result.class_probs is not None and result.fold_class_probs is not None:
-        winner = int(np.argmax(result.class_probs))
-        votes = np.argmax(result.fold_class_probs, axis=1)
-        record.update(
-            diagnosis=plan.classes[winner],
-            probabilities={
-                c: float(p) for c, p in zip(plan.classes, result.class_probs, strict=True)
-            },
-            fold_agreement=float(np.mean(votes == winner)),
-            fold_probabilities={
-                f: {c: float(p) for c, p in zip(plan.classes, fp, strict=True)}
-                for f, fp in zip(folds, result.fold_class_probs, strict=True)
-            },
-        )
-    return record
-
-
-def _write_case(
-    out_dir: Path, case: InputCase, result: CasePrediction, plan: Plan, record: dict[str, Any]
-) -> None:
-    """Every output of one case, the record last (it marks the case complete)."""
-    write_image(result.mask, result.geometry, mask_path(out_dir, case.case_id))
-    if result.evidence is not None:
-        write_image(result.evidence, result.geometry, evidence_path(out_dir, case.case_id))
-        assert result.image is not None
-        title = case.case_id
-        if "diagnosis" in record:
-            p = record["probabilities"][record["diagnosis"]]
-            title += f": {record['diagnosis']} (p = {p:.2f})"
-        write_montage(
-            montage_path(out_dir, case.case_id),
-            result.image,
-            result.mask,
-            result.evidence,
-            result.geometry,
-            title=title,
-            label_names={v: k for k, v in plan.labels.items() if v > 0},
-            is_ct=is_ct(plan.channel_names),
-        )
-    if result.lesion_probs is not None:
-        names = [k for k, _ in sorted(plan.labels.items(), key=lambda kv: kv[1])]
-        write_probabilities(
-            probabilities_path(out_dir, case.case_id), result.lesion_probs, result.geometry, names
-        )
-    write_record(out_dir, record)
-
-
-def _timing_line(case_id: str, seconds: dict[str, float]) -> str:
-    parts = [f"{s} {seconds[s]:.2f} s" for s in STAGES if s in seconds]
-    return f"{case_id}: " + ", ".join(parts) + f"; total {sum(seconds.values()):.2f} s"
 
 
 def run_prediction(
@@ -490,8 +280,8 @@ def run_prediction(
             )
             timer = StageTimer()
             with timer("write"):
-                record = _case_record(case, result, plan, ens.folds)
-                _write_case(output_dir, case, result, plan, record)
+                record = case_record(case.case_id, case.paths, result, plan, ens.folds)
+                write_case(output_dir, case.case_id, result, plan, record)
         except Exception as err:  # one bad case must not stop the others
             reason = f"{type(err).__name__}: {err}"
             logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)
@@ -504,16 +294,13 @@ def run_prediction(
         report.timings[case.case_id] = seconds
         bar.set_postfix(case=case.case_id, seconds=f"{time.perf_counter() - start:.1f}")
         if options.report_timing:
-            logger.info("timing %s", _timing_line(case.case_id, seconds))
+            logger.info("timing %s", timing_line(case.case_id, seconds))
     bar.close()
     ordered = [records[c.case_id] for c in cases if c.case_id in records]
     write_tables(output_dir, ordered, plan, list(ens.folds))
     write_failures(output_dir, sorted(report.failures, key=lambda f: f.case_id))
     if options.report_timing and report.timings:
-        means = {
-            s: float(np.mean([t.get(s, 0.0) for t in report.timings.values()])) for s in STAGES
-        }
-        logger.info("timing mean per case: %s", _timing_line("all", means).split(": ", 1)[1])
+        logger.info("timing mean per case: %s", mean_timing_line(report.timings))
     logger.info(
         "predicted %d, skipped %d (complete), failed %d case(s) with folds %s into %s",
         len(report.predicted),
@@ -523,35 +310,3 @@ def run_prediction(
         output_dir,
     )
     return report
-
-
-def predict_folder(
-    input_dir: Path,
-    output_dir: Path,
-    work_dir: Path,
-    *,
-    folds: list[str] | None = None,
-    device: str = "cpu",
-    step_fraction: float = 0.5,
-    configuration: str = "fullres",
-    evidence: bool | str = False,
-    **options: Any,
-) -> list[str]:
-    """Write ``OUT/CASE.nii.gz`` per input case and ``OUT/diagnoses.csv`` (and, with
-    ``evidence``, ``OUT/CASE_evidence.nii.gz``); returns the ids of the cases whose outputs
-    are complete. Further keyword ``options`` are fields of :class:`PredictOptions`."""
-    method = DEFAULT_EVIDENCE if evidence is True else (evidence or None)
-    report = run_prediction(
-        input_dir,
-        output_dir,
-        work_dir,
-        PredictOptions(
-            folds=folds,
-            device=device,
-            step_fraction=step_fraction,
-            configuration=configuration,
-            evidence=method,
-            **options,
-        ),
-    )
-    return sorted(report.predicted + report.skipped)

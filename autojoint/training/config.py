@@ -41,6 +41,8 @@ class TrainerConfig:
     checkpoint_every: int = 5  # epochs between checkpoint_latest.pt writes (and the last)
     val_iterations: int = 10  # validation-loss batches per epoch (folds 0-4)
     final_validation: bool = True  # sliding window over every validation case at the end
+    # the final validation mirrors over the trained axes, as autojoint_predict does by default
+    use_validation_tta: bool = True
     resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
     # "past-chance": l_ta is 0 until the diagnosis loss is past chance, then ramps in
     # (schedule.task_aware_ramp); "off": full l_ta from the first step

@@ -22,8 +22,9 @@ from autojoint.runtime.checkpoint import (
     BEST_CHECKPOINT,
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
-    load_checkpoint,
+    TrainingRecord,
     load_weights,
+    read_checkpoint,
     save_checkpoint,
 )
 from autojoint.training.config import TrainerConfig
@@ -69,21 +70,19 @@ def checkpoint_extra(
     scaler: torch.amp.GradScaler,
     run: RunState,
     loader: JointDataLoader | None,
-) -> dict:
+) -> TrainingRecord:
     """Everything besides weights and optimiser that a checkpoint stores (plain values and
     tensors only, so ``torch.load(weights_only=True)`` reads it)."""
-    extra = {
-        "fold": fold,
-        "trainer": plain_config(config),
-        "augmentation": spec.to_dict(),
-        "stage": stage_index,
-        "grad_scaler": scaler.state_dict(),
-        "ema": run.ema,
-        "best_ema": run.best_ema,
-    }
-    if loader is not None:
-        extra["rng"] = capture_rng_state(loader)
-    return extra
+    return TrainingRecord(
+        fold=fold,
+        trainer=plain_config(config),
+        augmentation=spec.to_dict(),
+        stage=stage_index,
+        grad_scaler=scaler.state_dict(),
+        ema=run.ema,
+        best_ema=run.best_ema,
+        rng=capture_rng_state(loader) if loader is not None else None,
+    )
 
 
 def save_epoch_checkpoints(
@@ -93,7 +92,7 @@ def save_epoch_checkpoints(
     optimizer: torch.optim.Optimizer,
     plan: Plan,
     epoch: int,
-    extra: dict,
+    extra: TrainingRecord,
     is_latest: bool,
     is_best: bool,
 ) -> None:
@@ -130,7 +129,7 @@ def save_final_checkpoint(
         optimizer=None,
         plan=plan,
         epoch=config.epochs,
-        extra={"fold": fold, "trainer": plain_config(config), "augmentation": spec.to_dict()},
+        extra=TrainingRecord(fold=fold, trainer=plain_config(config), augmentation=spec.to_dict()),
     )
 
 
@@ -155,30 +154,30 @@ def resume_run(
     if not path.is_file():
         logger.warning("--continue: %s not found; starting from scratch", path)
         return RunState()
-    state = load_checkpoint(path, device)
-    if Plan.from_dict(state["plan"], source=str(path)) != plan:
+    ckpt = read_checkpoint(path, device)
+    if ckpt.plan != plan:
         raise ValueError(
             f"{path}: was trained with a different plan or --set options; resume with the "
             "same options, or train into a fresh fold directory."
         )
-    extra = state["extra"]
-    if "stage" not in extra:
+    record = ckpt.training
+    if record.stage is None:
         raise ValueError(
             f"{path}: written by an older trainer that cannot be resumed exactly; train "
             "this fold again into a fresh fold directory."
         )
-    load_weights(net, state, path)
-    if exact_rng and "rng" in extra:
-        restore_rng_state(extra["rng"], loader)
+    load_weights(net, ckpt, path)
+    if exact_rng and record.rng is not None:
+        restore_rng_state(record.rng, loader)
     log_path = out / TRAINING_LOG_FILE
     if log_path.is_file():
-        log["epochs"] = read_json(log_path)["epochs"][: state["epoch"]]
-    logger.info("resuming fold from epoch %d (%s)", state["epoch"], path)
+        log["epochs"] = read_json(log_path)["epochs"][: ckpt.epoch]
+    logger.info("resuming fold from epoch %d (%s)", ckpt.epoch, path)
     return RunState(
-        start_epoch=int(state["epoch"]),
-        stage_index=int(extra["stage"]),
-        optimizer_state=state["optimizer"],
-        scaler_state=extra.get("grad_scaler"),
-        ema=extra.get("ema"),
-        best_ema=extra.get("best_ema"),
+        start_epoch=ckpt.epoch,
+        stage_index=record.stage,
+        optimizer_state=ckpt.optimizer,
+        scaler_state=record.grad_scaler,
+        ema=record.ema,
+        best_ema=record.best_ema,
     )

@@ -74,7 +74,10 @@ def train(job: FoldJob) -> Path:
     if job.ctx.is_main:
         save_final_checkpoint(job.out, setup.net, job.plan, job.fold, job.config, setup.spec)
         if job.val_ids and job.config.final_validation:
-            cases = validate_cases(setup.net, job.plan, job.pre_dir, job.val_ids, job.device)
+            mirror = setup.spec.mirror_axes if job.config.use_validation_tta else ()
+            cases = validate_cases(
+                setup.net, job.plan, job.pre_dir, job.val_ids, job.device, mirror_axes=mirror
+            )
             write_validation(cases, job.out)
     barrier(job.ctx)
     return job.out

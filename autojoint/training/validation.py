@@ -1,13 +1,17 @@
 """Full-case validation after training: sliding window over every validation case.
 
-Scored in the preprocessed space (target spacing, body crop, plan axis order), where the
-reference masks already are, so it needs no raw data. ``autojoint_predict`` +
-``autojoint_evaluate`` give the same scores on the original grids.
+The networks run through the predictor's engine (:func:`autojoint.inference.engine.
+run_networks`): the same tiling, tile batch and, by default, the same mirroring test-time
+augmentation as ``autojoint_predict``. Scored in the preprocessed space (target spacing, body
+crop, plan axis order), where the reference masks already are, so it needs no raw data.
+``autojoint_predict`` + ``autojoint_evaluate`` give the same scores on the original grids,
+up to resampling.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +21,11 @@ from tqdm import tqdm
 from autojoint.evaluation.evaluate import write_report
 from autojoint.evaluation.metrics import segmentation_scores
 from autojoint.evaluation.summary import build_summary, score_diagnoses
-from autojoint.inference.sliding_window import network_probabilities
+from autojoint.inference.engine import run_networks
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import load_preprocessed
+from autojoint.runtime.checkpoint import DEFAULT_MIRROR_AXES
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +39,17 @@ def validate_cases(
     device: torch.device,
     *,
     tolerance_mm: float = 1.0,
+    mirror_axes: Sequence[int] = DEFAULT_MIRROR_AXES,
 ) -> dict:
     """Every segmentation and diagnosis metric of ``autojoint_evaluate`` over ``case_ids``.
 
     Segmentation is scored at the plan's target spacing (the preprocessed grid), so surface
     distances and volumes are in mm and ml as on the raw grid, up to resampling.
+
+    Args:
+        mirror_axes: spatial axes to mirror for test-time augmentation, as the predictor
+            does by default: the axes the training mirrored (the trainer passes its
+            augmentation's); ``()`` predicts without mirroring (2^axes times faster).
 
     Returns:
         The summary of :func:`autojoint.evaluation.summary.build_summary`:
@@ -51,27 +62,25 @@ def validate_cases(
     entries: list[dict] = []
     for case_id in tqdm(case_ids, desc="validation", unit="case", leave=False):
         case = load_preprocessed(pre_dir, case_id)
-        view = torch.from_numpy(case.cls_data[None]).to(device) if plan.has_diagnosis else None
-        context = view if plan.network.cross_stitch else None
+        out = run_networks(
+            [net],
+            case,
+            plan,
+            device,
+            mirror_axes=[mirror_axes],
+            tile_batch=plan.batch_size,  # the predictor's default
+            segment=case.seg is not None,
+        )
         entry: dict = {"case": case_id}
-        if case.seg is not None:
-            probs = network_probabilities(
-                net,
-                case.data,
-                plan.patch_size,
-                plan.num_seg_classes,
-                context=context,
-                device=device,
-            )
-            pred = np.argmax(probs, axis=0).astype(np.uint8)
+        if out.segmentation is not None and case.seg is not None:
+            pred = np.argmax(out.segmentation, axis=0).astype(np.uint8)
             entry["spacing"] = [float(s) for s in plan.target_spacing]
             entry["metrics"] = segmentation_scores(
                 pred, case.seg, labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
             )
         diagnosis = case.diagnosis
-        if view is not None and diagnosis in plan.classes:
-            _, logits, _ = net.classify(view)
-            p = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        if out.diagnosis is not None and diagnosis in plan.classes:
+            p = out.diagnosis[0]
             entry.update(
                 diagnosis_ref=diagnosis,
                 diagnosis_pred=plan.classes[int(p.argmax())],

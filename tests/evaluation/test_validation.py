@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from autojoint.cli import train as cli_train
 from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_scores
+from autojoint.inference import engine
+from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import list_preprocessed, load_preprocessed
 from autojoint.training import validation
+from autojoint.training.config import TrainerConfig
 from tests.helpers import seeded_net
 from tests.synthetic import make_raw_dataset
 
@@ -33,7 +38,7 @@ def test_validation_reports_surface_metrics_and_auc(
     pre_dir = work / "preprocessed"
     case_ids = list_preprocessed(pre_dir)
     net = seeded_net(plan)
-    monkeypatch.setattr(validation, "network_probabilities", _fake_probabilities)
+    monkeypatch.setattr(engine, "network_probabilities", _fake_probabilities)
 
     summary = validation.validate_cases(net, plan, pre_dir, case_ids, torch.device("cpu"))
     labels = {k: v for k, v in plan.labels.items() if v > 0}
@@ -73,3 +78,42 @@ def test_validation_reports_surface_metrics_and_auc(
     for name in loaded["figures"]:
         assert (fold / "validation" / name).is_file()
     assert "dice_nsd_boxplot.png" in loaded["figures"]
+
+
+def test_validation_mirrors_as_the_predictor_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final validation runs the predictor's engine: by default with mirroring over
+    the trainer's default axes (what autojoint_predict mirrors), ``()`` without; the trainer
+    passes its augmentation's axes, or ``()`` with ``--no-validation-tta``."""
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=4)
+    work = tmp_path / "work"
+    plan = plan_and_preprocess(raw, work)
+    pre_dir = work / "preprocessed"
+    case_ids = list_preprocessed(pre_dir)[:2]
+    net = JointNet(plan)
+    calls: list[tuple[tuple[int, ...], int]] = []
+
+    def spy(net: object, data: np.ndarray, *args: object, **kwargs: Any) -> np.ndarray:
+        calls.append((tuple(kwargs["mirror_axes"]), kwargs["tile_batch"]))
+        return _fake_probabilities(net, data)
+
+    monkeypatch.setattr(engine, "network_probabilities", spy)
+    validation.validate_cases(net, plan, pre_dir, case_ids, torch.device("cpu"))
+    assert calls == [((0, 1, 2), plan.batch_size)] * 2
+    calls.clear()
+    validation.validate_cases(net, plan, pre_dir, case_ids, torch.device("cpu"), mirror_axes=())
+    assert calls == [((), plan.batch_size)] * 2
+
+
+def test_no_validation_tta_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    configs: list[TrainerConfig] = []
+
+    def record(work_dir: Path, fold: str, config: TrainerConfig, ctx: object) -> Path:
+        configs.append(config)
+        return work_dir
+
+    monkeypatch.setattr(cli_train, "train_fold", record)
+    assert cli_train.main(["0", "-w", str(tmp_path)]) == 0
+    assert cli_train.main(["0", "-w", str(tmp_path), "--no-validation-tta"]) == 0
+    assert [c.use_validation_tta for c in configs] == [True, False]

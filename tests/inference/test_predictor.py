@@ -17,16 +17,17 @@ import SimpleITK as sitk
 import torch
 
 from autojoint.cli import predict as cli_predict
-from autojoint.inference import predictor
+from autojoint.inference import ensemble, predictor
+from autojoint.inference.ensemble import load_ensemble
 from autojoint.inference.predictor import (
     PredictOptions,
     find_input_cases,
-    load_ensemble,
     predict_case,
     run_prediction,
 )
 from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
+from autojoint.runtime import checkpoint
 from autojoint.runtime.checkpoint import save_checkpoint
 from tests.inference.tiny_workdir import make_tiny_workdir
 from tests.synthetic import CLASSES, make_case, write_volume
@@ -135,14 +136,14 @@ def test_mirror_axes_come_from_the_checkpoint_or_the_trainer() -> None:
     from autojoint.data.augmentation import augmentation_spec
 
     spec = augmentation_spec("default", (16, 32, 32), (1.0, 1.0, 1.0))
-    assert spec.mirror_axes == predictor.DEFAULT_MIRROR_AXES
-    assert predictor.trained_mirror_axes({}) == (0, 1, 2)
-    assert predictor.trained_mirror_axes({"mirror_axes": [1, 2]}) == (1, 2)
+    assert spec.mirror_axes == checkpoint.DEFAULT_MIRROR_AXES
+    assert checkpoint.trained_mirror_axes({}) == (0, 1, 2)
+    assert checkpoint.trained_mirror_axes({"mirror_axes": [1, 2]}) == (1, 2)
     # What the trainer writes into its checkpoints' extra.
     none = augmentation_spec("none", (16, 32, 32), (1.0, 1.0, 1.0)).to_dict()
-    assert predictor.trained_mirror_axes({"augmentation": none}) == ()
+    assert checkpoint.trained_mirror_axes({"augmentation": none}) == ()
     light = augmentation_spec("light", (16, 32, 32), (1.0, 1.0, 1.0)).to_dict()
-    assert predictor.trained_mirror_axes({"augmentation": light}) == (0, 1, 2)
+    assert checkpoint.trained_mirror_axes({"augmentation": light}) == (0, 1, 2)
 
 
 def _oblique_direction(angle: float = 0.4) -> tuple[float, ...]:
@@ -424,8 +425,8 @@ def test_checkpoint_choice_loads_that_files_weights(
     )
     dev = torch.device("cpu")
     # Only fold 0 has a best checkpoint: it alone is found by default.
-    assert predictor.available_folds(work, checkpoint="checkpoint_best.pt") == ["0"]
-    assert predictor.available_folds(work) == ["0", "1"]
+    assert ensemble.available_folds(work, checkpoint="checkpoint_best.pt") == ["0"]
+    assert ensemble.available_folds(work) == ["0", "1"]
     (loaded,) = load_ensemble(work, ["0"], dev, checkpoint="checkpoint_best.pt").nets
     (final,) = load_ensemble(work, ["0"], dev).nets
     for name, value in best.state_dict().items():

@@ -12,7 +12,7 @@ from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning.schema import Plan
-from autojoint.runtime.checkpoint import save_checkpoint
+from autojoint.runtime.checkpoint import TrainingRecord, save_checkpoint
 from tests.synthetic import make_raw_dataset
 
 
@@ -46,6 +46,6 @@ def make_tiny_workdir(
             optimizer=None,
             plan=plan,
             epoch=0,
-            extra={"fold": fold},
+            extra=TrainingRecord(fold=fold),
         )
     return raw, work, plan

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from autojoint.inference.predictor import trained_on_2d_images
+from autojoint.inference.ensemble import trained_on_2d_images
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import MIN_BATCH_SIZE, Plan

@@ -1,0 +1,104 @@
+"""The trained folds of one plan, loaded for prediction: which folds exist, their networks
+and the axes each fold's training mirrored (what test-time augmentation mirrors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from autojoint.io.workdir import configuration_dir, fold_dir
+from autojoint.networks.joint_net import JointNet
+from autojoint.planning.schema import Plan
+from autojoint.runtime.checkpoint import (
+    CHECKPOINTS,
+    FINAL_CHECKPOINT,
+    load_weights,
+    read_checkpoint,
+)
+
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "Ensemble",
+    "available_folds",
+    "check_checkpoint_name",
+    "load_ensemble",
+    "trained_on_2d_images",
+]
+
+DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The networks of several folds of one plan, with each fold's mirror axes."""
+
+    plan: Plan
+    folds: tuple[str, ...]
+    nets: tuple[JointNet, ...]
+    mirror_axes: tuple[tuple[int, ...], ...]
+
+
+def trained_on_2d_images(plan: Plan) -> bool:
+    """A plan of a dataset of 2D images (``plan.is_2d``; not the 2d configuration of a 3D
+    dataset). Such a model also predicts 3D volumes slice by slice; a 3D model cannot
+    predict a 2D image."""
+    return plan.is_2d
+
+
+def check_checkpoint_name(name: str) -> None:
+    """Refuse anything but the trainer's checkpoint file names (never a path).
+
+    Raises:
+        ValueError: ``name`` is not one of ``CHECKPOINTS``.
+    """
+    if name not in CHECKPOINTS:
+        raise ValueError(
+            f"unknown checkpoint '{name}'; choose one of {', '.join(CHECKPOINTS)} "
+            "(files the trainer writes in each fold folder)."
+        )
+
+
+def available_folds(
+    work_dir: Path, configuration: str = "fullres", checkpoint: str = DEFAULT_CHECKPOINT
+) -> list[str]:
+    """Folds of ``configuration`` holding ``checkpoint``, used when ``-f`` is not given."""
+    check_checkpoint_name(checkpoint)
+    base = configuration_dir(work_dir, configuration)
+    return sorted(p.parent.name.removeprefix("fold_") for p in base.glob(f"fold_*/{checkpoint}"))
+
+
+def load_ensemble(
+    work_dir: Path,
+    folds: list[str],
+    device: torch.device,
+    configuration: str = "fullres",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+) -> Ensemble:
+    """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold, in eval mode on
+    ``device``; all must share one plan.
+
+    Raises:
+        FileNotFoundError: a fold without ``checkpoint``.
+        ValueError: an unknown checkpoint name, no folds, folds of different plans, or a
+            checkpoint that cannot be read or does not fit its plan's network.
+    """
+    check_checkpoint_name(checkpoint)
+    plan: Plan | None = None
+    nets, axes = [], []
+    for fold in folds:
+        path = fold_dir(work_dir, fold, configuration) / checkpoint
+        ckpt = read_checkpoint(path, device)
+        if plan is not None and ckpt.plan != plan:
+            raise ValueError(
+                f"fold {fold} was trained with a different plan; ensemble folds of one plan."
+            )
+        plan = ckpt.plan
+        net = JointNet(plan)
+        load_weights(net, ckpt, path)
+        nets.append(net.to(device).eval())
+        axes.append(ckpt.mirror_axes)
+    if plan is None:
+        raise ValueError("no folds given.")
+    return Ensemble(plan, tuple(folds), tuple(nets), tuple(axes))
