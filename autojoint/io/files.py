@@ -40,7 +40,11 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix + ".part", dir=path.parent)
     try:
         fh: IO[Any]
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        with (
+            os.fdopen(fd, "wb")
+            if binary
+            else os.fdopen(fd, "w", newline="", encoding="utf-8") as fh
+        ):
             write(fh)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
