@@ -5,8 +5,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
 cd "$ROOT"
-echo "[test] ruff and mypy"
+echo "[test] ruff (lint and format) and mypy"
 "$VENV/bin/ruff" check autojoint dataset_conversion tests benchmarks
+"$VENV/bin/ruff" format --check autojoint dataset_conversion tests benchmarks
 "$VENV/bin/mypy"
 echo "[test] pytest"
 "$VENV/bin/python" -m pytest "$@"

@@ -241,7 +241,7 @@ def test_evidence_maps_on_input_grid(trained: dict[str, Path]) -> None:
     raw, work, root = trained["raw"], trained["work"], trained["root"]
     out = root / "pred_evidence"
     args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0", "--no-tta"]
-    assert cli_predict.main(args + ["--evidence"]) == 0
+    assert cli_predict.main([*args, "--evidence"]) == 0
     for img_path in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
         case = img_path.name.removesuffix("_0000.nii.gz")
         ref = sitk.ReadImage(str(img_path))

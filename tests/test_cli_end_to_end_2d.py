@@ -57,7 +57,7 @@ def test_predict_writes_2d_masks_on_the_input_grid(trained_2d: dict[str, Path]) 
     raw, work, root = trained_2d["raw"], trained_2d["work"], trained_2d["root"]
     out = root / "pred"
     args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-c", "2d"]
-    assert cli_predict.main(args + ["--evidence"]) == 0
+    assert cli_predict.main([*args, "--evidence"]) == 0
     for image in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
         case = image.name.removesuffix("_0000.nii.gz")
         ref = sitk.ReadImage(str(image))

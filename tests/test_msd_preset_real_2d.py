@@ -63,7 +63,7 @@ def test_msd_net_preset_trains_and_predicts_on_real_slices(tmp_path: Path) -> No
 
     out = tmp_path / "pred"
     predict = ["-i", str(raw / "imagesTs"), "-o", str(out), "-w", str(work), "-c", "2d"]
-    assert cli_predict.main(predict + ["--no-tta"]) == 0
+    assert cli_predict.main([*predict, "--no-tta"]) == 0
     for img in tests:
         case = img.name[: -len("_0000.nii.gz")]
         ref, pred = sitk.ReadImage(str(img)), sitk.ReadImage(str(out / f"{case}.nii.gz"))

@@ -97,7 +97,7 @@ def test_partial_dataset_trains_predicts_and_evaluates(partial: dict[str, Path])
     assert cli_predict.main(["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]) == 0
     summary_path = root / "summary.json"
     evaluate = ["-p", str(out), "-r", str(raw / "labelsTr"), "-o", str(summary_path)]
-    assert cli_evaluate.main(evaluate + ["--diagnoses", str(raw / "diagnosesTr.csv")]) == 0
+    assert cli_evaluate.main([*evaluate, "--diagnoses", str(raw / "diagnosesTr.csv")]) == 0
     result = json.loads(summary_path.read_text())
     assert result["num_cases"] == 4  # the masked cases
     assert {e["case"] for e in result["per_case"]} == {f"case_{i:03d}" for i in range(6)} - set(

@@ -39,7 +39,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # survives the classifier's three downsamplings (0.002 leaves 1 voxel, and instance
     # norm refuses it); lowres spacing is then about 25 x 16 x 16 mm.
     plan_args = ["-d", str(raw), "-w", str(work), "--gpu-memory-gb", "0.012"]
-    assert cli_plan.main(plan_args + ["--lung-mask", "crop"]) == 0
+    assert cli_plan.main([*plan_args, "--lung-mask", "crop"]) == 0
     train = ["all", "-w", str(work), "-c", "lowres", "--epochs", "1", "--iterations-per-epoch", "2"]
     assert cli_train.main(train) == 0
     predict = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-c", "lowres"]

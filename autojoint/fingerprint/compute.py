@@ -153,7 +153,7 @@ def _stats(values: np.ndarray) -> IntensityStats:
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
-        return {key: math.nan for key in PERCENTILES}
+        return dict.fromkeys(PERCENTILES, math.nan)
     return {key: float(np.percentile(values, q)) for key, q in PERCENTILES.items()}
 
 
@@ -168,7 +168,7 @@ def _median(values: Sequence[float]) -> float:
 def lesion_names(labels: dict[str, int]) -> list[str]:
     """Keys of the lesion statistics: every non-zero label, then ``"lesion"`` (all of them)."""
     names = [name for name, value in labels.items() if value > 0 and name != ALL_LESIONS]
-    return names + [ALL_LESIONS]
+    return [*names, ALL_LESIONS]
 
 
 def lesion_stats(
@@ -222,7 +222,7 @@ def compute_fingerprint(dataset: RawDataset, *, num_workers: int = 1, seed: int 
     args = [
         (c, dataset.labels, dataset.channel_names, seed + i) for i, c in enumerate(dataset.cases)
     ]
-    bar = dict(total=len(args), desc="fingerprint", unit="case")
+    bar = {"total": len(args), "desc": "fingerprint", "unit": "case"}
     if num_workers > 1:
         with ProcessPoolExecutor(num_workers) as pool:
             results = list(tqdm(pool.map(_analyse_case, *zip(*args, strict=True)), **bar))

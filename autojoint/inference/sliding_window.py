@@ -47,7 +47,7 @@ def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1 / 8) -> np.
 
 def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of the spatial ``axes`` (the empty one = no flip): 2^len(axes) passes."""
-    axes = sorted(set(int(a) for a in axes))
+    axes = sorted({int(a) for a in axes})
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
@@ -200,13 +200,13 @@ def sliding_window_predict(
         padded = np.ascontiguousarray(data, dtype=np.float32)
     starts = [tile_starts(s, p, step_fraction) for s, p in zip(padded_shape, patch, strict=True)]
     tiles = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
-    kwargs = dict(
-        device=device,
-        tile_batch=tile_batch,
-        mirror_axes=tuple(mirror_axes),
-        show_progress=show_progress,
-        box_shape=tuple(shape) if with_boxes else None,
-    )
+    kwargs = {
+        "device": device,
+        "tile_batch": tile_batch,
+        "mirror_axes": tuple(mirror_axes),
+        "show_progress": show_progress,
+        "box_shape": tuple(shape) if with_boxes else None,
+    }
     try:
         out = _blend(predict, padded, patch, num_classes, tiles, buffer_device=device, **kwargs)  # type: ignore[arg-type]
     except (torch.OutOfMemoryError, RuntimeError) as err:

@@ -143,7 +143,7 @@ def _nifti_has_nonfinite(path: Path, num_values: int) -> bool:
     check after reading cannot see them; look at the stored values instead.
     """
     name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+    if not (name.endswith((".nii", ".nii.gz"))):
         return False
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
@@ -183,7 +183,7 @@ def _nifti_data_end(path: Path) -> tuple[int, bool] | None:
     """``(bytes the header promises: vox_offset + voxel data, is gzipped)`` of a NIfTI file,
     or None for other formats or an unparsable header (SimpleITK judges those)."""
     name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+    if not (name.endswith((".nii", ".nii.gz"))):
         return None
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"

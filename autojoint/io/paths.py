@@ -80,8 +80,7 @@ def output_dir_problem(input_paths: Iterable[Path], output_dir: Path) -> str | N
     the outputs as inputs: sub-folders are DICOM series), nor be an input file.
     """
     output_dir = Path(output_dir)
-    for inp in input_paths:
-        inp = Path(inp)
+    for inp in map(Path, input_paths):
         if inp.is_dir() and _is_within(output_dir, inp):
             return (
                 f"{output_dir}: output folder is (inside) the input folder {inp}; predictions "
@@ -110,8 +109,7 @@ def check_not_an_input(path: Path, input_paths: Iterable[Path]) -> None:
         UnsafePathError: the file to write is an input.
     """
     target = Path(path).resolve()
-    for inp in input_paths:
-        inp = Path(inp)
+    for inp in map(Path, input_paths):
         if inp.resolve() == target or (inp.is_dir() and _is_within(target, inp)):
             raise UnsafePathError(
                 f"{path}: would overwrite the input {inp}; choose an output folder outside "

@@ -233,7 +233,7 @@ def verify_dataset(
     total_voxels = 0
     if dataset is not None and dataset.cases:
         jobs = [(c, dataset.labels, dataset.channel_names) for c in dataset.cases]
-        bar = dict(total=len(jobs), desc="verify", unit="case")
+        bar = {"total": len(jobs), "desc": "verify", "unit": "case"}
         if num_workers > 1:
             with ProcessPoolExecutor(num_workers) as pool:
                 results = list(tqdm(pool.map(_check_case_args, jobs), **bar))

@@ -143,7 +143,7 @@ def airway_mask(
     thin = np.isin(slices, np.flatnonzero(area < options.airway_max_area_mm2) + 1)
     xs = np.flatnonzero(candidates.any(axis=(0, 1)))
     centre, width = (xs[0] + xs[-1]) / 2.0, float(xs[-1] - xs[0] + 1)
-    groups, m = ndimage.label(thin)
+    groups, _m = ndimage.label(thin)
     out = np.zeros_like(candidates)
     for g, box in enumerate(ndimage.find_objects(groups), start=1):
         if box is None:

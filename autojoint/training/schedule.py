@@ -90,10 +90,7 @@ def stage_of(stages: list[Stage], epoch: int) -> int:
 def learning_rate(stage: Stage, epoch: int, base_lr: float) -> float:
     """Learning rate of 0-based ``epoch`` in ``stage`` (constant during the epoch)."""
     progress = (epoch - stage.first_epoch) / max(stage.num_epochs, 1)
-    if stage.decay == "poly":
-        factor = (1.0 - progress) ** POLY_EXPONENT
-    else:
-        factor = 1.0 - progress
+    factor = (1.0 - progress) ** POLY_EXPONENT if stage.decay == "poly" else 1.0 - progress
     return base_lr * stage.lr_scale * factor
 
 

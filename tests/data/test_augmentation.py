@@ -185,11 +185,13 @@ def test_batch_iterator_stops_its_worker_processes(tmp_path: Path, raises: bool)
     )
     before = set(multiprocessing.active_children())
     workers: set[multiprocessing.process.BaseProcess] = set()
-    with pytest.raises(RuntimeError) if raises else nullcontext():
-        with batch_iterator(loader, 2, 0) as batches:
-            assert next(batches)["data"].shape == (2, 3, 3, 5, 4)
-            workers = set(multiprocessing.active_children()) - before
-            if raises:
-                raise RuntimeError("a failing training step")
+    with (
+        pytest.raises(RuntimeError) if raises else nullcontext(),
+        batch_iterator(loader, 2, 0) as batches,
+    ):
+        assert next(batches)["data"].shape == (2, 3, 3, 5, 4)
+        workers = set(multiprocessing.active_children()) - before
+        if raises:
+            raise RuntimeError("a failing training step")
     assert len(workers) == 2
     assert not any(p.is_alive() for p in workers)

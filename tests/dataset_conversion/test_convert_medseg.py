@@ -47,7 +47,7 @@ def test_volumes_lesions_and_lung_masks(tmp_path: Path) -> None:
     masks = make_ct_seg(src)
     out = tmp_path / "out"
     args = ["-i", str(src / "COVID-19-CT-Seg_20cases"), "-m", str(src / "Infection_Mask")]
-    assert main(args + ["--lungs", str(src / "Lung_Mask"), "-o", str(out)]) == 0
+    assert main([*args, "--lungs", str(src / "Lung_Mask"), "-o", str(out)]) == 0
     ds = load_raw_dataset(out)
     assert ds.classes == () and ds.labels == {"background": 0, "lesion": 1}
     by_id = {c.case_id: c for c in ds.cases}

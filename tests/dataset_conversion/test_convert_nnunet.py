@@ -121,7 +121,7 @@ def test_csv_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "--diagnosis-column" in capsys.readouterr().err
     bad.write_text("case,diagnosis\nlung_001,CAP\nlung_002,COVID-19\n")
     args = ["-i", str(src), "-o", str(tmp_path / "out"), "--diagnoses", str(bad)]
-    assert main(args + ["--classes", "CAP", "normal"]) == 1
+    assert main([*args, "--classes", "CAP", "normal"]) == 1
     assert "COVID-19" in capsys.readouterr().err
 
 

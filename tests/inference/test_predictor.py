@@ -341,6 +341,7 @@ def test_killed_run_resumes_to_the_same_outputs(tiny: dict[str, Path]) -> None:
     args = ["-i", str(inputs), "-w", str(tiny["work"]), *FAST]
     proc = subprocess.run(
         [sys.executable, "-c", KILLER, *args, "-o", str(killed)],
+        check=False,
         capture_output=True,
         encoding="utf-8",
         errors="replace",
@@ -443,7 +444,7 @@ def test_checkpoint_choice_loads_that_files_weights(
 
 
 def test_checkpoint_of_another_network_layout_is_a_clear_error(tmp_path: Path) -> None:
-    _, work, plan = make_tiny_workdir(tmp_path, num_cases=2, folds=("0",))
+    _, work, _plan = make_tiny_workdir(tmp_path, num_cases=2, folds=("0",))
     path = fold_dir(work, "0") / "checkpoint_final.pt"
     state = torch.load(path, weights_only=True)
     weights = state["network"]

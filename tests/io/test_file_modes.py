@@ -25,7 +25,7 @@ def _umask() -> int:
 
 
 def test_modes_follow_the_umask() -> None:
-    assert FILE_MODE == 0o666 & ~_umask() and DIR_MODE == 0o777 & ~_umask()
+    assert 0o666 & ~_umask() == FILE_MODE and 0o777 & ~_umask() == DIR_MODE
     assert FILE_MODE & stat.S_IRUSR and DIR_MODE & stat.S_IXUSR
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import signal
@@ -48,7 +49,7 @@ def anisotropic() -> Fingerprint:
 def time_limit(seconds: int) -> Iterator[None]:
     """Fail instead of hanging the test run if the planner loops forever."""
 
-    def handler(signum, frame):  # noqa: ANN001
+    def handler(signum, frame):
         raise TimeoutError(f"planning took more than {seconds} s (endless loop?)")
 
     old = signal.signal(signal.SIGALRM, handler)
@@ -75,7 +76,7 @@ def test_target_spacing_is_the_median() -> None:
 def _slab_fingerprint(extent_z_mm: float) -> Fingerprint:
     z = [1.0, 2.5, 4.0, 5.0, 5.0]
     return make_fingerprint(
-        [(s, 0.8, 0.8) for s in z], [(int(round(extent_z_mm / s)), 512, 512) for s in z]
+        [(s, 0.8, 0.8) for s in z], [(round(extent_z_mm / s), 512, 512) for s in z]
     )
 
 
@@ -188,7 +189,7 @@ def test_patch_and_batch_grow_with_budget(plans: dict, name: str) -> None:
     voxels = [math.prod(plans[(name, b)].patch_size) for b in BUDGETS]
     per_step = [v * plans[(name, b)].batch_size for v, b in zip(voxels, BUDGETS, strict=True)]
     assert voxels == sorted(voxels)
-    assert all(a < b for a, b in zip(per_step, per_step[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(per_step))
     assert per_step[-1] > 10 * per_step[0]
     mem = [plans[(name, b)].estimated_memory_gb for b in BUDGETS]
     assert mem == sorted(mem)

@@ -76,7 +76,7 @@ def test_msd_preset_switches_blocks_and_focal_loss_on() -> None:
 
 def test_set_after_a_preset_wins_and_unknown_presets_are_refused() -> None:
     plan = apply_overrides(
-        tiny_plan(), preset_overrides("multir-net") + ("network.refinement_passes=0",)
+        tiny_plan(), (*preset_overrides("multir-net"), "network.refinement_passes=0")
     )
     assert plan.network.refinement_passes == 0 and plan.network.reverse_attention
     with pytest.raises(ValueError, match="available: deepsc-covid, default, msd-net"):

@@ -207,7 +207,7 @@ def test_preprocessing_crops_to_the_lungs_only_when_planned() -> None:
     default) keeps the body crop, so older plans preprocess as before."""
     plan = Plan.load(PLANS / "reference_demo_plan.json")
     assert plan.lung_mask == "off"
-    img, parts = phantom()
+    img, _parts = phantom()
     geo = ImageGeometry((40, 96, 96), (2.5, 1.5, 1.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     body = preprocess_arrays("c", img[None], geo, None, plan)
     lungs = preprocess_arrays("c", img[None], geo, None, replace(plan, lung_mask="crop"))

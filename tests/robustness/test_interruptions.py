@@ -37,6 +37,7 @@ def _command(module: str, *args: str) -> list[str]:
 def _run(module: str, *args: str) -> None:
     result = subprocess.run(
         _command(module, *args),
+        check=False,
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -107,9 +108,7 @@ def test_plan_killed_and_rerun_equals_uninterrupted(
 ) -> None:
     raw, reference = raw_and_reference
     work = tmp_path / "work"
-    proc = _kill_when(
-        "plan", ["-d", str(raw), "-w", str(work)], lambda: (work / trigger).exists(), delay_s
-    )
+    proc = _kill_when("plan", ["-d", str(raw), "-w", str(work)], (work / trigger).exists, delay_s)
     assert proc.returncode == -signal.SIGKILL
     done = len(list((work / "preprocessed").glob("case_*.json")))
     assert done < 8, "the kill came too late to interrupt anything"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -41,7 +42,7 @@ def test_two_stage_split_covers_every_epoch_once(epochs: int) -> None:
     assert [s.name for s in stages] == ["segmentation", "classification", "joint"]
     assert all(s.num_epochs >= 1 for s in stages)
     assert sum(s.num_epochs for s in stages) == epochs
-    for a, b in zip(stages, stages[1:], strict=False):
+    for a, b in itertools.pairwise(stages):
         assert b.first_epoch == a.first_epoch + a.num_epochs
     assert [stage_of(stages, e) for e in range(epochs)] == sorted(
         stage_of(stages, e) for e in range(epochs)
@@ -134,7 +135,7 @@ def test_task_aware_ramp_waits_for_the_classifier_to_pass_chance() -> None:
     assert task_aware_ramp(at_chance, 3, 20) == 0.0
     # First past chance at epoch index 3; ramp over round(0.1 * 20) = 2 epochs.
     history = [*at_chance, 0.85]
-    assert 0.85 < PAST_CHANCE * chance
+    assert PAST_CHANCE * chance > 0.85
     assert task_aware_ramp(history, 3, 20) == pytest.approx(0.5)
     assert task_aware_ramp([*history, 1.2], 3, 20) == 1.0  # once past, it stays on
     assert task_aware_ramp([*history, 0.5, 0.4], 3, 20) == 1.0

@@ -86,7 +86,7 @@ def test_load_or_create_reuses_the_file(tmp_path: Path) -> None:
     path.write_text(json.dumps(custom))
     assert load_or_create_splits(path, ids, diags) == custom
     # More cases than the file names is fine: the file still wins.
-    assert load_or_create_splits(path, ids + ["case_new"], diags + ["CAP"]) == custom
+    assert load_or_create_splits(path, [*ids, "case_new"], [*diags, "CAP"]) == custom
 
 
 def test_load_or_create_refuses_unknown_cases(tmp_path: Path) -> None:
