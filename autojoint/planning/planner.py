@@ -175,19 +175,7 @@ def plan_lowres(
         fit = fit_resolution((float(sp[0]), float(sp[1]), float(sp[2])), shapes_mm, **fit_kwargs)
         if math.prod(fit.patch_size) / math.prod(fit.median_shape) >= LOWRES_MIN_COVERAGE:
             break
-    eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology)
-    view_eta, _ = classification_view_eta(fingerprint, fit)
-    config = SubConfiguration(
-        target_spacing=fit.spacing,
-        median_shape=fit.median_shape,
-        patch_size=fit.patch_size,
-        batch_size=fit.batch_size,
-        classification_shape=fit.classification_shape,
-        topology=fit.topology,
-        eta=eta,
-        estimated_memory_gb=fit.estimated_memory_gb,
-        view_eta=view_eta,
-    )
+    config = _sub_configuration(fingerprint, fit, is_2d=False)
     final = math.prod(fit.patch_size) / math.prod(fit.median_shape)
     return config, (
         f"full-resolution patch covers only {coverage:.0%} of the median scan: spacing "
@@ -310,10 +298,13 @@ def voxel_class_weights(fingerprint: Fingerprint) -> tuple[float, ...]:
     return tuple(float(w) for w in weights)
 
 
-def _sub_configuration(fingerprint: Fingerprint, fit: ResolutionFit) -> SubConfiguration:
-    """A fitted 2d configuration of a 3D dataset, as stored in ``Plan.two_d``."""
-    eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology, is_2d=True)
-    view_eta, _ = classification_view_eta(fingerprint, fit, is_2d=True)
+def _sub_configuration(
+    fingerprint: Fingerprint, fit: ResolutionFit, *, is_2d: bool
+) -> SubConfiguration:
+    """A fitted configuration stored beside the top-level one: the low-resolution 3D one
+    (``Plan.lowres``) or the 2d one of a 3D dataset (``Plan.two_d``, ``is_2d``)."""
+    eta, _ = scale_weights(fingerprint, fit.spacing, fit.topology, is_2d=is_2d)
+    view_eta, _ = classification_view_eta(fingerprint, fit, is_2d=is_2d)
     return SubConfiguration(
         target_spacing=fit.spacing,
         median_shape=fit.median_shape,
@@ -389,7 +380,7 @@ def plan_experiment(
     else:
         lowres, lowres_reason = plan_lowres(fingerprint, full, shapes_mm, **fit_kwargs)
         two_d = _sub_configuration(
-            fingerprint, fit_resolution(spacing, shapes_mm, is_2d=True, **fit_kwargs)
+            fingerprint, fit_resolution(spacing, shapes_mm, is_2d=True, **fit_kwargs), is_2d=True
         )
         two_d_reason = (
             "slices of the volumes (nnU-Net's 2d): full-resolution spacing, patch (1, py, px) "

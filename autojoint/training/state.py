@@ -98,24 +98,12 @@ def save_epoch_checkpoints(
 ) -> None:
     """``checkpoint_latest.pt`` (with the optimiser) and/or ``checkpoint_best.pt`` after
     ``epoch`` (1-based) epochs."""
-    if is_latest:
-        save_checkpoint(
-            out / LATEST_CHECKPOINT,
-            net=net,
-            optimizer=optimizer,
-            plan=plan,
-            epoch=epoch,
-            extra=extra,
-        )
-    if is_best:
-        save_checkpoint(
-            out / BEST_CHECKPOINT,
-            net=net,
-            optimizer=None,
-            plan=plan,
-            epoch=epoch,
-            extra=extra,
-        )
+    wanted = ((LATEST_CHECKPOINT, is_latest, optimizer), (BEST_CHECKPOINT, is_best, None))
+    for name, keep, state in wanted:
+        if keep:
+            save_checkpoint(
+                out / name, net=net, optimizer=state, plan=plan, epoch=epoch, extra=extra
+            )
 
 
 def save_final_checkpoint(
