@@ -108,7 +108,7 @@ def analyse(work: Path, raw: Path, fold_dir: Path) -> dict:
         line.split(",") for line in (raw / "diagnosesTs.csv").read_text().splitlines()[1:]
     )
     classes = list(plan.classes)
-    k = plan.num_seg_classes
+    k = plan.num_labels
     rows = []
     for case_id, dx in sorted(diagnoses.items()):
         data, geo = load_channels([raw / "imagesTs" / f"{case_id}_0000.nii.gz"])
@@ -185,7 +185,7 @@ def evidence_scores(work: Path, raw: Path, fold_dir: Path) -> dict:
     for image in sorted((raw / "imagesTs").glob("*_0000.nii.gz")):
         case_id = image.name.removesuffix("_0000.nii.gz")
         data, geo = load_channels([image])
-        seg = load_label(raw / "labelsTs" / f"{case_id}.nii.gz", geo, plan.num_seg_classes)
+        seg = load_label(raw / "labelsTs" / f"{case_id}.nii.gz", geo, plan.num_labels)
         pre = preprocess_arrays(case_id, data, geo, seg, plan)
         assert pre.cls_seg is not None
         lesion = pre.cls_seg > 0

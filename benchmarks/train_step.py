@@ -28,7 +28,7 @@ def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     b, c = plan.batch_size, len(plan.channel_names)
-    k = plan.num_seg_classes
+    k = plan.num_labels
     view = plan.classification_shape or (1, 1, 1)  # as preprocessing stores a plan without one
     batch = {
         "data": torch.randn(b, c, *plan.patch_size, device=device),

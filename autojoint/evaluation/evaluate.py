@@ -153,17 +153,17 @@ def _read_diagnoses(
         logger.warning("%s: no case has a known diagnosis; diagnosis not scored", ref_csv)
         return _Diagnoses([], [], [], [], None, per_case_ref, per_case_pred)
     cases = scored
-    prob_classes = [h[len(PROB_PREFIX) :] for h in pred_header if h.startswith(PROB_PREFIX)]
+    prob_diagnoses = [h[len(PROB_PREFIX) :] for h in pred_header if h.startswith(PROB_PREFIX)]
     y_true = [ref_rows[c]["diagnosis"] for c in cases]
     y_pred = [pred_rows[c]["diagnosis"] for c in cases]
-    classes = list(classes or prob_classes or sorted(set(y_true) | set(y_pred)))
+    classes = list(classes or prob_diagnoses or sorted(set(y_true) | set(y_pred)))
     for name, ys, path in (("reference", y_true, ref_csv), ("prediction", y_pred, pred_csv)):
         unknown = sorted(set(ys) - set(classes))
         if unknown:
             raise ValueError(f"{path}: {name} diagnosis {unknown} not among classes {classes}")
     probs = None
-    if prob_classes:
-        lacking = [c for c in classes if c not in prob_classes]
+    if prob_diagnoses:
+        lacking = [c for c in classes if c not in prob_diagnoses]
         if lacking:
             raise ValueError(f"{pred_csv}: no probability column for class(es) {lacking}")
         cols = [PROB_PREFIX + c for c in classes]

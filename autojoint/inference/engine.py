@@ -31,7 +31,7 @@ class NetworkProbabilities:
 
     Shape:
         segmentation: ``(K, Z, Y, X)`` float32 on the preprocessed grid (the mean over the
-        networks; K = ``plan.num_seg_classes``), None when not asked for.
+        networks; K = ``plan.num_labels``), None when not asked for.
         diagnosis: ``(F, num_classes)`` float32, one row per network, None when the plan
         has no diagnosis classes.
     """
@@ -75,7 +75,7 @@ def run_networks(
     # window's own place (its box in the case), as in training; without it the context
     # is ignored.
     context = view if plan.network.cross_stitch else None
-    total = np.zeros((plan.num_seg_classes, *pre.data.shape[1:]), np.float32) if segment else None
+    total = np.zeros((plan.num_labels, *pre.data.shape[1:]), np.float32) if segment else None
     diagnosis = []
     for net, net_axes in zip(nets, axes, strict=True):
         if total is not None:
@@ -83,7 +83,7 @@ def run_networks(
                 net,
                 pre.data,
                 plan.patch_size,
-                plan.num_seg_classes,
+                plan.num_labels,
                 context=context,
                 step_fraction=step_fraction,
                 device=device,

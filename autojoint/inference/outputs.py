@@ -50,16 +50,16 @@ class CaseFailure:
 class CasePrediction:
     """What the predictor produces for one case, on the input grid.
 
-    ``class_probs`` is the fold mean, ``fold_class_probs`` ``(F, num_classes)`` each fold's;
+    ``diagnosis_probs`` is the fold mean, ``fold_diagnosis_probs`` ``(F, num_classes)`` each fold's;
     ``lesion_probs`` ``(K, Z, Y, X)`` per-label probabilities (when asked for); ``image``
     the first input channel (for the lung estimate and the montage).
     """
 
     mask: np.ndarray
-    class_probs: np.ndarray | None
+    diagnosis_probs: np.ndarray | None
     geometry: ImageGeometry
     evidence: np.ndarray | None
-    fold_class_probs: np.ndarray | None = None
+    fold_diagnosis_probs: np.ndarray | None = None
     lesion_probs: np.ndarray | None = None
     image: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
@@ -222,18 +222,18 @@ def case_record(
         "inputs": [str(p) for p in inputs],
         "volumes": lesion_volumes(result.mask, result.geometry, plan.labels, ct),
     }
-    if result.class_probs is not None and result.fold_class_probs is not None:
-        winner = int(np.argmax(result.class_probs))
-        votes = np.argmax(result.fold_class_probs, axis=1)
+    if result.diagnosis_probs is not None and result.fold_diagnosis_probs is not None:
+        winner = int(np.argmax(result.diagnosis_probs))
+        votes = np.argmax(result.fold_diagnosis_probs, axis=1)
         record.update(
             diagnosis=plan.classes[winner],
             probabilities={
-                c: float(p) for c, p in zip(plan.classes, result.class_probs, strict=True)
+                c: float(p) for c, p in zip(plan.classes, result.diagnosis_probs, strict=True)
             },
             fold_agreement=float(np.mean(votes == winner)),
             fold_probabilities={
                 f: {c: float(p) for c, p in zip(plan.classes, fp, strict=True)}
-                for f, fp in zip(folds, result.fold_class_probs, strict=True)
+                for f, fp in zip(folds, result.fold_diagnosis_probs, strict=True)
             },
         )
     return record

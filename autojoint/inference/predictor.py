@@ -157,17 +157,24 @@ def predict_case(
         return CasePrediction(
             mask, None, geo, None, None, lesion_probs, image, timing=timer.seconds
         )
-    class_probs = out.diagnosis.mean(axis=0)
+    diagnosis_probs = out.diagnosis.mean(axis=0)
     evidence = None
     if with_evidence:
         method = DEFAULT_EVIDENCE if with_evidence is True else str(with_evidence)
         view = torch.from_numpy(pre.cls_data[None]).to(device)
         with timer("evidence"):
             evidence = get_evidence_method(method)(
-                list(nets), view, int(np.argmax(class_probs)), pre, plan
+                list(nets), view, int(np.argmax(diagnosis_probs)), pre, plan
             )
     return CasePrediction(
-        mask, class_probs, geo, evidence, out.diagnosis, lesion_probs, image, timing=timer.seconds
+        mask,
+        diagnosis_probs,
+        geo,
+        evidence,
+        out.diagnosis,
+        lesion_probs,
+        image,
+        timing=timer.seconds,
     )
 
 

@@ -310,7 +310,7 @@ class JointNet(nn.Module):
         self.seg = SegmentationUNet(
             topology,
             in_ch,
-            plan.num_seg_classes,
+            plan.num_labels,
             layers,
             reverse_attention=options.reverse_attention,
             refinement_passes=options.refinement_passes,

@@ -267,7 +267,7 @@ class Plan:
         return self.view_eta or self.eta
 
     @property
-    def num_seg_classes(self) -> int:
+    def num_labels(self) -> int:
         """Segmentation output channels: background plus every lesion label."""
         return len(self.labels)
 

@@ -89,11 +89,11 @@ def preprocess_arrays(
     spacing = tuple(geometry.spacing[a] for a in fwd)
     new_shape = shape_for_spacing(data_c.shape[1:], spacing, plan.target_spacing)
     data_r = resample_image(data_c, new_shape)
-    seg_r = resample_label(seg_c, new_shape, plan.num_seg_classes) if seg_c is not None else None
+    seg_r = resample_label(seg_c, new_shape, plan.num_labels) if seg_c is not None else None
     view = plan.classification_shape  # None exactly when the plan has no diagnosis classes
     if view is not None:
         cls_data = resample_image(data_c, view, order=1)
-        cls_seg = resample_label(seg_c, view, plan.num_seg_classes) if seg_c is not None else None
+        cls_seg = resample_label(seg_c, view, plan.num_labels) if seg_c is not None else None
     else:
         cls_data, cls_seg = np.zeros((data.shape[0], 1, 1, 1), np.float32), None
     return PreprocessedCase(case_id, data_r, seg_r, cls_data, cls_seg, geometry, bbox, diagnosis)
@@ -253,7 +253,7 @@ def load_preprocessed(
 
 def _preprocess_one(case: RawCase, plan: Plan, out_dir: Path, seed: int) -> str:
     data, geo = load_channels(case.image_paths)
-    seg = load_label(case.label_path, geo, plan.num_seg_classes) if case.label_path else None
+    seg = load_label(case.label_path, geo, plan.num_labels) if case.label_path else None
     pre = preprocess_arrays(case.case_id, data, geo, seg, plan, case.diagnosis)
     save_preprocessed(pre, out_dir, seed)
     return case.case_id

@@ -69,13 +69,19 @@ def plan_stages(schedule: str, epochs: int) -> list[Stage]:
     if epochs < 3:
         raise ValueError(f"--schedule two-stage needs at least 3 epochs, got {epochs}.")
     n_seg = max(1, round(SEG_PRETRAIN_FRACTION * epochs))
-    n_cls = max(1, round(CLS_PRETRAIN_FRACTION * epochs))
+    n_diagnoses = max(1, round(CLS_PRETRAIN_FRACTION * epochs))
     n_seg = min(n_seg, epochs - 2)
-    n_cls = min(n_cls, epochs - n_seg - 1)
+    n_diagnoses = min(n_diagnoses, epochs - n_seg - 1)
     return [
         Stage("segmentation", 0, n_seg, 1.0, "linear"),
-        Stage("classification", n_seg, n_cls, 1.0, "linear"),
-        Stage("joint", n_seg + n_cls, epochs - n_seg - n_cls, FINE_TUNE_LR_FACTOR, "linear"),
+        Stage("classification", n_seg, n_diagnoses, 1.0, "linear"),
+        Stage(
+            "joint",
+            n_seg + n_diagnoses,
+            epochs - n_seg - n_diagnoses,
+            FINE_TUNE_LR_FACTOR,
+            "linear",
+        ),
     ]
 
 

@@ -41,11 +41,11 @@ def _round_trip(raw: Path, work: Path, coarse_axis: int) -> dict[str, np.ndarray
     masks = {}
     for case in ("case_000", "case_001"):  # case_001 has a flipped direction
         data, geo = load_channels([raw / "imagesTr" / f"{case}_0000.nii.gz"])
-        seg = load_label(raw / "labelsTr" / f"{case}.nii.gz", geo, plan.num_seg_classes)
+        seg = load_label(raw / "labelsTr" / f"{case}.nii.gz", geo, plan.num_labels)
         pre = preprocess_arrays(case, data, geo, seg, plan)
         assert pre.seg is not None and pre.data.shape[1] < pre.data.shape[2]  # coarse first
         # A perfect network: one-hot of the preprocessed reference.
-        probs = np.stack([(pre.seg == k).astype(np.float32) for k in range(plan.num_seg_classes)])
+        probs = np.stack([(pre.seg == k).astype(np.float32) for k in range(plan.num_labels)])
         mask = mask_on_input_grid(probs, pre, plan)
         assert mask.shape == seg.shape
         lesion, ref = mask > 0, seg > 0

@@ -128,7 +128,9 @@ def test_fold_ensemble_is_the_mean_of_single_folds(tiny: dict[str, Path]) -> Non
     np.testing.assert_allclose(
         both.lesion_probs, (first.lesion_probs + second.lesion_probs) / 2, atol=1e-5
     )
-    np.testing.assert_allclose(both.class_probs, (first.class_probs + second.class_probs) / 2)
+    np.testing.assert_allclose(
+        both.diagnosis_probs, (first.diagnosis_probs + second.diagnosis_probs) / 2
+    )
     np.testing.assert_array_equal(both.mask, np.argmax(both.lesion_probs, axis=0))
 
 

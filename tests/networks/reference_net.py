@@ -50,7 +50,7 @@ class RefUNet(nn.Module):
             )
         self.heads = nn.ModuleList(
             [
-                nn.Conv3d(feats[s], plan.num_seg_classes, 1)
+                nn.Conv3d(feats[s], plan.num_labels, 1)
                 for s in range(topology.num_stages - 1, -1, -1)
             ]
         )

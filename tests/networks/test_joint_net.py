@@ -30,7 +30,7 @@ def net(plan: Plan) -> JointNet:
 
 
 def test_output_shapes_per_scale_finest_first(net: JointNet, plan: Plan) -> None:
-    B, K = 2, plan.num_seg_classes
+    B, K = 2, plan.num_labels
     patch = torch.randn(B, 1, *plan.patch_size)
     view = torch.randn(B, 1, *plan.classification_shape)
     with torch.no_grad():
@@ -163,7 +163,7 @@ def test_net_from_planned_dataset(tmp_path: Path) -> None:
     raw = make_raw_dataset(tmp_path / "raw", 3, shape=(8, 24, 24))
     plan = plan_and_preprocess(raw, tmp_path / "work", preprocess=False)
     assert Plan.load(tmp_path / "work" / PLANS_FILE) == plan
-    assert plan.classes == ("COVID-19", "CAP", "normal") and plan.num_seg_classes == 3
+    assert plan.classes == ("COVID-19", "CAP", "normal") and plan.num_labels == 3
     model = JointNet(plan).eval()
     with torch.no_grad():
         out = model(

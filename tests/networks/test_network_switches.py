@@ -77,7 +77,7 @@ def test_output_shapes_per_switch(name: str, shape: tuple[int, int, int]) -> Non
     plan = _plan(SWITCHES[name], shape)
     net = seeded_net(plan).eval()
     patch, view = _inputs(plan)
-    B, K = patch.shape[0], plan.num_seg_classes
+    B, K = patch.shape[0], plan.num_labels
     with torch.no_grad():
         out = net(patch, view, _boxes(B))
         alone = net.seg(patch)
@@ -108,7 +108,7 @@ def test_segmentation_only_forward_without_view(name: str) -> None:
     model = seeded_net(seg_only).eval()
     with torch.no_grad():
         scales = model(patch, patch).patch_scales
-    assert tuple(scales[0].shape) == (2, seg_only.num_seg_classes, *seg_only.patch_size)
+    assert tuple(scales[0].shape) == (2, seg_only.num_labels, *seg_only.patch_size)
 
 
 # --- gradients ----------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_plan_without_classes() -> None:
     assert plan.two_d is not None and plan.two_d.classification_shape is None
     assert plan.class_weights == ()
     assert plan.loss_weights.cls == 0.0
-    assert plan.num_seg_classes == 2
+    assert plan.num_labels == 2
 
 
 def test_normalization_scheme_follows_modality() -> None:

@@ -43,7 +43,7 @@ def test_a_label_that_never_occurs_gets_the_floor_frequency() -> None:
 
 def test_planned_loss_carries_the_weights_and_round_trips(tmp_path) -> None:
     plan = tiny_plan()
-    assert len(plan.loss.voxel_class_weights) == plan.num_seg_classes
+    assert len(plan.loss.voxel_class_weights) == plan.num_labels
     path = tmp_path / "plans.json"
     plan.save(path)
     again = Plan.load(path)

@@ -32,7 +32,7 @@ STEPS = 3
 
 def _global_batch(plan: Plan, step: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(100 + step)
-    k, shape, view = plan.num_seg_classes, (8, 16, 16), (8, 16, 16)
+    k, shape, view = plan.num_labels, (8, 16, 16), (8, 16, 16)
     return {
         "data": torch.randn(GLOBAL_BATCH, 1, *shape, generator=g),
         "seg": torch.randint(0, k, (GLOBAL_BATCH, *shape), generator=g),

@@ -82,7 +82,7 @@ def test_sgd_is_nesterov_099_and_adam_has_paper_betas() -> None:
 
 def _batch(plan, seed: int = 0) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(seed)
-    b, k = 2, plan.num_seg_classes
+    b, k = 2, plan.num_labels
     return {
         "data": torch.randn(b, 1, *plan.patch_size, generator=g),
         "seg": torch.randint(0, k, (b, *plan.patch_size), generator=g),
