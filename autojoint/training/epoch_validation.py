@@ -14,37 +14,8 @@ import torch
 
 from autojoint.networks.fusion import fused_logits
 from autojoint.networks.joint_net import JointNet
-from autojoint.planning.schema import LossWeights, Plan
+from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import load_preprocessed
-from autojoint.training.step import validation_loss
-
-
-def validate_epoch(
-    net: JointNet,
-    plan: Plan,
-    pre_dir: Path,
-    case_ids: list[str],
-    *,
-    weights: LossWeights,
-    class_weights: torch.Tensor,
-    num_batches: int,
-    seed: int,
-    device: torch.device,
-) -> dict[str, float]:
-    """The validation loss terms (``val_loss_*``) of :func:`step.validation_loss`, then the
-    view scores of :func:`validate_views`; empty without validation cases."""
-    losses = validation_loss(
-        net,
-        plan,
-        pre_dir,
-        case_ids,
-        weights=weights,
-        class_weights=class_weights,
-        num_batches=num_batches,
-        seed=seed,
-        device=device,
-    )
-    return {**losses, **validate_views(net, plan, pre_dir, case_ids, device)}
 
 
 @torch.no_grad()

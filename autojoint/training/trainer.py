@@ -23,7 +23,7 @@ from autojoint.data.batch import Batch
 from autojoint.io.files import write_json
 from autojoint.planning.schema import LossWeights
 from autojoint.training.distributed import all_reduce_mean, barrier
-from autojoint.training.epoch_validation import validate_epoch
+from autojoint.training.epoch_validation import validate_views
 from autojoint.training.fold_setup import FoldJob, FoldSetup, batch_seed, set_up_fold
 from autojoint.training.progress import epoch_score, format_epoch, plot_progress
 from autojoint.training.schedule import (
@@ -43,7 +43,7 @@ from autojoint.training.state import (
     save_epoch_checkpoints,
     save_final_checkpoint,
 )
-from autojoint.training.step import LOSS_TERMS, batch_to_device, train_step
+from autojoint.training.step import LOSS_TERMS, batch_to_device, train_step, validation_loss
 from autojoint.training.validation import validate_cases, write_validation
 
 logger = logging.getLogger(__name__)
@@ -198,8 +198,9 @@ def _end_epoch(
     """Main rank: validate the epoch, log it, write the checkpoints it is due, the log and
     ``progress.png``."""
     config, run = job.config, setup.run
+    # validation loss terms (val_loss_*), then the view scores; nothing without val cases
     record.update(
-        validate_epoch(
+        validation_loss(
             setup.net,
             job.plan,
             job.pre_dir,
@@ -211,6 +212,7 @@ def _end_epoch(
             device=job.device,
         )
     )
+    record.update(validate_views(setup.net, job.plan, job.pre_dir, job.val_ids, job.device))
     is_best = run.add_score(epoch_score(record))
     if run.ema is not None:
         record["val_ema"] = run.ema
