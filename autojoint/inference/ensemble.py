@@ -24,7 +24,6 @@ __all__ = [
     "available_folds",
     "check_checkpoint_name",
     "load_ensemble",
-    "trained_on_2d_images",
 ]
 
 DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
@@ -38,13 +37,6 @@ class Ensemble:
     folds: tuple[str, ...]
     nets: tuple[JointNet, ...]
     mirror_axes: tuple[tuple[int, ...], ...]
-
-
-def trained_on_2d_images(plan: Plan) -> bool:
-    """A plan of a dataset of 2D images (``plan.is_2d``; not the 2d configuration of a 3D
-    dataset). Such a model also predicts 3D volumes slice by slice; a 3D model cannot
-    predict a 2D image."""
-    return plan.is_2d
 
 
 def check_checkpoint_name(name: str) -> None:

@@ -29,7 +29,6 @@ from autojoint.inference.ensemble import (
     DEFAULT_CHECKPOINT,
     available_folds,
     load_ensemble,
-    trained_on_2d_images,
 )
 from autojoint.inference.evidence import (
     DEFAULT_EVIDENCE,
@@ -128,7 +127,7 @@ def predict_case(
     timer = StageTimer(device)
     with timer("read"):
         data, geo = load_channels(case.paths)
-    if geo.is_2d and not trained_on_2d_images(plan):
+    if geo.is_2d and not plan.is_2d:  # a model of volumes cannot predict a 2D image
         raise ImageReadError(
             f"{case.paths[0]}: is a 2D image, but this model was trained on 3D volumes "
             f"(configuration {plan.configuration}); predict 2D slices with a model trained "

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from autojoint.inference.ensemble import trained_on_2d_images
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
 from autojoint.planning.planner import plan_experiment
 from autojoint.planning.schema import MIN_BATCH_SIZE, Plan
@@ -40,8 +39,6 @@ def test_is_2d_is_stored_and_kept_by_the_configurations() -> None:
     # The 2d configuration of a 3D dataset is still of volumes: a model of it cannot
     # predict a 2D image.
     assert not volumes.for_configuration("2d").is_2d
-    assert not trained_on_2d_images(volumes.for_configuration("2d"))
-    assert trained_on_2d_images(slices)
     assert _as_json(slices)["is_2d"] is True
 
 
