@@ -1,0 +1,134 @@
+"""What every peer workload shares: the two tools' commands, threads, timing, cached rows.
+
+Both tools run as separate processes with the same thread settings (``OMP_NUM_THREADS``
+and friends, and each tool's own torch thread count), so neither inherits the other's
+state and the wall times are comparable. nnU-Net runs from its own venv
+(``setup_nnunet.sh``); autojoint from the interpreter running this benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autojoint.io.files import read_json, write_json
+
+DRIVER = Path(__file__).with_name("nnunet_driver.py")
+SETUP = Path(__file__).with_name("setup_nnunet.sh")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The two interpreters: autojoint's (this one) and nnU-Net's own venv."""
+
+    nnunet_python: Path
+    autojoint_python: Path = Path(sys.executable)
+
+    def nnunet_command(self, name: str) -> str:
+        """An nnU-Net console script (``nnUNetv2_plan_and_preprocess``) of its venv."""
+        return str(self.nnunet_python.parent / name)
+
+    def autojoint_command(self, name: str) -> str:
+        """An autojoint console script of this interpreter's venv."""
+        return str(self.autojoint_python.parent / name)
+
+
+def find_nnunet_python(given: Path | None) -> Path:
+    """``given``, else the venv ``setup_nnunet.sh`` creates (run it when missing).
+
+    Raises:
+        SystemExit: the script failed; its output says why.
+    """
+    if given is not None:
+        if not given.is_file():
+            raise SystemExit(f"--nnunet-python {given} does not exist; run {SETUP} first")
+        return given
+    done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, check=False)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"{SETUP} failed (exit {done.returncode}); see the lines above")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def tool_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment with every BLAS/OpenMP thread count set to ``threads``, plus
+    ``extra``; nnU-Net's data augmentation in the main process (as ours: workers 0)."""
+    env = dict(os.environ)
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    env["nnUNet_n_proc_DA"] = "0"
+    env.update(extra or {})
+    return env
+
+
+def run_logged(
+    command: Sequence[str], log: Path, env: dict[str, str], *, check: bool = True
+) -> float:
+    """Run ``command`` with stdout and stderr appended to ``log``; return its wall seconds.
+
+    Raises:
+        SystemExit: the command failed (with ``check``), naming its log.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"\n$ {' '.join(command)}\n")
+        fh.flush()
+        code = subprocess.run(
+            list(command), check=False, stdout=fh, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    seconds = time.perf_counter() - start
+    if check and code != 0:
+        raise SystemExit(f"{command[0]} failed with exit code {code}; see {log}")
+    return seconds
+
+
+def start_logged(command: Sequence[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start ``command`` in the background, output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(log, "a", encoding="utf-8")  # noqa: SIM115 - closed with the process
+    fh.write(f"\n$ {' '.join(command)}\n")
+    fh.flush()
+    return subprocess.Popen(list(command), stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_all(procs: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
+    """Wait for every process; a failure names the tool and its log.
+
+    Raises:
+        SystemExit: a process exited non-zero.
+    """
+    failed = [name for name, p in procs.items() if p.wait() != 0]
+    if failed:
+        raise SystemExit("; ".join(f"{n} failed, see {logs[n]}" for n in failed))
+
+
+def cached_row(path: Path, setup: dict[str, Any]) -> dict[str, Any] | None:
+    """A cached result whose ``setup`` equals ``setup``; None when absent.
+
+    Raises:
+        SystemExit: the file holds a run made with another setup (never mixed in).
+    """
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if record.get("setup") != setup:
+        raise SystemExit(
+            f"{path} holds a run with {record.get('setup')}, not {setup}: "
+            "use another --out or delete that file"
+        )
+    return record
+
+
+def store_row(path: Path, setup: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """Cache ``row`` with its ``setup`` (atomic write) and return the record."""
+    record = {"setup": setup, **row}
+    write_json(record, path)
+    return record

@@ -1,0 +1,387 @@
+"""Peer workload 1: real 2D lesions (Inf-Net's COVID-SemiSeg split), autojoint vs nnU-Net.
+
+    python -m benchmarks.peers.infnet --out OUT [--nnunet-python PY] [--epochs 40]
+        [--iterations 50] [--seeds 0] [--threads 1]
+
+The 50 training / 48 test MedSeg slices of ``../shared/data/infnet_semiseg`` (masks
+ground-glass / consolidation; no diagnoses, so this is segmentation only) are converted once
+(``autojoint_convert_medseg_slices``) and linked into nnU-Net's layout. Each tool plans for
+its own 8 GB default (autojoint ``--gpu-memory-gb 8``, nnU-Net's default planner; on this
+data both plan batch 2 at about the median slice size), trains on all 50 slices for the
+same number of iterations with the same thread count, the two trainings running side by
+side, one core each, and predicts the 48 test slices with mirroring and probabilities.
+
+Scores, both tools through the same code: autojoint_evaluate's Dice per class and for the
+union (all lesions), NSD at 1 mm (one pixel); and Inf-Net's toolbox convention on the
+probability maps (``infnet_metrics``) so the published rows (``published.py``) stand in the
+same table. Rows are cached per (tool, seed) under ``OUT/rows``; a killed run resumes.
+Writes ``OUT/infnet_table.md``, ``OUT/infnet.json`` and ``OUT/infnet_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from autojoint.evaluation.evaluate import evaluate_folder
+from autojoint.io.files import atomic_write, read_json, write_json
+from benchmarks.peers.common import (
+    Tools,
+    cached_row,
+    find_nnunet_python,
+    run_logged,
+    start_logged,
+    store_row,
+    tool_env,
+    wait_all,
+)
+from benchmarks.peers.infnet_metrics import toolbox_scores
+from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
+from benchmarks.peers.published import INFNET_BINARY, INFNET_MULTICLASS, INFNET_SOURCE
+from benchmarks.peers.tables import curves_figure, markdown_table, mean_sd
+
+SHARED_SLICES = Path(__file__).resolve().parents[2].parent / "shared/data/infnet_semiseg/Dataset"
+DATASET_ID = 501
+DATASET_NAME = "InfNet"
+GPU_MEMORY_GB = 8.0
+CLASSES = {"ground_glass": 1, "consolidation": 2}
+COLUMNS = (
+    "Dice union",
+    "Dice GGO",
+    "Dice consolidation",
+    "NSD union (1 mm)",
+    "toolbox Dice union",
+    "toolbox Sen. union",
+    "toolbox Spec. union",
+    "toolbox Dice GGO",
+    "toolbox Dice consolidation",
+)
+
+
+def prepare(out: Path, source: Path, tools: Tools, threads: int) -> dict[str, float]:
+    """Convert, link and plan/preprocess both tools once; returns each tool's wall seconds
+    for planning + preprocessing (cached in ``OUT/prepare.json``)."""
+    done = out / "prepare.json"
+    if done.is_file():
+        return read_json(done)
+    raw = out / "raw"
+    if not (raw / "dataset.json").is_file():
+        from dataset_conversion.convert_medseg import main_slices
+
+        if main_slices(["-i", str(source), "-o", str(raw)]) != 0:
+            raise SystemExit(f"converting {source} failed")
+    folders = nnunet_folders(out / "nnunet", 0)
+    to_nnunet_raw(raw, folders.raw, DATASET_ID, DATASET_NAME)
+    env = tool_env(threads, folders.env())
+    env.pop("nnUNet_n_proc_DA")  # its planner sets torch threads from it: 0 is refused
+    seconds = {
+        "nnunet": run_logged(
+            [
+                tools.nnunet_command("nnUNetv2_plan_and_preprocess"),
+                "-d",
+                str(DATASET_ID),
+                "-c",
+                "2d",
+                "-np",
+                str(threads),
+            ],
+            out / "logs" / "nnunet_plan.log",
+            env,
+        ),
+        "autojoint": run_logged(
+            [
+                tools.autojoint_command("autojoint_plan"),
+                "-d",
+                str(raw),
+                "-w",
+                str(out / "autojoint" / "work"),
+                "--gpu-memory-gb",
+                str(GPU_MEMORY_GB),
+                "-j",
+                str(threads),
+            ],
+            out / "logs" / "autojoint_plan.log",
+            tool_env(threads),
+        ),
+    }
+    write_json(seconds, done)
+    return seconds
+
+
+def _nnunet_model(out: Path, seed: int) -> Path:
+    folders = nnunet_folders(out / "nnunet", seed)
+    name = dataset_name(DATASET_ID, DATASET_NAME)
+    return folders.results / name / "nnUNetTrainer__nnUNetPlans__2d"
+
+
+def _autojoint_work(out: Path, seed: int) -> Path:
+    """Seed 0 trains in the planned work dir; other seeds in a copy sharing its plan."""
+    work = out / "autojoint" / "work"
+    if seed == 0:
+        return work
+    other = out / "autojoint" / f"work_seed{seed}"
+    other.mkdir(parents=True, exist_ok=True)
+    for name in ("plans.json", "fingerprint.json", "preprocessed_2d"):
+        link = other / name
+        if not link.exists():
+            link.symlink_to((work / name).resolve())
+    return other
+
+
+def train_both(out: Path, tools: Tools, seed: int, args: argparse.Namespace) -> None:
+    """Train the two tools side by side (one process each, ``--threads`` each)."""
+    folders = nnunet_folders(out / "nnunet", seed)
+    nn_log = out / "runs" / f"nnunet-seed{seed}" / "train.json"
+    work = _autojoint_work(out, seed)
+    procs, logs = {}, {}
+    if not nn_log.is_file():
+        logs["nnunet"] = out / "logs" / f"nnunet_train_seed{seed}.log"
+        procs["nnunet"] = start_logged(
+            [
+                str(tools.nnunet_python),
+                str(Path(__file__).with_name("nnunet_driver.py")),
+                "train",
+                "--dataset",
+                str(DATASET_ID),
+                "--configuration",
+                "2d",
+                "--fold",
+                "all",
+                "--epochs",
+                str(args.epochs),
+                "--iterations",
+                str(args.iterations),
+                "--val-iterations",
+                str(args.val_iterations),
+                "--threads",
+                str(args.threads),
+                "--log",
+                str(nn_log),
+                "--resume",  # from checkpoint_latest.pth when a killed run left one
+            ],
+            logs["nnunet"],
+            tool_env(args.threads, folders.env()),
+        )
+    if not (work / "fold_all" / "checkpoint_final.pt").is_file():
+        logs["autojoint"] = out / "logs" / f"autojoint_train_seed{seed}.log"
+        procs["autojoint"] = start_logged(
+            [
+                tools.autojoint_command("autojoint_train"),
+                "all",
+                "-c",
+                "2d",
+                "-w",
+                str(work),
+                "--epochs",
+                str(args.epochs),
+                "--iterations-per-epoch",
+                str(args.iterations),
+                "--num-workers",
+                "0",
+                "--seed",
+                str(seed),
+                "--skip-validation",
+                "--checkpoint-every",
+                "1",
+                "--continue",  # from checkpoint_latest.pt when a killed run left one
+            ],
+            logs["autojoint"],
+            tool_env(args.threads),
+        )
+    wait_all(procs, logs)
+
+
+def predict_both(out: Path, tools: Tools, seed: int, threads: int) -> dict[str, Path]:
+    """Predict the 48 test slices with each tool (mirroring on, probabilities saved)."""
+    test_images = out / "raw" / "imagesTs"
+    preds = {
+        "nnunet": out / "predictions" / f"nnunet-seed{seed}",
+        "autojoint": out / "predictions" / f"autojoint-seed{seed}",
+    }
+    if not (preds["nnunet"] / "timing.json").is_file():
+        run_logged(
+            [
+                str(tools.nnunet_python),
+                str(Path(__file__).with_name("nnunet_driver.py")),
+                "predict",
+                "--model",
+                str(_nnunet_model(out, seed)),
+                "-i",
+                str(test_images),
+                "-o",
+                str(preds["nnunet"]),
+                "--threads",
+                str(threads),
+                "--save-probabilities",
+            ],
+            out / "logs" / f"nnunet_predict_seed{seed}.log",
+            tool_env(threads, nnunet_folders(out / "nnunet", seed).env()),
+        )
+    if not (preds["autojoint"] / "diagnoses.json").is_file():
+        run_logged(
+            [
+                tools.autojoint_command("autojoint_predict"),
+                "-i",
+                str(test_images),
+                "-o",
+                str(preds["autojoint"]),
+                "-w",
+                str(_autojoint_work(out, seed)),
+                "-f",
+                "all",
+                "-c",
+                "2d",
+                "--save-probabilities",
+            ],
+            out / "logs" / f"autojoint_predict_seed{seed}.log",
+            tool_env(threads),
+        )
+    return preds
+
+
+def _probabilities(pred_dir: Path, case: str, tool: str) -> np.ndarray:
+    """``(labels, Y, X)`` probabilities, background first, on the reference grid."""
+    if tool == "nnunet":
+        probs = np.load(pred_dir / f"{case}.npz")["probabilities"]
+    else:
+        probs = np.load(pred_dir / f"{case}_probabilities.npz")["probabilities"]
+    return np.asarray(probs, dtype=np.float32).reshape(probs.shape[0], *probs.shape[-2:])
+
+
+def score(out: Path, pred_dir: Path, tool: str) -> dict[str, float]:
+    """Every column of the table for one tool's predictions of the test slices."""
+    ref_dir = out / "raw" / "labelsTs"
+    summary = evaluate_folder(pred_dir, ref_dir, label_values=dict(CLASSES))
+    mean = summary["mean"]
+    union: list[tuple[np.ndarray, np.ndarray]] = []
+    per_class: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in CLASSES}
+    for ref_path in sorted(ref_dir.glob("*.nii.gz")):
+        case = ref_path.name[: -len(".nii.gz")]
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(ref_path)))
+        probs = _probabilities(pred_dir, case, tool)
+        if probs.shape[1:] != ref.shape:
+            raise SystemExit(f"{pred_dir}: {case} probabilities {probs.shape} vs mask {ref.shape}")
+        union.append((1.0 - probs[0], ref > 0))
+        for name, value in CLASSES.items():
+            per_class[name].append((probs[value], ref == value))
+    toolbox_union = toolbox_scores(union)
+    return {
+        "Dice union": mean["lesion"]["dice"],
+        "Dice GGO": mean["ground_glass"]["dice"],
+        "Dice consolidation": mean["consolidation"]["dice"],
+        "NSD union (1 mm)": mean["lesion"]["nsd"],
+        "toolbox Dice union": toolbox_union["dice"],
+        "toolbox Sen. union": toolbox_union["sensitivity"],
+        "toolbox Spec. union": toolbox_union["specificity"],
+        "toolbox Dice GGO": toolbox_scores(per_class["ground_glass"])["dice"],
+        "toolbox Dice consolidation": toolbox_scores(per_class["consolidation"])["dice"],
+    }
+
+
+def learning_curves(out: Path, seed: int) -> dict[str, dict[str, list[float]]]:
+    """Per-epoch training loss of both tools (and nnU-Net's pseudo Dice on its own
+    training slices: fold 'all' has no held-out case in either tool)."""
+    nn = read_json(out / "runs" / f"nnunet-seed{seed}" / "train.json")["log"]
+    aj = read_json(_autojoint_work(out, seed) / "fold_all" / "training_log.json")["epochs"]
+    return {
+        "nnU-Net": {
+            "train loss": [float(v) for v in nn["train_losses"]],
+            "pseudo Dice (training slices)": [float(v) for v in nn["mean_fg_dice"]],
+        },
+        "autojoint": {"train loss": [float(e["loss_seg"]) for e in aj]},
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage, resuming from whatever ``OUT`` already holds."""
+    out: Path = args.out.resolve()
+    tools = Tools(find_nnunet_python(args.nnunet_python))
+    prep_seconds = prepare(out, args.source, tools, args.threads)
+    setup = {
+        "epochs": args.epochs,
+        "iterations": args.iterations,
+        "val_iterations": args.val_iterations,
+        "threads": args.threads,
+        "gpu_memory_gb": GPU_MEMORY_GB,
+    }
+    rows: dict[str, list[dict[str, float]]] = {"autojoint": [], "nnU-Net": []}
+    curves = {}
+    for seed in args.seeds:
+        cache = {t: out / "rows" / f"{t}-seed{seed}.json" for t in ("autojoint", "nnunet")}
+        records = {t: cached_row(p, setup) for t, p in cache.items()}
+        if any(r is None for r in records.values()):
+            train_both(out, tools, seed, args)
+            preds = predict_both(out, tools, seed, args.threads)
+            for tool in ("autojoint", "nnunet"):
+                if records[tool] is None:
+                    records[tool] = store_row(
+                        cache[tool], setup, {"scores": score(out, preds[tool], tool)}
+                    )
+        rows["autojoint"].append(records["autojoint"]["scores"])  # type: ignore[index]
+        rows["nnU-Net"].append(records["nnunet"]["scores"])  # type: ignore[index]
+        curves[seed] = learning_curves(out, seed)
+    result = {"setup": setup, "prepare_seconds": prep_seconds, "rows": rows, "curves": curves}
+    write_json(result, out / "infnet.json")
+    table = render(result)
+    atomic_write(out / "infnet_table.md", lambda fh: fh.write(table))
+    curves_figure(curves, out / "infnet_curves.png", iterations_per_epoch=args.iterations)
+    print(table)
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    """Our two rows (mean ± sd over seeds) and the published rows in one markdown table."""
+    s = result["setup"]
+    n_seeds = len(result["rows"]["autojoint"])
+    head = (
+        f"48 test slices; trained on the 50 training slices for {s['epochs']} x "
+        f"{s['iterations']} iterations, {s['threads']} thread(s) each, {n_seeds} seed(s); "
+        "mean ± sd over seeds. 'toolbox' columns: Inf-Net's evaluation convention "
+        "(mean over 256 thresholds of the min-max normalised probability map).\n\n"
+    )
+    ours = markdown_table(
+        COLUMNS,
+        {
+            tool: [mean_sd([r[c] for r in rs]) for c in COLUMNS]
+            for tool, rs in result["rows"].items()
+        },
+    )
+    published = (
+        "\nPublished rows, Inf-Net toolbox convention ("
+        + INFNET_SOURCE
+        + "):\n\n"
+        + markdown_table(
+            ("toolbox Dice union", "toolbox Sen. union", "toolbox Spec. union"),
+            {name: [f"{v:.3f}" for v in vals] for name, vals in INFNET_BINARY.items()},
+        )
+        + "\n"
+        + markdown_table(
+            ("toolbox Dice GGO", "toolbox Dice consolidation"),
+            {name: [f"{v:.3f}" for v in vals] for name, vals in INFNET_MULTICLASS.items()},
+        )
+    )
+    return head + ours + published
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--source", type=Path, default=SHARED_SLICES, help="Inf-Net Dataset/")
+    parser.add_argument("--nnunet-python", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--val-iterations", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not args.source.is_dir():
+        parser.error(f"{args.source} not found: pass --source (Inf-Net's Dataset folder)")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

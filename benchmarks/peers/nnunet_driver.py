@@ -1,0 +1,163 @@
+"""Drive nnU-Net v2 through its public Python API, inside nnU-Net's own venv.
+
+This file is run by that venv's interpreter (``setup_nnunet.sh`` prints it), never imported
+by autojoint: it imports only ``nnunetv2`` and ``torch``. Two subcommands:
+
+``train``: builds nnU-Net's default trainer for one dataset / configuration / fold
+(``get_trainer_from_args``), sets the number of epochs, training and validation iterations
+per epoch (attributes of the trainer that nnU-Net reads when training starts), trains,
+optionally runs nnU-Net's own final validation, and dumps nnU-Net's per-epoch log
+(losses, pseudo Dice, timestamps) to JSON. The output folder keeps nnU-Net's default name
+(``nnUNetTrainer__nnUNetPlans__CONF``) so that its predictor finds the model unchanged.
+
+``predict``: ``nnUNetPredictor`` on a folder, with or without mirroring, probabilities
+saved; prints and writes the wall time per case.
+
+The thread count is set explicitly (nnU-Net's own CLI on a CPU takes every core), so both
+tools run with the same number of torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def train(args: argparse.Namespace) -> None:
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    _threads(args.threads)
+    fold: int | str = args.fold if args.fold == "all" else int(args.fold)
+    trainer = get_trainer_from_args(
+        str(args.dataset),
+        args.configuration,
+        fold,
+        "nnUNetTrainer",
+        args.plans,
+        device=torch.device("cpu"),
+    )
+    trainer.num_epochs = args.epochs
+    trainer.num_iterations_per_epoch = args.iterations
+    trainer.num_val_iterations_per_epoch = args.val_iterations
+    trainer.save_every = args.save_every  # checkpoint_latest.pth: a killed run resumes
+    maybe_load_checkpoint(trainer, args.resume, False)
+    start = time.perf_counter()
+    trainer.run_training()
+    train_seconds = time.perf_counter() - start
+    if args.final_validation:
+        trainer.perform_actual_validation(False)
+    log = trainer.logger.get_checkpoint()
+    record = {
+        "epochs": args.epochs,
+        "iterations_per_epoch": args.iterations,
+        "val_iterations_per_epoch": args.val_iterations,
+        "threads": args.threads,
+        "train_seconds": train_seconds,
+        "output_folder": str(trainer.output_folder),
+        "batch_size": int(trainer.batch_size),
+        "patch_size": [int(p) for p in trainer.configuration_manager.patch_size],
+        "log": _plain(log),
+    }
+    _write_json(args.log, record)
+
+
+def predict(args: argparse.Namespace) -> None:
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    _threads(args.threads)
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=not args.no_mirroring,
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        allow_tqdm=False,
+    )
+    folds = tuple(f if f == "all" else int(f) for f in args.folds)
+    predictor.initialize_from_trained_model_folder(
+        str(args.model), use_folds=folds, checkpoint_name=args.checkpoint
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in args.input.iterdir() if p.name.endswith("_0000.nii.gz"))
+    seconds = {}
+    for path in files:
+        case = path.name[: -len("_0000.nii.gz")]
+        start = time.perf_counter()
+        predictor.predict_from_files(
+            [[str(path)]],
+            [str(args.output / case)],
+            save_probabilities=args.save_probabilities,
+            overwrite=True,
+            num_processes_preprocessing=1,
+            num_processes_segmentation_export=1,
+        )
+        seconds[case] = time.perf_counter() - start
+        print(f"[nnunet] {case}: {seconds[case]:.1f} s", flush=True)
+    _write_json(
+        args.output / "timing.json",
+        {"seconds_per_case": seconds, "threads": args.threads, "mirroring": not args.no_mirroring},
+    )
+
+
+def _plain(value):
+    """nnU-Net's log (numpy scalars, nested lists) as JSON-ready Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Temp file, then rename: a killed run never leaves half a JSON behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--dataset", required=True, help="dataset id or DatasetNNN_Name")
+    t.add_argument("--configuration", required=True)
+    t.add_argument("--fold", required=True)
+    t.add_argument("--plans", default="nnUNetPlans", help="plans identifier")
+    t.add_argument("--epochs", type=int, required=True)
+    t.add_argument("--iterations", type=int, required=True)
+    t.add_argument("--val-iterations", type=int, default=10)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--save-every", type=int, default=1, help="epochs between checkpoints")
+    t.add_argument("--resume", action="store_true", help="continue from checkpoint_latest")
+    t.add_argument("--final-validation", action="store_true")
+    t.add_argument("--log", type=Path, required=True)
+    p = sub.add_parser("predict")
+    p.add_argument("--model", type=Path, required=True, help="nnUNetTrainer__nnUNetPlans__CONF")
+    p.add_argument("--folds", nargs="+", default=["all"])
+    p.add_argument("--checkpoint", default="checkpoint_final.pth")
+    p.add_argument("-i", "--input", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-mirroring", action="store_true")
+    p.add_argument("--save-probabilities", action="store_true")
+    args = parser.parse_args(argv)
+    {"train": train, "predict": predict}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

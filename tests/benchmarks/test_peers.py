@@ -1,0 +1,156 @@
+"""The peer harness's conversion, metric and table code (no training, no nnU-Net install)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks.peers.infnet_metrics import THRESHOLDS, toolbox_curves, toolbox_scores
+from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
+from benchmarks.peers.tables import markdown_table, mean_sd, ratio
+from tests.synthetic import make_raw_dataset
+
+
+def _brute_force(prob: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """The toolbox's loop written out plainly: one binarisation per threshold."""
+    p = prob.astype(np.float64)
+    p = (p - p.min()) / (p.max() - p.min()) if p.max() > p.min() else np.zeros_like(p)
+    g = gt.astype(bool)
+    out: dict[str, list[float]] = {"dice": [], "sensitivity": [], "specificity": []}
+    for t in 1.0 - np.arange(256) / 255:
+        pred = p >= t
+        tp = np.sum(pred & g)
+        fp = np.sum(pred & ~g)
+        tn = np.sum(~pred & ~g)
+        if tp == 0:
+            d = s = sp = 0.0
+        else:
+            d, s, sp = 2 * tp / (g.sum() + pred.sum()), tp / g.sum(), tn / (tn + fp)
+        out["dice"].append(d)
+        out["sensitivity"].append(s)
+        out["specificity"].append(sp)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_thresholds_are_the_toolbox_grid() -> None:
+    assert THRESHOLDS.shape == (256,)
+    assert THRESHOLDS[0] == 1.0 and THRESHOLDS[-1] == 0.0
+    assert np.allclose(np.diff(THRESHOLDS), -1 / 255)
+
+
+def test_hard_mask_scores_255_perfect_thresholds_and_one_all_foreground() -> None:
+    gt = np.zeros((10, 10), bool)
+    gt[2:5, 3:7] = True  # 12 of 100 pixels
+    curves = toolbox_curves(gt.astype(float), gt)
+    assert np.all(curves["dice"][:255] == 1.0)
+    assert curves["dice"][255] == pytest.approx(2 * 12 / (12 + 100))
+    assert curves["specificity"][255] == 0.0
+    mean = toolbox_scores([(gt.astype(float), gt)])
+    assert mean["dice"] == pytest.approx((255 + 24 / 112) / 256)
+
+
+def test_graded_map_known_answer() -> None:
+    prob = np.array([0.0, 0.5, 1.0])
+    gt = np.array([0, 1, 1])
+    # t in {1, ..., 128/255}: only the 1.0 pixel -> Dice 2/3 (128 thresholds);
+    # t in {127/255, ..., 1/255}: both lesion pixels -> Dice 1 (127 thresholds);
+    # t = 0: everything -> Dice 4/5.
+    expected = (128 * 2 / 3 + 127 * 1.0 + 0.8) / 256
+    assert toolbox_scores([(prob, gt)])["dice"] == pytest.approx(expected)
+
+
+def test_empty_ground_truth_scores_zero_as_in_the_toolbox() -> None:
+    prob = np.random.default_rng(0).random((8, 8))
+    scores = toolbox_scores([(prob, np.zeros((8, 8), bool))])
+    assert scores == {"dice": 0.0, "sensitivity": 0.0, "specificity": 0.0}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_a_plain_loop_over_thresholds(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    gt = rng.random((20, 24)) < 0.3
+    prob = np.clip(gt * 0.6 + rng.normal(0.2, 0.25, gt.shape), 0, 1)
+    prob[0, 0] = 0.7 + 0.1 * seed  # ties with thresholds are not special
+    fast, slow = toolbox_curves(prob, gt), _brute_force(prob, gt)
+    for key in fast:
+        np.testing.assert_allclose(fast[key], slow[key], rtol=0, atol=1e-12)
+
+
+def test_invariant_to_affine_rescaling_of_the_map() -> None:
+    rng = np.random.default_rng(3)
+    gt = rng.random((16, 16)) < 0.4
+    prob = rng.random((16, 16))
+    assert toolbox_scores([(prob, gt)]) == pytest.approx(toolbox_scores([(3 * prob + 7, gt)]))
+
+
+def test_shape_mismatch_and_no_image_are_refused() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        toolbox_curves(np.zeros((3, 3)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="no image"):
+        toolbox_scores([])
+
+
+def test_dataset_name_follows_nnunet_rules() -> None:
+    assert dataset_name(7, "Inf-Net slices") == "Dataset007_InfNetslices"
+    with pytest.raises(ValueError, match="1..999"):
+        dataset_name(1000, "x")
+
+
+def test_to_nnunet_raw_links_labelled_cases_and_keeps_nnunet_keys(tmp_path) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=4, shape=(6, 16, 16))
+    os.remove(raw / "labelsTr" / "case_002.nii.gz")  # diagnosis-only case: not for nnU-Net
+    folders = nnunet_folders(tmp_path / "nnunet", 1)
+    assert folders.results.name == "results_seed1"
+    out = to_nnunet_raw(raw, folders.raw, 12, "Demo")
+    assert out == folders.raw / "Dataset012_Demo"
+    images = sorted(p.name for p in (out / "imagesTr").iterdir())
+    labels = sorted(p.name for p in (out / "labelsTr").iterdir())
+    assert images == ["case_000_0000.nii.gz", "case_001_0000.nii.gz", "case_003_0000.nii.gz"]
+    assert labels == ["case_000.nii.gz", "case_001.nii.gz", "case_003.nii.gz"]
+    for link in (out / "imagesTr").iterdir():
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+        assert link.read_bytes() == (raw / "imagesTr" / link.name).read_bytes()
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    assert meta["numTraining"] == 3
+    assert "classes" not in meta
+    assert meta["labels"] == json.loads((raw / "dataset.json").read_text())["labels"]
+    # Rerunning after a case disappears removes its stale links.
+    os.remove(raw / "labelsTr" / "case_003.nii.gz")
+    to_nnunet_raw(raw, folders.raw, 12, "Demo")
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == labels[:2]
+    assert not (out / "imagesTr" / "case_003_0000.nii.gz").exists()
+
+
+def test_to_nnunet_raw_refuses_a_dataset_without_masks(tmp_path) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=3, shape=(6, 16, 16))
+    for p in (raw / "labelsTr").iterdir():
+        p.unlink()
+    with pytest.raises(ValueError, match="no case has a mask"):
+        to_nnunet_raw(raw, tmp_path / "nn", 1, "X")
+
+
+def test_tables() -> None:
+    assert mean_sd([0.5]) == "0.500"
+    assert mean_sd([0.5, 0.7]) == "0.600 ± 0.100"
+    assert mean_sd([float("nan"), None]) == "n/a"
+    assert ratio(1.0, 4.0) == "0.25x"
+    assert ratio(1.0, 0.0) == "n/a"
+    table = markdown_table(("a", "b"), {"x": ["1", "2"]})
+    assert table.splitlines() == ["| | a | b |", "|---|---|---|", "| x | 1 | 2 |"]
+    with pytest.raises(ValueError, match="cells"):
+        markdown_table(("a",), {"x": ["1", "2"]})
+
+
+def test_to_nnunet_raw_replaces_a_linked_folder_without_touching_its_target(tmp_path) -> None:
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=2, shape=(6, 16, 16))
+    before = sorted(p.name for p in (raw / "imagesTr").iterdir())
+    out = tmp_path / "nn" / "Dataset001_X"
+    out.mkdir(parents=True)
+    (out / "imagesTr").symlink_to(raw / "imagesTr", target_is_directory=True)
+    to_nnunet_raw(raw, tmp_path / "nn", 1, "X")
+    assert not (out / "imagesTr").is_symlink()
+    assert sorted(p.name for p in (raw / "imagesTr").iterdir()) == before
+    assert all(not p.is_symlink() for p in (raw / "imagesTr").iterdir())
