@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         help="NSD and ASO tolerance in mm (default 1.0)",
     )
     parser.add_argument(
+        "--surfel-nsd",
+        action="store_true",
+        help="also report nsd_surfel: NSD with surface elements weighted by area "
+        "(DeepMind's surface-distance convention), beside the voxel-count nsd",
+    )
+    parser.add_argument(
         "-j",
         "--num-workers",
         type=int,
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             ref_diagnoses_csv=args.diagnoses,
             tolerance_mm=args.tolerance,
             num_workers=args.num_workers,
+            use_surfel_nsd=args.surfel_nsd,
         )
         write_report(summary, args.output, figures=not args.no_figures)
         lesion = summary["mean"].get("lesion", {})
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             f"NSD@{args.tolerance:g}mm {lesion.get('nsd', nan):.4f}, "
             f"HD95 {lesion.get('hd95', nan):.2f} mm"
         )
+        if args.surfel_nsd:
+            line += f", surfel NSD {lesion.get('nsd_surfel', nan):.4f}"
         dx = summary.get("diagnosis")
         if dx:
             line += f", diagnosis accuracy {dx['accuracy']:.4f}, macro-AUC {dx['macro_auc']:.4f}"

@@ -185,6 +185,7 @@ class _CaseTask:
     ref_path: Path
     label_values: dict[str, int] | None
     tolerance_mm: float
+    use_surfel_nsd: bool
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,12 @@ def _score_case(task: _CaseTask) -> _CaseResult:
     else:
         case_labels = task.label_values
     metrics = segmentation_scores(
-        pred, ref, case_labels, spacing=spacing, tolerance_mm=task.tolerance_mm
+        pred,
+        ref,
+        case_labels,
+        spacing=spacing,
+        tolerance_mm=task.tolerance_mm,
+        use_surfel_nsd=task.use_surfel_nsd,
     )
     return _CaseResult(task.case, metrics, ref_vals, int(ref.size), spacing)
 
@@ -239,6 +245,7 @@ def evaluate_folder(
     classes: list[str] | None = None,
     tolerance_mm: float = 1.0,
     num_workers: int = 1,
+    use_surfel_nsd: bool = False,
 ) -> dict:
     """Score every reference case against its prediction.
 
@@ -254,6 +261,9 @@ def evaluate_folder(
             CSV, else the sorted class names seen.
         tolerance_mm: NSD/ASO tolerance in mm.
         num_workers: processes scoring cases in parallel (1 = in this process).
+        use_surfel_nsd: also score ``nsd_surfel``, the NSD with area-weighted surfels
+            (DeepMind's convention, :mod:`autojoint.evaluation.surfels`), per label and for
+            ``lesion``; off by default, so the existing keys and values are unchanged.
 
     Returns:
         The summary dict of :func:`autojoint.evaluation.summary.build_summary`
@@ -288,7 +298,10 @@ def evaluate_folder(
     if ref_diagnoses_csv is not None:
         pred_csv = Path(pred_diagnoses_csv or pred_dir / PRED_DIAGNOSES_NAME)
         dx = _read_diagnoses(cases, Path(ref_diagnoses_csv), pred_csv, classes)
-    tasks = [_CaseTask(c, preds[c], refs[c], label_values, float(tolerance_mm)) for c in cases]
+    tasks = [
+        _CaseTask(c, preds[c], refs[c], label_values, float(tolerance_mm), use_surfel_nsd)
+        for c in cases
+    ]
     results = _map_cases(tasks, num_workers)
 
     ref_values_seen = set().union(*(r.ref_values for r in results))
@@ -297,7 +310,9 @@ def evaluate_folder(
         for r in results:
             for name in label_values:
                 if name not in r.metrics:
-                    r.metrics[name] = absent_label_scores(r.num_voxels, spacing=r.spacing)
+                    r.metrics[name] = absent_label_scores(
+                        r.num_voxels, spacing=r.spacing, use_surfel_nsd=use_surfel_nsd
+                    )
             for name in [n for n in r.metrics if n not in label_values and n != LESION_KEY]:
                 del r.metrics[name]
             r.metrics[LESION_KEY] = r.metrics.pop(LESION_KEY)  # keep "lesion" last

@@ -24,11 +24,15 @@ from autojoint.evaluation.surface import (
     check_tolerance,
     surface_metrics,
 )
+from autojoint.evaluation.surfels import surfel_nsd
 
 logger = logging.getLogger(__name__)
 
 LESION_KEY = "lesion"
 """Name of the extra segmentation entry: union of all non-zero labels (lesion vs. not)."""
+
+SURFEL_NSD_KEY = "nsd_surfel"
+"""Opt-in NSD with area-weighted surfels (:mod:`autojoint.evaluation.surfels`), beside ``nsd``."""
 
 NAN = float("nan")
 
@@ -79,10 +83,12 @@ SEGMENTATION_METRICS = (
     "specificity",
     "precision",
     *SURFACE_METRICS,
+    SURFEL_NSD_KEY,
     "volume_pred_ml",
     "volume_ref_ml",
 )
-"""Float metrics of one label of one case (averaged in summaries); counts come in addition."""
+"""Float metrics of one label of one case (averaged in summaries); counts come in addition.
+``nsd_surfel`` is present only when asked for (``use_surfel_nsd``)."""
 
 
 def overlap_scores(
@@ -115,13 +121,17 @@ def overlap_scores(
 
 
 def absent_label_scores(
-    num_voxels: int, *, spacing: Sequence[float] | None = None
+    num_voxels: int, *, spacing: Sequence[float] | None = None, use_surfel_nsd: bool = False
 ) -> dict[str, float]:
     """Scores of a label that neither map of a case contains (Dice, distances NaN)."""
     out = overlap_scores(0, 0, 0, int(num_voxels), voxel_volume_mm3=_voxel_volume(spacing))
     if spacing is not None:
-        out.update(dict.fromkeys(SURFACE_METRICS, NAN))
+        out.update(dict.fromkeys(_surface_keys(use_surfel_nsd), NAN))
     return out
+
+
+def _surface_keys(use_surfel_nsd: bool) -> tuple[str, ...]:
+    return (*SURFACE_METRICS, SURFEL_NSD_KEY) if use_surfel_nsd else SURFACE_METRICS
 
 
 def _voxel_volume(spacing: Sequence[float] | None) -> float | None:
@@ -133,14 +143,17 @@ def _scores_from_masks(
     ref: np.ndarray,
     spacing: Sequence[float] | None = None,
     tolerance_mm: float = 1.0,
+    use_surfel_nsd: bool = False,
 ) -> dict[str, float]:
     tp, fp, fn, tn = confusion_counts(pred, ref)
     out = overlap_scores(tp, fp, fn, tn, voxel_volume_mm3=_voxel_volume(spacing))
     if spacing is not None:
         if tp + fp + fn == 0:  # both empty: skip the erosion and distance transforms
-            out.update(dict.fromkeys(SURFACE_METRICS, NAN))
-        else:
-            out.update(surface_metrics(pred, ref, spacing, tolerance_mm=tolerance_mm))
+            out.update(dict.fromkeys(_surface_keys(use_surfel_nsd), NAN))
+            return out
+        out.update(surface_metrics(pred, ref, spacing, tolerance_mm=tolerance_mm))
+        if use_surfel_nsd:
+            out[SURFEL_NSD_KEY] = surfel_nsd(pred, ref, spacing, tolerance_mm=tolerance_mm)
     return out
 
 
@@ -151,6 +164,7 @@ def segmentation_scores(
     *,
     spacing: Sequence[float] | None = None,
     tolerance_mm: float = 1.0,
+    use_surfel_nsd: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per-label overlap (and, given the spacing, surface and volume) metrics.
 
@@ -162,11 +176,13 @@ def segmentation_scores(
             ``hd95``, ``rmsd``, ``aso``, see :mod:`autojoint.evaluation.surface`) and
             volumes in ml need it; without it only the overlap metrics are returned.
         tolerance_mm: NSD/ASO tolerance in mm.
+        use_surfel_nsd: with a spacing, also ``"nsd_surfel"``: the NSD with area-weighted
+            surfels (:func:`autojoint.evaluation.surfels.surfel_nsd`), at the same tolerance.
 
     Returns:
         ``{name: {"dice", "iou", "sensitivity", "specificity", "precision", "tp", "fp",
-        "fn", "tn", "n_ref", "n_pred"[, "nsd", "asd", "hd95", "rmsd", "aso",
-        "volume_pred_ml", "volume_ref_ml"]}}`` for every named label, plus ``"lesion"``
+        "fn", "tn", "n_ref", "n_pred"[, "volume_pred_ml", "volume_ref_ml", "nsd", "asd",
+        "hd95", "rmsd", "aso"[, "nsd_surfel"]]}}`` for every named label, plus ``"lesion"``
         computed on ``labels != 0`` for both maps. The lesion entry shows whether lesions
         are found at all, separately from whether their *type* is right.
     """
@@ -189,12 +205,14 @@ def segmentation_scores(
         if int(value) == 0:
             raise ValueError(f"label {name!r} has value 0, which is background")
         pred_v, ref_v = pred_labels == value, ref_labels == value
-        out[name] = _scores_from_masks(pred_v, ref_v, spacing, tolerance_mm)
+        out[name] = _scores_from_masks(pred_v, ref_v, spacing, tolerance_mm, use_surfel_nsd)
         if (int(np.count_nonzero(pred_v)), int(np.count_nonzero(ref_v))) == num_any:
             # Only this label occurs, so the lesion union is the same pair of masks: reuse
             # its scores rather than repeat the distance transforms (binary datasets).
             lesion = dict(out[name])
-    out[LESION_KEY] = lesion or _scores_from_masks(pred_any, ref_any, spacing, tolerance_mm)
+    out[LESION_KEY] = lesion or _scores_from_masks(
+        pred_any, ref_any, spacing, tolerance_mm, use_surfel_nsd
+    )
     return out
 
 

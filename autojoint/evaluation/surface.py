@@ -91,7 +91,7 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     """Tight bounding box of the non-zero voxels (mask must not be empty)."""
     box = []
     for axis in range(mask.ndim):
@@ -136,7 +136,7 @@ def surface_distances(
         return SurfaceDistances(np.zeros(0), np.zeros(0))
     # No margin is needed: outside the box everything is background, which is exactly what
     # the erosion assumes beyond the crop's border.
-    box = _bounding_box(union)
+    box = bounding_box(union)
     sp_, sr = surface_voxels(p[box]), surface_voxels(r[box])
     return SurfaceDistances(_directed(sp_, sr, sp), _directed(sr, sp_, sp))
 

@@ -253,3 +253,30 @@ def test_explicit_classes_need_probability_columns(tmp_path: Path) -> None:
             ref_diagnoses_csv=ref_csv,
             classes=["normal", "covid", "pneumonia", "flu"],
         )
+
+
+def _without_surfel_nsd(obj: object) -> object:
+    """``obj`` with every ``nsd_surfel`` key (also in ``num_defined``) removed."""
+    if isinstance(obj, dict):
+        return {k: _without_surfel_nsd(v) for k, v in obj.items() if k != "nsd_surfel"}
+    if isinstance(obj, list):
+        return [_without_surfel_nsd(v) for v in obj]
+    return obj
+
+
+def test_surfel_nsd_adds_one_key_per_label(tmp_path: Path) -> None:
+    """case_a consolidation is predicted exactly (surfel NSD 1), case_b has none (NaN)."""
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    plain = evaluate_folder(pred_dir, ref_dir, label_values=LABELS)
+    with_surfels = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, use_surfel_nsd=True)
+    a, b = (e["metrics"] for e in with_surfels["metric_per_case"][:2])
+    assert set(a) == {*LABELS, "lesion"}
+    assert a["consolidation"]["nsd_surfel"] == 1.0
+    assert 0 < a["ground_glass"]["nsd_surfel"] < 1
+    assert math.isnan(b["consolidation"]["nsd_surfel"])
+    mean = with_surfels["mean"]["lesion"]
+    assert mean["num_defined"]["nsd_surfel"] == mean["num_defined"]["nsd"] == 2
+    # Everything else is the default run's, key for key (json: NaN compares as null).
+    stripped = json.dumps(_without_surfel_nsd(with_surfels))
+    assert stripped == json.dumps(plain)
+    assert "nsd_surfel" not in json.dumps(plain)

@@ -19,6 +19,7 @@ from autojoint.evaluation.metrics import (
     segmentation_scores,
 )
 from autojoint.evaluation.surface import surface_metrics
+from autojoint.evaluation.surfels import surfel_nsd
 
 
 def _brute_counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
@@ -277,3 +278,24 @@ def test_lesion_of_a_single_label_map_equals_direct_computation() -> None:
     surface = surface_metrics(pred > 0, ref > 0, (2.0, 1.0, 1.0))
     assert s["lesion"] == s["lesion_label"]
     assert {k: s["lesion"][k] for k in surface} == surface
+
+
+def test_surfel_nsd_is_opt_in_and_follows_the_empty_rules() -> None:
+    rng = np.random.default_rng(9)
+    ref = rng.integers(0, 3, size=(4, 6, 5)).astype(np.uint8)
+    pred = rng.integers(0, 3, size=(4, 6, 5)).astype(np.uint8)
+    spacing, labels = (3.0, 0.7, 0.9), {"ground_glass": 1, "consolidation": 2, "absent": 7}
+    plain = segmentation_scores(pred, ref, labels, spacing=spacing, tolerance_mm=1.5)
+    both = segmentation_scores(
+        pred, ref, labels, spacing=spacing, tolerance_mm=1.5, use_surfel_nsd=True
+    )
+    for name, p, r in (("ground_glass", pred == 1, ref == 1), ("lesion", pred > 0, ref > 0)):
+        assert both[name].pop("nsd_surfel") == surfel_nsd(p, r, spacing, tolerance_mm=1.5)
+    assert math.isnan(both["absent"].pop("nsd_surfel"))
+    both["consolidation"].pop("nsd_surfel")
+    for name in plain:  # nothing else changes
+        assert both[name] == pytest.approx(plain[name], nan_ok=True), name
+    assert "nsd_surfel" not in plain["lesion"]
+    absent = absent_label_scores(27, spacing=spacing, use_surfel_nsd=True)
+    assert math.isnan(absent["nsd_surfel"])
+    assert "nsd_surfel" not in segmentation_scores(pred, ref, labels, use_surfel_nsd=True)["lesion"]

@@ -105,3 +105,28 @@ def test_cli_flags_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     dataset_json.write_text(json.dumps({"name": "no labels"}))
     assert cli_evaluate.main([*argv, "--dataset-json", str(dataset_json)]) == 1
     assert f"{dataset_json}: needs a 'labels' object" in capsys.readouterr().err
+
+
+def _drop_key(obj: object, key: str) -> object:
+    if isinstance(obj, dict):
+        return {k: _drop_key(v, key) for k, v in obj.items() if k != key}
+    if isinstance(obj, list):
+        return [_drop_key(v, key) for v in obj]
+    return obj
+
+
+def test_cli_surfel_nsd_adds_only_nsd_surfel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pred_dir, ref_dir = make_dataset(tmp_path)
+    argv = ["-p", str(pred_dir), "-r", str(ref_dir), "--no-figures", "--tolerance", "2"]
+    plain, surfel = tmp_path / "plain" / "summary.json", tmp_path / "surfel" / "summary.json"
+    assert cli_evaluate.main([*argv, "-o", str(plain)]) == 0
+    assert "surfel NSD" not in capsys.readouterr().out
+    assert cli_evaluate.main([*argv, "-o", str(surfel), "--surfel-nsd"]) == 0
+    assert "surfel NSD" in capsys.readouterr().out
+    got, want = json.loads(surfel.read_text()), json.loads(plain.read_text())
+    for entry in got["metric_per_case"]:
+        assert all("nsd_surfel" in block for block in entry["metrics"].values())
+    assert list(got["mean"]) == ["label_1", "label_2", "lesion"]
+    assert all("nsd_surfel" in block for block in got["mean"].values())
+    assert got["metric_per_case"][0]["metrics"]["label_2"]["nsd_surfel"] == 1.0
+    assert _drop_key(got, "nsd_surfel") == want
