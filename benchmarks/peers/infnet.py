@@ -12,7 +12,8 @@ same number of iterations with the same thread count, the two trainings running 
 side, one core each, and predicts the 48 test slices with mirroring and probabilities.
 
 Scores, both tools through the same code: autojoint_evaluate's Dice per class and for the
-union (all lesions), NSD at 1 mm (one pixel); and Inf-Net's toolbox convention on the
+union (all lesions), NSD at 1 mm (one pixel) counted over boundary pixels and, as the COVID
+segmentation benchmarks do, over area-weighted surface elements (``--surfel-nsd``); and
 probability maps (``infnet_metrics``) so the published rows (``published.py``) stand in the
 same table. Rows are cached per (tool, seed) under ``OUT/rows``; a killed run resumes.
 Writes ``OUT/infnet_table.md``, ``OUT/infnet.json`` and ``OUT/infnet_curves.png``.
@@ -54,6 +55,7 @@ COLUMNS = (
     "Dice GGO",
     "Dice consolidation",
     "NSD union (1 mm)",
+    "surfel NSD union (1 mm)",
     "toolbox Dice union",
     "toolbox Sen. union",
     "toolbox Spec. union",
@@ -255,7 +257,7 @@ def _probabilities(pred_dir: Path, case: str, tool: str) -> np.ndarray:
 def score(out: Path, pred_dir: Path, tool: str) -> dict[str, float]:
     """Every column of the table for one tool's predictions of the test slices."""
     ref_dir = out / "raw" / "labelsTs"
-    summary = evaluate_folder(pred_dir, ref_dir, label_values=dict(CLASSES))
+    summary = evaluate_folder(pred_dir, ref_dir, label_values=dict(CLASSES), use_surfel_nsd=True)
     mean = summary["mean"]
     union: list[tuple[np.ndarray, np.ndarray]] = []
     per_class: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in CLASSES}
@@ -274,6 +276,7 @@ def score(out: Path, pred_dir: Path, tool: str) -> dict[str, float]:
         "Dice GGO": mean["ground_glass"]["dice"],
         "Dice consolidation": mean["consolidation"]["dice"],
         "NSD union (1 mm)": mean["lesion"]["nsd"],
+        "surfel NSD union (1 mm)": mean["lesion"]["nsd_surfel"],
         "toolbox Dice union": toolbox_union["dice"],
         "toolbox Sen. union": toolbox_union["sensitivity"],
         "toolbox Spec. union": toolbox_union["specificity"],
