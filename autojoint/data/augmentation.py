@@ -124,8 +124,14 @@ def augmentation_spec(
     if preset == "light":
         return AugmentationSpec(preset, mirror, (), patch)
     anisotropic = max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD
-    rotation = (0,) if anisotropic else (0, 1, 2)
+    single_slice = patch[0] == 1
+    rotation = (0,) if anisotropic or single_slice else (0, 1, 2)
     loaded = enlarged_patch_size(patch, rotation, math.radians(MAX_ROTATION_DEG), SCALE_RANGE[0])
+    if single_slice:
+        # A 2D plan's patch is one slice: rotate and scale in its plane only (the spatial
+        # transform runs in 2D, see view_transforms). Rotating it out of plane would read
+        # padding above and below the slice, and a loaded crop hundreds of slices thick.
+        loaded = (1, *loaded[1:])
     return AugmentationSpec(preset, mirror, rotation, loaded)
 
 
@@ -242,14 +248,17 @@ def view_transforms(
     if spec.preset == "light":
         return [noise, gamma, mirror]
     ignore = (0,) if spec.rotation_axes == (0,) else None  # keep thick slices thick
+    order = spec.interpolation_order if order is None else order
+    if out_size[0] == 1:  # one slice: batchgenerators' 2D spatial transform, in-plane only
+        spatial: list[AbstractTransform] = [
+            _SingleSlice(False, (data_key, label_key)),
+            _spatial(spec, out_size[1:], data_key, label_key, order),
+            _SingleSlice(True, (data_key, label_key)),
+        ]
+    else:
+        spatial = [_spatial(spec, out_size, data_key, label_key, order)]
     return [
-        _spatial(
-            spec,
-            out_size,
-            data_key,
-            label_key,
-            spec.interpolation_order if order is None else order,
-        ),
+        *spatial,
         noise,
         GaussianBlurTransform(
             (0.5, 1.0),
@@ -292,6 +301,29 @@ def training_transforms(
     if view_shape is not None:
         transforms += view_transforms(spec, view_shape, "cls_data", "cls_seg", is_view=True)
     return Compose(transforms)
+
+
+class _SingleSlice(AbstractTransform):
+    """Drop the slice axis of one-slice arrays ``(B, C, 1, Y, X)`` -> ``(B, C, Y, X)``, or
+    put it back (``add=True``), so that a 2D plan's patches go through the 2D spatial
+    transform."""
+
+    def __init__(self, add: bool, keys: Sequence[str]) -> None:
+        self.add = add
+        self.keys = tuple(keys)
+
+    def __call__(self, **data_dict: np.ndarray) -> dict:
+        for key in self.keys:
+            arr = data_dict.get(key)
+            if arr is None:
+                continue
+            if self.add:
+                data_dict[key] = arr[:, :, None]
+            elif arr.shape[2] != 1:
+                raise ValueError(f"{key}: expected one slice, got shape {arr.shape}")
+            else:
+                data_dict[key] = arr[:, :, 0]
+        return data_dict
 
 
 class _ViewSegChannel(AbstractTransform):

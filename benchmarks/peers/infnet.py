@@ -14,8 +14,9 @@ side, one core each, and predicts the 48 test slices with mirroring and probabil
 Scores, both tools through the same code: autojoint_evaluate's Dice per class and for the
 union (all lesions), NSD at 1 mm (one pixel) counted over boundary pixels and, as the COVID
 segmentation benchmarks do, over area-weighted surface elements (``--surfel-nsd``); and
-probability maps (``infnet_metrics``) so the published rows (``published.py``) stand in the
-same table. Rows are cached per (tool, seed) under ``OUT/rows``; a killed run resumes.
+Inf-Net's toolbox convention on the probability maps (``infnet_metrics``) so the published
+rows (``published.py``) stand in the same table. Rows are cached per (tool, seed) under
+``OUT/rows``; a killed run resumes.
 Writes ``OUT/infnet_table.md``, ``OUT/infnet.json`` and ``OUT/infnet_curves.png``.
 """
 

@@ -115,6 +115,38 @@ def test_presets_record_mirror_axes_and_loaded_size() -> None:
         augmentation_spec("heavy", (8, 16, 16), (1.0, 1.0, 1.0))
 
 
+def test_single_slice_patch_is_rotated_and_scaled_in_plane_only() -> None:
+    """A 2D plan's patch (one slice) loads one slice, and the spatial transform never reads
+    padding: out-of-plane rotation of a single slice would fill most of the patch with the
+    border value (0 here, while every loaded pixel is >= 1)."""
+    np.random.seed(3)
+    patch = (1, 32, 32)
+    spec = augmentation_spec("default", patch, (1.0, 1.0, 1.0))
+    assert spec.rotation_axes == (0,)
+    assert spec.loaded_patch_size[0] == 1 and min(spec.loaded_patch_size[1:]) > 32
+    blobs = np.stack([_blobs(spec.loaded_patch_size[1:], s) for s in range(8)])
+    img = (1.0 + blobs)[:, None, None]  # (8, 1, 1, Y, X), values 1 and 2
+    seg = (img > 1.5).astype(np.int16)
+    chain = view_transforms(spec, patch, order=0)
+    tr = Compose([*chain[:3], chain[-1]])  # slice axis off, spatial, slice axis back, mirror
+    moved = 0
+    for _ in range(5):
+        out = tr(data=img.copy(), seg=seg.copy())
+        assert out["data"].shape == (8, 1, *patch) and out["seg"].shape == (8, 1, *patch)
+        assert out["data"].min() >= 1.0  # no padding read
+        np.testing.assert_array_equal(out["seg"], (out["data"] > 1.5).astype(np.int16))
+        lo = [(b - p) // 2 for b, p in zip(spec.loaded_patch_size[1:], patch[1:], strict=True)]
+        centre = seg[:, 0, 0, lo[0] : lo[0] + 32, lo[1] : lo[1] + 32]
+        moved += sum(
+            not any(
+                np.array_equal(out["seg"][i, 0, 0], np.flip(centre[i], axes))
+                for axes in [(), (0,), (1,), (0, 1)]
+            )
+            for i in range(8)
+        )
+    assert moved > 0
+
+
 def test_enlarged_patch_size_known_answer() -> None:
     # A 10x10 square turned 45 degrees in-plane spans 10 * sqrt(2) = 14.14 -> 15 voxels.
     assert enlarged_patch_size((4, 10, 10), (0,), np.pi / 4, 1.0) == (4, 15, 15)
