@@ -154,3 +154,27 @@ def test_to_nnunet_raw_replaces_a_linked_folder_without_touching_its_target(tmp_
     assert not (out / "imagesTr").is_symlink()
     assert sorted(p.name for p in (raw / "imagesTr").iterdir()) == before
     assert all(not p.is_symlink() for p in (raw / "imagesTr").iterdir())
+
+
+def test_equal_patch_is_divisible_by_both_networks(tmp_path) -> None:
+    from benchmarks.peers.layout import dataset_name
+    from benchmarks.peers.speed import DATASETS, equal_patch
+
+    root = tmp_path
+    folder = root / "nnunet" / "preprocessed" / dataset_name(DATASETS["3d"], "Speed3d")
+    folder.mkdir(parents=True)
+    nn_conf = {
+        "patch_size": [80, 160, 190],
+        "batch_size": 2,
+        "architecture": {"arch_kwargs": {"strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}},
+    }
+    (folder / "nnUNetPlans.json").write_text(
+        json.dumps({"configurations": {"3d_fullres": nn_conf}}), encoding="utf-8"
+    )
+    own = root / "autojoint" / "own"
+    own.mkdir(parents=True)
+    aj = {"topology": {"strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]]}}
+    (own / "plans.json").write_text(json.dumps(aj), encoding="utf-8")
+    patch, batch = equal_patch(root, "3d")
+    # Strides: autojoint 4 x 8 x 8, nnU-Net 2 x 4 x 4 -> multiples of 4, 8, 8, rounded down.
+    assert patch == [80, 160, 184] and batch == 2
