@@ -43,6 +43,11 @@ def _target_module(net: JointNet, target: str, stage: int) -> torch.nn.Module:
             raise RuntimeError("this network has no classifier; nothing to explain.")
         units = net.cls.units
     elif target == "encoder":
+        if net.cls is not None and net.options.classifier_input == "image":
+            raise ValueError(
+                "network.classifier_input is 'image': the diagnosis does not read the "
+                "segmentation encoder, so its Grad-CAM is undefined; use target 'classifier'."
+            )
         units = net.seg.encoder
     else:
         raise ValueError(f"Grad-CAM target must be one of {GRADCAM_TARGETS}, got {target!r}.")

@@ -8,7 +8,8 @@ concatenated with (or multiplied into) that view's image, feeds the classificati
 The plan's ``network`` section switches on the ablations of METHODS.md sections 1-2:
 reverse attention on the skips, the cross-task inception stem with a cross-stitch unit, the
 multiplied classifier input, iterative refinement and the scale fusion (eq. 3 or eq. 1;
-:func:`fused_logits`) (docs/architecture.md, "Network switches"). With every switch off
+:func:`fused_logits`) (docs/architecture.md, "Network switches"); ``classifier_input="image"``
+cuts the lesion map out of the diagnosis (a single-task baseline). With every switch off
 the network is exactly the foundation one: same parameters, same names, same outputs.
 """
 
@@ -32,7 +33,7 @@ from autojoint.networks.msd_blocks import (
 from autojoint.networks.reverse_attention import apply_reverse_attention
 from autojoint.planning.schema import FUSIONS, NetworkOptions, Plan, Topology
 
-CLASSIFIER_INPUTS = ("concat", "multiply")
+CLASSIFIER_INPUTS = ("concat", "multiply", "image")
 
 
 class SegmentationUNet(nn.Module):
@@ -334,7 +335,8 @@ class JointNet(nn.Module):
             strides = [tuple(1 if f else 2 for f in flat)] * 3
             kernels = [tuple(1 if f else 3 for f in flat)] * 3
             # Input: the view's image (or F_cls), plus the lesion probability as a channel
-            # ("concat", DeepSC) or multiplied into it ("multiply", MultiR-Net).
+            # ("concat", DeepSC) or multiplied into it ("multiply", MultiR-Net); "image": the
+            # image alone (a single-task classifier that no segmentation output reaches).
             image_ch = stem.out_channels if stem is not None else in_ch
             cls_in = image_ch + int(options.classifier_input == "concat")
             self.cls = ClassificationNet(
@@ -373,14 +375,17 @@ class JointNet(nn.Module):
     def _diagnose(
         self, view: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        """Segment U-Net input features of the view and classify them with the lesion map."""
+        """Segment U-Net input features of the view and classify them with the lesion map
+        (without it for ``classifier_input="image"``; the view is still segmented, for the
+        view's segmentation and task-aware losses)."""
         assert self.cls is not None
         view_scales = self.seg.segment_features(view)
-        lesion = self.lesion_probability(view_scales)
-        if self.options.classifier_input == "multiply":
-            cls_input = view * lesion
+        if self.options.classifier_input == "image":
+            cls_input = view
+        elif self.options.classifier_input == "multiply":
+            cls_input = view * self.lesion_probability(view_scales)
         else:
-            cls_input = torch.cat([view, lesion], dim=1)
+            cls_input = torch.cat([view, self.lesion_probability(view_scales)], dim=1)
         logits, feats = self.cls(cls_input)
         return view_scales, logits, feats
 

@@ -133,8 +133,8 @@ def estimate_activation_elements(
     if classification_shape is not None:
         # The view goes through the segmentation net (every refinement pass), then the
         # classification encoder (3 residual units at 1/2, 1/4, 1/8 of the view, counted as
-        # one more seg-pass's worth) fed with image + lesion map: C + 1 channels ("concat")
-        # or the C-channel product ("multiply").
+        # one more seg-pass's worth) fed with image + lesion map: C + 1 channels ("concat"),
+        # the C-channel product ("multiply") or the C image channels ("image").
         image_ch = (
             4 * max(1, math.ceil(topology.features_per_stage[0] / 4))
             if net.cross_stitch

@@ -95,8 +95,9 @@ class NetworkOptions:
     Attributes:
         reverse_attention: MultiR-Net reverse attention on every skip connection.
         cross_stitch: DeepSC-COVID inception stems + cross-stitch unit for the two views.
-        classifier_input: ``"concat"`` (DeepSC: image and lesion map as channels) or
-            ``"multiply"`` (MultiR-Net: image x lesion map).
+        classifier_input: ``"concat"`` (DeepSC: image and lesion map as channels),
+            ``"multiply"`` (MultiR-Net: image x lesion map) or ``"image"`` (the image alone:
+            no segmentation output reaches the diagnosis; a single-task baseline).
         refinement_passes: MultiR-Net iterative refinement passes (0 = off).
         pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.
@@ -110,7 +111,7 @@ class NetworkOptions:
     reverse_attention: bool = False
     cross_stitch: bool = False
     classifier_input: str = field(
-        default="concat", metadata=constraint(choices=("concat", "multiply"))
+        default="concat", metadata=constraint(choices=("concat", "multiply", "image"))
     )
     refinement_passes: int = field(default=0, metadata=constraint(minimum=0))
     pyramid_conv: bool = False

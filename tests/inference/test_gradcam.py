@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from autojoint.inference.gradcam import grad_cam
 from autojoint.networks.joint_net import JointNet
-from autojoint.planning.schema import Plan
+from autojoint.planning.schema import NetworkOptions, Plan
 from tests.fingerprints import tiny_plan
 from tests.helpers import seeded_net
 
@@ -87,3 +88,11 @@ def test_gradcam_refuses_unknown_targets_and_stages() -> None:
         grad_cam(net, view, target="decoder")
     with pytest.raises(ValueError, match="stage 9 does not exist"):
         grad_cam(net, view, target="encoder", stage=9)
+
+
+def test_gradcam_of_the_encoder_is_refused_when_the_classifier_reads_the_image_only() -> None:
+    plan = dataclasses.replace(_plan(), network=NetworkOptions(classifier_input="image"))
+    net, view = seeded_net(plan).eval(), _view()
+    assert grad_cam(net, view).maps.shape[2:] == view.shape[2:]
+    with pytest.raises(ValueError, match="classifier_input is 'image'"):
+        grad_cam(net, view, target="encoder")

@@ -32,6 +32,7 @@ SWITCHES = {
     "reverse_attention": NetworkOptions(reverse_attention=True),
     "cross_stitch": NetworkOptions(cross_stitch=True),
     "multiply": NetworkOptions(classifier_input="multiply"),
+    "image": NetworkOptions(classifier_input="image"),
     "refine_1": NetworkOptions(refinement_passes=1),
     "stitch_multiply": NetworkOptions(cross_stitch=True, classifier_input="multiply"),
     "attention_refine_2": NetworkOptions(reverse_attention=True, refinement_passes=2),
@@ -342,7 +343,8 @@ def test_cross_stitch_mixes_each_case_with_its_own_view() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "extra"), [("off", 1), ("multiply", 0), ("cross_stitch", 1), ("stitch_multiply", 0)]
+    ("name", "extra"),
+    [("off", 1), ("multiply", 0), ("image", 0), ("cross_stitch", 1), ("stitch_multiply", 0)],
 )
 def test_classifier_input_channels(name: str, extra: int) -> None:
     plan = _plan(SWITCHES[name], ODD)
@@ -361,8 +363,24 @@ def test_classifier_input_channels(name: str, extra: int) -> None:
     lesion = lesion_probability(view_scales, plan.eta)
     if plan.network.classifier_input == "multiply":
         torch.testing.assert_close(seen[0], features * lesion)
+    elif plan.network.classifier_input == "image":
+        torch.testing.assert_close(seen[0], features)
     else:
         torch.testing.assert_close(seen[0], torch.cat([features, lesion], 1))
+
+
+def test_image_input_classifier_reads_no_segmentation_output() -> None:
+    plan = _plan(SWITCHES["image"], ODD)
+    net = seeded_net(plan).train()
+    _, view = _inputs(plan)
+    _, logits, _ = net.classify(view)
+    logits.sum().backward()
+    assert all(p.grad is None for p in net.seg.parameters())
+    with torch.no_grad():
+        for head in net.seg.heads:
+            head.weight.add_(1.0)  # another lesion map: the diagnosis must not move
+        _, moved, _ = net.classify(view)
+    torch.testing.assert_close(moved, logits.detach())
 
 
 def test_unknown_classifier_input_is_refused() -> None:
