@@ -93,7 +93,9 @@ def predict_mirrored(
     Shape:
         tiles ``(B, C, Z, Y, X)``, boxes ``(B, 2, 3)`` -> ``(B, K, Z, Y, X)``.
     """
-    combos = mirror_combinations(mirror_axes)
+    # Flipping a one-voxel axis (a 2D plan's slice axis) is the identity: its copies would
+    # only repeat passes, doubling a 2D prediction's cost for the same mean.
+    combos = mirror_combinations([a for a in mirror_axes if tiles.shape[a + 2] > 1])
     out: torch.Tensor | None = None
     for combo in combos:
         dims = [a + 2 for a in combo]

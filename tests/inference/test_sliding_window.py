@@ -13,6 +13,7 @@ from autojoint.inference.sliding_window import (
     mirror_boxes,
     mirror_combinations,
     network_probabilities,
+    predict_mirrored,
     sliding_window_predict,
     tile_boxes,
     tile_starts,
@@ -389,3 +390,19 @@ def test_cross_stitch_tiles_get_their_boxes_and_mirrored_tiles_flipped_crops(
     with torch.no_grad():
         network_probabilities(net, data, plan.patch_size, 3)
     assert calls == []
+
+
+def test_mirroring_skips_one_voxel_axes() -> None:
+    """A 2D plan's tiles are one slice thick: mirroring that axis is the identity, so it
+    costs no pass and the mean equals mirroring the in-plane axes only."""
+    torch.manual_seed(0)
+    tiles = torch.randn(2, 1, 1, 6, 5)
+    calls = []
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return torch.cat([x, x.cumsum(-1)], dim=1)
+
+    both = predict_mirrored(predict, tiles, (0, 1, 2))
+    assert len(calls) == 4  # (), (1,), (2,), (1, 2)
+    torch.testing.assert_close(both, predict_mirrored(predict, tiles, (1, 2)), rtol=0, atol=0)
