@@ -110,6 +110,25 @@ def wait_all(procs: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
         raise SystemExit("; ".join(f"{n} failed, see {logs[n]}" for n in failed))
 
 
+def wait_all_timed(
+    procs: dict[str, subprocess.Popen], logs: dict[str, Path], started: float
+) -> dict[str, float]:
+    """:func:`wait_all`, returning each process's own wall seconds since ``started``
+    (``time.perf_counter()`` when they were launched), polled once a second.
+
+    Raises:
+        SystemExit: a process exited non-zero.
+    """
+    seconds: dict[str, float] = {}
+    while len(seconds) < len(procs):
+        for name, p in procs.items():
+            if name not in seconds and p.poll() is not None:
+                seconds[name] = time.perf_counter() - started
+        time.sleep(0.0 if len(seconds) == len(procs) else 1.0)
+    wait_all(procs, logs)
+    return seconds
+
+
 def cached_row(path: Path, setup: dict[str, Any]) -> dict[str, Any] | None:
     """A cached result whose ``setup`` equals ``setup``; None when absent.
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from autojoint.io.dataset import load_raw_dataset
 from autojoint.io.files import read_json, write_json
 
+SPLITS_FINAL = "splits_final.json"
+"""nnU-Net's split file in ``nnUNet_preprocessed/DatasetNNN_NAME``; its trainer uses the
+folds listed there (``nnUNetTrainer.do_split``) and only creates its own when it is absent."""
 NNUNET_KEYS = ("channel_names", "labels", "file_ending", "name", "description")
 """dataset.json keys nnU-Net reads; ``numTraining`` is recounted, ``classes`` dropped."""
 
@@ -110,3 +114,35 @@ def to_nnunet_raw(raw: Path, nnunet_raw: Path, dataset_id: int, name: str) -> Pa
     nn_meta["numTraining"] = len(labelled)
     write_json(nn_meta, out / "dataset.json")
     return out
+
+
+def write_nnunet_splits(
+    splits: Sequence[Mapping[str, Sequence[str]]], preprocessed_dataset: Path
+) -> Path:
+    """Write ``splits`` as nnU-Net's ``splits_final.json`` in ``preprocessed_dataset``.
+
+    Both tools then cross-validate on the very same cases: nnU-Net's format is autojoint's
+    ``splits.json`` (a list, one ``{"train": [...], "val": [...]}`` per fold), so the file
+    is the same lists, sorted, written after nnU-Net's preprocessing made the folder and
+    before its first training would create a split of its own.
+
+    Returns:
+        The written file.
+
+    Raises:
+        ValueError: no fold, a case both in a fold's train and val lists, or folds that do
+            not cover the same cases (not one cross-validation).
+    """
+    if not splits:
+        raise ValueError("no folds to write")
+    folds = [{"train": sorted(s["train"]), "val": sorted(s["val"])} for s in splits]
+    everyone = set(folds[0]["train"]) | set(folds[0]["val"])
+    for i, fold in enumerate(folds):
+        both = sorted(set(fold["train"]) & set(fold["val"]))
+        if both:
+            raise ValueError(f"fold {i}: {both[:5]} are both training and validation cases")
+        if set(fold["train"]) | set(fold["val"]) != everyone:
+            raise ValueError(f"fold {i} covers other cases than fold 0")
+    path = Path(preprocessed_dataset) / SPLITS_FINAL
+    write_json(folds, path)
+    return path

@@ -29,6 +29,39 @@ def ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
+def paired_bootstrap_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired units (folds) and its percentile bootstrap interval.
+
+    Units are resampled with replacement, keeping each pair together, ``num_resamples``
+    times from ``numpy.random.default_rng(seed)``: the same input gives the same interval.
+    With five folds the interval is coarse (at most 126 distinct resample means).
+
+    Returns:
+        ``(mean difference, low, high)``.
+
+    Raises:
+        ValueError: lengths differ, no pair, a non-finite value, or ``level`` outside (0, 1).
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(a) != len(b) or diff.ndim != 1 or diff.size == 0:
+        raise ValueError(f"need two equally long, non-empty sequences; got {len(a)} and {len(b)}")
+    if not np.all(np.isfinite(diff)):
+        raise ValueError(f"non-finite value among the pairs {list(a)} and {list(b)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(num_resamples, diff.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(diff.mean()), float(low), float(high)
+
+
 def markdown_table(columns: Sequence[str], rows: dict[str, Sequence[str]]) -> str:
     """A GitHub markdown table: one row per ``rows`` key, cells already formatted.
 
@@ -46,9 +79,11 @@ def markdown_table(columns: Sequence[str], rows: dict[str, Sequence[str]]) -> st
     return "\n".join(lines) + "\n"
 
 
-def curves_figure(curves: dict, path: Path, *, iterations_per_epoch: int) -> None:
-    """One panel per curve name (e.g. ``train loss``), one line per tool and seed, x in
-    training iterations so that both tools share the axis."""
+def curves_figure(
+    curves: dict, path: Path, *, iterations_per_epoch: int, run_name: str = "seed"
+) -> None:
+    """One panel per curve name (e.g. ``train loss``), one line per tool and run (seed or
+    fold, ``run_name``), x in training iterations so that both tools share the axis."""
     names: list[str] = []
     for per_tool in curves.values():
         for series in per_tool.values():
@@ -63,7 +98,7 @@ def curves_figure(curves: dict, path: Path, *, iterations_per_epoch: int) -> Non
                 if name in series:
                     y = series[name]
                     x = [(k + 1) * iterations_per_epoch for k in range(len(y))]
-                    ax.plot(x, y, label=f"{tool} seed {seed}")
+                    ax.plot(x, y, label=f"{tool} {run_name} {seed}")
         ax.set_xlabel("training iterations")
         ax.set_title(name)
         ax.legend(fontsize=7)

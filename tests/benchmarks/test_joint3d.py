@@ -1,0 +1,195 @@
+"""Workload 2's own code: two-step features, the shared split, the bootstrap, the table
+(no training, no nnU-Net install)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from autojoint.io.files import read_json
+from autojoint.training.splits import make_splits
+from benchmarks.peers.joint3d import plans_name, render
+from benchmarks.peers.joint3d_features import (
+    FEATURES,
+    case_features,
+    fit_predict_proba,
+    lesion_features,
+)
+from benchmarks.peers.layout import SPLITS_FINAL, write_nnunet_splits
+from benchmarks.peers.tables import paired_bootstrap_ci
+from dataset_conversion.generate_demo import generate_case
+
+
+def _known_case() -> tuple[np.ndarray, np.ndarray]:
+    """Lung: rows and columns 2..17 of two 20 x 20 slices (512 voxels). Lesions: A, a
+    3 x 3 ground-glass square in the lung's corner (slice 0, rows/cols 2..4) whose corner
+    voxel is consolidation and lies OUTSIDE the lung mask (dense, as real consolidation);
+    B, a 2 x 2 consolidation square in the middle (slice 1, rows/cols 9..10); a one-voxel
+    ground-glass speck at (0, 15, 15)."""
+    lung = np.zeros((2, 20, 20), bool)
+    lung[:, 2:18, 2:18] = True
+    label = np.zeros((2, 20, 20), np.uint8)
+    label[0, 2:5, 2:5] = 1
+    label[0, 2, 2] = 2
+    lung[0, 2, 2] = False
+    label[1, 9:11, 9:11] = 2
+    label[0, 15, 15] = 1
+    return label, lung
+
+
+def test_features_by_hand() -> None:
+    label, lung = _known_case()
+    f = lesion_features(label, lung, (1.0, 1.0, 1.0), peripheral_mm=2.0, min_component_voxels=3)
+    assert set(f) == set(FEATURES)
+    # 14 lesion voxels; the lung is the mask plus the lesions: 512 again
+    assert f["lesion_lung_ratio"] == pytest.approx(14 / 512)
+    assert f["num_components"] == 2  # A and B; the speck is below 3 voxels
+    assert f["consolidation_fraction"] == pytest.approx(5 / 14)
+    # in-slice distance to the nearest non-lung voxel <= 2 mm: A's rows/cols 2 and 3 (8 of
+    # its 9 voxels; (4, 4) is 3 mm in); the speck is 3 mm from the edge, B 7 mm
+    assert f["peripheral_ratio"] == pytest.approx(8 / 14)
+    every = lesion_features(label, lung, (1.0, 1.0, 1.0), peripheral_mm=2.0, min_component_voxels=1)
+    assert every["num_components"] == 3
+
+
+def test_peripheral_distance_uses_in_plane_spacing_only() -> None:
+    label, lung = _known_case()
+    # x voxels of 0.5 mm: all of A (columns 2..4: 0.5..1.5 mm) and the speck (1.5 mm from
+    # the right edge) are within 2 mm; B (columns 9, 10: 4 mm) is not. z spacing is unused.
+    f = lesion_features(label, lung, (7.0, 1.0, 0.5), peripheral_mm=2.0)
+    assert f["peripheral_ratio"] == pytest.approx(10 / 14)
+
+
+def test_empty_mask_has_zero_features_and_grids_must_match() -> None:
+    lung = np.ones((2, 5, 5), bool)
+    f = lesion_features(np.zeros((2, 5, 5), np.uint8), lung, (1, 1, 1), peripheral_mm=3)
+    assert f == dict.fromkeys(FEATURES, 0.0)
+    with pytest.raises(ValueError, match="one 3D grid"):
+        lesion_features(np.zeros((2, 5, 4), np.uint8), lung, (1, 1, 1), peripheral_mm=3)
+
+
+def test_case_features_on_a_demo_scan_match_the_generator_lung(tmp_path) -> None:
+    """Files with a flipped axis; the CT's estimated lung stands in for the generator's."""
+    case = generate_case(
+        "demo", "COVID-19", np.random.default_rng(0), fov_mm=100.0, z_extent_mm=100.0
+    )
+    assert case.direction[0] == -1.0  # this seed flips x
+    paths = []
+    for name, array in (("ct", case.image), ("mask", case.label)):
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(tuple(reversed(case.spacing_zyx)))
+        img.SetOrigin(case.origin_xyz)
+        img.SetDirection(case.direction)
+        paths.append(tmp_path / f"{name}.nii.gz")
+        sitk.WriteImage(img, str(paths[-1]))
+    got = case_features(paths[0], paths[1], peripheral_mm=3.0)
+    want = lesion_features(case.label, case.lung_mask, case.spacing_zyx, peripheral_mm=3.0)
+    assert want["num_components"] >= 3  # a COVID-19 case: several lesions
+    np.testing.assert_allclose(
+        [got[k] for k in FEATURES], [want[k] for k in FEATURES], rtol=0.01, atol=0.01
+    )
+
+
+def test_classifier_columns_follow_the_given_class_order() -> None:
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(0)
+    centres = {"normal": 0.0, "COVID-19": 5.0}
+    train = [
+        (dict(zip(FEATURES, centres[d] + rng.normal(0, 0.3, 4), strict=True)), d)
+        for d in ("normal", "COVID-19") * 10
+    ]
+    test = [dict.fromkeys(FEATURES, 5.0), dict.fromkeys(FEATURES, 0.0)]
+    classes = ["COVID-19", "CAP", "normal"]
+    probs = fit_predict_proba([f for f, _ in train], [d for _, d in train], test, classes)
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(probs[:, 1], 0.0)  # CAP: never seen in training
+    assert [classes[i] for i in probs.argmax(axis=1)] == ["COVID-19", "normal"]
+    with pytest.raises(ValueError, match="not among"):
+        fit_predict_proba([f for f, _ in train], ["flu"] * 20, test, classes)
+
+
+def test_nnunet_splits_round_trip_equals_autojoint_split(tmp_path) -> None:
+    ids = [f"demo_{i:03d}" for i in range(13)]
+    diagnoses = [("COVID-19", "CAP", "normal")[i % 3] for i in range(13)]
+    splits = make_splits(ids, diagnoses)
+    path = write_nnunet_splits(splits, tmp_path)
+    assert path == tmp_path / SPLITS_FINAL
+    assert read_json(path) == splits
+    for fold in read_json(path):  # nnU-Net's do_split reads exactly these two keys
+        assert sorted(fold) == ["train", "val"]
+        assert sorted(fold["train"] + fold["val"]) == ids
+
+
+def test_nnunet_splits_refuse_overlap_and_unequal_folds(tmp_path) -> None:
+    with pytest.raises(ValueError, match="both training and validation"):
+        write_nnunet_splits([{"train": ["a", "b"], "val": ["b"]}], tmp_path)
+    with pytest.raises(ValueError, match="other cases"):
+        write_nnunet_splits(
+            [{"train": ["a"], "val": ["b"]}, {"train": ["b"], "val": ["c"]}], tmp_path
+        )
+    assert not (tmp_path / SPLITS_FINAL).exists()
+
+
+def test_bootstrap_known_answers() -> None:
+    assert paired_bootstrap_ci([0.7, 0.8, 0.6], [0.5, 0.6, 0.4]) == pytest.approx((0.2, 0.2, 0.2))
+    # differences 0 and 1: resample means 0 (p 1/4), 1/2 (1/2), 1 (1/4)
+    assert paired_bootstrap_ci([1.0, 2.0], [1.0, 1.0]) == pytest.approx((0.5, 0.0, 1.0))
+    one = paired_bootstrap_ci([0.9], [0.4])
+    assert one == pytest.approx((0.5, 0.5, 0.5))
+
+
+def test_bootstrap_is_seeded_and_antisymmetric() -> None:
+    a, b = [0.71, 0.64, 0.80, 0.55, 0.69], [0.60, 0.66, 0.70, 0.50, 0.61]
+    first = paired_bootstrap_ci(a, b)
+    assert paired_bootstrap_ci(a, b) == first
+    diff, low, high = paired_bootstrap_ci(b, a)
+    assert (diff, low, high) == pytest.approx((-first[0], -first[2], -first[1]))
+    assert low <= diff <= high
+    assert paired_bootstrap_ci(a, b, seed=1) != first
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "match"),
+    [([1.0], [1.0, 2.0], "equally long"), ([], [], "equally long"), ([np.nan], [0.0], "finite")],
+)
+def test_bootstrap_rejects_bad_input(a, b, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        paired_bootstrap_ci(a, b)
+
+
+def test_plans_name_and_table() -> None:
+    assert plans_name(8.0) == "nnUNetPlans"
+    assert plans_name(1.0) == "nnUNetPlans_1GB"
+    row = {"Dice lesion": 0.5, "accuracy": 1.0, "macro-AUC": 1.0, "train s/iteration": 3.0}
+    result = {
+        "setup": {
+            "num_cases": 10,
+            "epochs": 1,
+            "iterations": 2,
+            "val_iterations": 10,
+            "threads": 1,
+            "gpu_memory_gb": 1.0,
+            "autojoint_optimizer": "adam",
+            "autojoint_augmentation": "default",
+            "peripheral_mm": 3.0,
+        },
+        "folds": [0],
+        "classes": ["COVID-19", "CAP", "normal"],
+        "prepare": {
+            "plans": {
+                "nnunet": {"patch": [40, 80, 80], "batch": 2},
+                "autojoint": {"patch": [24, 48, 80], "batch": 2},
+            }
+        },
+        "rows": {"autojoint": [row], "nnU-Net": [row]},
+        "bootstrap": {"Dice lesion, autojoint - nnU-Net": (0.0, -0.1, 0.1)},
+        "confusion": {"autojoint": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]},
+    }
+    text = render(result)
+    assert "instead of nnU-Net's 8 GB default" in text
+    assert "nnU-Net 3d_fullres 40x80x80 batch 2, autojoint 24x48x80 batch 2" in text
+    assert "DEVIATES" in text and "optimizer adam" in text
+    assert "| autojoint | 0.500 | n/a |" in text
+    assert "+0.000 (95% interval -0.100 to +0.100)" in text
