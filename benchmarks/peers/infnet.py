@@ -169,7 +169,7 @@ def train_both(out: Path, tools: Tools, seed: int, args: argparse.Namespace) -> 
             logs["nnunet"],
             tool_env(args.threads, folders.env()),
         )
-    if not (work / "fold_all" / "checkpoint_final.pt").is_file():
+    if not (work / "2d" / "fold_all" / "checkpoint_final.pt").is_file():
         logs["autojoint"] = out / "logs" / f"autojoint_train_seed{seed}.log"
         procs["autojoint"] = start_logged(
             [
@@ -290,7 +290,7 @@ def learning_curves(out: Path, seed: int) -> dict[str, dict[str, list[float]]]:
     """Per-epoch training loss of both tools (and nnU-Net's pseudo Dice on its own
     training slices: fold 'all' has no held-out case in either tool)."""
     nn = read_json(out / "runs" / f"nnunet-seed{seed}" / "train.json")["log"]
-    aj = read_json(_autojoint_work(out, seed) / "fold_all" / "training_log.json")["epochs"]
+    aj = read_json(_autojoint_work(out, seed) / "2d" / "fold_all" / "training_log.json")["epochs"]
     return {
         "nnU-Net": {
             "train loss": [float(v) for v in nn["train_losses"]],

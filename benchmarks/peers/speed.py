@@ -19,8 +19,8 @@ machine hits both):
    one); ours trains fold ``all`` without validation batches.
 3. **Prediction wall per case** on a real chest CT (``covid_ct_md/nifti_ds2/P001``,
    256 x 256 x 148 voxels) with the 3D models of step 2 (weights do not change the
-   time), with and without mirroring: the whole command / API call per case including
-   loading the model, at each tool's own plan and at the equal patch.
+   time): the whole command / API call per case including loading the model, at each
+   tool's own plan with and without mirroring, and at the equal patch without.
 
 Writes ``OUT/speed.json`` and ``OUT/speed_table.md`` (ratios autojoint / nnU-Net: below 1
 autojoint is faster). Timings are cached per measurement in ``OUT/timings.json``; a killed
@@ -53,6 +53,9 @@ GPU_MEMORY_GB = 8.0
 DATASETS = {"3d": 511, "2d": 512}
 NN_CONF = {"3d": "3d_fullres", "2d": "2d"}
 AJ_CONF = {"3d": "fullres", "2d": "2d"}
+PREDICTIONS = (("own", False), ("own", True), ("equal", False))
+"""(plans, mirroring) of the timed predictions: mirroring's cost is a property of each
+tool's own setup; at the equal patch one pass per tile says enough about the networks."""
 
 
 class Timings:
@@ -283,7 +286,7 @@ def train_seconds_per_iteration(
     }
 
 
-AJ_FOLD_DIR = {"3d": "fold_all", "2d": "fold_all"}
+AJ_FOLD_DIR = {"3d": "fold_all", "2d": "2d/fold_all"}  # 2d runs live under WORK/2d/
 
 
 def predict_seconds(
@@ -368,14 +371,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     root3d = out / "models_3d"
     for r in range(args.repeats):
-        for variant in ("own", "equal"):
-            for mirroring in (False, True):
-                timings.get(
-                    f"predict_{variant}_{'tta' if mirroring else 'notta'}_{r}",
-                    lambda variant=variant, mirroring=mirroring: predict_seconds(
-                        out, tools, root3d, variant, mirroring, args.threads
-                    ),
-                )
+        for variant, mirroring in PREDICTIONS:
+            timings.get(
+                f"predict_{variant}_{'tta' if mirroring else 'notta'}_{r}",
+                lambda variant=variant, mirroring=mirroring: predict_seconds(
+                    out, tools, root3d, variant, mirroring, args.threads
+                ),
+            )
     result = {
         "threads": args.threads,
         "num_cases": args.num_cases,
@@ -424,8 +426,8 @@ def render(result: dict[str, Any]) -> str:
                     )
                 )
                 add(f"train s/iteration, {kind}, {label}", m["nnunet"], m["autojoint"])
-    for variant in ("own", "equal"):
-        for tag in ("notta", "tta"):
+    for variant, mirroring in PREDICTIONS:
+        for tag in ("tta",) if mirroring else ("notta",):
             prefix = f"predict_{variant}_{tag}"
             mirror = "mirroring" if tag == "tta" else "no mirroring"
             add(
