@@ -178,3 +178,25 @@ def test_equal_patch_is_divisible_by_both_networks(tmp_path) -> None:
     patch, batch = equal_patch(root, "3d")
     # Strides: autojoint 4 x 8 x 8, nnU-Net 2 x 4 x 4 -> multiples of 4, 8, 8, rounded down.
     assert patch == [80, 160, 184] and batch == 2
+
+
+def test_speed_table_shows_ratios_and_what_was_not_measured() -> None:
+    from benchmarks.peers.speed import render
+
+    result = {
+        "threads": 2,
+        "repeats": 1,
+        "iterations": 3,
+        "equal_patch": {"3d": [[56, 192, 192], 2]},
+        "timings": {
+            "preprocess_3d_0": {"nnunet": 8.0, "autojoint": 4.0, "cases": 6},
+            "train_3d_own": {"nnunet": 68.0, "autojoint": 34.0},
+            "predict_own_notta_0": {"nnunet": 100.0, "autojoint": 50.0},
+        },
+    }
+    lines = render(result).splitlines()
+    row = next(line for line in lines if line.startswith("| preprocess s/case, 3d"))
+    assert row == "| preprocess s/case, 3d | 8.00 | 4.00 | 0.50x |"
+    assert any("train s/iteration, 3d, own plans | 68.00 | 34.00 | 0.50x" in x for x in lines)
+    missing = next(line for line in lines if "own plans, mirroring" in line)
+    assert "not measured" in missing and missing.endswith("| n/a |")
