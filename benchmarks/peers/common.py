@@ -39,6 +39,80 @@ class Tools:
         """An autojoint console script of this interpreter's venv."""
         return str(self.autojoint_python.parent / name)
 
+    def nnunet_train(
+        self,
+        dataset: int,
+        configuration: str,
+        fold: str,
+        *,
+        epochs: int,
+        iterations: int,
+        val_iterations: int,
+        threads: int,
+        log: Path,
+        plans: str = "nnUNetPlans",
+        resume: bool = False,
+    ) -> list[str]:
+        """The command of ``nnunet_driver.py train`` (run with nnU-Net's folder variables
+        in its environment); ``resume`` continues from ``checkpoint_latest.pth`` if any."""
+        command = [
+            str(self.nnunet_python),
+            str(DRIVER),
+            "train",
+            "--dataset",
+            str(dataset),
+            "--configuration",
+            configuration,
+            "--fold",
+            fold,
+            "--plans",
+            plans,
+            "--epochs",
+            str(epochs),
+            "--iterations",
+            str(iterations),
+            "--val-iterations",
+            str(val_iterations),
+            "--threads",
+            str(threads),
+            "--log",
+            str(log),
+        ]
+        return [*command, "--resume"] if resume else command
+
+    def nnunet_predict(
+        self,
+        model: Path,
+        images: Path,
+        output: Path,
+        *,
+        threads: int,
+        folds: Sequence[str] = ("all",),
+        mirroring: bool = True,
+        probabilities: bool = False,
+    ) -> list[str]:
+        """The command of ``nnunet_driver.py predict`` for every image of ``images``."""
+        command = [
+            str(self.nnunet_python),
+            str(DRIVER),
+            "predict",
+            "--model",
+            str(model),
+            "--folds",
+            *folds,
+            "-i",
+            str(images),
+            "-o",
+            str(output),
+            "--threads",
+            str(threads),
+        ]
+        if not mirroring:
+            command.append("--no-mirroring")
+        if probabilities:
+            command.append("--save-probabilities")
+        return command
+
 
 def find_nnunet_python(given: Path | None) -> Path:
     """``given``, else the venv ``setup_nnunet.sh`` creates (run it when missing).

@@ -116,9 +116,7 @@ def prepare(out: Path, source: Path, tools: Tools, threads: int) -> dict[str, fl
 
 
 def _nnunet_model(out: Path, seed: int) -> Path:
-    folders = nnunet_folders(out / "nnunet", seed)
-    name = dataset_name(DATASET_ID, DATASET_NAME)
-    return folders.results / name / "nnUNetTrainer__nnUNetPlans__2d"
+    return nnunet_folders(out / "nnunet", seed).model(dataset_name(DATASET_ID, DATASET_NAME), "2d")
 
 
 def _autojoint_work(out: Path, seed: int) -> Path:
@@ -144,28 +142,17 @@ def train_both(out: Path, tools: Tools, seed: int, args: argparse.Namespace) -> 
     if not nn_log.is_file():
         logs["nnunet"] = out / "logs" / f"nnunet_train_seed{seed}.log"
         procs["nnunet"] = start_logged(
-            [
-                str(tools.nnunet_python),
-                str(Path(__file__).with_name("nnunet_driver.py")),
-                "train",
-                "--dataset",
-                str(DATASET_ID),
-                "--configuration",
+            tools.nnunet_train(
+                DATASET_ID,
                 "2d",
-                "--fold",
                 "all",
-                "--epochs",
-                str(args.epochs),
-                "--iterations",
-                str(args.iterations),
-                "--val-iterations",
-                str(args.val_iterations),
-                "--threads",
-                str(args.threads),
-                "--log",
-                str(nn_log),
-                "--resume",  # from checkpoint_latest.pth when a killed run left one
-            ],
+                epochs=args.epochs,
+                iterations=args.iterations,
+                val_iterations=args.val_iterations,
+                threads=args.threads,
+                log=nn_log,
+                resume=True,  # from checkpoint_latest.pth when a killed run left one
+            ),
             logs["nnunet"],
             tool_env(args.threads, folders.env()),
         )
@@ -207,20 +194,13 @@ def predict_both(out: Path, tools: Tools, seed: int, threads: int) -> dict[str, 
     }
     if not (preds["nnunet"] / "timing.json").is_file():
         run_logged(
-            [
-                str(tools.nnunet_python),
-                str(Path(__file__).with_name("nnunet_driver.py")),
-                "predict",
-                "--model",
-                str(_nnunet_model(out, seed)),
-                "-i",
-                str(test_images),
-                "-o",
-                str(preds["nnunet"]),
-                "--threads",
-                str(threads),
-                "--save-probabilities",
-            ],
+            tools.nnunet_predict(
+                _nnunet_model(out, seed),
+                test_images,
+                preds["nnunet"],
+                threads=threads,
+                probabilities=True,
+            ),
             out / "logs" / f"nnunet_predict_seed{seed}.log",
             tool_env(threads, nnunet_folders(out / "nnunet", seed).env()),
         )

@@ -247,12 +247,8 @@ def fold_inputs(out: Path, dataset: RawDataset, val: list[str], fold: int) -> Pa
 
 
 def _nnunet_model(out: Path, plans: str) -> Path:
-    name = dataset_name(DATASET_ID, DATASET_NAME)
-    return (
-        nnunet_folders(out / "nnunet", 0).results
-        / name
-        / f"nnUNetTrainer__{plans}__{CONFIGURATION}"
-    )
+    folders = nnunet_folders(out / "nnunet", 0)
+    return folders.model(dataset_name(DATASET_ID, DATASET_NAME), CONFIGURATION, plans)
 
 
 def _autojoint_recipe(args: argparse.Namespace) -> list[str]:
@@ -273,30 +269,18 @@ def train_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -> 
     if not nn_log.is_file():
         logs["nnunet"] = out / "logs" / f"nnunet_train_fold{fold}.log"
         procs["nnunet"] = start_logged(
-            [
-                str(tools.nnunet_python),
-                str(Path(__file__).with_name("nnunet_driver.py")),
-                "train",
-                "--dataset",
-                str(DATASET_ID),
-                "--configuration",
+            tools.nnunet_train(
+                DATASET_ID,
                 CONFIGURATION,
-                "--plans",
-                plans_name(args.gpu_memory_gb),
-                "--fold",
                 str(fold),
-                "--epochs",
-                str(args.epochs),
-                "--iterations",
-                str(args.iterations),
-                "--val-iterations",
-                str(TrainerConfig().val_iterations),  # autojoint's per-epoch count
-                "--threads",
-                str(args.threads),
-                "--log",
-                str(nn_log),
-                "--resume",
-            ],
+                epochs=args.epochs,
+                iterations=args.iterations,
+                val_iterations=TrainerConfig().val_iterations,  # autojoint's per-epoch count
+                threads=args.threads,
+                log=nn_log,
+                plans=plans_name(args.gpu_memory_gb),
+                resume=True,
+            ),
             logs["nnunet"],
             tool_env(args.threads, nnunet_folders(out / "nnunet", 0).env()),
         )
@@ -335,21 +319,13 @@ def predict_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -
     preds = {t: out / "predictions" / f"{t}-fold{fold}" for t in TOOLS}
     marks = {t: out / "predictions" / f"{t}-fold{fold}.wall.json" for t in TOOLS}
     commands = {
-        "nnunet": [
-            str(tools.nnunet_python),
-            str(Path(__file__).with_name("nnunet_driver.py")),
-            "predict",
-            "--model",
-            str(_nnunet_model(out, plans_name(args.gpu_memory_gb))),
-            "--folds",
-            str(fold),
-            "-i",
-            str(images),
-            "-o",
-            str(preds["nnunet"]),
-            "--threads",
-            str(args.threads),
-        ],
+        "nnunet": tools.nnunet_predict(
+            _nnunet_model(out, plans_name(args.gpu_memory_gb)),
+            images,
+            preds["nnunet"],
+            threads=args.threads,
+            folds=(str(fold),),
+        ),
         "autojoint": [
             tools.autojoint_command("autojoint_predict"),
             "-i",

@@ -45,6 +45,11 @@ class NnunetFolders:
             "nnUNet_results": str(self.results),
         }
 
+    def model(self, dataset: str, configuration: str, plans: str = "nnUNetPlans") -> Path:
+        """The folder nnU-Net's default trainer writes (and its predictor reads) for one
+        dataset, plans identifier and configuration: ``results/DATASET/TRAINER__PLANS__CONF``."""
+        return self.results / dataset / f"nnUNetTrainer__{plans}__{configuration}"
+
 
 def nnunet_folders(root: Path, repetition: int) -> NnunetFolders:
     """``ROOT/raw``, ``ROOT/preprocessed`` and ``ROOT/results_seedN``."""

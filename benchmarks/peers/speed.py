@@ -38,7 +38,6 @@ from typing import Any
 
 from autojoint.io.files import atomic_write, read_json, write_json
 from benchmarks.peers.common import (
-    DRIVER,
     Tools,
     find_nnunet_python,
     run_logged,
@@ -230,29 +229,17 @@ def train_seconds_per_iteration(
     plans = "nnUNetPlans" if variant == "own" else "nnUNetPlans_equal"
     log = root / "nnunet" / f"train_{variant}.json"
     run_logged(
-        [
-            str(tools.nnunet_python),
-            str(DRIVER),
-            "train",
-            "--dataset",
-            str(DATASETS[kind]),
-            "--configuration",
+        tools.nnunet_train(
+            DATASETS[kind],
             NN_CONF[kind],
-            "--fold",
             "all",
-            "--plans",
-            plans,
-            "--epochs",
-            "2",
-            "--iterations",
-            str(args.iterations),
-            "--val-iterations",
-            "1",
-            "--threads",
-            str(args.threads),
-            "--log",
-            str(log),
-        ],
+            epochs=2,
+            iterations=args.iterations,
+            val_iterations=1,
+            threads=args.threads,
+            log=log,
+            plans=plans,
+        ),
         out / "logs" / f"train_{kind}_{variant}_nnunet.log",
         _nn_env(root / "nnunet", args.threads),
     )
@@ -299,26 +286,12 @@ def predict_seconds(
         (src / "P001_0000.nii.gz").symlink_to(P001.resolve())
     tag = f"{variant}_{'tta' if mirroring else 'notta'}"
     plans = "nnUNetPlans" if variant == "own" else "nnUNetPlans_equal"
-    model = (
-        root
-        / "nnunet"
-        / "results_seed0"
-        / dataset_name(DATASETS["3d"], "Speed3d")
-        / f"nnUNetTrainer__{plans}__3d_fullres"
+    model = nnunet_folders(root / "nnunet", 0).model(
+        dataset_name(DATASETS["3d"], "Speed3d"), NN_CONF["3d"], plans
     )
-    nn_cmd = [
-        str(tools.nnunet_python),
-        str(DRIVER),
-        "predict",
-        "--model",
-        str(model),
-        "-i",
-        str(src),
-        "-o",
-        str(out / "pred" / f"nnunet_{tag}"),
-        "--threads",
-        str(threads),
-    ] + ([] if mirroring else ["--no-mirroring"])
+    nn_cmd = tools.nnunet_predict(
+        model, src, out / "pred" / f"nnunet_{tag}", threads=threads, mirroring=mirroring
+    )
     aj_cmd = [
         tools.autojoint_command("autojoint_predict"),
         "-i",

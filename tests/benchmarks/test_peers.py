@@ -200,3 +200,70 @@ def test_speed_table_shows_ratios_and_what_was_not_measured() -> None:
     assert any("train s/iteration, 3d, own plans | 68.00 | 34.00 | 0.50x" in x for x in lines)
     missing = next(line for line in lines if "own plans, mirroring" in line)
     assert "not measured" in missing and missing.endswith("| n/a |")
+
+
+def test_nnunet_commands_parse_with_the_drivers_own_parser(tmp_path) -> None:
+    from pathlib import Path
+
+    from benchmarks.peers.common import DRIVER, Tools
+    from benchmarks.peers.nnunet_driver import build_parser
+
+    tools = Tools(Path("/venv/bin/python"))
+    train = tools.nnunet_train(
+        501,
+        "2d",
+        "all",
+        epochs=3,
+        iterations=5,
+        val_iterations=2,
+        threads=1,
+        log=tmp_path / "t.json",
+        plans="P",
+        resume=True,
+    )
+    assert train[:3] == ["/venv/bin/python", str(DRIVER), "train"]
+    args = build_parser().parse_args(train[2:])
+    assert (args.dataset, args.configuration, args.fold, args.plans) == ("501", "2d", "all", "P")
+    assert (args.epochs, args.iterations, args.val_iterations, args.threads) == (3, 5, 2, 1)
+    assert args.resume and args.log == tmp_path / "t.json"
+    assert (
+        not build_parser()
+        .parse_args(
+            tools.nnunet_train(
+                1,
+                "3d_fullres",
+                "0",
+                epochs=1,
+                iterations=1,
+                val_iterations=1,
+                threads=2,
+                log=tmp_path / "u.json",
+            )[2:]
+        )
+        .resume
+    )
+    predict = tools.nnunet_predict(
+        tmp_path / "m",
+        tmp_path / "i",
+        tmp_path / "o",
+        threads=2,
+        folds=("0", "1"),
+        mirroring=False,
+        probabilities=True,
+    )
+    args = build_parser().parse_args(predict[2:])
+    assert (args.model, args.input, args.output) == (tmp_path / "m", tmp_path / "i", tmp_path / "o")
+    assert args.folds == ["0", "1"] and args.threads == 2
+    assert args.no_mirroring and args.save_probabilities
+    args = build_parser().parse_args(
+        tools.nnunet_predict(tmp_path, tmp_path, tmp_path, threads=1)[2:]
+    )
+    assert args.folds == ["all"] and not args.no_mirroring and not args.save_probabilities
+
+
+def test_nnunet_model_folder_follows_nnunet_naming(tmp_path) -> None:
+    folders = nnunet_folders(tmp_path, 2)
+    assert folders.model("Dataset501_X", "2d") == (
+        tmp_path / "results_seed2" / "Dataset501_X" / "nnUNetTrainer__nnUNetPlans__2d"
+    )
+    assert folders.model("D", "3d_fullres", "P1").name == "nnUNetTrainer__P1__3d_fullres"
