@@ -14,6 +14,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,19 +80,26 @@ def medpy_hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) ->
     return float(binary.hd95(pred, ref, voxelspacing=spacing, connectivity=1))
 
 
-def monai_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], tolerance: float
-) -> dict[str, float]:
-    """MONAI's symmetric ASD, NSD (edge voxels counted) and max-of-directed HD95."""
+@contextmanager
+def _monai(pred: np.ndarray, ref: np.ndarray) -> Iterator[tuple[Any, Any, Any]]:
+    """``monai.metrics`` and both masks as ``(1, 1, ...)`` float tensors, with MONAI's own
+    FutureWarnings / DeprecationWarnings about its API silenced; skips without MONAI."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("monai")
     with warnings.catch_warnings():
-        # MONAI's surface metrics announce API changes with FutureWarnings of their own.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         metrics = importlib.import_module("monai.metrics")
         p = torch.from_numpy(np.asarray(pred, np.float32)[None, None])
         r = torch.from_numpy(np.asarray(ref, np.float32)[None, None])
+        yield metrics, p, r
+
+
+def monai_metrics(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], tolerance: float
+) -> dict[str, float]:
+    """MONAI's symmetric ASD, NSD (edge voxels counted) and max-of-directed HD95."""
+    with _monai(pred, ref) as (metrics, p, r):
         sp = [float(s) for s in spacing]
         asd = metrics.compute_average_surface_distance(
             p, r, include_background=True, symmetric=True, spacing=sp
@@ -111,14 +121,7 @@ def monai_surfel_nsd(
     MONAI builds the neighbourhood codes in float32 and returns float32, so agreement is
     to about 1e-7, not to the last bit.
     """
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("monai")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        metrics = importlib.import_module("monai.metrics")
-        p = torch.from_numpy(np.asarray(pred, np.float32)[None, None])
-        r = torch.from_numpy(np.asarray(ref, np.float32)[None, None])
+    with _monai(pred, ref) as (metrics, p, r):
         nsd = metrics.compute_surface_dice(
             p,
             r,
