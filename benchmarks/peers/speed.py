@@ -52,6 +52,7 @@ GPU_MEMORY_GB = 8.0
 DATASETS = {"3d": 511, "2d": 512}
 NN_CONF = {"3d": "3d_fullres", "2d": "2d"}
 AJ_CONF = {"3d": "fullres", "2d": "2d"}
+AJ_FOLD_DIR = {"3d": "fold_all", "2d": "2d/fold_all"}  # 2d runs live under WORK/2d/
 PREDICTIONS = (("own", False), ("equal", False), ("own", True))
 """(plans, mirroring) of the timed predictions: mirroring's cost is a property of each
 tool's own setup; at the equal patch one pass per tile says enough about the networks."""
@@ -271,9 +272,6 @@ def train_seconds_per_iteration(
         "nnunet": nn_epoch / args.iterations,
         "autojoint": float(aj_log[1]["seconds"]) / args.iterations,
     }
-
-
-AJ_FOLD_DIR = {"3d": "fold_all", "2d": "2d/fold_all"}  # 2d runs live under WORK/2d/
 
 
 def predict_seconds(
