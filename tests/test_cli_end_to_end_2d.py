@@ -24,8 +24,10 @@ def trained_2d(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     raw = make_raw_dataset_2d(root / "raw", num_cases=6)
     work = root / "work"
     assert cli_plan.main(["-d", str(raw), "-w", str(work)]) == 0
-    args = ["0", "-w", str(work), "-c", "2d", "--epochs", "1", "--iterations-per-epoch", "2"]
+    # no -c: a plan of 2D images trains its only configuration, 2d
+    args = ["0", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "2"]
     assert cli_train.main(args) == 0
+    assert (work / "2d" / "fold_0" / "checkpoint_final.pt").is_file()
     return {"root": root, "raw": raw, "work": work}
 
 
@@ -44,11 +46,11 @@ def test_plan_of_2d_slices_is_2d(trained_2d: dict[str, Path]) -> None:
 
 
 @pytest.mark.slow
-def test_default_configuration_names_the_fix(
+def test_fullres_of_a_2d_plan_names_the_fix(
     trained_2d: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
     work = trained_2d["work"]
-    assert cli_train.main(["0", "-w", str(work), "--epochs", "1"]) != 0
+    assert cli_train.main(["0", "-w", str(work), "-c", "fullres", "--epochs", "1"]) != 0
     assert "only configuration is 2d. Pass -c 2d" in capsys.readouterr().err
 
 
@@ -56,7 +58,7 @@ def test_default_configuration_names_the_fix(
 def test_predict_writes_2d_masks_on_the_input_grid(trained_2d: dict[str, Path]) -> None:
     raw, work, root = trained_2d["raw"], trained_2d["work"], trained_2d["root"]
     out = root / "pred"
-    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-c", "2d"]
+    args = ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work)]  # -c: the plan's
     assert cli_predict.main([*args, "--evidence"]) == 0
     for image in sorted((raw / "imagesTr").glob("*_0000.nii.gz")):
         case = image.name.removesuffix("_0000.nii.gz")

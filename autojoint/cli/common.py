@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from autojoint.io.workdir import PLANS_FILE
 from autojoint.planning.presets import PRESETS, preset_overrides
+from autojoint.planning.schema import CONFIGURATIONS
 
 WORK_DIR_ENV = "AUTOJOINT_WORK"
 
@@ -52,6 +55,33 @@ def add_plan_overrides(parser: argparse.ArgumentParser, *, preset_help: str, set
         metavar="SECTION.FIELD=VALUE",
         help=set_help,
     )
+
+
+def add_configuration(parser: argparse.ArgumentParser, extra_help: str = "") -> None:
+    """``-c/--configuration``; None until :func:`resolve_configuration` reads the plan."""
+    parser.add_argument(
+        "-c",
+        "--configuration",
+        choices=CONFIGURATIONS,
+        default=None,
+        help="fullres, lowres or 2d (default: the plan's own, fullres for a dataset of volumes "
+        "and 2d for a dataset of 2D images)" + extra_help,
+    )
+
+
+def resolve_configuration(work_dir: Path | None, name: str | None) -> str:
+    """``name``, or the top-level configuration of ``WORK/plans.json`` (``fullres`` when
+    there is no readable plan: the command then reports the missing plan itself)."""
+    if name is not None:
+        return name
+    if work_dir is None:
+        return "fullres"
+    try:
+        plan = json.loads((Path(work_dir) / PLANS_FILE).read_text())
+        found = plan.get("configuration", "fullres") if isinstance(plan, dict) else "fullres"
+    except (OSError, ValueError):
+        return "fullres"
+    return found if found in CONFIGURATIONS else "fullres"
 
 
 def plan_overrides(args: argparse.Namespace) -> tuple[str, ...]:

@@ -6,12 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from autojoint.cli.common import EXIT_DATASET, add_verbosity, add_work_dir, run
+from autojoint.cli.common import (
+    EXIT_DATASET,
+    add_configuration,
+    add_verbosity,
+    add_work_dir,
+    resolve_configuration,
+    run,
+)
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
 from autojoint.inference.outputs import FAILURES_CSV
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.io.paths import output_dir_problem
-from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 # Exit codes (docs/cli.md): 0 every case predicted; 1 nothing could run (one-line error);
@@ -55,13 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.5,
         help="sliding-window step as a fraction of the patch (default 0.5)",
     )
-    parser.add_argument(
-        "-c",
-        "--configuration",
-        choices=CONFIGURATIONS,
-        default="fullres",
-        help="which trained configuration to use: fullres (default) or lowres",
-    )
+    add_configuration(parser)
     parser.add_argument(
         "--evidence",
         nargs="?",
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         folds=args.folds,
         device=args.device,
         step_fraction=args.step_size,
-        configuration=args.configuration,
+        configuration=resolve_configuration(args.work_dir, args.configuration),
         tile_batch=args.tile_batch,
         use_tta=not args.no_tta,
         evidence=args.evidence,

@@ -6,14 +6,15 @@ import argparse
 import os
 
 from autojoint.cli.common import (
+    add_configuration,
     add_plan_overrides,
     add_verbosity,
     add_work_dir,
     plan_overrides,
+    resolve_configuration,
     run,
 )
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
-from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig
 from autojoint.training.distributed import context_from_env
 from autojoint.training.launch import train_fold
@@ -107,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         default=d.num_workers,
         help="data-augmentation worker processes (0 = in the main process)",
     )
-    parser.add_argument(
-        "-c",
-        "--configuration",
-        choices=CONFIGURATIONS,
-        default="fullres",
-        help="fullres (default) or lowres (only when the plan has one; writes "
-        "WORK_DIR/lowres/fold_FOLD/)",
-    )
+    add_configuration(parser, "; lowres only when the plan has one, written to WORK_DIR/lowres/")
     parser.add_argument(
         "--continue",
         dest="resume",
@@ -165,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         num_workers=args.num_workers,
-        configuration=args.configuration,
+        configuration=resolve_configuration(args.work_dir, args.configuration),
         plan_overrides=plan_overrides(args),
         resume=args.resume,
         final_validation=not args.skip_validation,
