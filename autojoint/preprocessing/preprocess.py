@@ -27,7 +27,12 @@ from autojoint.io.typed_json import field_problems, from_json
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.lung_mask import lung_crop
 from autojoint.preprocessing.normalization import normalize
-from autojoint.preprocessing.resample import resample_image, resample_label, shape_for_spacing
+from autojoint.preprocessing.resample import (
+    resample_image,
+    resample_label,
+    shape_for_spacing,
+    thick_axis,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +93,13 @@ def preprocess_arrays(
     seg_c = transpose_spatial(crop(seg, bbox), fwd) if seg is not None else None
     spacing = tuple(geometry.spacing[a] for a in fwd)
     new_shape = shape_for_spacing(data_c.shape[1:], spacing, plan.target_spacing)
-    data_r = resample_image(data_c, new_shape)
-    seg_r = resample_label(seg_c, new_shape, plan.num_labels) if seg_c is not None else None
+    thick = thick_axis(spacing, plan.target_spacing)
+    data_r = resample_image(data_c, new_shape, separate_axis=thick)
+    seg_r = (
+        resample_label(seg_c, new_shape, plan.num_labels, separate_axis=thick)
+        if seg_c is not None
+        else None
+    )
     view = plan.classification_shape  # None exactly when the plan has no diagnosis classes
     if view is not None:
         cls_data = resample_image(data_c, view, order=1)
