@@ -100,6 +100,7 @@ def test_mixed_precision_is_float16_autocast_on_cuda_only(monkeypatch: pytest.Mo
 def test_cpu_probabilities_are_exactly_those_of_float32(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     plan = tiny_plan()
+    assert plan.classification_shape is not None
     net = JointNet(plan).eval()
     rng = np.random.default_rng(0)
     data = rng.standard_normal((1, 20, 40, 36)).astype(np.float32)
