@@ -11,6 +11,12 @@ Inputs (the closing table of the planner issue):
   * any further raw dataset given with --dataset.
 
     python -m benchmarks.plan_table [--dataset RAW_DIR ...] [--shared-data DIR] [--no-demo]
+    python -m benchmarks.plan_table --device-sizes [8 24 40 80 141]
+
+``--device-sizes`` prints instead how the plan of one chest-CT fingerprint
+(``tests.fingerprints.chest_ct_fingerprint``) grows with the CUDA device's memory, each
+size less the planner's headroom (``planner.usable_budget_gb``): the table of
+docs/planning.md, "Plans by device size".
 
 Run it as a module from the repository root: it reuses the hand-made fingerprints of
 ``tests/fingerprints.py``, and ``tests`` is importable from there, not installed.
@@ -34,10 +40,10 @@ from autojoint.fingerprint.compute import compute_fingerprint
 from autojoint.fingerprint.schema import Fingerprint
 from autojoint.io.dataset import load_raw_dataset
 from autojoint.io.image_io import SLICE_SPACING_2D_MM
-from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, plan_experiment
+from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, plan_experiment, usable_budget_gb
 from autojoint.planning.schema import Plan
 from dataset_conversion.generate_demo import generate_dataset
-from tests.fingerprints import make_fingerprint
+from tests.fingerprints import chest_ct_fingerprint, make_fingerprint
 
 NNUNET_8GB = {
     "isotropic 1 mm, 300^3": "128 x 128 x 128, batch 2",
@@ -167,6 +173,30 @@ def _datasets(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, Finger
         yield raw.name, compute_fingerprint(load_raw_dataset(raw), num_workers=2)
 
 
+def device_size_table(sizes_gb: list[float]) -> list[str]:
+    """Markdown rows: the chest-CT fingerprint planned for each device size."""
+    fp = chest_ct_fingerprint()
+    rows = [
+        "| device | budget | patch | batch | patch x batch (Mvox) | est. GB | view | low-res "
+        "patch | 2d patch, batch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in sizes_gb:
+        budget = usable_budget_gb(size)
+        plan = plan_experiment(fp, memory_budget_gb=budget, device_profile=f"gpu {size:g} GB")
+        low = "-" if plan.lowres is None else _fmt(plan.lowres.patch_size)
+        two_d = "-"
+        if plan.two_d is not None:
+            two_d = f"{_fmt(plan.two_d.patch_size)}, {plan.two_d.batch_size}"
+        mvox = np.prod(plan.patch_size) * plan.batch_size / 1e6
+        rows.append(
+            f"| {size:g} GB | {budget:.1f} GB | {_fmt(plan.patch_size)} | {plan.batch_size} | "
+            f"{mvox:.1f} | {plan.estimated_memory_gb:.1f} | {_fmt(plan.classification_shape)} | "
+            f"{low} | {two_d} |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", type=Path, action="append", default=[])
@@ -177,8 +207,20 @@ def main() -> None:
         help="the shared real data folder (default ../shared/data beside the checkout)",
     )
     parser.add_argument("--no-demo", action="store_true", help="skip the generated demo")
+    parser.add_argument(
+        "--device-sizes",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="GB",
+        help="only print the chest-CT plan for CUDA devices of these sizes (default 8 24 40 "
+        "80 141)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.device_sizes is not None:
+        print("\n".join(device_size_table(args.device_sizes or [8, 24, 40, 80, 141])))
+        return
     print(
         "| input | profile | config | spacing (mm) | axis order | patch | batch | stages |"
         " kernel 0 | view | eta | low-res | 2d config | est. GB | nnU-Net v2 8 GB |"

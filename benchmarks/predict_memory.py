@@ -104,7 +104,8 @@ def main() -> None:
     thread.start()
     t_last[0] = time.perf_counter()
     try:
-        options = predictor.PredictOptions(folds=["all"])
+        # Resident memory of this process: the CPU holds every buffer (auto could pick CUDA).
+        options = predictor.PredictOptions(folds=["all"], device="cpu")
         predictor.run_prediction(root / "inputs", root / "pred", work, options)
     finally:
         stop.set()

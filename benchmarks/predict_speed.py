@@ -41,6 +41,7 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint
+from autojoint.runtime.devices import mixed_precision, resolve_device
 from autojoint.training.config import TrainerConfig
 from autojoint.training.launch import train_fold
 
@@ -69,7 +70,7 @@ def forward_only_seconds(
 ) -> tuple[float, int]:
     """Seconds of the networks' forward passes over the case's tiles (same batches and
     mirrorings as the predictor) plus the whole-scan classification; number of tiles."""
-    dev = torch.device(options.device)
+    dev = resolve_device(options.device)  # "auto" too, as the predictor resolves it
     ens = load_ensemble(work, folds, dev, options.configuration)
     plan = ens.plan
     data, geo = load_channels([case_path])
@@ -109,12 +110,14 @@ def forward_only_seconds(
             boxes = None
             if context is not None:  # each tile's place in the view (cross-stitch stem)
                 boxes = tile_boxes(tiles[i : i + batch], patch, pre.data.shape[1:]).to(dev)
-            predict_mirrored(predict, x, axes if options.use_tta else (), boxes)
+            with mixed_precision(dev):  # as the predictor runs the networks
+                predict_mirrored(predict, x, axes if options.use_tta else (), boxes)
             _sync(dev)
             seconds += time.perf_counter() - start
         if view is not None:
             start = time.perf_counter()
-            net.classify(view)
+            with mixed_precision(dev):
+                net.classify(view)
             _sync(dev)
             seconds += time.perf_counter() - start
     return seconds, len(tiles)
@@ -124,12 +127,13 @@ def forward_only_seconds(
 def warm_up(work: Path, folds: list[str], options: PredictOptions) -> None:
     """One forward pass per fold at the tile batch shape before anything is timed: the
     first pass of a process on a new shape pays one-off kernel set-up (oneDNN, cuDNN)."""
-    dev = torch.device(options.device)
+    dev = resolve_device(options.device)  # "auto" too, as the predictor resolves it
     ens = load_ensemble(work, folds, dev, options.configuration)
     batch = options.tile_batch or ens.plan.batch_size
     x = torch.zeros((batch, len(ens.plan.channel_names), *ens.plan.patch_size), device=dev)
-    for net in ens.nets:
-        net.seg(x)
+    with mixed_precision(dev):  # the kernels the predictor's autocast will use
+        for net in ens.nets:
+            net.seg(x)
     _sync(dev)
 
 

@@ -92,6 +92,21 @@ def make_fingerprint(
     )
 
 
+def chest_ct_fingerprint(num_cases: int = 40) -> Fingerprint:
+    """Chest CTs as a GPU plan sees them: 1.25 mm slices, 0.75 mm in plane, cropped to
+    about 280 x 360 x 480 voxels (shapes vary by up to 10% per axis, deterministically),
+    two lesion labels."""
+    shapes = [
+        (260 + (7 * i) % 40, 340 + (11 * i) % 40, 460 + (13 * i) % 40) for i in range(num_cases)
+    ]
+    return make_fingerprint(
+        [(1.25, 0.75, 0.75)] * num_cases,
+        shapes,
+        labels={"background": 0, "ground_glass": 1, "consolidation": 2},
+        lesion_volumes_mm3=(60000.0, 8000.0, 500.0),
+    )
+
+
 def tiny_plan(
     *, classes: Sequence[str] = ("COVID-19", "CAP", "normal"), shape=(16, 32, 32)
 ) -> Plan:

@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         "--gpu-memory-gb",
         type=float,
         default=None,
-        help="plan for a GPU with this much memory instead of the detected device",
+        help="the memory budget in GB, used as given instead of the detected device's: what "
+        "the plan's activation estimate may reach, not the device size (a detected CUDA "
+        "device of D GB gives (D - 1.5) x 0.9, leaving room for the CUDA context, weights, "
+        "optimiser state and workspace; docs/planning.md, 'Budget')",
     )
     parser.add_argument(
         "-c",

@@ -54,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_best.pt (best smoothed validation score during training) or "
         "checkpoint_latest.pt",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--device",
+        default=PredictOptions.device,
+        help="auto (CUDA, else MPS, else CPU; default, as autojoint_train), cpu, cuda, "
+        "cuda:N or mps; the log names the device chosen. On CUDA the networks run in "
+        "float16 autocast, as they trained",
+    )
     parser.add_argument(
         "--step-size",
         type=float,

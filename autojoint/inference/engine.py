@@ -6,7 +6,8 @@ the scores the trainer reports come from the computation the predictions use: th
 sliding-window segmentation at the plan's spacing (Gaussian-weighted tiles, mirroring
 test-time augmentation, the whole-scan view as context with the cross-stitch stem), the
 mean of the networks' probabilities, and each network's diagnosis probabilities from one
-pass over the whole-scan view.
+pass over the whole-scan view. On CUDA the networks run under float16 autocast, as they
+trained (``runtime.devices.mixed_precision``); elsewhere in float32.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from autojoint.inference.sliding_window import network_probabilities
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase
+from autojoint.runtime.devices import mixed_precision
 
 __all__ = ["NetworkProbabilities", "run_networks"]
 
@@ -78,21 +80,22 @@ def run_networks(
     total = np.zeros((plan.num_labels, *pre.data.shape[1:]), np.float32) if segment else None
     diagnosis = []
     for net, net_axes in zip(nets, axes, strict=True):
-        if total is not None:
-            total += network_probabilities(
-                net,
-                pre.data,
-                plan.patch_size,
-                plan.num_labels,
-                context=context,
-                step_fraction=step_fraction,
-                device=device,
-                tile_batch=tile_batch,
-                mirror_axes=net_axes,
-            )
-        if view is not None:
-            _, logits, _ = net.classify(view)
-            diagnosis.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
+        with mixed_precision(device):
+            if total is not None:
+                total += network_probabilities(
+                    net,
+                    pre.data,
+                    plan.patch_size,
+                    plan.num_labels,
+                    context=context,
+                    step_fraction=step_fraction,
+                    device=device,
+                    tile_batch=tile_batch,
+                    mirror_axes=net_axes,
+                )
+            if view is not None:
+                _, logits, _ = net.classify(view)
+                diagnosis.append(torch.softmax(logits.float(), dim=1)[0].cpu().numpy())
     return NetworkProbabilities(
         segmentation=None if total is None else total / len(nets),
         diagnosis=np.stack(diagnosis).astype(np.float32) if diagnosis else None,

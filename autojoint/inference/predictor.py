@@ -192,10 +192,12 @@ class PredictOptions:
         save_probabilities: write ``CASE_probabilities.npz``.
         resume: skip cases whose outputs an earlier run completed (``--continue``).
         report_timing: log the per-case timing breakdown.
+        device: ``auto`` (CUDA, then MPS, then CPU: ``runtime.devices.resolve_device``, as
+            training), ``cpu``, ``cuda[:N]`` or ``mps``.
     """
 
     folds: list[str] | None = None
-    device: str = "cpu"
+    device: str = "auto"
     step_fraction: float = 0.5
     configuration: str = "fullres"
     tile_batch: int | None = None
@@ -234,6 +236,7 @@ def run_prediction(
         ValueError: folds of different plans, or an unknown evidence method.
     """
     dev = resolve_device(options.device)
+    logger.info("predicting on %s%s", dev, " (--device auto)" if options.device == "auto" else "")
     folds = options.folds or available_folds(work_dir, options.configuration, options.checkpoint)
     if not folds:
         where = fold_dir(work_dir, "*", options.configuration)

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # Without a GPU, "memory" is not the limit: step time is. This budget keeps one training
 # step of the CPU profile around 1 s on 2 cores (measured: docs/planning.md).
 CPU_PROFILE_BUDGET_GB = 0.4
+# Headroom between a CUDA device's total memory and the budget (usable_budget_gb).
+CUDA_RESERVE_GB = 1.5
+CUDA_WORKSPACE_FRACTION = 0.10
 ANISOTROPY_RATIO = 3.0
 LOWRES_MIN_COVERAGE = 0.25
 LOWRES_SPACING_STEP = 1.05
@@ -523,8 +526,47 @@ def plan_experiment(
     )
 
 
+def usable_budget_gb(device_gb: float) -> float:
+    """The memory budget for a CUDA device of ``device_gb`` GB (total memory).
+
+    The budget bounds the memory estimate (``resolution.estimate_memory_gb``), which counts
+    only the activations a training step keeps for backward. Two things on the device are
+    not in it, so they are taken off first (docs/planning.md, "Budget"):
+
+    - ``CUDA_RESERVE_GB`` (1.5 GB) for what does not grow with the patch: the CUDA context
+      with the cuDNN and cuBLAS handles (0.3-0.8 GB, outside torch's allocator) and the
+      network's weights, gradients, optimiser state and autocast's float16 weight copies
+      (GPU plans have 20-42 M parameters, at up to 18 bytes each with Adam: <= 0.75 GB);
+    - then ``CUDA_WORKSPACE_FRACTION`` (10%) of the rest for what grows with it: cuDNN
+      workspaces, transient gradient buffers and the caching allocator's rounding.
+
+    With these, budget 8 GB (nnU-Net's default target, which the estimate is calibrated
+    to) needs a 10.4 GB device, as nnU-Net asks for at least 10 GB for its default plans.
+
+    Raises:
+        ValueError: the device is no larger than the reserve.
+    """
+    budget = (device_gb - CUDA_RESERVE_GB) * (1.0 - CUDA_WORKSPACE_FRACTION)
+    if budget <= 0:
+        raise ValueError(
+            f"a {device_gb:.1f} GB device leaves no memory for training after the "
+            f"{CUDA_RESERVE_GB:g} GB reserve for the CUDA context, weights and optimiser "
+            "state; give a budget with autojoint_plan --gpu-memory-gb G, or plan on a "
+            "machine without a GPU for the CPU profile."
+        )
+    return budget
+
+
 def detect_memory_budget(gpu_memory_gb: float | None) -> tuple[float, str]:
-    """Budget from ``--gpu-memory-gb``, else the detected CUDA device, else the CPU profile."""
+    """Memory budget (GB) and device profile of the plan.
+
+    ``--gpu-memory-gb`` is the budget itself, used as given (it is what tests and peer
+    benchmarks compare against nnU-Net's ``-gpu_memory_target``); else the total memory of
+    CUDA device 0 less the headroom of :func:`usable_budget_gb`; else the CPU profile.
+
+    Raises:
+        ValueError: the detected device is too small for any budget.
+    """
     if gpu_memory_gb is not None:
         return gpu_memory_gb, f"gpu ({gpu_memory_gb:g} GB, given)"
     import torch
@@ -532,5 +574,16 @@ def detect_memory_budget(gpu_memory_gb: float | None) -> tuple[float, str]:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         total = props.total_memory / 1024**3
-        return total, f"gpu ({props.name}, {total:.1f} GB)"
+        budget = usable_budget_gb(total)
+        logger.info(
+            "CUDA device 0 (%s): %.1f GB, planning for a budget of %.1f GB (%.1f GB reserved "
+            "for the CUDA context, weights and optimiser state, %d%% of the rest for "
+            "workspace)",
+            props.name,
+            total,
+            budget,
+            CUDA_RESERVE_GB,
+            round(100 * CUDA_WORKSPACE_FRACTION),
+        )
+        return budget, f"gpu ({props.name}, {total:.1f} GB, budget {budget:.1f} GB)"
     return CPU_PROFILE_BUDGET_GB, "cpu"

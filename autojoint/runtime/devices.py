@@ -1,10 +1,18 @@
-"""Which device trains: ``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+"""Which device trains and predicts (``auto`` picks CUDA, then Apple's MPS, then the CPU),
+and the mixed precision both use on it."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any
 
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+AUTOCAST_DTYPE = torch.float16
+"""Autocast precision on CUDA, for training (with loss scaling) and prediction alike:
+float16 runs on every CUDA GPU, where bfloat16 needs Ampere or newer."""
 
 
 def _mps_available() -> bool:
@@ -43,3 +51,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             )
         return torch.device("mps")
     raise ValueError(f"unknown device '{name}'; use one of {DEVICE_CHOICES} (or cuda:N).")
+
+
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to ``AUTOCAST_DTYPE`` on CUDA, as training runs there; on the CPU and MPS
+    a no-op, so their results stay exactly those of float32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=AUTOCAST_DTYPE)
+    return contextlib.nullcontext()

@@ -15,6 +15,7 @@ from autojoint.data.loader import JointDataLoader
 from autojoint.losses.joint import LossParts, joint_loss
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, LossWeights, Plan
+from autojoint.runtime.devices import AUTOCAST_DTYPE
 
 LOSS_TERMS = ("total", "seg", "cls", "task_aware")
 
@@ -69,7 +70,7 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["data"].device.type
-    with torch.autocast(device_type, enabled=scaler.is_enabled()):
+    with torch.autocast(device_type, dtype=AUTOCAST_DTYPE, enabled=scaler.is_enabled()):
         view = batch["cls_data"] if use_view else None
         output = model(batch["data"], view, batch.get("patch_box"))
         parts = joint_loss(net, output, batch, weights, class_weights, loss_options)

@@ -4,6 +4,7 @@ activations, and the budget from the detected GPU (or the CPU profile)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,10 +15,16 @@ import torch
 from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.planning import planner
-from autojoint.planning.planner import CPU_PROFILE_BUDGET_GB, detect_memory_budget, plan_experiment
+from autojoint.planning.planner import (
+    CPU_PROFILE_BUDGET_GB,
+    CUDA_RESERVE_GB,
+    detect_memory_budget,
+    plan_experiment,
+    usable_budget_gb,
+)
 from autojoint.planning.resolution import estimate_activation_elements, estimate_memory_gb
 from autojoint.planning.schema import NetworkOptions, Plan
-from tests.fingerprints import make_fingerprint, tiny_plan
+from tests.fingerprints import chest_ct_fingerprint, make_fingerprint, tiny_plan
 from tests.synthetic import make_raw_dataset
 
 SWITCHES = {
@@ -140,8 +147,23 @@ def _fake_cuda(monkeypatch: pytest.MonkeyPatch, total_gb: float | None) -> list[
 def test_budget_from_the_detected_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     queried = _fake_cuda(monkeypatch, 24.0)
     budget, profile = detect_memory_budget(None)
-    assert budget == pytest.approx(24.0) and profile == "gpu (Fake GPU, 24.0 GB)"
+    # 1.5 GB reserve, then 10% of the rest: (24 - 1.5) x 0.9.
+    assert budget == pytest.approx(20.25) == usable_budget_gb(24.0)
+    assert profile == "gpu (Fake GPU, 24.0 GB, budget 20.2 GB)"
     assert queried == [0]
+
+
+def test_headroom_matches_nnunets_default_device() -> None:
+    # The estimate is calibrated to nnU-Net's 8 GB target, which nnU-Net runs on >= 10 GB.
+    assert usable_budget_gb(10.4) == pytest.approx(8.0, abs=0.02)
+    budgets = [usable_budget_gb(g) for g in (2.0, 8.0, 141.0)]
+    assert budgets == sorted(budgets) and all(b > 0 for b in budgets)
+
+
+def test_a_device_no_larger_than_the_reserve_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_cuda(monkeypatch, CUDA_RESERVE_GB)
+    with pytest.raises(ValueError, match="--gpu-memory-gb"):
+        detect_memory_budget(None)
 
 
 def test_budget_given_overrides_the_detected_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +184,7 @@ def test_pipeline_plans_for_the_detected_gpu_unless_told(
     raw = make_raw_dataset(tmp_path / "raw", num_cases=3)
     _fake_cuda(monkeypatch, 16.0)
     detected = plan_and_preprocess(raw, tmp_path / "a", preprocess=False)
-    assert detected.memory_budget_gb == pytest.approx(16.0)
+    assert detected.memory_budget_gb == pytest.approx(usable_budget_gb(16.0))
     assert detected.device_profile.startswith("gpu (Fake GPU")
     assert detected.topology.features_per_stage[0] == 32  # GPU widths, not the CPU profile's
     given = plan_and_preprocess(raw, tmp_path / "b", preprocess=False, gpu_memory_gb=2.0)
@@ -171,3 +193,42 @@ def test_pipeline_plans_for_the_detected_gpu_unless_told(
     cpu = plan_and_preprocess(raw, tmp_path / "c", preprocess=False)
     assert cpu.device_profile == "cpu" and cpu.memory_budget_gb == CPU_PROFILE_BUDGET_GB
     assert cpu.topology.features_per_stage[0] == 16
+
+
+DEVICE_SIZES_GB = (8.0, 24.0, 40.0, 80.0, 141.0)
+
+
+def test_plans_grow_with_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chest-CT fingerprint planned for each detected device size (docs/planning.md,
+    "Plans by device size", shows the same rows)."""
+    fp = chest_ct_fingerprint()
+    plans = []
+    for size in DEVICE_SIZES_GB:
+        _fake_cuda(monkeypatch, size)
+        budget, profile = detect_memory_budget(None)
+        plans.append(plan_experiment(fp, memory_budget_gb=budget, device_profile=profile))
+    table = "\n".join(
+        f"{size:g} GB: budget {p.memory_budget_gb:.1f}, patch {p.patch_size} batch "
+        f"{p.batch_size}, estimate {p.estimated_memory_gb:.1f}, 2d batch {p.two_d.batch_size}"
+        for size, p in zip(DEVICE_SIZES_GB, plans, strict=True)
+        if p.two_d is not None
+    )
+    budgets = [p.memory_budget_gb for p in plans]
+    assert all(a < b for a, b in itertools.pairwise(budgets)), table
+    voxels = [math.prod(p.patch_size) * p.batch_size for p in plans]
+    assert voxels == sorted(voxels), table
+    dataset_voxels = sum(math.prod(c.shape_after_crop) for c in fp.cases)
+    for p in plans:
+        assert p.two_d is not None
+        configurations = [p, p.two_d] + ([p.lowres] if p.lowres is not None else [])
+        for c in configurations:
+            assert 0 < c.estimated_memory_gb <= p.memory_budget_gb, table
+            assert all(a <= m for a, m in zip(c.patch_size, c.median_shape, strict=True)), table
+        for c in (p, p.two_d):  # at the dataset's own spacing (lowres has fewer voxels)
+            # Batch: >= 2, and above 2 only while one batch covers <= 5% of the dataset.
+            assert c.batch_size == 2 or c.batch_size * math.prod(c.patch_size) <= (
+                0.05 * dataset_voxels
+            ), table
+    # The largest device still gets a full-resolution patch no larger than nnU-Net's
+    # 256^3-voxel start.
+    assert plans[-1].lowres is None and math.prod(plans[-1].patch_size) <= 256**3, table
