@@ -3,8 +3,9 @@
 MultiR-Net reports that its Grad-CAM maps agree with the lesion masks; this makes that
 checkable: the *lesion contrast* of an evidence map is the mean evidence inside the
 reference lesions divided by the mean evidence in the rest of a region (the lung). Above 1
-the map concentrates on lesions; 1 is no preference. Eq. 10 pulls the CAM towards the lesion
-maps, so for a model trained with it the contrast is the optimised quantity; the pointing
+the map concentrates on lesions; 1 is no preference. The task-aware loss (docs/methods.md)
+pulls the CAM towards the lesion maps, so for a model trained with it the contrast is the
+optimised quantity; the pointing
 game (:func:`evidence_peak_in_lesion`) and the deletion curve (:func:`deletion_curve`) are
 not trained on.
 """
@@ -48,8 +49,9 @@ def evidence_lesion_contrast(
 def evidence_peak_in_lesion(evidence: np.ndarray, lesion: np.ndarray) -> bool:
     """Does the evidence map's maximum lie inside a reference lesion (the "pointing game")?
 
-    An evidence metric that no loss optimises directly (eq. 10 pulls whole maps towards the
-    lesion map, not their peak), so it can judge the task-aware loss without favouring it.
+    An evidence metric that no loss optimises directly (the task-aware loss pulls whole maps
+    towards the lesion map, not their peak), so it can judge that loss without favouring
+    it.
     Ties: the first maximal voxel in C order.
 
     Raises:
@@ -74,9 +76,10 @@ def deletion_curve(
 
     A faithful evidence map names the voxels the decision rests on: deleting them first
     lowers the score faster than deleting random ones (pass a random ``evidence`` map for
-    that baseline). No loss is trained on this, unlike the lesion contrast that eq. 10
-    optimises. Deleted voxels are set to ``fill`` in every channel (e.g. the median of the
-    region: healthy lung); ties in the evidence go to the first voxel in C order.
+    that baseline). No loss is trained on this, unlike the lesion contrast that the
+    task-aware loss optimises. Deleted voxels are set to ``fill`` in every channel (e.g. the
+    median of the region: healthy lung); ties in the evidence go to the first voxel in C
+    order.
 
     Args:
         image: ``(C, *spatial)``, not modified.

@@ -1,7 +1,8 @@
 """Evidence maps of the predicted diagnosis, on the input grid, by a named method.
 
 Methods live in one explicit registry (``EVIDENCE_METHODS``) so that ``--evidence NAME``
-can offer more than the classifier's class activation map (eq. 5) without touching the
+can offer more than the classifier's class activation map (CAM; docs/methods.md, "Evidence
+maps: CAM and Grad-CAM") without touching the
 predictor: a method takes the fold networks, the whole-scan view, the predicted class and
 the preprocessed case, and returns a ``[0, 1]`` map on the input grid.
 """
@@ -69,7 +70,7 @@ def to_cropped_input_order(volumes: np.ndarray, pre: PreprocessedCase, plan: Pla
 def evidence_on_input_grid(
     maps: list[torch.Tensor], pre: PreprocessedCase, plan: Plan
 ) -> np.ndarray:
-    """Eq. 5 evidence maps of all classifier units (and folds), upsampled to the view,
+    """Class activation maps of all classifier units (and folds), upsampled to the view,
     averaged, rectified and scaled to [0, 1] (as Grad-CAM displays are), then put on the
     input grid (0 outside the body crop).
 
@@ -92,7 +93,7 @@ def evidence_on_input_grid(
 def class_activation_evidence(
     nets: list[JointNet], view: torch.Tensor, class_index: int, pre: PreprocessedCase, plan: Plan
 ) -> np.ndarray:
-    """The classifier's class activation maps (eq. 5) for ``class_index``, every unit and
+    """The classifier's class activation maps (CAM) for ``class_index``, every unit and
     fold averaged (see :func:`evidence_on_input_grid`)."""
     predicted = torch.tensor([class_index], device=view.device)
     maps = []

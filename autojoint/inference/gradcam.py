@@ -1,13 +1,14 @@
 """Grad-CAM evidence maps: explanations for every network configuration.
 
-The FC-weight CAM of eq. 5 (``ClassificationNet.evidence_maps``) needs global average
+The FC-weight class activation map (CAM, ``ClassificationNet.evidence_maps``; docs/methods.md,
+"Evidence maps: CAM and Grad-CAM") needs global average
 pooling straight into the FC layer. Grad-CAM (Selvaraju et al. 2017) only needs gradients:
 for the predicted class c and the feature maps A_k of a chosen layer,
 
     alpha_k = mean over voxels of d y_c / d A_k,   L = ReLU(sum_k alpha_k A_k),
 
 upsampled to the classification view. For the classifier's last unit this equals the ReLU
-of eq. 5's map divided by the unit's voxel count (GAP is linear), which the tests use as a
+of that unit's CAM divided by its voxel count (GAP is linear), which the tests use as a
 known answer. Any stage of the segmentation encoder (which the diagnosis also flows through)
 can be chosen instead, so MultiR-Net's "Grad-CAM maps agree with the masks" is reproducible.
 

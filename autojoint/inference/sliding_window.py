@@ -239,7 +239,8 @@ def network_probabilities(
     mirror_axes: Sequence[int] = (),
 ) -> np.ndarray:
     """Per-class probabilities of the eta-fused segmentation of a joint network, tiled:
-    ``net.fused_probabilities`` (the plan's ``network.fusion``, eq. 3 or eq. 1).
+    ``net.fused_probabilities`` (the plan's ``network.fusion``, ``softmax`` or
+    ``sigmoid_sum``).
 
     ``context`` is the case's whole-scan view (``(1, C, *view)``), mixed into every tile
     when the network has a cross-stitch stem (ignored otherwise): each tile gets its own box

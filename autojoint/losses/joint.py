@@ -1,4 +1,7 @@
-"""Diagnosis loss (eq. 9), task-aware loss (eq. 10) and their sum with L_seg (eq. 11)."""
+"""Diagnosis loss, task-aware loss and the total loss with L_seg.
+
+The formulas, their ranges and the reasons for the defaults are in docs/methods.md.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ VIEW_SEG_WEIGHT = 0.5
 def diagnosis_loss(
     logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor
 ) -> torch.Tensor:
-    """Eq. 9: cross-entropy weighted by inverse class frequency; target -1 = no diagnosis.
+    """Diagnosis loss: cross-entropy weighted by inverse class frequency; target -1 = no
+    diagnosis (docs/methods.md, "The classifier and the diagnosis loss").
 
     A per-sample weighted *mean*: sum_i w_{y_i} CE_i / n over the n samples with a
     diagnosis. ``F.cross_entropy(weight=...)`` divides by sum_i w_{y_i} instead, which
@@ -46,8 +50,9 @@ _EVIDENCE_EPS = 1e-6
 def normalised_evidence(maps: torch.Tensor) -> torch.Tensor:
     """Evidence in [0, 1] per sample: ReLU, then divided by the sample's maximum.
 
-    "No evidence" (a CAM at or below 0) is 0, the strongest evidence 1. The raw eq. 5 map
-    is unbounded and signed; squashing it with a sigmoid (the first reading of eq. 10) put
+    "No evidence" (a CAM at or below 0) is 0, the strongest evidence 1. The raw class
+    activation map is unbounded and signed; squashing it with a sigmoid (the first version
+    of the task-aware loss) put
     "no evidence" at 0.5, so "half lesion everywhere" was a perfect score.
 
     Shape:
@@ -64,7 +69,8 @@ def task_aware_loss(
     eta: Sequence[float],
     gradient: str = "evidence",
 ) -> torch.Tensor:
-    """Eq. 10: sum_i eta_i * mean ||S_i - V_i||^2 over the classifier's evidence scales.
+    """Task-aware loss: sum_i eta_i * mean ||S_i - V_i||^2 over the classifier's evidence
+    scales (docs/methods.md, "The task-aware loss").
 
     S_i is the lesion probability (1 - P(background)) of view scale i (i = 1..3, the scales
     matching the classification units' 1/2, 1/4, 1/8 resolutions); V_i the evidence map of
@@ -93,9 +99,9 @@ def task_aware_loss(
 
 
 def evidence_targets(batch: TensorBatch) -> torch.Tensor:
-    """Samples that get an evidence target in eq. 10: a reference diagnosis, a mask, and a
-    lesion in the view's mask. Normal scans (no lesion: there is nothing for the evidence
-    to agree with) and scans without a diagnosis or mask get none.
+    """Samples that get an evidence target in the task-aware loss: a reference diagnosis, a
+    mask, and a lesion in the view's mask. Normal scans (no lesion: there is nothing for
+    the evidence to agree with) and scans without a diagnosis or mask get none.
 
     Shape:
         -> ``(B,)`` bool.
@@ -106,7 +112,7 @@ def evidence_targets(batch: TensorBatch) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class LossParts:
-    """Each term of eq. 11, kept apart for logging."""
+    """Each term of the total loss, kept apart for logging."""
 
     total: torch.Tensor
     seg: torch.Tensor
@@ -122,7 +128,8 @@ def joint_loss(
     class_weights: torch.Tensor,
     options: LossOptions,
 ) -> LossParts:
-    """Eq. 11: L = l_seg * L_seg + l_cls * L_cls + l_ta * L_ta, with per-case masking.
+    """Total loss L = l_seg * L_seg + l_cls * L_cls + l_ta * L_ta, with per-case masking
+    (docs/methods.md, "The total loss").
 
     L_seg is the segmentation loss named by ``options.segmentation`` (built through the
     registry; building it is a dict lookup), with deep supervision, on the patch (``eta``)

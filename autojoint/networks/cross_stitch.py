@@ -1,4 +1,4 @@
-"""Cross-task feature stem (DeepSC-COVID, METHODS.md section 1).
+"""Cross-task feature stem (DeepSC-COVID; docs/methods.md, "References").
 
 Two un-shared inception blocks, one on the segmentation input (the patch) and one on the
 classification input (the whole-scan view), then a cross-stitch unit with learnable

@@ -15,8 +15,9 @@ from autojoint.planning.schema import FUSIONS
 
 
 def fuse_scales(scale_logits: Sequence[torch.Tensor], eta: Sequence[float]) -> torch.Tensor:
-    """Eq. 3: fused logits sum_i eta_i * UP(S_i); their softmax is the final mask (the
-    ``"softmax"`` fusion; :func:`fused_logits` serves both fusions).
+    """Fused logits sum_i eta_i * UP(S_i); their softmax is the final mask (the
+    ``"softmax"`` fusion, docs/methods.md "Segmentation scales and their fusion";
+    :func:`fused_logits` serves both fusions).
 
     Shape:
         scale_logits: finest first, each ``(B, K, ...)``; returns the finest's shape.
@@ -59,10 +60,11 @@ def fused_logits(
     """The fused map of the scales S_i (finest first) as logits: its softmax over classes is
     the fused probability (:func:`fused_probabilities`), so softmax-based losses take it.
 
-    ``"softmax"`` (default, DeepSC-COVID eq. 3): exactly :func:`fuse_scales`.
+    ``"softmax"`` (default, DeepSC-COVID's fusion): exactly :func:`fuse_scales`.
 
-    ``"sigmoid_sum"`` (MultiR-Net eq. 1, F = sum_i sigmoid(eta_i * UP(F_i)), read per class
-    of a softmax head): with N scales and l_ik the one-vs-rest log-odds of class k in
+    ``"sigmoid_sum"`` (MultiR-Net's sum of per-scale sigmoids, F = sum_i
+    sigmoid(eta_i * UP(F_i)) with F_i a one-channel lesion logit, read per class of a
+    softmax head): with N scales and l_ik the one-vs-rest log-odds of class k in
     UP(S_i) (:func:`one_vs_rest_log_odds`),
 
         F_k = sum_i sigmoid(N * eta_i * l_ik)  in [0, N],    p_k = F_k / sum_j F_j,
@@ -70,8 +72,8 @@ def fused_logits(
     background included. The factor N makes the plan's eta (which sum to 1) relative
     weights around 1 as in the paper: equal eta give sigmoid(l_ik) = softmax(UP(S_i))_k,
     and p is the mean of the scales' softmax probabilities. For K = 2 the two F sum to N,
-    so p_1 = F_1 / N is eq. 1 divided by N. Returned as log p (finite, computed in the log
-    domain): softmax(log p) = p.
+    so p_1 = F_1 / N is MultiR-Net's F divided by N. Returned as log p (finite, computed in
+    the log domain): softmax(log p) = p.
 
     Raises:
         ValueError: unknown ``fusion``.

@@ -3,14 +3,16 @@
 One segmentation U-Net runs on both views of a case (the full-resolution patch and the
 whole-scan classification view). Its lesion probability on the whole-scan view,
 concatenated with (or multiplied into) that view's image, feeds the classification subnet
-(DeepSC-COVID, METHODS.md section 1), so the diagnosis is made from every lesion of the scan.
+(as in DeepSC-COVID), so the diagnosis is made from every lesion of the scan
+(docs/methods.md, "Two views of one case").
 
-The plan's ``network`` section switches on the ablations of METHODS.md sections 1-2:
+The plan's ``network`` section switches on ablations taken from DeepSC-COVID and MultiR-Net:
 reverse attention on the skips, the cross-task inception stem with a cross-stitch unit, the
-multiplied classifier input, iterative refinement and the scale fusion (eq. 3 or eq. 1;
-:func:`fused_logits`) (docs/architecture.md, "Network switches"); ``classifier_input="image"``
-cuts the lesion map out of the diagnosis (a single-task baseline). With every switch off
-the network is exactly the foundation one: same parameters, same names, same outputs.
+multiplied classifier input, iterative refinement and the scale fusion (``softmax`` or
+``sigmoid_sum``; :func:`fused_logits`) (docs/architecture.md, "Network switches");
+``classifier_input="image"`` cuts the lesion map out of the diagnosis (a single-task
+baseline). With every switch off the network is exactly the foundation one: same
+parameters, same names, same outputs.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ class SegmentationUNet(nn.Module):
         return self.refinement(x)[-1]
 
     def refinement(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Every pass's scales (MultiR-Net Algorithm 1). The previous lesion map is not
-        detached: the loss on the last pass trains the earlier ones through it."""
+        """Every pass's scales (MultiR-Net's iterative refinement). The previous lesion map is
+        not detached: the loss on the last pass trains the earlier ones through it."""
         lesion = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
         passes = []
         for _ in range(self.refinement_passes + 1):
@@ -209,7 +211,8 @@ def lesion_probability(
 
 
 class ClassificationNet(nn.Module):
-    """Residual encoder over the whole-scan view; multi-level GAP -> one FC layer (eq. 4).
+    """Residual encoder over the whole-scan view; multi-level GAP -> one FC layer
+    (docs/methods.md, "The classifier and the diagnosis loss").
 
     Shape:
         input ``(B, C_in, Z, Y, X)`` -> logits ``(B, num_classes)`` and the unit feature maps.
@@ -245,7 +248,8 @@ class ClassificationNet(nn.Module):
     def evidence_maps(
         self, feats: Sequence[torch.Tensor], class_index: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Eq. 5: V_m = sum_k F_m,k * w_m^{k,j} for the class j of each sample.
+        """Class activation maps V_m = sum_k F_m,k * w_m^{k,j} for the class j of each sample
+        (docs/methods.md, "Evidence maps: CAM and Grad-CAM").
 
         Shape:
             class_index ``(B,)``; returns per unit ``(B, 1, Z_m, Y_m, X_m)``.

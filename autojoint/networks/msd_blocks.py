@@ -1,4 +1,4 @@
-"""MSD-Net's three blocks (METHODS.md section 3) for 2D and 3D U-Nets.
+"""MSD-Net's three blocks (docs/methods.md, "References") for 2D and 3D U-Nets.
 
 - :class:`PyramidConvBlock` (PCB-k): k parallel depth-wise separable convolutions with kernel
   sizes 4k-1, 4k+3, ..., 8k-5 after encoder stage k; a residual sum keeps the channel count.

@@ -1,4 +1,4 @@
-"""Reverse attention on the skip connections (MultiR-Net, METHODS.md section 2).
+"""Reverse attention on the skip connections (MultiR-Net; docs/methods.md, "References").
 
 Each decoder level multiplies its skip features by ``W = 1 - sigmoid(UP(F_coarser))``, so
 the skip carries what the coarser level has not yet explained as lesion (mostly the

@@ -87,7 +87,8 @@ def scale_weights(
     *,
     is_2d: bool = False,
 ) -> tuple[tuple[float, ...], str]:
-    """eta_i of eq. 1/3, finest scale first, from the lesion-size distribution.
+    """eta_i, the per-scale weights of the fused mask and of deep supervision, finest scale
+    first, from the lesion-size distribution (docs/methods.md, "eta: the per-scale weights").
 
     A scale resolves a lesion component when the component's equivalent diameter spans at
     least two voxels of that scale along its coarsest axis; eta_i is the share of all
@@ -418,7 +419,8 @@ def plan_experiment(
             norms.append(ChannelNormalization("zscore", 0.0, 0.0, 0.0, 1.0))
 
     counts = np.array([fingerprint.diagnosis_counts.get(c, 0) for c in fingerprint.classes], float)
-    # eq. 9: inverse class frequency, scaled so a balanced dataset gets weight 1 everywhere.
+    # Diagnosis loss weights (docs/methods.md, "The classifier and the diagnosis loss"):
+    # inverse class frequency, scaled so a balanced dataset gets weight 1 everywhere.
     class_weights = tuple(float(counts.sum() / (len(counts) * n)) if n > 0 else 0.0 for n in counts)
     for name, n in zip(fingerprint.classes, counts, strict=True):
         if n == 0:

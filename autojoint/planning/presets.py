@@ -1,4 +1,4 @@
-"""Named presets: the published systems (METHODS.md) as sets of plan overrides.
+"""Named presets: the published systems (docs/methods.md, "References") as plan overrides.
 
 A preset is only a list of ``section.field=value`` items for
 :func:`autojoint.planning.overrides.apply_overrides`, so it changes switches, losses, loss
@@ -10,14 +10,14 @@ on a CT volume dataset their 3D analogue. ``--set`` items given after a preset w
 
 from __future__ import annotations
 
-# MultiR-Net's lambda in L = lambda * L_cls + (1 - lambda) * L_seg (METHODS.md section 2).
+# MultiR-Net's lambda in its joint loss L = lambda * L_cls + (1 - lambda) * L_seg.
 MULTIR_LAMBDA = 0.5
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": (),
-    # DeepSC-COVID (section 1): inception stems + cross-stitch, image and lesion map
-    # concatenated, eq. 3 fusion, Dice + focal segmentation loss, eq. 11 with l_seg = l_cls
-    # = 1 and the task-aware loss on at the paper's best weight 10, and its two-stage
+    # DeepSC-COVID: inception stems + cross-stitch, image and lesion map concatenated,
+    # softmax fusion, Dice + focal segmentation loss, the total loss with l_seg = l_cls = 1
+    # and the task-aware loss on at the paper's best weight 10, and its two-stage
     # training (pre-train each path, then fine-tune jointly; autojoint.training.schedule).
     "deepsc-covid": (
         "network.cross_stitch=true",
@@ -29,7 +29,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "loss_weights.task_aware=10",
         "training.schedule=two-stage",
     ),
-    # MultiR-Net (section 2): reverse attention, eq. 1 fusion (sum of sigmoids), classifier
+    # MultiR-Net: reverse attention, sigmoid_sum fusion (sum of sigmoids), classifier
     # fed CT x lesion map, two refinement passes, focal Tversky with alpha 0.7, beta 0.3 and
     # the paper's gamma 0.9, no task-aware loss, and the joint loss
     # lambda * L_cls + (1 - lambda) * L_seg with lambda = 0.5 (the paper leaves lambda

@@ -20,8 +20,8 @@ from autojoint.io.typed_json import constraint, constraint_problems, field_probl
 PLAN_SCHEMA_VERSION = 1
 
 # Ways to fuse the deep-supervision scales into one map (NetworkOptions.fusion): "softmax"
-# of sum_i eta_i * UP(S_i) (eq. 3) or MultiR-Net's sum of sigmoids (eq. 1), see
-# autojoint.networks.fusion.fused_logits.
+# of sum_i eta_i * UP(S_i) or MultiR-Net's sum of sigmoids, see
+# autojoint.networks.fusion.fused_logits and docs/methods.md.
 FUSIONS = ("softmax", "sigmoid_sum")
 # Training schedules (TrainingOptions.schedule; autojoint.training.schedule).
 SCHEDULES = ("joint", "two-stage")
@@ -81,7 +81,8 @@ class ChannelNormalization:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of eq. 11: L = seg * L_seg + cls * L_cls + task_aware * L_ta."""
+    """Weights of the total loss L = seg * L_seg + cls * L_cls + task_aware * L_ta
+    (docs/methods.md, "The total loss")."""
 
     seg: float = field(metadata=constraint(minimum=0))
     cls: float = field(metadata=constraint(minimum=0))
@@ -90,7 +91,8 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class NetworkOptions:
-    """Ablation switches of the joint network (METHODS.md sections 1-2).
+    """Ablation switches of the joint network (DeepSC-COVID, MultiR-Net and MSD-Net;
+    docs/architecture.md, "Network switches").
 
     Attributes:
         reverse_attention: MultiR-Net reverse attention on every skip connection.
@@ -103,8 +105,8 @@ class NetworkOptions:
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.
         residual_refinement: MSD-Net residual refinement block on every decoder stage.
         fusion: how the scales S_i become the final map: ``"softmax"`` of
-            sum_i eta_i * UP(S_i) (DeepSC-COVID eq. 3) or ``"sigmoid_sum"``, MultiR-Net's
-            sum_i sigmoid(eta_i * UP(S_i)) (eq. 1) read per class and normalised
+            sum_i eta_i * UP(S_i) (DeepSC-COVID) or ``"sigmoid_sum"``, MultiR-Net's
+            sum_i sigmoid(eta_i * UP(S_i)) read per class and normalised
             (``autojoint.networks.fusion.fused_logits``).
     """
 
@@ -135,7 +137,8 @@ class TrainingOptions:
 
 
 TASK_AWARE_GRADIENTS = ("evidence", "segmentation", "both")
-"""Which side of eq. 10 learns from it (``LossOptions.task_aware_gradient``): ``evidence``
+"""Which side of the task-aware loss learns from it (``LossOptions.task_aware_gradient``;
+docs/methods.md, "The task-aware loss"): ``evidence``
 (the classifier's maps move towards the lesion maps, S detached), ``segmentation`` (S moves
 towards the evidence, V detached) or ``both``."""
 
@@ -161,9 +164,9 @@ class LossOptions:
         ce_class_weights: one weight per segmentation label (background first) for
             ``dice_ce``'s cross-entropy, planned from how rare each lesion label is among
             the lesion voxels; empty means uniform.
-        task_aware_gradient: which side of eq. 10 learns from it: ``"evidence"`` (the
-            classifier's evidence maps, lesion maps detached), ``"segmentation"`` or
-            ``"both"`` (docs/training.md, "Task-aware loss").
+        task_aware_gradient: which side of the task-aware loss learns from it:
+            ``"evidence"`` (the classifier's evidence maps, lesion maps detached),
+            ``"segmentation"`` or ``"both"`` (docs/methods.md, "The task-aware loss").
     """
 
     segmentation: str = "dice_ce"

@@ -1,6 +1,6 @@
 """Lung fields of a chest CT from thresholds, morphology and connected components.
 
-DeepSC-COVID masks the CT with a lung mask before both tasks (METHODS.md, section 1); we
+DeepSC-COVID masks the CT with a lung mask before both tasks (docs/methods.md, "References"); we
 compute one without any trained model, so it works offline and on any scanner:
 
 1. *air*: voxels below ``air_threshold_hu`` (-400 HU keeps aerated lung at about -850 and

@@ -1,8 +1,9 @@
 """The cheap validation after every epoch, which picks ``checkpoint_best.pt``.
 
-Two parts: the eq. 11 loss on fixed un-augmented validation patches (step.validation_loss)
-and scores on the whole-scan views. Full-resolution scores come from the final validation
-(training/validation.py) and from autojoint_predict + autojoint_evaluate.
+Two parts: the total loss (docs/methods.md) on fixed un-augmented validation patches
+(step.validation_loss) and scores on the whole-scan views. Full-resolution scores come from
+the final validation (training/validation.py) and from autojoint_predict +
+autojoint_evaluate.
 """
 
 from __future__ import annotations

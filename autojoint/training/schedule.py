@@ -3,7 +3,7 @@
 ``joint`` (nnU-Net): every parameter, every loss term, from the first epoch; SGD with
 Nesterov momentum 0.99, lr 1e-2, poly decay ``lr * (1 - e / E) ** 0.9``.
 
-``two-stage`` (DeepSC-COVID / MultiR-Net, METHODS.md section 1): pre-train the segmentation
+``two-stage`` (after DeepSC-COVID; docs/methods.md, "References"): pre-train the segmentation
 path, then the classification path, then fine-tune everything jointly at a tenth of the
 learning rate; Adam with linear decay inside each stage, as the papers.
 
@@ -116,8 +116,8 @@ def stage_parameters(net: JointNet, stage: Stage) -> list[nn.Parameter]:
 
 def stage_loss_weights(weights: LossWeights, stage: Stage) -> LossWeights:
     """Loss terms of ``stage``: segmentation pre-training uses L_seg only; classification
-    pre-training L_cls and the task-aware L_ta (eq. 10, it shapes the classifier's evidence
-    maps); the joint stage eq. 11 in full."""
+    pre-training L_cls and the task-aware L_ta (it shapes the classifier's evidence maps);
+    the joint stage the total loss in full (docs/methods.md, "The total loss")."""
     if stage.name == "segmentation":
         return LossWeights(seg=weights.seg, cls=0.0, task_aware=0.0)
     if stage.name == "classification":
@@ -125,11 +125,12 @@ def stage_loss_weights(weights: LossWeights, stage: Stage) -> LossWeights:
     return weights
 
 
-# The task-aware loss (eq. 10) asks the classifier's evidence for the reference diagnosis to
-# agree with the lesion maps. Before the classifier is past chance that evidence is noise,
-# and with l_ta on from step 0 the term fought the diagnosis loss (issue 16). It is held at 0
-# until an epoch's mean diagnosis loss falls below PAST_CHANCE * ln(C) (chance is ln C), then
-# ramps linearly to full weight over TASK_AWARE_RAMP_FRACTION of the epochs.
+# The task-aware loss (docs/methods.md) asks the classifier's evidence for the reference
+# diagnosis to agree with the lesion maps. Before the classifier is past chance that
+# evidence is noise, and with l_ta on from step 0 the term fought the diagnosis loss (issue
+# 16). It is held at 0 until an epoch's mean diagnosis loss falls below PAST_CHANCE * ln(C)
+# (chance is ln C), then ramps linearly to full weight over TASK_AWARE_RAMP_FRACTION of the
+# epochs.
 PAST_CHANCE = 0.8
 TASK_AWARE_RAMP_FRACTION = 0.1
 TASK_AWARE_WARMUPS = ("past-chance", "off")

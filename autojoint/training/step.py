@@ -59,7 +59,8 @@ def train_step(
     grad_clip: float,
     params: Iterable[nn.Parameter],
 ) -> LossParts:
-    """Forward (mixed precision when ``scaler`` is enabled), eq. 11 loss, backward, clip the
+    """Forward (mixed precision when ``scaler`` is enabled), the total loss
+    (docs/methods.md), backward, clip the
     global gradient norm of ``params`` to ``grad_clip``, optimiser step.
 
     Args:
@@ -95,9 +96,10 @@ def validation_loss(
     seed: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Mean eq. 11 terms over ``num_batches`` un-augmented batches of validation patches
-    (a third centred on lesions, as in training). A fresh loader seeded by ``seed`` makes it
-    a pure function of the weights: the same batches every epoch, nothing to checkpoint."""
+    """Mean terms of the total loss over ``num_batches`` un-augmented batches of validation
+    patches (a third centred on lesions, as in training). A fresh loader seeded by ``seed``
+    makes it a pure function of the weights: the same batches every epoch, nothing to
+    checkpoint."""
     if not case_ids or num_batches < 1:
         return {}
     loader = JointDataLoader(
