@@ -30,16 +30,16 @@ with its CAM and Grad-CAM).
 
 Evidence metrics, on each diseased validation case's whole-scan view:
 
-- CAM peak in lesion: the share of views whose CAM (eq. 5) maximum lies in a reference
-  lesion (the pointing game); no loss optimises it.
+- CAM peak in lesion: the share of views whose CAM (class activation map) maximum lies in a
+  reference lesion (the pointing game); no loss optimises it.
 - Deletion gain: delete the lung voxels in order of CAM evidence (top 1 %, 2 %, ... 30 %),
   set to the lung's median, and follow the probability of the class predicted on the intact
   view; the same with a random order; gain = area under the random curve minus area under
   the CAM curve (``autojoint.evaluation.evidence.deletion_curve``). Positive: the voxels the
   CAM ranks first are those the diagnosis rests on. No loss optimises it either.
 - CAM / Grad-CAM lesion contrast: mean evidence in the lesions / in the rest of the lung.
-  Eq. 10 pulls the CAM towards the lesion maps, so for variants trained with it the CAM
-  contrast is the optimised quantity: reported apart, for the record.
+  The task-aware loss pulls the CAM towards the lesion maps, so for variants trained with it
+  the CAM contrast is the optimised quantity: reported apart, for the record.
 
 The lung of a view is its voxels below -500 HU (undone CT normalisation) inside the body
 (``autojoint.preprocessing.lung_mask.body_mask``) plus the lesions; without CT
@@ -132,8 +132,8 @@ def _lung(hu: np.ndarray, lesion: np.ndarray) -> np.ndarray:
 
 
 def _cam(net: JointNet, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Signed CAM (eq. 5, mean over the classifier units, at the views' size) of the
-    predicted class, and the class probabilities."""
+    """Signed CAM (class activation map, mean over the classifier units, at the views' size)
+    of the predicted class, and the class probabilities."""
     assert net.cls is not None
     _, logits, feats = net.classify(views)
     maps = net.cls.evidence_maps(feats, logits.argmax(1))

@@ -57,7 +57,8 @@ METRICS = (
     Metric("cam_peak_in_lesion", "CAM peak in lesion"),
     Metric("deletion_gain", "deletion gain"),
 )
-# What eq. 10 optimises for the variants trained with it: kept apart, for the record only.
+# What the task-aware loss optimises for the variants trained with it: kept apart, for the
+# record only. The label's "eq. 10" is that loss's equation number in the DeepSC-COVID paper.
 OPTIMISED_METRICS = (
     Metric("cam_contrast", "CAM contrast (eq. 10 target)"),
     Metric("gradcam_contrast", "Grad-CAM contrast"),

@@ -1,7 +1,8 @@
 """3DLSC-COVID (DeepSC-COVID, Wang et al., IEEE TMI 2021) -> autojoint raw dataset.
 
 The paper describes 3D chest CTs of three classes (COVID-19, community-acquired pneumonia,
-non-pneumonia) with fine 3D lesion masks and a scan-level diagnosis (METHODS.md, section 1).
+non-pneumonia) with fine 3D lesion masks and a scan-level diagnosis (docs/methods.md,
+"References").
 We read that description as this layout, one folder per class::
 
     ROOT/COVID-19/images/NAME.nii.gz     ROOT/COVID-19/masks/NAME.nii[.gz]   (or NAME_mask...)

@@ -1,15 +1,15 @@
 """Issue 10: after training, the evidence maps of the diagnosis concentrate on the lesions.
 
-A tiny joint network is trained with the trainer's own step and eq. 11 loss (segmentation,
+A tiny joint network is trained with the trainer's own step and total loss (segmentation,
 diagnosis and task-aware terms) to segment one bright lesion and tell scans with it from
-scans without. On held-out diseased scans the CAM (eq. 5) and the Grad-CAM of the predicted
+scans without. On held-out diseased scans the CAM and the Grad-CAM of the predicted
 class must then be higher inside the reference lesion than in the rest of the scan, and
 clearly more so than the same network's maps before training. The benchmark
 (benchmarks/multitask_gain.py) reports the same contrast on the demo dataset.
 
 Measured while writing this test: trained on the diagnosis loss alone, the mean-over-units
-CAM did not concentrate (contrast 0.95 at 60 steps, accuracy 1.0); the task-aware loss
-(eq. 10), which pulls each unit's evidence towards the lesion map, is what places it.
+CAM did not concentrate (contrast 0.95 at 60 steps, accuracy 1.0); the task-aware loss,
+which pulls each unit's evidence towards the lesion map, is what places it.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _scans(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _cam(net: JointNet, view: torch.Tensor) -> np.ndarray:
-    """Eq. 5 maps of the predicted class, mean over classifier units, rectified."""
+    """Class activation maps of the predicted class, mean over classifier units, rectified."""
     assert net.cls is not None
     with torch.no_grad():
         _, logits, feats = net.classify(view)
@@ -90,10 +90,10 @@ def test_trained_evidence_concentrates_on_lesions() -> None:
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     scaler = make_grad_scaler(torch.device("cpu"))
     net.train()
-    # 150 steps: with eq. 10 on normalised evidence of the reference diagnosis (issue 16) the
-    # CAM concentrates more slowly than with the old sigmoid form (contrast 2.27 after 60
-    # steps). Measured at 150 steps, seeds 0 / 1: CAM contrast 4.15 / 4.46 with the
-    # task-aware loss, 0.63 / 3.37 without it; accuracy 1.0 in all four.
+    # 150 steps: with the task-aware loss on normalised evidence of the reference diagnosis
+    # (issue 16) the CAM concentrates more slowly than with the old sigmoid form (contrast
+    # 2.27 after 60 steps). Measured at 150 steps, seeds 0 / 1: CAM contrast 4.15 / 4.46
+    # with the task-aware loss, 0.63 / 3.37 without it; accuracy 1.0 in all four.
     for _ in range(150):
         views, labels, lesions = _scans(rng, 4)
         masks = torch.from_numpy(lesions.astype(np.int64))  # patch = whole view here

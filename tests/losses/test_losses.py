@@ -332,9 +332,9 @@ def test_joint_loss_terms(plan: Plan) -> None:
 def test_task_aware_term_uses_the_reference_diagnosis_and_skips_lesion_free_scans(
     plan: Plan,
 ) -> None:
-    """Issue 16, defect 1: eq. 10 takes the evidence of the reference diagnosis (not the
-    argmax, which is wrong or "normal" early in training), and only for scans whose view
-    holds a lesion and that have a diagnosis."""
+    """Issue 16, defect 1: the task-aware loss takes the evidence of the reference diagnosis
+    (not the argmax, which is wrong or "normal" early in training), and only for scans whose
+    view holds a lesion and that have a diagnosis."""
     net = seeded_net(plan)
     assert net.cls is not None
     batch = _batch(plan)

@@ -1,5 +1,5 @@
 """Scale fusion (``plan.network.fusion``): DeepSC-COVID's softmax of the eta-weighted sum
-(eq. 3, the default) and MultiR-Net's sum of sigmoids (eq. 1), and that every consumer of
+(the default) and MultiR-Net's sum of sigmoids (docs/methods.md), and that every consumer of
 the fused map (loss, classifier input, refinement, sliding window) uses the plan's."""
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def test_sigmoid_sum_two_scales_two_classes_known_answer() -> None:
     torch.testing.assert_close(p[:, 0], 1 - p[:, 1], atol=1e-6, rtol=0)
     lesion = lesion_probability(scales, (0.75, 0.25), "sigmoid_sum")
     torch.testing.assert_close(lesion, p[:, 1:], atol=1e-6, rtol=0)
-    # The shift of the softmax logits is free; eq. 1 read on the log-odds does not see it.
+    # The shift of the softmax logits is free; the sum of sigmoids read on the log-odds does
+    # not see it.
     shifted = _constant_scales([[5.0, 6.0], [-3.0, -5.0]])
     torch.testing.assert_close(fused_probabilities(shifted, (0.75, 0.25), "sigmoid_sum"), p)
     # The softmax fusion of the same scales: softmax(0.75 * (0, 1) + 0.25 * (0, -2)).

@@ -84,7 +84,7 @@ def test_evidence_maps_equal_manual_einsum(net: JointNet, plan: Plan) -> None:
         torch.testing.assert_close(v, manual, rtol=1e-5, atol=1e-5)
         start += w
     assert start == W.shape[1]
-    # The logits are the FC layer on the concatenated global average pools (eq. 4) ...
+    # The logits are the FC layer on the concatenated global average pools ...
     pooled = torch.cat([f.mean(dim=(2, 3, 4)) for f in feats], dim=1)
     torch.testing.assert_close(logits, pooled @ W.T + cls_net.fc.bias, rtol=1e-5, atol=1e-5)
     # ... so the voxel-mean of the evidence maps, summed over units, rebuilds the class logit.

@@ -258,7 +258,8 @@ def test_class_weights_inverse_frequency_known_answer(caplog: pytest.LogCaptureF
         counts={"a": 6, "b": 3, "c": 1},
     )
     plan = plan_experiment(fp, memory_budget_gb=2.0, device_profile="cpu")
-    # eq. 9: N / (K * n_c), with N = 10 and K = 4 classes; an absent class gets 0.
+    # Diagnosis loss weights N / (K * n_c), with N = 10 and K = 4 classes; an absent class
+    # gets 0.
     assert plan.class_weights == pytest.approx((10 / 24, 10 / 12, 10 / 4, 0.0))
     assert "diagnosis 'd' has no training case" in caplog.text
 

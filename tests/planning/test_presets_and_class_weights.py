@@ -94,7 +94,7 @@ def test_deepsc_covid_preset_trains_two_stage_with_dice_focal_and_task_aware_los
     plan = _with_preset("deepsc-covid")
     assert plan.training.schedule == "two-stage"
     assert plan.network == NetworkOptions(cross_stitch=True, classifier_input="concat")
-    assert plan.network.fusion == "softmax"  # eq. 3
+    assert plan.network.fusion == "softmax"  # DeepSC-COVID's fusion
     assert plan.loss.segmentation == "dice_focal"
     assert plan.loss_weights == LossWeights(seg=1.0, cls=1.0, task_aware=10.0)
 
