@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from autojoint.cli import predict as cli_predict
+from autojoint.cli.common import EXIT_SOME_FAILED
 from autojoint.inference import ensemble, predictor
 from autojoint.inference.ensemble import load_ensemble
 from autojoint.inference.predictor import (
@@ -256,7 +257,7 @@ def test_bad_inputs_are_reported_and_skipped(
 ) -> None:
     inputs, out = tiny["root"] / "bad_inputs", tiny["root"] / "out_bad"
     bad = _bad_inputs(tiny, inputs)
-    assert _predict(tiny, inputs, out) == cli_predict.EXIT_SOME_FAILED
+    assert _predict(tiny, inputs, out) == EXIT_SOME_FAILED
     err = capsys.readouterr().err
     assert "Traceback" not in err
     failures = {r["case"]: r for r in _rows(out / "failures.csv")}
