@@ -179,6 +179,14 @@ def test_implausible_spacing(
     assert words in text and "voxel spacing" in text and "true spacing in mm" in text
 
 
+def test_nnunet_ignore_label(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    meta = json.loads((raw / "dataset.json").read_text())
+    meta["labels"]["ignore"] = len(meta["labels"])
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    text = _assert_refused(raw, tmp_path, capsys, ["dataset.json"])
+    assert "nnU-Net's ignore label" in text
+
+
 def test_unknown_diagnosis(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     csv = raw / "diagnosesTr.csv"
     csv.write_text(csv.read_text().replace("case_001,CAP", "case_001,flu"))
