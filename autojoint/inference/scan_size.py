@@ -2,7 +2,7 @@
 
 The sliding window pads an image smaller than the patch, as nnU-Net does, so a small but
 real scan (a cropped region, a short slab) is still predicted. What is refused is what
-cannot be a scan at all, such as a 1 x 1 x 1 image or an 8 mm field of view, because a
+cannot be a scan at all, such as a 1 x 1 x 1 image or a 5 mm field of view, because a
 mask and a diagnosis for it would be output without meaning. The rule (docs/prediction.md,
 "Inputs too small to be scans"), on the axes in the network's order (the plan's
 ``transpose_forward``: axis 0 the slice axis, axes 1 and 2 in-plane):
