@@ -3,7 +3,7 @@
 # generate -> plan + preprocess -> train briefly -> predict held-out cases -> evaluate.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/setup_env.sh"
+bash "$ROOT/scripts/setup_env.sh"   # autojoint and torch only: the demo needs no test tools
 VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
 BIN="$VENV/bin"
 DEMO="${AUTOJOINT_DEMO_DIR:-$ROOT/demo_run}"

@@ -24,6 +24,7 @@ EXIT_USAGE = 2  # bad command line (argparse's own code)
 EXIT_DATASET = 3  # the raw dataset has problems (all listed)
 EXIT_ENVIRONMENT = 4  # not writable, disk full, out of memory
 EXIT_INTERNAL = 5  # an unexpected error: a bug; -v shows the traceback
+EXIT_SOME_FAILED = 6  # autojoint_predict: some cases failed (in failures.csv), others written
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 # OSError numbers that describe the machine, not the input.

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from autojoint.cli.common import (
-    EXIT_DATASET,
+    EXIT_SOME_FAILED,
     add_configuration,
     add_verbosity,
     add_work_dir,
@@ -21,9 +21,9 @@ from autojoint.io.paths import output_dir_problem
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 # Exit codes (docs/cli.md): 0 every case predicted; 1 nothing could run (one-line error);
-# 2 bad arguments (argparse); 3 some cases failed (listed in OUTPUT_DIR/failures.csv), the
-# others were written.
-EXIT_SOME_FAILED = EXIT_DATASET  # some input cases are bad (skipped); the rest predicted
+# 2 bad arguments (argparse); 6 some cases failed (listed in OUTPUT_DIR/failures.csv), the
+# others were written. Not the dataset check's 3: a script must be able to tell "some
+# outputs are missing" from "the raw dataset is bad".
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict every image in INPUT_DIR (CASE_0000.nii.gz, CASE.nii.gz or a DICOM "
         "series folder): writes OUTPUT_DIR/CASE.nii.gz on the input grid and "
         "OUTPUT_DIR/diagnoses.csv (case,diagnosis,p_<class>...,volumes) and diagnoses.json. "
-        "Exit code 0: all cases predicted; 1: error before any case; 3: some cases failed "
-        "(see OUTPUT_DIR/failures.csv).",
+        "Exit code 0: all cases predicted; 1: error before any case; 6: some cases failed, "
+        "the others were written (see OUTPUT_DIR/failures.csv).",
     )
     parser.add_argument("-i", "--input", type=Path, required=True, help="folder of input scans")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")

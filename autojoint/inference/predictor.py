@@ -48,6 +48,7 @@ from autojoint.inference.outputs import (
     write_failures,
     write_tables,
 )
+from autojoint.inference.scan_size import scan_size_problem
 from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
 from autojoint.io.files import remove_stale_temp_files
@@ -133,6 +134,8 @@ def predict_case(
             f"(configuration {plan.configuration}); predict 2D slices with a model trained "
             "on a dataset of 2D images."
         )
+    if problem := scan_size_problem(geo, plan):
+        raise ImageReadError(f"{case.paths[0]}: {problem}")
     with timer("preprocess"):
         pre = preprocess_arrays(case.case_id, data, geo, None, plan)
     with timer("network"):

@@ -25,6 +25,10 @@ from autojoint.io.paths import case_name_problem
 logger = logging.getLogger(__name__)
 
 DIAGNOSES_FILE = "diagnosesTr.csv"
+# nnU-Net v2's name for "not annotated here, leave out of the loss" (sparse annotation).
+# Supporting it means ignoring it in the losses, the fingerprint's lesion statistics, the
+# foreground sampling and evaluation; until then it is refused, not trained as a lesion.
+IGNORE_LABEL = "ignore"
 
 
 class DatasetError(ValueError):
@@ -152,6 +156,15 @@ def _check_dataset_json(path: Path, meta: object) -> dict:
     labels = meta["labels"]
     if not isinstance(labels, dict) or labels.get("background") != 0:
         raise DatasetError(f"{path}: 'labels' must map names to ints with background = 0.")
+    if IGNORE_LABEL in labels:
+        raise DatasetError(
+            f"{path}: label '{IGNORE_LABEL}' = {labels[IGNORE_LABEL]!r} is nnU-Net's ignore "
+            "label (unannotated voxels, left out of the loss). autojoint does not support it "
+            "yet and would train it as a lesion class. In every mask set those voxels to "
+            "background (0) or to the lesion label they belong to, then delete "
+            f"'{IGNORE_LABEL}' from 'labels'; or remove the masks of sparsely annotated cases "
+            "from labelsTr/ (a case without a mask trains only the diagnosis)."
+        )
     values = list(labels.values())
     if any(not isinstance(v, int) for v in values) or sorted(values) != list(range(len(values))):
         raise DatasetError(f"{path}: label values must be consecutive integers 0..K, got {labels}.")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,39 @@ class ImageReadError(ValueError):
 # Nominal spacing (mm) of the one slice a 2D image is read as; the planner's target z
 # spacing for 2D data is the same constant, so a slice stays one slice when resampled.
 SLICE_SPACING_2D_MM = 1.0
+
+
+# Plausible voxel spacing (mm, per axis) of a CT or MR scan. Clinical scans lie within about
+# 0.2-10 mm and preclinical micro-CT reaches 0.01 mm. Outside these bounds the header is
+# wrong, most often in another unit (metres give ~0.001, micrometres ~1000), and what is
+# computed in mm goes wild (predicting a scan with 1e-6 mm pixels ended in "Unable to
+# allocate 466 TiB"; a 1e-6 mm slice spacing shrank a scan to one slice without a word).
+MIN_SPACING_MM = 0.01
+MAX_SPACING_MM = 100.0
+
+
+def spacing_problem(spacing: Sequence[float]) -> str | None:
+    """Why ``spacing`` (mm, ``(z, y, x)``) cannot be a scan's voxel size, or None.
+
+    Refused: a non-finite or non-positive value, or one outside
+    [:data:`MIN_SPACING_MM`, :data:`MAX_SPACING_MM`].
+    """
+    values = [float(v) for v in spacing]
+    shown = "(" + ", ".join(f"{v:g}" for v in values) + ")"
+    if any(not math.isfinite(v) or v <= 0 for v in values):
+        what = "not a positive finite number on some axis"
+    elif any(v < MIN_SPACING_MM for v in values):
+        what = f"below {MIN_SPACING_MM:g} mm on some axis"
+    elif any(v > MAX_SPACING_MM for v in values):
+        what = f"above {MAX_SPACING_MM:g} mm on some axis"
+    else:
+        return None
+    return (
+        f"voxel spacing {shown} mm (z, y, x) is {what}; autojoint accepts {MIN_SPACING_MM:g} to "
+        f"{MAX_SPACING_MM:g} mm per axis (CT and MR scans). The header is wrong, often in "
+        "another unit (metres or micrometres instead of mm): write the true spacing in mm "
+        "into the file (e.g. SimpleITK image.SetSpacing, then WriteImage) and run again."
+    )
 
 
 # When two grids are the same grid (float round-off in headers is not a difference): the
@@ -253,12 +288,14 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
 
     Raises:
         ImageReadError: missing/corrupt/truncated file, 1D or 4D image, multi-component
-            pixels, or non-finite voxel values.
+            pixels, implausible spacing (:func:`spacing_problem`), or non-finite voxel
+            values.
     """
     path = Path(path)
     img = _read_sitk(path)
     if img.GetDimension() not in (2, 3):
         raise _dimension_error(path, img.GetDimension())
+    geometry = _checked_geometry(path, geometry_of(img))
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(
             f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel; store "
@@ -284,7 +321,16 @@ def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, Ima
             f"{path}: contains NaN or infinite voxels; replace them (e.g. with the air "
             "value -1000 HU) before planning or prediction."
         )
-    return array, geometry_of(img)
+    return array, geometry
+
+
+def _checked_geometry(path: Path, geometry: ImageGeometry) -> ImageGeometry:
+    """``geometry``, after refusing a spacing no scan has (checked before any voxel is
+    used, so a bad header costs a clear message, not an out-of-memory error later)."""
+    problem = spacing_problem(geometry.spacing)
+    if problem is not None:
+        raise ImageReadError(f"{path}: {problem}")
+    return geometry
 
 
 def _geometry(
@@ -317,7 +363,11 @@ def geometry_of(img: sitk.Image) -> ImageGeometry:
 
 
 def read_geometry(path: Path) -> ImageGeometry:
-    """Geometry from the header only (no voxel data read), for cheap consistency checks."""
+    """Geometry from the header only (no voxel data read), for cheap consistency checks.
+
+    Raises:
+        ImageReadError: missing or unreadable file, 1D or 4D image, implausible spacing.
+    """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: file not found.")
@@ -331,9 +381,10 @@ def read_geometry(path: Path) -> ImageGeometry:
         raise ImageReadError(f"{path}: header cannot be read; the file is corrupt.") from err
     if reader.GetDimension() not in (2, 3):
         raise _dimension_error(path, reader.GetDimension())
-    return _geometry(
+    geometry = _geometry(
         reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
     )
+    return _checked_geometry(path, geometry)
 
 
 def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:

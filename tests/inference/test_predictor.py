@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from autojoint.cli import predict as cli_predict
+from autojoint.cli.common import EXIT_SOME_FAILED
 from autojoint.inference import ensemble, predictor
 from autojoint.inference.ensemble import load_ensemble
 from autojoint.inference.predictor import (
@@ -256,7 +257,7 @@ def test_bad_inputs_are_reported_and_skipped(
 ) -> None:
     inputs, out = tiny["root"] / "bad_inputs", tiny["root"] / "out_bad"
     bad = _bad_inputs(tiny, inputs)
-    assert _predict(tiny, inputs, out) == cli_predict.EXIT_SOME_FAILED
+    assert _predict(tiny, inputs, out) == EXIT_SOME_FAILED
     err = capsys.readouterr().err
     assert "Traceback" not in err
     failures = {r["case"]: r for r in _rows(out / "failures.csv")}
@@ -279,6 +280,28 @@ def test_bad_inputs_are_reported_and_skipped(
         "case_002",
     ]
     assert not (out / "failures.csv").exists()
+
+
+def test_images_that_cannot_be_scans_are_refused_small_real_ones_predicted(
+    tiny: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    inputs, out = tiny["root"] / "size_inputs", tiny["root"] / "out_size"
+    img, _ = make_case(np.random.default_rng(7), "CAP", (12, 40, 40))
+    write_volume(np.full((1, 1, 1), -1000, np.int16), inputs / "one_voxel.nii.gz")
+    write_volume(img[:2], inputs / "two_slices.nii.gz")  # a 3D model needs 3
+    write_volume(img[:, :, :5], inputs / "sliver.nii.gz")  # 5 pixels across
+    write_volume(img, inputs / "metres.nii.gz", (0.0025, 0.0008, 0.0008))
+    write_volume(img, inputs / "micrometres.nii.gz", (2500.0, 800.0, 800.0))
+    # Smaller than the patch (12, 32, 32) along every axis: padded and predicted.
+    write_volume(img[3:7, 10:22, 12:22], inputs / "small_real.nii.gz", (2.5, 0.8, 0.8))
+    assert _predict(tiny, inputs, out, "-f", "0") == EXIT_SOME_FAILED
+    assert "Traceback" not in capsys.readouterr().err
+    reasons = {r["case"]: r["reason"] for r in _rows(out / "failures.csv")}
+    assert sorted(reasons) == ["metres", "micrometres", "one_voxel", "sliver", "two_slices"]
+    for case in ("one_voxel", "two_slices", "sliver"):
+        assert f"{case}.nii.gz: image of" in reasons[case] and "too small" in reasons[case]
+    assert "below 0.01 mm" in reasons["metres"] and "above 100 mm" in reasons["micrometres"]
+    _assert_same_grid(out / "small_real.nii.gz", sitk.ReadImage(str(inputs / "small_real.nii.gz")))
 
 
 def test_continue_skips_complete_cases_and_redoes_incomplete_ones(

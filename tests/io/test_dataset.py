@@ -194,6 +194,16 @@ def test_label_values_must_be_consecutive(raw: Path, labels: dict) -> None:
         load_raw_dataset(raw)
 
 
+def test_nnunet_ignore_label_is_refused_not_trained(raw: Path) -> None:
+    # Consecutive values, so only its name tells it apart from a lesion label.
+    _edit_json(raw, labels={**LABELS, "ignore": 3})
+    with pytest.raises(DatasetError) as info:
+        load_raw_dataset(raw)
+    message = str(info.value)
+    assert str(raw / "dataset.json") in message and "label 'ignore' = 3" in message
+    assert "does not support it" in message and "delete 'ignore' from 'labels'" in message
+
+
 def test_background_must_be_zero(raw: Path) -> None:
     _edit_json(raw, labels={"background": 1, "lesion": 0})
     with pytest.raises(DatasetError, match="background = 0"):

@@ -16,12 +16,15 @@ import SimpleITK as sitk
 from autojoint.io.case_loading import load_channels, load_label
 from autojoint.io.files import read_json, write_json
 from autojoint.io.image_io import (
+    MAX_SPACING_MM,
+    MIN_SPACING_MM,
     SLICE_SPACING_2D_MM,
     ImageGeometry,
     ImageReadError,
     geometry_of,
     read_geometry,
     read_image,
+    spacing_problem,
     write_image,
 )
 from tests.shared_data import SHARED_DATA
@@ -214,6 +217,44 @@ def test_infinite_voxels_are_refused(tmp_path: Path, name: str) -> None:
     write_volume(arr, path)
     with pytest.raises(ImageReadError, match=rf"{name}: contains NaN or infinite"):
         read_image(path)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "words"),
+    [
+        ((0.0, 1.0, 1.0), "not a positive finite"),
+        ((1.0, -0.7, 0.7), "not a positive finite"),
+        ((math.nan, 1.0, 1.0), "not a positive finite"),
+        ((1.0, 1.0, math.inf), "not a positive finite"),
+        ((1.0, 1e-6, 1e-6), "below 0.01 mm"),
+        ((0.0025, 0.0008, 0.0008), "below 0.01 mm"),  # metres
+        ((2500.0, 800.0, 800.0), "above 100 mm"),  # micrometres
+    ],
+)
+def test_implausible_spacings_are_named(spacing: tuple, words: str) -> None:
+    problem = spacing_problem(spacing)
+    assert problem is not None and words in problem and "true spacing in mm" in problem
+
+
+@pytest.mark.parametrize(
+    "spacing",
+    [(MIN_SPACING_MM, 0.3, 0.3), (MAX_SPACING_MM, 0.8, 0.8), (5.0, 0.7, 0.7), (0.05, 0.02, 0.02)],
+)
+def test_ct_mr_and_micro_ct_spacings_pass(spacing: tuple) -> None:
+    assert spacing_problem(spacing) is None
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_reading_refuses_an_implausible_spacing(tmp_path: Path, dims: int) -> None:
+    # Checked from the header, before any voxel is used (read_image and read_geometry alike).
+    path = tmp_path / "metres.nii.gz"
+    arr = _ramp() if dims == 3 else _ramp()[0]
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.0008,) * dims)
+    sitk.WriteImage(img, str(path))
+    for read in (read_image, read_geometry):
+        with pytest.raises(ImageReadError, match=r"metres.nii.gz: voxel spacing .* below 0.01"):
+            read(path)
 
 
 @pytest.mark.parametrize("name", ["ok.nii.gz", "ok.nii", "ok.nrrd"])

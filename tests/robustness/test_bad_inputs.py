@@ -157,6 +157,36 @@ def test_non_finite_voxels(
     assert "NaN or infinite" in text
 
 
+@pytest.mark.parametrize(
+    ("spacing", "words"),
+    [
+        ((2.5, 1e-6, 1e-6), "below 0.01 mm"),  # the header in another unit: "466 TiB" later
+        ((2500.0, 800.0, 800.0), "above 100 mm"),  # micrometres
+    ],
+    ids=["1e-6mm", "micrometres"],
+)
+def test_implausible_spacing(
+    raw: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    spacing: tuple[float, float, float],
+    words: str,
+) -> None:
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(_img(raw))))
+    write_volume(array, _img(raw), spacing, ORIGIN)
+    write_volume(np.zeros(SHAPE, np.uint8), _lab(raw), spacing, ORIGIN)
+    text = _assert_refused(raw, tmp_path, capsys, ["case_000_0000.nii.gz", "labelsTr/case_000"])
+    assert words in text and "voxel spacing" in text and "true spacing in mm" in text
+
+
+def test_nnunet_ignore_label(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    meta = json.loads((raw / "dataset.json").read_text())
+    meta["labels"]["ignore"] = len(meta["labels"])
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    text = _assert_refused(raw, tmp_path, capsys, ["dataset.json"])
+    assert "nnU-Net's ignore label" in text
+
+
 def test_unknown_diagnosis(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     csv = raw / "diagnosesTr.csv"
     csv.write_text(csv.read_text().replace("case_001,CAP", "case_001,flu"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from autojoint.cli import common
 from autojoint.cli.common import (
     EXIT_DATASET,
     EXIT_ENVIRONMENT,
@@ -15,6 +17,8 @@ from autojoint.cli.common import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
     run,
 )
 from autojoint.io.dataset import DatasetError
@@ -53,6 +57,24 @@ def test_errors_map_to_documented_codes(
     assert "Traceback" not in text and text.strip()
     if code == EXIT_INTERNAL:
         assert "internal error: TypeError: unexpected" in text and "-v" in text
+
+
+def _documented_codes(doc: str, heading: str) -> set[int]:
+    """The codes in the first column of the table under ``heading`` of ``docs/DOC``."""
+    text = (Path(__file__).parents[2] / "docs" / doc).read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
+
+
+def test_each_meaning_has_its_own_code_and_the_docs_list_them() -> None:
+    codes = {name: v for name, v in vars(common).items() if name.startswith("EXIT_")}
+    assert len(set(codes.values())) == len(codes), codes
+    # "some cases failed" must not read as "the dataset has problems" (issue 18).
+    assert EXIT_SOME_FAILED == 6 and EXIT_DATASET == 3
+    assert _documented_codes("robustness.md", "## Exit codes") == set(codes.values())
+    predict_codes = _documented_codes("prediction.md", "## Failures, exit codes")
+    assert EXIT_SOME_FAILED in predict_codes and EXIT_DATASET not in predict_codes
+    assert EXIT_USAGE in predict_codes
 
 
 def test_verbose_reraises_the_original_error() -> None:
