@@ -51,7 +51,8 @@ def test_converts_layout_voxels_geometry_and_diagnoses(tmp_path: Path) -> None:
     csv_path = tmp_path / "clinical.csv"
     # other column names, a BOM, an unknown diagnosis left empty
     csv_path.write_text(
-        "\ufeffpatient,outcome\nlung_001,COVID-19\nlung_002,CAP\nlung_003,\nlung_101,CAP\n"
+        "\ufeffpatient,outcome\nlung_001,COVID-19\nlung_002,CAP\nlung_003,\nlung_101,CAP\n",
+        encoding="utf-8",  # not the locale's: a DICOM read earlier in the process may set ASCII
     )
     out = tmp_path / "out"
     counts = convert_nnunet(
