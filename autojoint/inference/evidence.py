@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from autojoint.arrays.cropping import uncrop
 from autojoint.inference.gradcam import grad_cam
+from autojoint.inference.resample_back import resize_linear
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, transpose_spatial
-from autojoint.preprocessing.resample import resample_probabilities
 
 EvidenceMethod = Callable[[list[JointNet], torch.Tensor, int, PreprocessedCase, Plan], np.ndarray]
 
@@ -53,9 +53,15 @@ def get_evidence_method(name: str) -> EvidenceMethod:
     return EVIDENCE_METHODS[name]
 
 
-def to_cropped_input_order(volumes: np.ndarray, pre: PreprocessedCase, plan: Plan) -> np.ndarray:
+def to_cropped_input_order(
+    volumes: np.ndarray,
+    pre: PreprocessedCase,
+    plan: Plan,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """Resample per-channel maps from network space (any grid covering the cropped scan,
-    in the plan's axis order) to the cropped input grid in the input's array order.
+    in the plan's axis order) to the cropped input grid in the input's array order,
+    linearly, on ``device``.
 
     Shape:
         volumes ``(K, a, b, c)`` -> ``(K, *crop_shape)`` float32.
@@ -63,7 +69,7 @@ def to_cropped_input_order(volumes: np.ndarray, pre: PreprocessedCase, plan: Pla
     crop_shape = tuple(b - a for a, b in pre.bbox)
     fwd_crop_shape = tuple(crop_shape[a] for a in plan.transpose_forward)
     return transpose_spatial(
-        resample_probabilities(volumes, fwd_crop_shape), plan.transpose_backward
+        resize_linear(volumes, fwd_crop_shape, device), plan.transpose_backward
     )
 
 
@@ -84,7 +90,7 @@ def evidence_on_input_grid(
     peak = float(view.max())
     if peak > 0:
         view /= peak
-    cropped = to_cropped_input_order(view[None], pre, plan)[0]
+    cropped = to_cropped_input_order(view[None], pre, plan, maps[0].device)[0]
     return uncrop(np.clip(cropped, 0.0, 1.0), pre.bbox, pre.geometry.shape)
 
 

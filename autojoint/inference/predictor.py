@@ -150,7 +150,7 @@ def predict_case(
         )
     assert out.segmentation is not None  # asked for (segment=True)
     with timer("resample"):
-        cropped = to_cropped_input_order(out.segmentation, pre, plan)
+        cropped = to_cropped_input_order(out.segmentation, pre, plan, device)
         mask = uncrop(np.argmax(cropped, axis=0).astype(np.uint8), pre.bbox, geo.shape)
         lesion_probs = _probabilities_on_input_grid(cropped, pre) if keep_probabilities else None
     ct = _ct_channel(plan)
