@@ -14,7 +14,8 @@ scripts/demo.sh's geometry. Training uses Adam and, by default, the demo's light
 augmentation. ``--fold F`` is kept as an alias of ``--folds F``.
 
 Every (variant, fold, seed) run is cached in ``runs/RUN/result.json`` (format in
-``benchmarks/multitask_report.py``): a rerun resumes, and several processes given disjoint
+``benchmarks/multitask_report.py``): a rerun resumes (a run killed mid-way continues from
+its last epoch's checkpoint, bit-exactly), and several processes given disjoint
 ``--variants`` (or ``--folds``/``--seeds``) can share one ``--out``; ``--report-only`` then
 writes the report from the cached runs without training. Start them once
 ``OUT/work/plans.json`` exists (let one process plan first): planning is not locked. A
@@ -287,7 +288,6 @@ def run_variant(
     setup = run_setup(args, variant)
     if cached.is_file():
         return read_record(cached, setup)
-    t0 = time.perf_counter()
     config = TrainerConfig(
         epochs=args.epochs,
         iterations_per_epoch=args.iterations,
@@ -298,8 +298,11 @@ def run_variant(
         augmentation=args.augmentation,
         val_iterations=2,  # the per-epoch validation loss only picks checkpoint_best
         use_validation_tta=args.validation_tta,
+        checkpoint_every=1,  # a run killed mid-way (a session's end) loses one epoch at most
+        resume=True,  # continues bit-exactly from checkpoint_latest.pt (num_workers=0)
     )
     fold_dir = train_fold(work, fold, config)
+    t0 = time.perf_counter()
     summary = read_json(fold_dir / "validation" / "summary.json")
     diagnosis = summary.get("diagnosis") or {}
     cases = [e["case"] for e in summary["metric_per_case"]]
@@ -321,7 +324,12 @@ def run_variant(
         "metrics": {k: math.nan if v is None else float(v) for k, v in metrics.items()},
         "curves": learning_curves(fold_dir),
         "deletion": deletion,
-        "seconds": time.perf_counter() - t0,
+        # every epoch's own seconds (a resumed run spans processes) + this scoring
+        "seconds": sum(
+            e.get("seconds") or 0.0 for e in read_json(fold_dir / TRAINING_LOG_FILE)["epochs"]
+        )
+        + time.perf_counter()
+        - t0,
     }
     write_json(record, cached)
     return record

@@ -10,7 +10,8 @@ A record (one trained run, keyed by variant, fold and seed)::
      "metrics": {key: float or null},                 # keys of METRICS (NaN stored as null)
      "curves": {key: [one value per epoch or null]},  # keys of CURVE_KEYS (training_log.json)
      "deletion": {"fractions": [...], "evidence": [...], "random": [...]} or null,
-     "seconds": float}          # wall time of training + scoring
+     "seconds": float}          # training epochs (summed over resumed processes) + scoring
+                                #   (the final validation inside training is not counted)
 
 Differences between variants are paired by (fold, seed): both runs saw the same training
 cases, validation cases and initial random streams, so the difference of a pair removes
