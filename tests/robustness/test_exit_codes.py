@@ -61,7 +61,7 @@ def test_errors_map_to_documented_codes(
 
 def _documented_codes(doc: str, heading: str) -> set[int]:
     """The codes in the first column of the table under ``heading`` of ``docs/DOC``."""
-    text = (Path(__file__).parents[2] / "docs" / doc).read_text()
+    text = (Path(__file__).parents[2] / "docs" / doc).read_text(encoding="utf-8")
     section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     return {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
 
