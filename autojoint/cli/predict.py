@@ -15,7 +15,8 @@ from autojoint.cli.common import (
     run,
 )
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
-from autojoint.inference.outputs import FAILURES_CSV
+from autojoint.inference.folder_tables import FAILURES_CSV
+from autojoint.inference.parts import part_problem
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.io.paths import output_dir_problem
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
@@ -105,6 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip cases whose outputs an earlier (e.g. killed) run completed",
     )
+    parser.add_argument(
+        "--num-parts",
+        type=int,
+        default=PredictOptions.num_parts,
+        metavar="N",
+        help="split INPUT_DIR into N parts for N processes or machines writing into the same "
+        "OUTPUT_DIR (default 1: the whole folder); each predicts every N-th case of the "
+        "sorted list, and whichever part ends last leaves diagnoses.csv complete",
+    )
+    parser.add_argument(
+        "--part-id",
+        type=int,
+        default=PredictOptions.part_id,
+        metavar="K",
+        help="which part this process predicts, 0 to N-1 (default 0)",
+    )
     add_verbosity(parser)
     parser.epilog = "-v/--verbose also logs a per-case timing breakdown."
     args = parser.parse_args(argv)
@@ -114,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(problem)
     if args.tile_batch is not None and args.tile_batch < 1:
         parser.error("--tile-batch must be >= 1")
+    if problem := part_problem(args.num_parts, args.part_id):
+        parser.error(problem)
     options = PredictOptions(
         folds=args.folds,
         device=args.device,
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         report_timing=args.verbose,
         checkpoint=args.checkpoint,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
     )
     reports: list[PredictionReport] = []
     code = run(

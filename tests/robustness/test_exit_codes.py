@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,3 +98,12 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
     assert remove_stale_temp_files(tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["case.npz"]
     assert remove_stale_temp_files(tmp_path / "missing") == 0
+
+
+def test_only_old_temp_files_are_removed_when_others_may_be_writing(tmp_path: Path) -> None:
+    old, young = tmp_path / ".tmp_old.nii.gz.part", tmp_path / ".tmp_new.nii.gz.part"
+    old.write_bytes(b"left by a killed part")
+    young.write_bytes(b"another part is writing it")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temp_files(tmp_path, min_age_seconds=3600) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [young.name]
