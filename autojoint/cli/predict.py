@@ -14,6 +14,7 @@ from autojoint.cli.common import (
     resolve_configuration,
     run,
 )
+from autojoint.cli.gpu_parts import run_gpu_parts
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
 from autojoint.inference.folder_tables import FAILURES_CSV
 from autojoint.inference.parts import part_problem
@@ -122,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="K",
         help="which part this process predicts, 0 to N-1 (default 0)",
     )
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        metavar="G",
+        help="run G parts at once on this machine, one process per GPU (CUDA_VISIBLE_DEVICES "
+        "set per part; with --device cpu: G CPU processes); the exit code is 0 only if every "
+        "part's is. Across machines use --num-parts/--part-id instead",
+    )
     add_verbosity(parser)
     parser.epilog = "-v/--verbose also logs a per-case timing breakdown."
     args = parser.parse_args(argv)
@@ -133,6 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tile-batch must be >= 1")
     if problem := part_problem(args.num_parts, args.part_id):
         parser.error(problem)
+    if args.num_gpus < 1:
+        parser.error("--num-gpus must be >= 1")
+    if args.num_gpus > 1 and args.num_parts > 1:
+        parser.error(
+            "--num-gpus runs parts 0..G-1 of G itself; to split across machines as well, start "
+            "one process per GPU with --num-parts/--part-id (docs/prediction.md)"
+        )
+    if args.num_gpus > 1:
+        parts_argv = list(sys.argv[1:] if argv is None else argv)
+        return run(lambda: run_gpu_parts(parts_argv, args.num_gpus, args.device), args.verbose)
     options = PredictOptions(
         folds=args.folds,
         device=args.device,

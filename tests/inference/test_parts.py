@@ -1,6 +1,7 @@
 """``autojoint_predict --num-parts N --part-id K``: the parts of a split prediction, run
 in any order into one folder, leave exactly what one run leaves; ``--continue`` works per
-part; the folder tables stay right when parts finish at the same time."""
+part; the folder tables stay right when parts finish at the same time; ``--num-gpus G``
+(here CPU processes) runs G parts at once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from autojoint.cli import predict as cli_predict
 from autojoint.cli.common import EXIT_SOME_FAILED, EXIT_USAGE
+from autojoint.cli.gpu_parts import merge_exit_codes, part_gpus
 from autojoint.inference import folder_tables, predictor
 from autojoint.inference.folder_tables import rebuild_folder_tables
 from autojoint.inference.outputs import failure_path, read_record, write_record
@@ -176,3 +179,37 @@ def test_tables_include_a_record_written_while_they_were_rebuilt(
     assert [r.split(",")[0] for r in rows] == ["case", "a", "b"]
     assert read_record(tmp_path, "b")["case"] == "b"
     assert not failure_path(tmp_path, "a").exists()
+
+
+def test_num_gpus_on_the_cpu_runs_the_parts_at_once_like_one_run(
+    tiny: dict[str, Path], whole: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--device cpu --num-gpus 2``: two part processes writing into one folder at the same
+    time (how a GPU node runs, without the GPUs)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each child: one thread, as this process
+    out = tiny["root"] / "parts_at_once"
+    assert _predict(tiny, out, "--device", "cpu", "--num-gpus", "2") == EXIT_SOME_FAILED
+    assert _files(out) == whole
+
+
+def test_each_part_gets_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert part_gpus(3, "cpu", {}) == [None, None, None]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert part_gpus(2, "auto", {}) == ["0", "1"]
+    assert part_gpus(2, "cuda", {"CUDA_VISIBLE_DEVICES": "5, 7,9"}) == ["5", "7"]
+    with pytest.raises(RuntimeError, match="torch sees 4 CUDA device"):
+        part_gpus(5, "auto", {})
+    with pytest.raises(ValueError, match="--device auto or cuda"):
+        part_gpus(2, "cuda:1", {})
+    assert merge_exit_codes([0, 0]) == 0
+    assert merge_exit_codes([6, 0, 6]) == EXIT_SOME_FAILED
+    assert merge_exit_codes([6, 1, 4]) == 1 and merge_exit_codes([0, -9]) == 137
+
+
+def test_num_gpus_with_num_parts_is_refused(
+    tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _predict(tiny, tiny["root"] / "gpus_bad", "--num-gpus", "2", "--num-parts", "2")
+    assert exited.value.code == EXIT_USAGE
+    assert "--num-gpus runs parts 0..G-1 of G itself" in capsys.readouterr().err
