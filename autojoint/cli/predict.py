@@ -14,8 +14,10 @@ from autojoint.cli.common import (
     resolve_configuration,
     run,
 )
+from autojoint.cli.gpu_parts import run_gpu_parts
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
-from autojoint.inference.outputs import FAILURES_CSV
+from autojoint.inference.folder_tables import FAILURES_CSV
+from autojoint.inference.parts import part_problem
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
 from autojoint.io.paths import output_dir_problem
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
@@ -118,6 +120,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip cases whose outputs an earlier (e.g. killed) run completed",
     )
+    parser.add_argument(
+        "--num-parts",
+        type=int,
+        default=PredictOptions.num_parts,
+        metavar="N",
+        help="split INPUT_DIR into N parts for N processes or machines writing into the same "
+        "OUTPUT_DIR (default 1: the whole folder); each predicts every N-th case of the "
+        "sorted list, and whichever part ends last leaves diagnoses.csv complete",
+    )
+    parser.add_argument(
+        "--part-id",
+        type=int,
+        default=PredictOptions.part_id,
+        metavar="K",
+        help="which part this process predicts, 0 to N-1 (default 0)",
+    )
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        metavar="G",
+        help="run G parts at once on this machine, one process per GPU (CUDA_VISIBLE_DEVICES "
+        "set per part; with --device cpu: G CPU processes); the exit code is 0 only if every "
+        "part's is. Across machines use --num-parts/--part-id instead",
+    )
     add_verbosity(parser)
     parser.epilog = "-v/--verbose also logs a per-case timing breakdown."
     args = parser.parse_args(argv)
@@ -129,6 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(problem)
     if args.tile_batch is not None and args.tile_batch < 1:
         parser.error("--tile-batch must be >= 1")
+    if problem := part_problem(args.num_parts, args.part_id):
+        parser.error(problem)
+    if args.num_gpus < 1:
+        parser.error("--num-gpus must be >= 1")
+    if args.num_gpus > 1 and args.num_parts > 1:
+        parser.error(
+            "--num-gpus runs parts 0..G-1 of G itself; to split across machines as well, start "
+            "one process per GPU with --num-parts/--part-id (docs/prediction.md)"
+        )
+    if args.num_gpus > 1:
+        parts_argv = list(sys.argv[1:] if argv is None else argv)
+        return run(lambda: run_gpu_parts(parts_argv, args.num_gpus, args.device), args.verbose)
     options = PredictOptions(
         folds=args.folds,
         device=args.device,
@@ -141,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         report_timing=args.verbose,
         checkpoint=args.checkpoint,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
     )
     reports: list[PredictionReport] = []
     code = run(

@@ -5,14 +5,15 @@ its record with :func:`case_record`.
 
 Every file is written atomically (temp file + rename), and the per-case record
 ``CASE.json`` is written last: its existence (with the other requested outputs) means the
-case is complete, which is what ``--continue`` relies on. Folder-level tables
-(``diagnoses.csv``, ``diagnoses.json``, ``lesion_volumes.csv``, ``failures.csv``) are
-rebuilt from the records at the end of every run.
+case is complete, which is what ``--continue`` relies on. A case that fails gets a failure
+record ``failed/CASE.json`` instead (and loses an earlier run's ``CASE.json``). The
+folder-level tables (``diagnoses.csv``, ``diagnoses.json``, ``lesion_volumes.csv``,
+``failures.csv``) hold nothing of their own: ``folder_tables`` rebuilds them from these
+per-case records, which is what lets several parts of a split prediction share a folder.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from collections.abc import Sequence
@@ -31,10 +32,7 @@ from autojoint.planning.schema import Plan
 
 logger = logging.getLogger(__name__)
 
-DIAGNOSES_CSV = "diagnoses.csv"
-DIAGNOSES_JSON = "diagnoses.json"
-VOLUMES_CSV = "lesion_volumes.csv"
-FAILURES_CSV = "failures.csv"
+FAILED_DIR = "failed"  # failure records, one per failed case
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,11 @@ def record_path(out_dir: Path, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}.json"
 
 
+def failure_path(out_dir: Path, case_id: str) -> Path:
+    """The failure record of a case; in a sub-folder, so it never takes a case's name."""
+    return Path(out_dir) / FAILED_DIR / f"{case_id}.json"
+
+
 def expected_outputs(
     out_dir: Path, case_id: str, *, evidence: bool, probabilities: bool
 ) -> list[Path]:
@@ -126,89 +129,44 @@ def write_record(out_dir: Path, record: dict[str, Any]) -> None:
 
 
 def read_record(out_dir: Path, case_id: str) -> dict[str, Any]:
+    """The record ``CASE.json`` of a complete case.
+
+    Raises:
+        FileNotFoundError: no record (the case is not complete).
+        ValueError: the file is not a record of this case.
+    """
     record = read_json(record_path(out_dir, case_id))
     if not isinstance(record, dict) or record.get("case") != case_id:
         raise ValueError(f"{record_path(out_dir, case_id)}: not a case record; delete it.")
     return record
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def _volume_columns(plan: Plan) -> list[str]:
-    lesions = [f"volume_ml_{n}" for n, v in sorted(plan.labels.items(), key=lambda x: x[1]) if v]
-    return [*lesions, "volume_ml_lesion", "lung_volume_ml", "lung_involvement"]
-
-
-def _volume_cells(record: dict[str, Any], plan: Plan) -> list[str]:
-    vol = record.get("volumes", {})
-    return [_fmt(vol.get(c), 6 if c == "lung_involvement" else 3) for c in _volume_columns(plan)]
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-
-
-def write_tables(
-    out_dir: Path, records: list[dict[str, Any]], plan: Plan, folds: list[str]
-) -> None:
-    """``diagnoses.csv`` + ``diagnoses.json`` (plans with classes) or ``lesion_volumes.csv``
-    (segmentation-only plans), one row per case record."""
-    out_dir = Path(out_dir)
-    if not plan.has_diagnosis:
-        _write_csv(
-            out_dir / VOLUMES_CSV,
-            ["case", *_volume_columns(plan)],
-            [[r["case"], *_volume_cells(r, plan)] for r in records],
-        )
-        return
-    header = ["case", "diagnosis", *[f"p_{c}" for c in plan.classes], *_volume_columns(plan)]
-    rows = [
-        [
-            r["case"],
-            r["diagnosis"],
-            *[f"{r['probabilities'][c]:.6f}" for c in plan.classes],
-            *_volume_cells(r, plan),
-        ]
-        for r in records
-    ]
-    _write_csv(out_dir / DIAGNOSES_CSV, header, rows)
+def record_failure(out_dir: Path, failure: CaseFailure) -> None:
+    """Mark a case failed: drop an earlier run's record first (so no table lists the case
+    as predicted), then write ``failed/CASE.json``."""
+    record_path(out_dir, failure.case_id).unlink(missing_ok=True)
     write_json(
-        {
-            "classes": list(plan.classes),
-            "folds": folds,
-            "cases": [
-                {
-                    k: r[k]
-                    for k in (
-                        "case",
-                        "diagnosis",
-                        "probabilities",
-                        "fold_agreement",
-                        "fold_probabilities",
-                        "volumes",
-                    )
-                    if k in r
-                }
-                for r in records
-            ],
-        },
-        out_dir / DIAGNOSES_JSON,
+        {"case": failure.case_id, "file": failure.path, "reason": failure.reason},
+        failure_path(out_dir, failure.case_id),
     )
 
 
-def write_failures(out_dir: Path, failures: list[CaseFailure]) -> None:
-    """``failures.csv`` (case,file,reason) when a case failed; removed when none did."""
-    path = Path(out_dir) / FAILURES_CSV
-    if not failures:
-        path.unlink(missing_ok=True)
-        return
-    _write_csv(path, ["case", "file", "reason"], [[f.case_id, f.path, f.reason] for f in failures])
+def clear_failure(out_dir: Path, case_id: str) -> None:
+    """Forget an earlier failure of a case that is now complete."""
+    failure_path(out_dir, case_id).unlink(missing_ok=True)
+
+
+def read_failure(out_dir: Path, case_id: str) -> CaseFailure | None:
+    """The failure record of a case, None when there is none or it is unreadable (a
+    failure is retried by the next run anyway)."""
+    path = failure_path(out_dir, case_id)
+    try:
+        data = read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("case") != case_id:
+        return None
+    return CaseFailure(case_id, str(data.get("file", "")), str(data.get("reason", "")))
 
 
 def case_record(
@@ -242,7 +200,8 @@ def case_record(
 def write_case(
     out_dir: Path, case_id: str, result: CasePrediction, plan: Plan, record: dict[str, Any]
 ) -> None:
-    """Every output of one case, the record last (it marks the case complete)."""
+    """Every output of one case, the record last (it marks the case complete); then an
+    earlier failure record of the case is removed."""
     write_image(result.mask, result.geometry, mask_path(out_dir, case_id))
     if result.evidence is not None:
         write_image(result.evidence, result.geometry, evidence_path(out_dir, case_id))
@@ -267,3 +226,4 @@ def write_case(
             probabilities_path(out_dir, case_id), result.lesion_probs, result.geometry, names
         )
     write_record(out_dir, record)
+    clear_failure(out_dir, case_id)

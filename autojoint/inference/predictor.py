@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from autojoint.arrays.cropping import uncrop
 from autojoint.inference.engine import run_networks
 from autojoint.inference.ensemble import (
     DEFAULT_CHECKPOINT,
+    Ensemble,
     available_folds,
     load_ensemble,
 )
@@ -36,18 +36,20 @@ from autojoint.inference.evidence import (
     get_evidence_method,
     to_cropped_input_order,
 )
+from autojoint.inference.folder_tables import DIAGNOSES_CSV, rebuild_folder_tables
 from autojoint.inference.inputs import InputCase, discover_input_cases, find_input_cases
 from autojoint.inference.outputs import (
-    DIAGNOSES_CSV,
+    FAILED_DIR,
     CaseFailure,
     CasePrediction,
     case_record,
+    clear_failure,
     is_complete,
     read_record,
+    record_failure,
     write_case,
-    write_failures,
-    write_tables,
 )
+from autojoint.inference.parts import PART_TEMP_FILE_AGE_SECONDS, Part
 from autojoint.inference.scan_size import scan_size_problem
 from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
@@ -197,6 +199,9 @@ class PredictOptions:
         report_timing: log the per-case timing breakdown.
         device: ``auto`` (CUDA, then MPS, then CPU: ``runtime.devices.resolve_device``, as
             training), ``cpu``, ``cuda[:N]`` or ``mps``.
+        num_parts, part_id: predict only part ``part_id`` of ``num_parts`` of the folder's
+            cases (``inference.parts``); other parts may write into the same output folder
+            at the same time.
     """
 
     folds: list[str] | None = None
@@ -210,11 +215,14 @@ class PredictOptions:
     resume: bool = False
     report_timing: bool = False
     checkpoint: str = DEFAULT_CHECKPOINT
+    num_parts: int = 1
+    part_id: int = 0
 
 
 @dataclass
 class PredictionReport:
-    """Cases predicted now, skipped as already complete, and failed (file + reason)."""
+    """This part's cases: predicted now, skipped as already complete, and failed (file +
+    reason)."""
 
     predicted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -226,18 +234,43 @@ class PredictionReport:
         return not self.failures
 
 
+def _own_share(
+    part: Part, cases: list[InputCase], failures: list[CaseFailure]
+) -> tuple[list[InputCase], list[CaseFailure], list[str]]:
+    """This part's cases and invalid cases, and every case name of the folder (sorted).
+
+    Invalid cases (files that form no case) are split with the others, so exactly one part
+    reports each of them."""
+    all_ids = sorted([c.case_id for c in cases] + [f.case_id for f in failures])
+    mine = set(part.select(all_ids))
+    if not part.is_whole:
+        if mine:
+            logger.info("%s: %d of the folder's %d cases", part, len(mine), len(all_ids))
+        else:
+            logger.info(
+                "%s: no cases to predict (the folder holds %d, fewer than the %d parts); done",
+                part,
+                len(all_ids),
+                part.num_parts,
+            )
+    own_cases = [c for c in cases if c.case_id in mine]
+    return own_cases, [f for f in failures if f.case_id in mine], all_ids
+
+
 def run_prediction(
     input_dir: Path, output_dir: Path, work_dir: Path, options: PredictOptions
 ) -> PredictionReport:
-    """Predict every case of ``input_dir`` into ``output_dir`` (docs/prediction.md).
+    """Predict every case of ``input_dir`` (or this part's share) into ``output_dir``
+    (docs/prediction.md), then rebuild the folder tables from every case's record.
 
     A case that fails (unreadable file, NaNs, wrong dimensions, missing channel, out of
     memory...) is logged with its file and reason, listed in ``failures.csv`` and skipped.
 
     Raises:
         FileNotFoundError: no trained fold, or no input folder/images.
-        ValueError: folds of different plans, or an unknown evidence method.
+        ValueError: folds of different plans, an unknown evidence method, or a bad part.
     """
+    part = Part(options.part_id, options.num_parts)
     dev = resolve_device(options.device)
     logger.info("predicting on %s%s", dev, " (--device auto)" if options.device == "auto" else "")
     folds = options.folds or available_folds(work_dir, options.configuration, options.checkpoint)
@@ -251,17 +284,49 @@ def run_prediction(
         get_evidence_method(options.evidence)
     ens = load_ensemble(Path(work_dir), folds, dev, options.configuration, options.checkpoint)
     plan = ens.plan
-    cases, failures = discover_input_cases(input_dir, len(plan.channel_names))
+    found, invalid = discover_input_cases(input_dir, len(plan.channel_names))
+    cases, invalid, all_ids = _own_share(part, found, invalid)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(output_dir)
+    # Another part's temp file may be a write in progress: then leave the young ones alone.
+    min_age = 0.0 if part.is_whole else PART_TEMP_FILE_AGE_SECONDS
+    for folder in (output_dir, output_dir / FAILED_DIR):
+        remove_stale_temp_files(folder, min_age_seconds=min_age)
+    report = PredictionReport()
+    for failure in invalid:
+        logger.error("skipping case %s (%s): %s", failure.case_id, failure.path, failure.reason)
+        record_failure(output_dir, failure)
+        report.failures.append(failure)
+    _predict_cases(cases, output_dir, ens, dev, options, report)
+    rebuild_folder_tables(output_dir, all_ids, plan, ens.folds, is_shared=not part.is_whole)
+    if options.report_timing and report.timings:
+        logger.info("timing mean per case: %s", mean_timing_line(report.timings))
+    logger.info(
+        "%spredicted %d, skipped %d (complete), failed %d case(s) with folds %s into %s",
+        "" if part.is_whole else f"{part}: ",
+        len(report.predicted),
+        len(report.skipped),
+        len(report.failures),
+        list(ens.folds),
+        output_dir,
+    )
+    return report
+
+
+def _predict_cases(
+    cases: list[InputCase],
+    output_dir: Path,
+    ens: Ensemble,
+    dev: torch.device,
+    options: PredictOptions,
+    report: PredictionReport,
+) -> None:
+    """Predict and write each case (or skip it, complete, with ``--continue``); a failure
+    is recorded and the next case goes on."""
+    plan = ens.plan
     tile_batch = options.tile_batch or plan.batch_size
     mirror = list(ens.mirror_axes) if options.use_tta else None
     with_evidence = options.evidence is not None and plan.has_diagnosis
-    report = PredictionReport(failures=list(failures))
-    for f in failures:
-        logger.error("skipping case %s (%s): %s", f.case_id, f.path, f.reason)
-    records: dict[str, dict[str, Any]] = {}
     bar = tqdm(cases, desc="predict", unit="case")
     for case in bar:
         complete = is_complete(
@@ -272,7 +337,8 @@ def run_prediction(
         )
         if options.resume and complete:
             try:
-                records[case.case_id] = read_record(output_dir, case.case_id)
+                read_record(output_dir, case.case_id)
+                clear_failure(output_dir, case.case_id)
                 report.skipped.append(case.case_id)
                 continue
             except ValueError as err:
@@ -298,9 +364,10 @@ def run_prediction(
             reason = f"{type(err).__name__}: {err}"
             logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)
             logger.debug("traceback of case %s", case.case_id, exc_info=True)
-            report.failures.append(CaseFailure(case.case_id, str(case.paths[0]), reason))
+            failure = CaseFailure(case.case_id, str(case.paths[0]), reason)
+            record_failure(output_dir, failure)
+            report.failures.append(failure)
             continue
-        records[case.case_id] = record
         report.predicted.append(case.case_id)
         seconds = {**result.timing, **timer.seconds}
         report.timings[case.case_id] = seconds
@@ -308,17 +375,3 @@ def run_prediction(
         if options.report_timing:
             logger.info("timing %s", timing_line(case.case_id, seconds))
     bar.close()
-    ordered = [records[c.case_id] for c in cases if c.case_id in records]
-    write_tables(output_dir, ordered, plan, list(ens.folds))
-    write_failures(output_dir, sorted(report.failures, key=lambda f: f.case_id))
-    if options.report_timing and report.timings:
-        logger.info("timing mean per case: %s", mean_timing_line(report.timings))
-    logger.info(
-        "predicted %d, skipped %d (complete), failed %d case(s) with folds %s into %s",
-        len(report.predicted),
-        len(report.skipped),
-        len(report.failures),
-        list(ens.folds),
-        output_dir,
-    )
-    return report

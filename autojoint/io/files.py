@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -53,15 +54,23 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool
         raise
 
 
-def remove_stale_temp_files(folder: Path) -> int:
+def remove_stale_temp_files(folder: Path, *, min_age_seconds: float = 0.0) -> int:
     """Delete ``.tmp_*`` leftovers of killed writers in ``folder``; returns how many.
 
-    Call only when no other process writes into ``folder`` (e.g. before a stage starts).
+    Call only when no other process writes into ``folder`` (e.g. before a stage starts),
+    or, when others may be writing (the parts of a split prediction), with
+    ``min_age_seconds``: only temp files untouched for that long are removed, so a
+    running writer's temp file is left alone.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    now = time.time()
+    stale = [
+        p
+        for p in folder.iterdir()
+        if p.name.startswith(TEMP_PREFIX) and _age_seconds(p, now) >= min_age_seconds
+    ]
     for p in stale:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -70,6 +79,14 @@ def remove_stale_temp_files(folder: Path) -> int:
     if stale:
         logger.info("removed %d temp files left by an interrupted run in %s", len(stale), folder)
     return len(stale)
+
+
+def _age_seconds(path: Path, now: float) -> float:
+    """Seconds since ``path`` was last modified (infinite if it vanished meanwhile)."""
+    try:
+        return now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return math.inf
 
 
 def _jsonable(obj: Any) -> Any:
@@ -83,10 +100,15 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """The text :func:`write_json` writes: strict JSON (NaN becomes null), indented."""
+    return json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(obj: Any, path: Path) -> None:
     """Write strict JSON atomically (NaN becomes null)."""
-    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
-    atomic_write(path, lambda fh: fh.write(text + "\n"))
+    text = json_text(obj)
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 def read_json(path: Path) -> Any:

@@ -15,6 +15,7 @@ it loads with ``torch.load(weights_only=True)`` (no code from the file). Format 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,8 @@ import torch
 from autojoint import __version__
 from autojoint.io.files import atomic_write
 from autojoint.planning.schema import Plan
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT_VERSION = 1
 # The files the trainer writes in each fold folder (docs/training.md).
@@ -171,6 +174,7 @@ def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     buf = io.BytesIO()
     torch.save(checkpoint.to_dict(), buf)
     atomic_write(path, lambda fh: fh.write(buf.getvalue()), binary=True)
+    logger.debug("wrote %s (epoch %d)", path, checkpoint.epoch)
 
 
 def save_checkpoint(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def test_errors_map_to_documented_codes(
 
 def _documented_codes(doc: str, heading: str) -> set[int]:
     """The codes in the first column of the table under ``heading`` of ``docs/DOC``."""
-    text = (Path(__file__).parents[2] / "docs" / doc).read_text()
+    text = (Path(__file__).parents[2] / "docs" / doc).read_text(encoding="utf-8")
     section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     return {int(m) for m in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
 
@@ -96,3 +98,12 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
     assert remove_stale_temp_files(tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["case.npz"]
     assert remove_stale_temp_files(tmp_path / "missing") == 0
+
+
+def test_only_old_temp_files_are_removed_when_others_may_be_writing(tmp_path: Path) -> None:
+    old, young = tmp_path / ".tmp_old.nii.gz.part", tmp_path / ".tmp_new.nii.gz.part"
+    old.write_bytes(b"left by a killed part")
+    young.write_bytes(b"another part is writing it")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temp_files(tmp_path, min_age_seconds=3600) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [young.name]
