@@ -39,6 +39,45 @@ class Tools:
         """An autojoint console script of this interpreter's venv."""
         return str(self.autojoint_python.parent / name)
 
+    def nnunet_plan(
+        self, dataset: int, configuration: str, *, threads: int, extra: Sequence[str] = ()
+    ) -> list[str]:
+        """``nnUNetv2_plan_and_preprocess`` of one configuration with ``threads`` processes
+        (run with nnU-Net's folder variables in its environment)."""
+        return [
+            self.nnunet_command("nnUNetv2_plan_and_preprocess"),
+            "-d",
+            str(dataset),
+            "-c",
+            configuration,
+            "-np",
+            str(threads),
+            *extra,
+        ]
+
+    def autojoint_plan(
+        self,
+        raw: Path,
+        work: Path,
+        *,
+        gpu_memory_gb: float,
+        threads: int,
+        extra: Sequence[str] = (),
+    ) -> list[str]:
+        """``autojoint_plan`` of ``raw`` into ``work`` for a ``gpu_memory_gb`` budget."""
+        return [
+            self.autojoint_command("autojoint_plan"),
+            "-d",
+            str(raw),
+            "-w",
+            str(work),
+            "--gpu-memory-gb",
+            f"{gpu_memory_gb:g}",
+            "-j",
+            str(threads),
+            *extra,
+        ]
+
     def nnunet_train(
         self,
         dataset: int,

@@ -83,30 +83,14 @@ def prepare(out: Path, source: Path, tools: Tools, threads: int) -> dict[str, fl
     env.pop("nnUNet_n_proc_DA")  # its planner sets torch threads from it: 0 is refused
     seconds = {
         "nnunet": run_logged(
-            [
-                tools.nnunet_command("nnUNetv2_plan_and_preprocess"),
-                "-d",
-                str(DATASET_ID),
-                "-c",
-                "2d",
-                "-np",
-                str(threads),
-            ],
+            tools.nnunet_plan(DATASET_ID, "2d", threads=threads),
             out / "logs" / "nnunet_plan.log",
             env,
         ),
         "autojoint": run_logged(
-            [
-                tools.autojoint_command("autojoint_plan"),
-                "-d",
-                str(raw),
-                "-w",
-                str(out / "autojoint" / "work"),
-                "--gpu-memory-gb",
-                str(GPU_MEMORY_GB),
-                "-j",
-                str(threads),
-            ],
+            tools.autojoint_plan(
+                raw, out / "autojoint" / "work", gpu_memory_gb=GPU_MEMORY_GB, threads=threads
+            ),
             out / "logs" / "autojoint_plan.log",
             tool_env(threads),
         ),

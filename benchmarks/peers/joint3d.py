@@ -164,33 +164,17 @@ def prepare(out: Path, tools: Tools, args: argparse.Namespace) -> dict[str, Any]
     work = out / "autojoint" / "work"
     seconds = {
         "nnunet": run_logged(
-            [
-                tools.nnunet_command("nnUNetv2_plan_and_preprocess"),
-                "-d",
-                str(DATASET_ID),
-                "-c",
+            tools.nnunet_plan(
+                DATASET_ID,
                 CONFIGURATION,
-                "-np",
-                str(args.threads),
-                "-npfp",
-                str(args.threads),
-                *target,
-            ],
+                threads=args.threads,
+                extra=["-npfp", str(args.threads), *target],
+            ),
             out / "logs" / "nnunet_plan.log",
             env,
         ),
         "autojoint": run_logged(
-            [
-                tools.autojoint_command("autojoint_plan"),
-                "-d",
-                str(raw),
-                "-w",
-                str(work),
-                "--gpu-memory-gb",
-                f"{args.gpu_memory_gb:g}",
-                "-j",
-                str(args.threads),
-            ],
+            tools.autojoint_plan(raw, work, gpu_memory_gb=args.gpu_memory_gb, threads=args.threads),
             out / "logs" / "autojoint_plan.log",
             tool_env(args.threads),
         ),

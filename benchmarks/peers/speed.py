@@ -103,30 +103,12 @@ def preprocess_seconds(
     shutil.rmtree(root, ignore_errors=True)
     to_nnunet_raw(raw, root / "nnunet" / "raw", DATASETS[kind], f"Speed{kind}")
     nn = run_logged(
-        [
-            tools.nnunet_command("nnUNetv2_plan_and_preprocess"),
-            "-d",
-            str(DATASETS[kind]),
-            "-c",
-            NN_CONF[kind],
-            "-np",
-            str(threads),
-        ],
+        tools.nnunet_plan(DATASETS[kind], NN_CONF[kind], threads=threads),
         out / "logs" / f"prep_{kind}_{repeat}_nnunet.log",
         _nn_env(root / "nnunet", threads, planning=True),
     )
     aj = run_logged(
-        [
-            tools.autojoint_command("autojoint_plan"),
-            "-d",
-            str(raw),
-            "-w",
-            str(root / "autojoint"),
-            "--gpu-memory-gb",
-            str(GPU_MEMORY_GB),
-            "-j",
-            str(threads),
-        ],
+        tools.autojoint_plan(raw, root / "autojoint", gpu_memory_gb=GPU_MEMORY_GB, threads=threads),
         out / "logs" / f"prep_{kind}_{repeat}_autojoint.log",
         tool_env(threads),
     )
@@ -141,32 +123,18 @@ def plan_both(out: Path, tools: Tools, kind: str, raw: Path, threads: int) -> Pa
         return root
     to_nnunet_raw(raw, root / "nnunet" / "raw", DATASETS[kind], f"Speed{kind}")
     run_logged(
-        [
-            tools.nnunet_command("nnUNetv2_plan_and_preprocess"),
-            "-d",
-            str(DATASETS[kind]),
-            "-c",
-            NN_CONF[kind],
-            "-np",
-            str(threads),
-        ],
+        tools.nnunet_plan(DATASETS[kind], NN_CONF[kind], threads=threads),
         out / "logs" / f"plan_{kind}_nnunet.log",
         _nn_env(root / "nnunet", threads, planning=True),
     )
     run_logged(
-        [
-            tools.autojoint_command("autojoint_plan"),
-            "-d",
-            str(raw),
-            "-w",
-            str(root / "autojoint" / "own"),
-            "--gpu-memory-gb",
-            str(GPU_MEMORY_GB),
-            "-j",
-            str(threads),
-            "-c",
-            AJ_CONF[kind],
-        ],
+        tools.autojoint_plan(
+            raw,
+            root / "autojoint" / "own",
+            gpu_memory_gb=GPU_MEMORY_GB,
+            threads=threads,
+            extra=["-c", AJ_CONF[kind]],
+        ),
         out / "logs" / f"plan_{kind}_autojoint.log",
         tool_env(threads),
     )
