@@ -31,7 +31,7 @@ def test_default_mirrors_with_half_overlap(monkeypatch, tmp_path: Path) -> None:
 
 def test_fast_drops_mirroring_and_keeps_the_step(monkeypatch, tmp_path: Path) -> None:
     options = _options(monkeypatch, tmp_path, "--fast")
-    assert not options.use_tta and options.step_fraction == cli_predict.FAST_STEP == 0.5
+    assert not options.use_tta and options.step_fraction == 0.5
 
 
 def test_an_explicit_step_wins_over_fast(monkeypatch, tmp_path: Path) -> None:
