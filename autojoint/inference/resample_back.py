@@ -2,8 +2,8 @@
 
 The way back is linear interpolation with pixel centres aligned, plus a Gaussian
 anti-aliasing blur along every axis that shrinks: the same arithmetic as
-``autojoint.preprocessing.resample.resample_probabilities`` (skimage's ``resize`` with
-order 1), so a mask does not depend on which path made it. Done with torch it runs on the
+``autojoint.preprocessing.resample.resample_image(..., order=1)`` (skimage's ``resize``), so
+a mask does not depend on which path made it. Done with torch it runs on the
 GPU when there is one and, on the CPU, ~7x faster than skimage on one thread (3 classes,
 60 x 96 x 96 -> 150 x 256 x 256: 0.20 s against 1.48 s, largest difference 2e-6).
 """

@@ -188,12 +188,3 @@ def _one_hot_linear(seg: np.ndarray, new_shape: tuple[int, ...], num_labels: int
         ]
     )
     return np.argmax(scores, axis=0).astype(np.uint8)
-
-
-def resample_probabilities(probs: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
-    """Linear resampling of per-class probability maps (used to go back to the input grid).
-
-    Shape:
-        probs: ``(K, Z, Y, X)`` -> ``(K, *new_shape)``.
-    """
-    return resample_image(probs, new_shape, order=1)

@@ -28,7 +28,6 @@ from autojoint.preprocessing.preprocess import (
 from autojoint.preprocessing.resample import (
     resample_image,
     resample_label,
-    resample_probabilities,
     shape_for_spacing,
 )
 from tests.synthetic import make_case
@@ -124,16 +123,6 @@ def test_resample_image_preserves_constant_and_channels() -> None:
     assert out.shape == (2, 3, 11, 5)
     np.testing.assert_allclose(out[0], -3.0, atol=1e-5)
     np.testing.assert_allclose(out[1], 5.0, atol=1e-5)
-
-
-def test_resample_probabilities_linear_stays_in_range() -> None:
-    rng = np.random.default_rng(0)
-    p = rng.random((3, 5, 6, 7)).astype(np.float32)
-    p /= p.sum(0, keepdims=True)
-    out = resample_probabilities(p, (9, 4, 10))
-    assert out.shape == (3, 9, 4, 10)
-    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6  # linear: no overshoot
-    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
 
 
 def _blobs(shape=(16, 32, 32)) -> np.ndarray:
