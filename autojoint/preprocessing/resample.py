@@ -62,10 +62,15 @@ def _resize(volume: np.ndarray, new_shape: tuple[int, ...], order: int) -> np.nd
     ).astype(np.float32)
 
 
+def _source_centres(old_size: int, new_size: int) -> np.ndarray:
+    """Where each output sample along one axis sits in source coordinates, pixel centres
+    aligned (output ``i`` at ``(i + 0.5) * old / new - 0.5``, as skimage's ``resize``)."""
+    return (np.arange(new_size) + 0.5) * (old_size / new_size) - 0.5
+
+
 def nearest_indices(old_size: int, new_size: int) -> np.ndarray:
-    """Source index of each output sample along one axis, pixel centres aligned
-    (output ``i`` sits at ``(i + 0.5) * old / new - 0.5`` in source coordinates)."""
-    centres = (np.arange(new_size) + 0.5) * (old_size / new_size) - 0.5
+    """Source index of each output sample along one axis (see :func:`_source_centres`)."""
+    centres = _source_centres(old_size, new_size)
     return np.clip(np.floor(centres + 0.5), 0, old_size - 1).astype(np.intp)
 
 
@@ -75,8 +80,8 @@ def _bracketing_range(
     """Per output position along ``axis``, the min and max of the two source slices whose
     centres bracket it (``slices`` already at the output size in-plane)."""
     old_size = slices.shape[axis]
-    centres = (np.arange(new_size) + 0.5) * (old_size / new_size) - 0.5
-    below = np.clip(np.floor(centres), 0, old_size - 1).astype(np.intp)
+    below = np.clip(np.floor(_source_centres(old_size, new_size)), 0, old_size - 1)
+    below = below.astype(np.intp)
     above = np.clip(below + 1, 0, old_size - 1)
     a, b = np.take(slices, below, axis=axis), np.take(slices, above, axis=axis)
     return np.minimum(a, b), np.maximum(a, b)
