@@ -250,9 +250,8 @@ def segmentation_scores(summary: dict) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in out.items()}
 
 
-def learning_curves(fold_dir: Path) -> dict[str, list[float | None]]:
-    """``CURVE_KEYS`` of every epoch of the fold's ``training_log.json`` (None if absent)."""
-    epochs = read_json(fold_dir / TRAINING_LOG_FILE)["epochs"]
+def learning_curves(epochs: list[dict]) -> dict[str, list[float | None]]:
+    """``CURVE_KEYS`` of every epoch of a ``training_log.json`` (None if absent)."""
     return {k: [e.get(k) for e in epochs] for k in CURVE_KEYS}
 
 
@@ -302,6 +301,7 @@ def run_variant(
         resume=True,  # continues bit-exactly from checkpoint_latest.pt (num_workers=0)
     )
     fold_dir = train_fold(work, fold, config)
+    epochs = read_json(fold_dir / TRAINING_LOG_FILE)["epochs"]
     t0 = time.perf_counter()
     summary = read_json(fold_dir / "validation" / "summary.json")
     diagnosis = summary.get("diagnosis") or {}
@@ -322,14 +322,10 @@ def run_variant(
         "seed": seed,
         "setup": setup,
         "metrics": {k: math.nan if v is None else float(v) for k, v in metrics.items()},
-        "curves": learning_curves(fold_dir),
+        "curves": learning_curves(epochs),
         "deletion": deletion,
         # every epoch's own seconds (a resumed run spans processes) + this scoring
-        "seconds": sum(
-            e.get("seconds") or 0.0 for e in read_json(fold_dir / TRAINING_LOG_FILE)["epochs"]
-        )
-        + time.perf_counter()
-        - t0,
+        "seconds": sum(e.get("seconds") or 0.0 for e in epochs) + time.perf_counter() - t0,
     }
     write_json(record, cached)
     return record
