@@ -16,12 +16,12 @@ import torch
 from autojoint.cli import predict as cli_predict
 from autojoint.cli.common import EXIT_SOME_FAILED, EXIT_USAGE
 from autojoint.cli.gpu_parts import merge_exit_codes, part_gpus
-from autojoint.inference import folder_tables, predictor
+from autojoint.inference import folder_tables
 from autojoint.inference.folder_tables import rebuild_folder_tables
 from autojoint.inference.outputs import failure_path, read_record, write_record
 from autojoint.inference.parts import Part, part_problem
 from autojoint.planning.schema import Plan
-from tests.inference.tiny_workdir import make_tiny_workdir
+from tests.inference.tiny_workdir import make_tiny_workdir, record_predicted_cases
 from tests.synthetic import CLASSES, make_case, write_volume
 
 FAST = ["--no-tta", "--step-size", "1", "-f", "0"]
@@ -106,14 +106,7 @@ def test_continue_with_parts_redoes_only_what_is_missing(
     # Part 0: a0 b1 d0; part 1: a1 c0; part 2: b0 c1.
     (out / "c0.json").unlink()  # as if part 1 was killed before c0's record
     (out / "diagnoses.csv").unlink()
-    calls: list[str] = []
-    real = predictor.predict_case
-
-    def counting(case, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(case.case_id)
-        return real(case, *args, **kwargs)
-
-    monkeypatch.setattr(predictor, "predict_case", counting)
+    calls = record_predicted_cases(monkeypatch)
     assert _part(tiny, out, 0, 3, "--continue") == EXIT_SOME_FAILED  # d0 still clashes
     assert calls == []
     assert _part(tiny, out, 1, 3, "--continue") == 0

@@ -30,7 +30,7 @@ from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.runtime import checkpoint
 from autojoint.runtime.checkpoint import save_checkpoint
-from tests.inference.tiny_workdir import make_tiny_workdir
+from tests.inference.tiny_workdir import make_tiny_workdir, record_predicted_cases
 from tests.synthetic import CLASSES, make_case, write_volume
 
 FAST = ["--no-tta", "--step-size", "1"]
@@ -313,14 +313,7 @@ def test_continue_skips_complete_cases_and_redoes_incomplete_ones(
     assert first.predicted == ["case_000", "case_001", "case_002"] and not first.skipped
     (out / "case_001.json").unlink()  # as if killed before the record was written
     (out / ".tmp_abc.nii.gz").write_bytes(b"half")
-    calls: list[str] = []
-    real = predictor.predict_case
-
-    def counting(case, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(case.case_id)
-        return real(case, *args, **kwargs)
-
-    monkeypatch.setattr(predictor, "predict_case", counting)
+    calls = record_predicted_cases(monkeypatch)
     second = run_prediction(tiny["images"], out, tiny["work"], options)
     assert calls == ["case_001"] and second.skipped == ["case_000", "case_002"]
     assert not list(out.glob(".tmp_*"))

@@ -1,13 +1,16 @@
 """A tiny planned work directory with untrained folds: enough to test what the predictor
-does with any network (geometry, ensembling, outputs, robustness) in a second."""
+does with any network (geometry, ensembling, outputs, robustness) in a second; and a
+record of which cases the predictor really predicts."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
+from autojoint.inference import predictor
 from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
@@ -49,3 +52,17 @@ def make_tiny_workdir(
             extra=TrainingRecord(fold=fold),
         )
     return raw, work, plan
+
+
+def record_predicted_cases(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the cases ``predictor.predict_case`` runs on from now on, in order (the
+    list fills as they are predicted; ``--continue`` tests check what was skipped)."""
+    calls: list[str] = []
+    real = predictor.predict_case
+
+    def counting(case, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(case.case_id)
+        return real(case, *args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_case", counting)
+    return calls
