@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autojoint"
 LAYERS = (
     "io",  # files, images, dataset.json, work-dir names
     "arrays",  # numpy helpers shared by fingerprint, preprocessing and inference (the crop)
-    "reporting",  # figure writing without pyplot
+    "reporting",  # figure writing without pyplot, the report's HTML
     "fingerprint",
     "planning",
     "preprocessing",

@@ -111,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         "(float16, compressed) on the input grid",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUTPUT_DIR/report/index.html (every case: diagnosis, probability, "
+        "fold agreement, lesion volumes, lung involvement) and a page per case (axial, "
+        "coronal, sagittal views with lesions and evidence map): static HTML for any "
+        "browser. Implies --evidence (cam) unless --evidence names a method",
+    )
+    parser.add_argument(
         "--continue",
         dest="resume",
         action="store_true",
@@ -169,13 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         configuration=resolve_configuration(args.work_dir, args.configuration),
         tile_batch=args.tile_batch,
         use_tta=not (args.no_tta or args.fast),
-        evidence=args.evidence,
+        evidence=args.evidence or (DEFAULT_EVIDENCE if args.report else None),
         save_probabilities=args.save_probabilities,
         resume=args.resume,
         report_timing=args.verbose,
         checkpoint=args.checkpoint,
         num_parts=args.num_parts,
         part_id=args.part_id,
+        report=args.report,
     )
     reports: list[PredictionReport] = []
     code = run(

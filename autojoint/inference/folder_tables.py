@@ -127,7 +127,7 @@ def _fits(record: dict[str, Any], plan: Plan) -> bool:
     return "diagnosis" in record and isinstance(probs, dict) and set(plan.classes) <= set(probs)
 
 
-def _folder_state(
+def folder_state(
     out_dir: Path, case_ids: Sequence[str], plan: Plan
 ) -> tuple[list[dict[str, Any]], list[CaseFailure], list[str]]:
     """The records of the complete cases, the failures of the others (in ``case_ids``'
@@ -202,11 +202,11 @@ def rebuild_folder_tables(
     out_dir = Path(out_dir)
     _remove_stale_failures(out_dir, case_ids, is_shared=is_shared)
     for _ in range(MAX_ROUNDS):
-        records, failures, unusable = _folder_state(out_dir, case_ids, plan)
+        records, failures, unusable = folder_state(out_dir, case_ids, plan)
         texts = table_texts(records, failures, plan, folds)
         for name, text in texts.items():
             _put(out_dir / name, text)
-        again = table_texts(*_folder_state(out_dir, case_ids, plan)[:2], plan, folds)
+        again = table_texts(*folder_state(out_dir, case_ids, plan)[:2], plan, folds)
         on_disk = {name: _read_text(out_dir / name) for name in texts}
         if again == texts == on_disk:
             for message in unusable:

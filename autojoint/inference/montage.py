@@ -35,7 +35,8 @@ def montage_slices(mask: np.ndarray, evidence: np.ndarray | None, axis: int, n: 
     return sorted({int(min(p, size - 1)) for p in picks})
 
 
-def _display_range(image: np.ndarray, is_ct: bool) -> tuple[float, float]:
+def display_range(image: np.ndarray, is_ct: bool) -> tuple[float, float]:
+    """The lung window for CT, the 0.5-99.5 percentiles of the image otherwise."""
     if is_ct:
         return LUNG_WINDOW_HU
     lo, hi = np.percentile(image, [0.5, 99.5])
@@ -72,7 +73,7 @@ def write_montage(
     slices = montage_slices(mask, evidence, axis, num_slices)
     in_plane = [a for a in range(3) if a != axis]
     aspect = geometry.spacing[in_plane[0]] / geometry.spacing[in_plane[1]]
-    vmin, vmax = _display_range(image, is_ct)
+    vmin, vmax = display_range(image, is_ct)
     fig = new_figure(2.6 * len(slices), 3.0, dpi=100)
     fig.suptitle(title, fontsize=9)
     for i, s in enumerate(slices):

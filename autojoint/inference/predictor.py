@@ -50,15 +50,18 @@ from autojoint.inference.outputs import (
     write_case,
 )
 from autojoint.inference.parts import PART_TEMP_FILE_AGE_SECONDS, Part
+from autojoint.inference.report import write_report
 from autojoint.inference.scan_size import scan_size_problem
 from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
+from autojoint.io.dataset import ct_channel_index
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageReadError
 from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
+from autojoint.reporting.html_report import ModelInfo
 from autojoint.runtime.devices import resolve_device
 
 __all__ = [
@@ -96,13 +99,6 @@ def _probabilities_on_input_grid(cropped: np.ndarray, pre: PreprocessedCase) -> 
     crop_region = uncrop(np.ones(cropped.shape[1:], bool), pre.bbox, pre.geometry.shape)
     out[0][~crop_region] = 1.0
     return out
-
-
-def _ct_channel(plan: Plan) -> int | None:
-    for i, (_, name) in enumerate(sorted(plan.channel_names.items(), key=lambda kv: int(kv[0]))):
-        if name.strip().upper() == "CT":
-            return i
-    return None
 
 
 @torch.no_grad()
@@ -155,7 +151,7 @@ def predict_case(
         cropped = to_cropped_input_order(out.segmentation, pre, plan, device)
         mask = uncrop(np.argmax(cropped, axis=0).astype(np.uint8), pre.bbox, geo.shape)
         lesion_probs = _probabilities_on_input_grid(cropped, pre) if keep_probabilities else None
-    ct = _ct_channel(plan)
+    ct = ct_channel_index(plan.channel_names)
     image = data[ct if ct is not None else 0]
     if out.diagnosis is None:
         return CasePrediction(
@@ -202,6 +198,7 @@ class PredictOptions:
         num_parts, part_id: predict only part ``part_id`` of ``num_parts`` of the folder's
             cases (``inference.parts``); other parts may write into the same output folder
             at the same time.
+        report: also write the HTML report ``OUTPUT/report/`` (``inference.report``).
     """
 
     folds: list[str] | None = None
@@ -217,6 +214,7 @@ class PredictOptions:
     checkpoint: str = DEFAULT_CHECKPOINT
     num_parts: int = 1
     part_id: int = 0
+    report: bool = False
 
 
 @dataclass
@@ -299,6 +297,18 @@ def run_prediction(
         report.failures.append(failure)
     _predict_cases(cases, output_dir, ens, dev, options, report)
     rebuild_folder_tables(output_dir, all_ids, plan, ens.folds, is_shared=not part.is_whole)
+    if options.report:
+        model = ModelInfo(
+            work_dir=str(work_dir),
+            configuration=options.configuration,
+            folds=ens.folds,
+            checkpoint=options.checkpoint,
+            plan_version=plan.autojoint_version,
+        )
+        own = [c.case_id for c in cases]
+        write_report(
+            output_dir, plan, model, case_ids=all_ids, draw=own, is_shared=not part.is_whole
+        )
     if options.report_timing and report.timings:
         logger.info("timing mean per case: %s", mean_timing_line(report.timings))
     logger.info(

@@ -317,3 +317,12 @@ def scan_raw_dataset(root: Path) -> tuple[RawDataset | None, list[DatasetError]]
 def is_ct(channel_names: dict[str, str]) -> bool:
     """nnU-Net's convention: a channel named 'CT' holds Hounsfield units."""
     return any(name.strip().upper() == "CT" for name in channel_names.values())
+
+
+def ct_channel_index(channel_names: dict[str, str]) -> int | None:
+    """Position of the 'CT' channel in channel order (keys "0", "1", ...), None without one."""
+    ordered = sorted(channel_names.items(), key=lambda kv: int(kv[0]))
+    for i, (_, name) in enumerate(ordered):
+        if name.strip().upper() == "CT":
+            return i
+    return None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from autojoint.io.files import atomic_write
 
@@ -25,4 +27,20 @@ def save_png(fig: Figure, path: Path) -> Path:
     """Render ``fig`` to ``path`` atomically (temp file + rename)."""
     path = Path(path)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
+    return path
+
+
+def save_rgb_png(rgb: np.ndarray, path: Path) -> Path:
+    """Write an RGB picture pixel for pixel (no axes, no resampling) atomically.
+
+    Shape:
+        rgb ``(H, W, 3)`` uint8.
+
+    Raises:
+        ValueError: ``rgb`` is not an ``(H, W, 3)`` uint8 array.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    path = Path(path)
+    atomic_write(path, lambda fh: Image.fromarray(rgb).save(fh, format="PNG"), binary=True)
     return path

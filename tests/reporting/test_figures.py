@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autojoint.reporting.figures import new_figure, save_png
+from autojoint.reporting.figures import new_figure, save_png, save_rgb_png
 
 
 def test_save_png_writes_a_decodable_png_of_the_requested_size(tmp_path: Path) -> None:
@@ -33,3 +33,14 @@ def test_failed_render_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(RuntimeError):
         save_png(fig, tmp_path / "plot.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_rgb_png_keeps_every_pixel(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3)).astype(np.uint8)
+    out = save_rgb_png(rgb, tmp_path / "picture.png")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), rgb)
+    assert [p.name for p in tmp_path.iterdir()] == ["picture.png"]
+    with pytest.raises(ValueError, match="uint8"):
+        save_rgb_png(rgb.astype(float), tmp_path / "float.png")
