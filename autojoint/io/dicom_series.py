@@ -47,6 +47,7 @@ ORIENTATION_ATOL = 1e-4
 
 _MODALITY, _SERIES_UID, _DESCRIPTION = "0008|0060", "0020|000e", "0008|103e"
 _POSITION, _ORIENTATION, _PIXEL_SPACING, _TILT = "0020|0032", "0020|0037", "0028|0030", "0018|1120"
+_ROWS, _COLUMNS = "0028|0010", "0028|0011"
 
 
 class DicomSeriesError(ValueError):
@@ -264,10 +265,11 @@ def series_problem(series: DicomSeries, *, modality: str | None = None) -> str |
     """Why the slices of ``series`` are not the grid SimpleITK will read them as, or None.
 
     Refused: another ``modality`` than the one asked for; slices of different orientations
-    or sizes; slices without a position; two slices at one position; gantry tilt (slices
-    stacked at an angle to their normal, :data:`TILT_TOLERANCE_PIXELS`); missing slices (a
-    step over :data:`GAP_FACTOR` times the median); uneven spacing (a slice off the even
-    grid by more than :data:`SPACING_TOLERANCE` of the step).
+    or sizes (rows, columns); slices without a position; two slices at one position; gantry
+    tilt (slices stacked at an angle to their normal, :data:`TILT_TOLERANCE_PIXELS`);
+    missing slices (a step over :data:`GAP_FACTOR` times the median); uneven spacing (a
+    slice off the even grid by more than :data:`SPACING_TOLERANCE` of the step); files
+    not in position order.
     """
     where = str(series.folder)  # no UID: no DICOM identifier goes into a log for nothing
     if modality is not None and series.modality != modality.upper():
@@ -275,10 +277,17 @@ def series_problem(series: DicomSeries, *, modality: str | None = None) -> str |
             f"{where}: Modality is {series.modality or '(none)'}, but this model reads "
             f"{modality} scans; give the {modality} series of the study."
         )
-    keys = (_POSITION, _ORIENTATION, _PIXEL_SPACING, _TILT)
-    positions, first_tilt, pixel = [], "", 1.0
+    keys = (_POSITION, _ORIENTATION, _PIXEL_SPACING, _TILT, _ROWS, _COLUMNS)
+    positions, first_tilt, pixel, size = [], "", 1.0, None
     for path in series.files:
         tags = _tags(path, keys) or {}
+        if size is None:
+            size = (tags.get(_ROWS), tags.get(_COLUMNS))
+        elif (tags.get(_ROWS), tags.get(_COLUMNS)) != size:
+            return (
+                f"{where}: {path.name} has another size than {series.files[0].name} (rows, "
+                "columns); keep only the slices of one stack in the folder."
+            )
         position = _floats(tags.get(_POSITION, ""))
         if len(position) != 3:
             return f"{where}: {path.name} has no Image Position (Patient); export the series again."
@@ -302,6 +311,24 @@ def series_problem(series: DicomSeries, *, modality: str | None = None) -> str |
         return None
     points = np.array(positions)
     along = points @ normal
+    problem = _stack_problem(where, series, points, along, normal, pixel, first_tilt)
+    if problem is None and not (np.all(np.diff(along) > 0) or np.all(np.diff(along) < 0)):
+        # GDCM sorts the files by position; the reader and a DICOM-SEG rely on that order.
+        return f"{where}: the slice files are not in position order; export the series again."
+    return problem
+
+
+def _stack_problem(
+    where: str,
+    series: DicomSeries,
+    points: np.ndarray,
+    along: np.ndarray,
+    normal: np.ndarray,
+    pixel: float,
+    first_tilt: str,
+) -> str | None:
+    """The duplicate, tilt, gap and spacing rules of :func:`series_problem` on the slice
+    positions (``points`` mm, ``along`` their projection on the normal, file order)."""
     order = np.argsort(along)
     points, along = points[order], along[order]
     names = [series.files[i].name for i in order]

@@ -112,6 +112,26 @@ def test_irregular_slices_are_refused(tmp_path: Path, kwargs: dict, words: list[
     assert "dcm2niix" in message or "again" in message or "Keep one" in message  # the fix
 
 
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"orientation": SAGITTAL}, "has another orientation than"),
+        ({"volume": ramp((1, 12, 20))}, "has another size than"),
+    ],
+    ids=["localizer", "size"],
+)
+def test_a_foreign_slice_under_the_series_uid_is_refused(
+    tmp_path: Path, extra: dict, words: str
+) -> None:
+    uid = new_uid()
+    write_series(tmp_path / "s", ramp(), series_uid=uid)
+    volume = extra.pop("volume", ramp((1, 16, 20)))
+    write_series(tmp_path / "s", volume, series_uid=uid, positions=[20.0], prefix="z", **extra)
+    (series,) = list_series(tmp_path / "s")
+    problem = series_problem(series)
+    assert problem is not None and words in problem and "keep only the slices" in problem
+
+
 def test_spacing_within_tolerance_and_a_small_tilt_are_read(tmp_path: Path) -> None:
     # 0.5 % off the grid (positions written with two decimals) and 0.05 mm of drift.
     write_series(tmp_path / "ok", ramp(), positions=[0, 2, 4, 6.01, 8, 10])
