@@ -67,6 +67,9 @@ def test_round_trip_on_a_synthetic_series(tmp_path: Path) -> None:
     # The same prediction written again keeps its UIDs (a PACS replaces, not duplicates).
     write_dicom_seg(tmp_path / "again.dcm", mask, source, LABELS)
     assert hd.seg.segread(tmp_path / "again.dcm").SOPInstanceUID == seg.SOPInstanceUID
+    # A SEG beside its series is no second image series: the folder still reads.
+    shutil.copy(tmp_path / "again.dcm", tmp_path / "ct" / "seg.dcm")
+    assert checked_series(tmp_path / "ct").num_series == 1
 
 
 def test_an_empty_mask_is_a_seg_of_zeros(tmp_path: Path) -> None:
