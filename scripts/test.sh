@@ -2,7 +2,8 @@
 # README command 2: set up the environment, then run the test suite (what CI runs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/setup_env.sh" test   # with the test tools (pytest, ruff, mypy, references)
+# with the test tools (pytest, ruff, mypy, references) and the dicom extra its tests need
+bash "$ROOT/scripts/setup_env.sh" test dicom
 VENV="${AUTOJOINT_VENV:-$ROOT/.venv}"
 cd "$ROOT"
 echo "[test] ruff (lint and format) and mypy"

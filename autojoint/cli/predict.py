@@ -17,8 +17,10 @@ from autojoint.cli.common import (
 from autojoint.cli.gpu_parts import run_gpu_parts
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
 from autojoint.inference.folder_tables import FAILURES_CSV
+from autojoint.inference.outputs import NIFTI, OUTPUT_FORMATS
 from autojoint.inference.parts import part_problem
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
+from autojoint.io.dicom_series import AUTO, SeriesChoice
 from autojoint.io.paths import output_dir_problem
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
@@ -149,6 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         "set per part; with --device cpu: G CPU processes); the exit code is 0 only if every "
         "part's is. Across machines use --num-parts/--part-id instead",
     )
+    parser.add_argument(
+        "--output-format",
+        nargs="+",
+        choices=OUTPUT_FORMATS,
+        default=[NIFTI],
+        help="how each mask is written: nifti (OUTPUT_DIR/CASE.nii.gz, the default) and/or "
+        "dicom-seg (OUTPUT_DIR/CASE_seg.dcm referencing the input series; DICOM inputs only, "
+        "needs the 'dicom' extra)",
+    )
+    parser.add_argument(
+        "--series-uid",
+        nargs="+",
+        default=[],
+        metavar="UID",
+        help="for a DICOM folder holding several series (refused by default, with the list): "
+        f"read the series with this SeriesInstanceUID; '{AUTO}' reads the axial CT series "
+        "with the most slices (logged and recorded in CASE.json)",
+    )
     add_verbosity(parser)
     parser.epilog = "-v/--verbose also logs a per-case timing breakdown."
     args = parser.parse_args(argv)
@@ -185,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         num_parts=args.num_parts,
         part_id=args.part_id,
         report=args.report,
+        output_formats=tuple(dict.fromkeys(args.output_format)),
+        series=SeriesChoice.parse(args.series_uid),
     )
     reports: list[PredictionReport] = []
     code = run(

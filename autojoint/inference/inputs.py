@@ -1,5 +1,6 @@
 """Which scans an input folder holds: one case per ``CASE_XXXX`` channel set, plain
-``CASE`` file or DICOM series folder, and the folder's entries that do not form a case.
+``CASE`` file, DICOM series folder or zip of one, and the folder's entries that do not
+form a case.
 
 Kept apart from the predictor so that naming rules (what the user's folder means) live in
 one small module; the predictor only consumes the resulting cases.
@@ -9,21 +10,69 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autojoint.inference.outputs import CaseFailure
 from autojoint.io.dataset import order_channels
+from autojoint.io.dicom_series import (
+    DicomSeries,
+    DicomSeriesError,
+    SeriesChoice,
+    SeriesPick,
+    dicom_folder,
+)
+from autojoint.io.dicom_zip import ZIP_ENDING, is_zip
+from autojoint.io.image_io import ImageReadError, checked_series, is_dicom_input
 
 logger = logging.getLogger(__name__)
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+_KINDS = ", ".join(IMAGE_ENDINGS) + ", DICOM folders or .zip of one"
 
 
 @dataclass(frozen=True)
 class InputCase:
+    """A case's files; ``series`` is its DICOM series once chosen (:func:`opened_case`)."""
+
     case_id: str
     paths: tuple[Path, ...]
+    series: DicomSeries | None = None
+
+
+@contextmanager
+def opened_case(
+    case: InputCase, choice: SeriesChoice, *, modality: str | None = None
+) -> Iterator[tuple[InputCase, SeriesPick | None]]:
+    """``case`` ready to read: a DICOM case (folder or zip) with its series chosen and
+    checked (``io.image_io.checked_series``), a zip unpacked until the block ends; any other
+    case as it is, with no pick.
+
+    A choice among several series is logged (it is recorded in ``CASE.json`` too).
+
+    Raises:
+        ImageReadError: no series, several without a choice, or a refused series.
+    """
+    if len(case.paths) != 1 or not is_dicom_input(case.paths[0]):
+        yield case, None
+        return
+    with dicom_folder(case.paths[0]) as folder:
+        try:
+            pick = checked_series(folder, choice, modality=modality)
+        except DicomSeriesError as err:
+            raise ImageReadError(str(err)) from err
+        if pick.num_series > 1:
+            logger.info(
+                "case %s: reading %s of the %d series in %s (%s)",
+                case.case_id,
+                pick.series.describe(),
+                pick.num_series,
+                case.paths[0],
+                pick.rule,
+            )
+        yield replace(case, series=pick.series), pick
 
 
 def _split_ending(name: str) -> tuple[str, str] | None:
@@ -54,10 +103,12 @@ def discover_input_cases(
             continue
         if p.is_dir():
             case, ch = p.name, 0  # DICOM series folder
+        elif is_zip(p):
+            case, ch = p.name[: -len(ZIP_ENDING)], 0  # zip of a DICOM series folder
         else:
             split = _split_ending(p.name)
             if split is None:
-                logger.warning("skipping %s: not an image file (%s)", p, ", ".join(IMAGE_ENDINGS))
+                logger.warning("skipping %s: not an image file (%s)", p, _KINDS)
                 continue
             case, ch = _case_and_channel(split[0])
         slots = channels.setdefault(case, {})
@@ -66,7 +117,7 @@ def discover_input_cases(
             continue
         slots[ch] = p
     if not channels:
-        raise FileNotFoundError(f"{input_dir}: holds no images ({', '.join(IMAGE_ENDINGS)}).")
+        raise FileNotFoundError(f"{input_dir}: holds no images ({_KINDS}).")
     cases, failures = [], []
     for case, paths in sorted(clashes.items()):
         names = ", ".join(p.name for p in paths)
@@ -84,6 +135,23 @@ def discover_input_cases(
             first = files[min(files)]
             failures.append(CaseFailure(case, str(first), str(err)))
     return cases, failures
+
+
+def only_dicom_cases(cases: list[InputCase], why: str) -> tuple[list[InputCase], list[CaseFailure]]:
+    """The cases read from one DICOM series (a folder or zip), and a failure for each other
+    one: an output such as DICOM-SEG (``why``) needs the DICOM series it refers to."""
+    dicom = [c for c in cases if len(c.paths) == 1 and is_dicom_input(c.paths[0])]
+    failures = [
+        CaseFailure(
+            c.case_id,
+            str(c.paths[0]),
+            f"{c.paths[0]}: is not a DICOM series, but {why} needs one; give the case as a "
+            "DICOM folder or zip, or predict it without that output.",
+        )
+        for c in cases
+        if c not in dicom
+    ]
+    return dicom, failures
 
 
 def _case_and_channel(stem: str) -> tuple[str, int]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from autojoint.inference.dicom_seg import DICOM_SEG, SegSource, write_dicom_seg
 from autojoint.inference.lung import lesion_volumes
 from autojoint.inference.montage import write_montage
 from autojoint.io.dataset import is_ct
@@ -33,6 +34,8 @@ from autojoint.planning.schema import Plan
 logger = logging.getLogger(__name__)
 
 FAILED_DIR = "failed"  # failure records, one per failed case
+NIFTI = "nifti"
+OUTPUT_FORMATS = (NIFTI, DICOM_SEG)  # --output-format: how the mask is written
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ def mask_path(out_dir: Path, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}.nii.gz"
 
 
+def dicom_seg_path(out_dir: Path, case_id: str) -> Path:
+    return Path(out_dir) / f"{case_id}_seg.dcm"
+
+
 def evidence_path(out_dir: Path, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}_evidence.nii.gz"
 
@@ -89,10 +96,17 @@ def failure_path(out_dir: Path, case_id: str) -> Path:
 
 
 def expected_outputs(
-    out_dir: Path, case_id: str, *, evidence: bool, probabilities: bool
+    out_dir: Path,
+    case_id: str,
+    *,
+    evidence: bool,
+    probabilities: bool,
+    formats: Sequence[str] = (NIFTI,),
 ) -> list[Path]:
     """Every file one case produces with these options; the record comes last."""
-    paths = [mask_path(out_dir, case_id)]
+    paths = [mask_path(out_dir, case_id)] if NIFTI in formats else []
+    if DICOM_SEG in formats:
+        paths.append(dicom_seg_path(out_dir, case_id))
     if evidence:
         paths += [evidence_path(out_dir, case_id), montage_path(out_dir, case_id)]
     if probabilities:
@@ -100,9 +114,18 @@ def expected_outputs(
     return [*paths, record_path(out_dir, case_id)]
 
 
-def is_complete(out_dir: Path, case_id: str, *, evidence: bool, probabilities: bool) -> bool:
+def is_complete(
+    out_dir: Path,
+    case_id: str,
+    *,
+    evidence: bool,
+    probabilities: bool,
+    formats: Sequence[str] = (NIFTI,),
+) -> bool:
     """True if an earlier run wrote every output this run would write for the case."""
-    paths = expected_outputs(out_dir, case_id, evidence=evidence, probabilities=probabilities)
+    paths = expected_outputs(
+        out_dir, case_id, evidence=evidence, probabilities=probabilities, formats=formats
+    )
     return all(p.is_file() for p in paths)
 
 
@@ -198,11 +221,28 @@ def case_record(
 
 
 def write_case(
-    out_dir: Path, case_id: str, result: CasePrediction, plan: Plan, record: dict[str, Any]
+    out_dir: Path,
+    case_id: str,
+    result: CasePrediction,
+    plan: Plan,
+    record: dict[str, Any],
+    *,
+    nifti: bool = True,
+    seg_source: SegSource | None = None,
 ) -> None:
     """Every output of one case, the record last (it marks the case complete); then an
-    earlier failure record of the case is removed."""
-    write_image(result.mask, result.geometry, mask_path(out_dir, case_id))
+    earlier failure record of the case is removed.
+
+    Args:
+        nifti: write the mask as ``CASE.nii.gz``.
+        seg_source: write the mask as ``CASE_seg.dcm``, a DICOM-SEG referencing these
+            source slices (``inference.dicom_seg``).
+    """
+    if nifti:
+        write_image(result.mask, result.geometry, mask_path(out_dir, case_id))
+    if seg_source is not None:
+        label_names = {v: k for k, v in plan.labels.items() if v > 0}
+        write_dicom_seg(dicom_seg_path(out_dir, case_id), result.mask, seg_source, label_names)
     if result.evidence is not None:
         write_image(result.evidence, result.geometry, evidence_path(out_dir, case_id))
         assert result.image is not None

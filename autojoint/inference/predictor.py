@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
+from autojoint.inference.dicom_seg import DICOM_SEG, load_seg_source, require_highdicom
 from autojoint.inference.engine import run_networks
 from autojoint.inference.ensemble import (
     DEFAULT_CHECKPOINT,
@@ -37,9 +38,16 @@ from autojoint.inference.evidence import (
     to_cropped_input_order,
 )
 from autojoint.inference.folder_tables import DIAGNOSES_CSV, rebuild_folder_tables
-from autojoint.inference.inputs import InputCase, discover_input_cases, find_input_cases
+from autojoint.inference.inputs import (
+    InputCase,
+    discover_input_cases,
+    find_input_cases,
+    only_dicom_cases,
+    opened_case,
+)
 from autojoint.inference.outputs import (
     FAILED_DIR,
+    NIFTI,
     CaseFailure,
     CasePrediction,
     case_record,
@@ -54,9 +62,10 @@ from autojoint.inference.report import write_report
 from autojoint.inference.scan_size import scan_size_problem
 from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
-from autojoint.io.dataset import ct_channel_index
+from autojoint.io.dataset import ct_channel_index, is_ct
+from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
 from autojoint.io.files import remove_stale_temp_files
-from autojoint.io.image_io import ImageReadError
+from autojoint.io.image_io import ImageReadError, read_dicom_series
 from autojoint.io.workdir import fold_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
@@ -125,7 +134,11 @@ def predict_case(
     """
     timer = StageTimer(device)
     with timer("read"):
-        data, geo = load_channels(case.paths)
+        if case.series is not None:  # chosen and checked by inputs.opened_case
+            image, geo = read_dicom_series(case.series)
+            data = image[None]
+        else:
+            data, geo = load_channels(case.paths)
     if geo.is_2d and not plan.is_2d:  # a model of volumes cannot predict a 2D image
         raise ImageReadError(
             f"{case.paths[0]}: is a 2D image, but this model was trained on 3D volumes "
@@ -199,6 +212,9 @@ class PredictOptions:
             cases (``inference.parts``); other parts may write into the same output folder
             at the same time.
         report: also write the HTML report ``OUTPUT/report/`` (``inference.report``).
+        output_formats: how the mask is written: ``nifti`` (``CASE.nii.gz``) and/or
+            ``dicom-seg`` (``CASE_seg.dcm``, DICOM inputs only).
+        series: which series of a DICOM folder holding several (``--series-uid``).
     """
 
     folds: list[str] | None = None
@@ -215,6 +231,8 @@ class PredictOptions:
     num_parts: int = 1
     part_id: int = 0
     report: bool = False
+    output_formats: tuple[str, ...] = (NIFTI,)
+    series: SeriesChoice = NO_CHOICE
 
 
 @dataclass
@@ -280,9 +298,14 @@ def run_prediction(
         )
     if options.evidence is not None:
         get_evidence_method(options.evidence)
+    if DICOM_SEG in options.output_formats:
+        require_highdicom()
     ens = load_ensemble(Path(work_dir), folds, dev, options.configuration, options.checkpoint)
     plan = ens.plan
     found, invalid = discover_input_cases(input_dir, len(plan.channel_names))
+    if DICOM_SEG in options.output_formats:  # refused before any case is predicted
+        found, not_dicom = only_dicom_cases(found, "--output-format dicom-seg")
+        invalid = sorted(invalid + not_dicom, key=lambda f: f.case_id)
     cases, invalid, all_ids = _own_share(part, found, invalid)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -337,6 +360,8 @@ def _predict_cases(
     tile_batch = options.tile_batch or plan.batch_size
     mirror = list(ens.mirror_axes) if options.use_tta else None
     with_evidence = options.evidence is not None and plan.has_diagnosis
+    # A CT model refuses a DICOM series of another modality (MR, PET...).
+    modality = "CT" if is_ct(plan.channel_names) else None
     bar = tqdm(cases, desc="predict", unit="case")
     for case in bar:
         complete = is_complete(
@@ -344,6 +369,7 @@ def _predict_cases(
             case.case_id,
             evidence=with_evidence,
             probabilities=options.save_probabilities,
+            formats=options.output_formats,
         )
         if options.resume and complete:
             try:
@@ -355,21 +381,35 @@ def _predict_cases(
                 logger.warning("%s; predicting it again", err)
         start = time.perf_counter()
         try:
-            result = predict_case(
-                case,
-                plan,
-                ens.nets,
-                dev,
-                step_fraction=options.step_fraction,
-                with_evidence=options.evidence or False if with_evidence else False,
-                tile_batch=tile_batch,
-                mirror_axes=mirror,
-                keep_probabilities=options.save_probabilities,
-            )
-            timer = StageTimer()
-            with timer("write"):
-                record = case_record(case.case_id, case.paths, result, plan, ens.folds)
-                write_case(output_dir, case.case_id, result, plan, record)
+            with opened_case(case, options.series, modality=modality) as (ready, pick):
+                seg_source = None
+                if ready.series is not None and DICOM_SEG in options.output_formats:
+                    seg_source = load_seg_source(ready.series)
+                result = predict_case(
+                    ready,
+                    plan,
+                    ens.nets,
+                    dev,
+                    step_fraction=options.step_fraction,
+                    with_evidence=options.evidence or False if with_evidence else False,
+                    tile_batch=tile_batch,
+                    mirror_axes=mirror,
+                    keep_probabilities=options.save_probabilities,
+                )
+                timer = StageTimer()
+                with timer("write"):
+                    record = case_record(case.case_id, case.paths, result, plan, ens.folds)
+                    if pick is not None and pick.num_series > 1:
+                        record["dicom_series"] = pick.to_dict()
+                    write_case(
+                        output_dir,
+                        case.case_id,
+                        result,
+                        plan,
+                        record,
+                        nifti=NIFTI in options.output_formats,
+                        seg_source=seg_source,
+                    )
         except Exception as err:  # one bad case must not stop the others
             reason = f"{type(err).__name__}: {err}"
             logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)

@@ -45,6 +45,7 @@ from autojoint.inference.report_views import (
     views_of,
 )
 from autojoint.io.dataset import ct_channel_index, is_ct
+from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
 from autojoint.io.files import atomic_write, remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, read_image
 from autojoint.planning.schema import Plan
@@ -129,7 +130,9 @@ def _read_scan(
     if not inputs:
         raise ImageReadError(f"{out_dir}/{case}.json: names no input scan.")
     scan = inputs[min(ct_channel_index(plan.channel_names) or 0, len(inputs) - 1)]
-    image, image_geometry = read_image(scan)
+    # The series the prediction read, when the scan is a DICOM folder holding several.
+    uid = (record.get("dicom_series") or {}).get("series_uid")
+    image, image_geometry = read_image(scan, series=SeriesChoice((uid,)) if uid else NO_CHOICE)
     if not image_geometry.matches(geometry):
         raise ImageReadError(
             f"{scan}: is no longer on the grid of {mask_path(out_dir, case)}; "

@@ -30,6 +30,19 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from autojoint.io.dicom_series import (
+    NO_CHOICE,
+    DicomSeries,
+    DicomSeriesError,
+    SeriesChoice,
+    SeriesPick,
+    choose_series,
+    dicom_folder,
+    read_series,
+    series_problem,
+)
+from autojoint.io.dicom_zip import DicomZipError, is_zip
+
 logger = logging.getLogger(__name__)
 
 
@@ -144,20 +157,12 @@ class ImageGeometry:
         )
 
 
-def _read_sitk(path: Path) -> sitk.Image:
+def _read_sitk(path: Path, series: SeriesChoice = NO_CHOICE) -> sitk.Image:
     if not path.exists():
         raise ImageReadError(f"{path}: file not found. Check the path and the case naming.")
+    if is_dicom_input(path):
+        return _read_dicom(path, series)
     try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            names = reader.GetGDCMSeriesFileNames(str(path))
-            if not names:
-                raise ImageReadError(
-                    f"{path}: directory holds no DICOM series; pass a NIfTI file or a "
-                    "folder of DICOM slices of one series."
-                )
-            reader.SetFileNames(names)
-            return reader.Execute()
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
@@ -165,6 +170,36 @@ def _read_sitk(path: Path) -> sitk.Image:
             f"{path}: cannot be read as an image ({first}). The file is corrupt or "
             "not a format SimpleITK reads; re-export it as .nii.gz."
         ) from err
+
+
+def is_dicom_input(path: Path) -> bool:
+    """A folder of DICOM slices or a zip of one (an input case either way)."""
+    return Path(path).is_dir() or is_zip(path)
+
+
+def _read_dicom(path: Path, series: SeriesChoice = NO_CHOICE) -> sitk.Image:
+    """The series of a DICOM folder or zip that ``series`` picks, after
+    :func:`checked_series`."""
+    try:
+        with dicom_folder(path) as folder:
+            return read_series(checked_series(folder, series).series)
+    except (DicomSeriesError, DicomZipError) as err:
+        raise ImageReadError(str(err)) from err
+
+
+def checked_series(
+    folder: Path, choice: SeriesChoice = NO_CHOICE, *, modality: str | None = None
+) -> SeriesPick:
+    """The series of ``folder`` to read (:func:`choose_series`), refused when its slices
+    are not a regular grid or not of ``modality`` (:func:`series_problem`).
+
+    Raises:
+        DicomSeriesError: naming the folder, the reason and the fix.
+    """
+    pick = choose_series(folder, choice)
+    if problem := series_problem(pick.series, modality=modality):
+        raise DicomSeriesError(problem)
+    return pick
 
 
 # NIfTI float datatype codes -> numpy element type.
@@ -273,26 +308,49 @@ def _nifti_is_truncated(path: Path) -> bool:
     return total < need
 
 
-def read_image(path: Path, *, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
-    """Read one 2D or 3D single-channel image (NIfTI, NRRD, MHA, PNG, or a DICOM series
-    folder). A 2D image becomes one slice ``(1, Y, X)`` (see the module docstring).
+def read_image(
+    path: Path, *, dtype: type = np.float32, series: SeriesChoice = NO_CHOICE
+) -> tuple[np.ndarray, ImageGeometry]:
+    """Read one 2D or 3D single-channel image (NIfTI, NRRD, MHA, PNG, or a DICOM folder or
+    zip holding one series: :func:`checked_series`). A 2D image becomes one slice
+    ``(1, Y, X)`` (see the module docstring).
 
     Casts the voxel values to ``dtype`` (float32 by default, exact for int16 CT).
 
     Args:
-        path: image file, or a folder holding one DICOM series.
+        path: image file, or a folder (or zip) holding one DICOM series.
         dtype: dtype of the returned array.
+        series: which series of a DICOM folder (or zip) holding several to read.
 
     Returns:
         ``(array, geometry)`` with ``array`` of shape ``(Z, Y, X)`` (``Z = 1`` for 2D).
 
     Raises:
         ImageReadError: missing/corrupt/truncated file, 1D or 4D image, multi-component
-            pixels, implausible spacing (:func:`spacing_problem`), or non-finite voxel
-            values.
+            pixels, implausible spacing (:func:`spacing_problem`), non-finite voxel
+            values, or a DICOM folder refused by :func:`checked_series`.
     """
     path = Path(path)
-    img = _read_sitk(path)
+    return _to_array(path, _read_sitk(path, series), dtype)
+
+
+def read_dicom_series(
+    series: DicomSeries, *, dtype: type = np.float32
+) -> tuple[np.ndarray, ImageGeometry]:
+    """:func:`read_image` for one chosen (and checked) series of a DICOM folder.
+
+    Raises:
+        ImageReadError: undecodable pixels, or the checks of :func:`read_image`.
+    """
+    try:
+        img = read_series(series)
+    except DicomSeriesError as err:
+        raise ImageReadError(str(err)) from err
+    return _to_array(series.folder, img, dtype)
+
+
+def _to_array(path: Path, img: sitk.Image, dtype: type) -> tuple[np.ndarray, ImageGeometry]:
+    """The checked ``(array, geometry)`` of an image read from ``path``."""
     if img.GetDimension() not in (2, 3):
         raise _dimension_error(path, img.GetDimension())
     geometry = _checked_geometry(path, geometry_of(img))
@@ -371,7 +429,7 @@ def read_geometry(path: Path) -> ImageGeometry:
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: file not found.")
-    if path.is_dir():
+    if is_dicom_input(path):
         return read_image(path)[1]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
