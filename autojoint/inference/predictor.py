@@ -55,7 +55,8 @@ from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.case_loading import load_channels
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageReadError
-from autojoint.io.workdir import fold_dir
+from autojoint.io.variants import resolve_variant
+from autojoint.io.workdir import DEFAULT_VARIANT
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
@@ -202,6 +203,8 @@ class PredictOptions:
         num_parts, part_id: predict only part ``part_id`` of ``num_parts`` of the folder's
             cases (``inference.parts``); other parts may write into the same output folder
             at the same time.
+        variant: the trained variant whose folds predict (None: the default variant;
+            ``io.variants.resolve_variant``).
     """
 
     folds: list[str] | None = None
@@ -217,6 +220,7 @@ class PredictOptions:
     checkpoint: str = DEFAULT_CHECKPOINT
     num_parts: int = 1
     part_id: int = 0
+    variant: str | None = None
 
 
 @dataclass
@@ -267,22 +271,31 @@ def run_prediction(
     memory...) is logged with its file and reason, listed in ``failures.csv`` and skipped.
 
     Raises:
-        FileNotFoundError: no trained fold, or no input folder/images.
-        ValueError: folds of different plans, an unknown evidence method, or a bad part.
+        FileNotFoundError: no trained fold, an untrained variant (or none named while only
+            other variants are trained), or no input folder/images.
+        ValueError: folds of different plans, an unknown evidence method, a bad part or
+            variant name.
     """
     part = Part(options.part_id, options.num_parts)
     dev = resolve_device(options.device)
     logger.info("predicting on %s%s", dev, " (--device auto)" if options.device == "auto" else "")
-    folds = options.folds or available_folds(work_dir, options.configuration, options.checkpoint)
+    folder = resolve_variant(work_dir, options.variant, options.configuration)
+    variant = options.variant or DEFAULT_VARIANT
+    logger.info("predicting with variant %s (%s)", variant, folder)
+    folds = options.folds or available_folds(
+        work_dir, options.configuration, options.checkpoint, variant
+    )
     if not folds:
-        where = fold_dir(work_dir, "*", options.configuration)
+        where = folder / "fold_*"
         raise FileNotFoundError(
             f"{where}/{options.checkpoint}: none found; run autojoint_train "
             f"(-c {options.configuration}) first."
         )
     if options.evidence is not None:
         get_evidence_method(options.evidence)
-    ens = load_ensemble(Path(work_dir), folds, dev, options.configuration, options.checkpoint)
+    ens = load_ensemble(
+        Path(work_dir), folds, dev, options.configuration, options.checkpoint, variant
+    )
     plan = ens.plan
     found, invalid = discover_input_cases(input_dir, len(plan.channel_names))
     cases, invalid, all_ids = _own_share(part, found, invalid)
