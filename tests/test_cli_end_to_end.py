@@ -17,6 +17,8 @@ from autojoint.cli import evaluate as cli_evaluate
 from autojoint.cli import plan as cli_plan
 from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
+from autojoint.planning.presets import preset_overrides
+from autojoint.planning.variants import variant_name
 from tests.synthetic import CLASSES, make_raw_dataset
 
 
@@ -216,24 +218,26 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
         "loss.segmentation=focal_tversky",
     ]
     args = ["1", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "1"]
-    args += ["--preset", "msd-net"]
-    assert cli_train.main(args + [a for s in switches for a in ("--set", s)]) == 0
+    args += ["--preset", "msd-net", *(a for s in switches for a in ("--set", s))]
+    assert cli_train.main(args) == 0
+    # A variant of its own (docs/training.md "Variants"), never trained into fold_0's folder.
+    name = variant_name((*preset_overrides("msd-net"), *switches))
+    assert (work / "variants" / name / "fullres" / "fold_1" / "checkpoint_final.pt").is_file()
+    assert not (work / "fold_1").exists()
+    assert cli_train.main([*args, "--variant", "default"]) == 1
     out = root / "pred_switches"
-    assert (
-        cli_predict.main(
-            ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "1", "--no-tta"]
-        )
-        == 0
-    )
+    predict = ["-i", str(raw / "imagesTr"), "-o", str(out), "--no-tta"]
+    assert cli_predict.main([*predict, "-w", str(work), "-f", "1", "--variant", name]) == 0
     with open(out / "diagnoses.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 6
-    # Folds trained with different switches are not ensembled silently.
-    assert (
-        cli_predict.main(
-            ["-i", str(raw / "imagesTr"), "-o", str(out), "-w", str(work), "-f", "0", "1"]
-        )
-        == 1
-    )
+    # Folds trained with different switches, put side by side by hand, are not ensembled
+    # silently.
+    mixed = root / "mixed_work"
+    mixed.mkdir()
+    shutil.copy(work / "plans.json", mixed)
+    shutil.copytree(work / "fold_0", mixed / "fold_0")
+    shutil.copytree(work / "variants" / name / "fullres" / "fold_1", mixed / "fold_1")
+    assert cli_predict.main([*predict, "-w", str(mixed), "-f", "0", "1"]) == 1
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ def test_msd_net_preset_trains_and_predicts_on_real_slices(tmp_path: Path) -> No
     args = ["all", "-w", str(work), "-c", "2d", "--preset", "msd-net"]
     args += ["--epochs", "1", "--iterations-per-epoch", "2", "--skip-validation"]
     assert cli_train.main(args) == 0
-    ckpt = next((work / "2d").rglob("checkpoint_final.pt"))
+    ckpt = next((work / "variants" / "msd-net" / "2d").rglob("checkpoint_final.pt"))
     saved = Plan.from_dict(load_checkpoint(ckpt)["plan"])
     net = saved.network
     assert net.pyramid_conv and net.channel_attention and net.residual_refinement
@@ -63,6 +63,7 @@ def test_msd_net_preset_trains_and_predicts_on_real_slices(tmp_path: Path) -> No
 
     out = tmp_path / "pred"
     predict = ["-i", str(raw / "imagesTs"), "-o", str(out), "-w", str(work), "-c", "2d"]
+    predict += ["--variant", "msd-net"]
     assert cli_predict.main([*predict, "--no-tta"]) == 0
     for img in tests:
         case = img.name[: -len("_0000.nii.gz")]

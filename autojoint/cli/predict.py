@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_configuration(parser)
     parser.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="the trained variant to predict with (as autojoint_train named it; default: "
+        "the default variant, WORK_DIR/fold_FOLD)",
+    )
+    parser.add_argument(
         "--evidence",
         nargs="?",
         const=DEFAULT_EVIDENCE,
@@ -195,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         step_fraction=args.step_size,
         configuration=resolve_configuration(args.work_dir, args.configuration),
+        variant=args.variant,
         tile_batch=args.tile_batch,
         use_tta=not (args.no_tta or args.fast),
         evidence=args.evidence or (DEFAULT_EVIDENCE if args.report else None),

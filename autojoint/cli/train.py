@@ -15,6 +15,7 @@ from autojoint.cli.common import (
     run,
 )
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
+from autojoint.io.variants import variant_name_problem
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig
 from autojoint.training.distributed import context_from_env
 from autojoint.training.launch import train_fold
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="autojoint_train",
         description="Train the joint segmentation + diagnosis network on FOLD; writes "
         "WORK_DIR/fold_FOLD/ (checkpoint_final.pt, checkpoint_latest.pt, checkpoint_best.pt, "
-        "training_log.json, trainer_config.json, progress.png).",
+        "training_log.json, trainer_config.json, progress.png), or with --preset/--set "
+        "WORK_DIR/variants/VARIANT/CONFIGURATION/fold_FOLD/, and records the variant in "
+        "WORK_DIR/variants.json.",
     )
     parser.add_argument("fold", help="cross-validation fold 0-4, or 'all' to train on every case")
     add_work_dir(parser)
@@ -136,8 +139,20 @@ def main(argv: list[str] | None = None) -> int:
         "network.reverse_attention=true --set loss.segmentation=focal_tversky --set "
         "loss_weights.task_aware=0 (repeatable; the checkpoint stores the resulting plan)",
     )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="name this run's variant: its folds go to WORK_DIR/variants/NAME/CONFIGURATION/ "
+        "(NAME 'default': WORK_DIR/fold_FOLD). Default: named from --preset and --set (e.g. "
+        "msd-net, default+loss.batch_dice=true), or 'default' when they leave the plan "
+        "unchanged; a variant whose folds hold another plan is never overwritten "
+        '(docs/training.md, "Variants")',
+    )
     add_verbosity(parser)
     args = parser.parse_args(argv)
+    if args.variant is not None and (problem := variant_name_problem(args.variant)):
+        parser.error(problem)
     if args.epochs < 1 or args.iterations_per_epoch < 1:
         parser.error("--epochs and --iterations-per-epoch must be >= 1")
     if args.num_gpus < 1 or args.checkpoint_every < 1:
@@ -165,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         final_validation=not args.skip_validation,
         use_validation_tta=not args.no_validation_tta,
         task_aware_warmup=args.task_aware_warmup,
+        variant=args.variant,
     )
     return run(
         lambda: train_fold(args.work_dir, args.fold, config, ctx if ctx.is_distributed else None),

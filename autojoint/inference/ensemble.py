@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from autojoint.io.workdir import configuration_dir, fold_dir
+from autojoint.io.workdir import DEFAULT_VARIANT, fold_dir, variant_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.runtime.checkpoint import (
@@ -53,11 +53,15 @@ def check_checkpoint_name(name: str) -> None:
 
 
 def available_folds(
-    work_dir: Path, configuration: str = "fullres", checkpoint: str = DEFAULT_CHECKPOINT
+    work_dir: Path,
+    configuration: str = "fullres",
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    variant: str = DEFAULT_VARIANT,
 ) -> list[str]:
-    """Folds of ``configuration`` holding ``checkpoint``, used when ``-f`` is not given."""
+    """Folds of ``variant``'s ``configuration`` holding ``checkpoint``, used when ``-f`` is
+    not given."""
     check_checkpoint_name(checkpoint)
-    base = configuration_dir(work_dir, configuration)
+    base = variant_dir(work_dir, variant, configuration)
     return sorted(p.parent.name.removeprefix("fold_") for p in base.glob(f"fold_*/{checkpoint}"))
 
 
@@ -67,9 +71,10 @@ def load_ensemble(
     device: torch.device,
     configuration: str = "fullres",
     checkpoint: str = DEFAULT_CHECKPOINT,
+    variant: str = DEFAULT_VARIANT,
 ) -> Ensemble:
-    """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold, in eval mode on
-    ``device``; all must share one plan.
+    """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold of ``variant``, in
+    eval mode on ``device``; all must share one plan.
 
     Raises:
         FileNotFoundError: a fold without ``checkpoint``.
@@ -80,7 +85,7 @@ def load_ensemble(
     plan: Plan | None = None
     nets, axes = [], []
     for fold in folds:
-        path = fold_dir(work_dir, fold, configuration) / checkpoint
+        path = fold_dir(work_dir, fold, configuration, variant) / checkpoint
         ckpt = read_checkpoint(path, device)
         if plan is not None and ckpt.plan != plan:
             raise ValueError(

@@ -66,7 +66,8 @@ from autojoint.io.dataset import ct_channel_index, is_ct
 from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageReadError, read_dicom_series
-from autojoint.io.workdir import fold_dir
+from autojoint.io.variants import resolve_variant
+from autojoint.io.workdir import DEFAULT_VARIANT
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
@@ -215,6 +216,8 @@ class PredictOptions:
         output_formats: how the mask is written: ``nifti`` (``CASE.nii.gz``) and/or
             ``dicom-seg`` (``CASE_seg.dcm``, DICOM inputs only).
         series: which series of a DICOM folder holding several (``--series-uid``).
+        variant: the trained variant whose folds predict (None: the default variant;
+            ``io.variants.resolve_variant``).
     """
 
     folds: list[str] | None = None
@@ -233,6 +236,7 @@ class PredictOptions:
     report: bool = False
     output_formats: tuple[str, ...] = (NIFTI,)
     series: SeriesChoice = NO_CHOICE
+    variant: str | None = None
 
 
 @dataclass
@@ -283,15 +287,22 @@ def run_prediction(
     memory...) is logged with its file and reason, listed in ``failures.csv`` and skipped.
 
     Raises:
-        FileNotFoundError: no trained fold, or no input folder/images.
-        ValueError: folds of different plans, an unknown evidence method, or a bad part.
+        FileNotFoundError: no trained fold, an untrained variant (or none named while only
+            other variants are trained), or no input folder/images.
+        ValueError: folds of different plans, an unknown evidence method, a bad part or
+            variant name.
     """
     part = Part(options.part_id, options.num_parts)
     dev = resolve_device(options.device)
     logger.info("predicting on %s%s", dev, " (--device auto)" if options.device == "auto" else "")
-    folds = options.folds or available_folds(work_dir, options.configuration, options.checkpoint)
+    folder = resolve_variant(work_dir, options.variant, options.configuration)
+    variant = options.variant or DEFAULT_VARIANT
+    logger.info("predicting with variant %s (%s)", variant, folder)
+    folds = options.folds or available_folds(
+        work_dir, options.configuration, options.checkpoint, variant
+    )
     if not folds:
-        where = fold_dir(work_dir, "*", options.configuration)
+        where = folder / "fold_*"
         raise FileNotFoundError(
             f"{where}/{options.checkpoint}: none found; run autojoint_train "
             f"(-c {options.configuration}) first."
@@ -300,7 +311,9 @@ def run_prediction(
         get_evidence_method(options.evidence)
     if DICOM_SEG in options.output_formats:
         require_highdicom()
-    ens = load_ensemble(Path(work_dir), folds, dev, options.configuration, options.checkpoint)
+    ens = load_ensemble(
+        Path(work_dir), folds, dev, options.configuration, options.checkpoint, variant
+    )
     plan = ens.plan
     found, invalid = discover_input_cases(input_dir, len(plan.channel_names))
     if DICOM_SEG in options.output_formats:  # refused before any case is predicted
@@ -327,6 +340,7 @@ def run_prediction(
             folds=ens.folds,
             checkpoint=options.checkpoint,
             plan_version=plan.autojoint_version,
+            variant=variant,
         )
         own = [c.case_id for c in cases]
         write_report(

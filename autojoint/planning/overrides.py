@@ -104,3 +104,35 @@ def apply_overrides(plan: Plan, overrides: Sequence[str]) -> Plan:
     if problems:
         raise ValueError(f"--set {' '.join(overrides)}: {'; '.join(problems)}.")
     return plan
+
+
+def _format_value(value: object) -> str:
+    """One canonical spelling per value: ``true``/``false``, ``2`` for 2.0, ``0.5,2,4``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value).removesuffix(".0")
+    if isinstance(value, tuple):
+        return ",".join(_format_value(v) for v in value) if value else "[]"
+    return str(value).strip()
+
+
+def canonical_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
+    """``overrides`` as the plan change they make, spelled one way: one item per key (the
+    last given wins, as in :func:`apply_overrides`), values in a canonical spelling
+    (``True``, ``yes`` -> ``true``; ``2.0`` -> ``2``), sorted by key. Two lists with the
+    same result give the same tuple (what names a trained variant).
+
+    Raises:
+        ValueError: a malformed item, unknown key or badly typed value.
+    """
+    check_override_keys(overrides)
+    hints = typing.get_type_hints(Plan)
+    latest: dict[str, str] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        section, _, name = key.partition(".")
+        field_type = typing.get_type_hints(hints[section])[name]
+        latest[key] = _format_value(_coerce(value, field_type, key))
+    return tuple(f"{key}={latest[key]}" for key in sorted(latest))

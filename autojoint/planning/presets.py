@@ -10,6 +10,8 @@ on a CT volume dataset their 3D analogue. ``--set`` items given after a preset w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # MultiR-Net's lambda in its joint loss L = lambda * L_cls + (1 - lambda) * L_seg.
 MULTIR_LAMBDA = 0.5
 
@@ -77,3 +79,15 @@ def preset_overrides(name: str) -> tuple[str, ...]:
         raise ValueError(
             f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}"
         ) from None
+
+
+def split_preset(overrides: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """``(preset, rest)``: the preset whose items ``overrides`` start with (the longest such;
+    ``default`` when none) and the items after them, i.e. ``--preset`` and ``--set`` again
+    from a run's recorded overrides (``autojoint_train`` puts the preset's items first)."""
+    items = tuple(overrides)
+    best = "default"
+    for name, preset in PRESETS.items():
+        if preset and items[: len(preset)] == preset and len(preset) > len(PRESETS[best]):
+            best = name
+    return best, items[len(PRESETS[best]) :]

@@ -87,6 +87,7 @@ class ModelInfo:
         checkpoint: the checkpoint file of each fold.
         plan_version: the autojoint version that wrote the plan.
         autojoint_version: the autojoint version that predicted.
+        variant: the trained variant (``default``: the unmodified plan).
     """
 
     work_dir: str
@@ -95,6 +96,7 @@ class ModelInfo:
     checkpoint: str
     plan_version: str
     autojoint_version: str = __version__
+    variant: str = "default"
 
     @property
     def name(self) -> str:
@@ -375,6 +377,7 @@ def _model(model: ModelInfo) -> str:
         ("Model", model.name),
         ("Work directory", model.work_dir),
         ("Configuration", model.configuration),
+        ("Variant", model.variant),
         ("Folds", ", ".join(model.folds)),
         ("Checkpoint", model.checkpoint),
         ("Plan written by", f"autojoint {model.plan_version}"),

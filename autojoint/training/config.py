@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, replace
 
 from autojoint.data.augmentation import AUGMENTATION_PRESETS
+from autojoint.io.variants import variant_name_problem
+from autojoint.io.workdir import DEFAULT_VARIANT
 from autojoint.planning.schema import Plan
 from autojoint.training.schedule import DEFAULT_LR, OPTIMIZERS, TASK_AWARE_WARMUPS, plan_stages
 
@@ -47,6 +49,10 @@ class TrainerConfig:
     # "past-chance": l_ta is 0 until the diagnosis loss is past chance, then ramps in
     # (schedule.task_aware_ramp); "off": full l_ta from the first step
     task_aware_warmup: str = "past-chance"
+    # The results folder (docs/training.md, "Variants"): "default" = WORK/fold_X (also with
+    # plan_overrides: a work dir given to one recipe); None = named from plan_overrides
+    # (autojoint_train's default), resolved when training starts.
+    variant: str | None = DEFAULT_VARIANT
 
     def __post_init__(self) -> None:
         # Invalid values fail here, naming the field, instead of epochs into a run
@@ -55,6 +61,8 @@ class TrainerConfig:
         _check_choice("augmentation", self.augmentation, AUGMENTATION_PRESETS)
         _check_choice("task_aware_warmup", self.task_aware_warmup, TASK_AWARE_WARMUPS)
         _check_choice("optimizer", self.optimizer, (*OPTIMIZERS, "auto"))
+        if self.variant is not None and (problem := variant_name_problem(self.variant)):
+            raise ValueError(f"TrainerConfig.variant: {problem}.")
         # With schedule "plan" the defaults wait for the schedule: resolve_schedule builds
         # the config anew with the plan's schedule, which resolves and checks them then.
         if self.schedule != PLAN_SCHEDULE:

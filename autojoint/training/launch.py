@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from autojoint.io.files import remove_stale_temp_files
-from autojoint.io.workdir import PLANS_FILE, fold_dir, preprocessed_dir
+from autojoint.io.workdir import DEFAULT_VARIANT, PLANS_FILE, fold_dir, preprocessed_dir
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
@@ -28,44 +28,61 @@ from autojoint.training.fold_setup import FoldJob
 from autojoint.training.schedule import plan_stages
 from autojoint.training.splits import fold_cases
 from autojoint.training.trainer import train
+from autojoint.training.variants import check_variant_plan, name_variant, record_variant
+
+logger = logging.getLogger(__name__)
 
 
 def train_fold(
     work_dir: Path, fold: str, config: TrainerConfig, ctx: DistributedContext | None = None
 ) -> Path:
-    """Train one fold; writes ``fold_FOLD/checkpoint_{latest,best,final}.pt``,
-    ``training_log.json``, ``trainer_config.json``, ``progress.png`` and (folds 0-4)
-    ``validation/summary.json``. Returns the fold directory.
+    """Train one fold into its variant's folder (``fold_FOLD`` of
+    ``io.workdir.variant_dir``); writes ``fold_FOLD/checkpoint_{latest,best,final}.pt``,
+    ``training_log.json``, ``trainer_config.json``, ``progress.png``, (folds 0-4)
+    ``validation/summary.json`` and the variant's record in ``WORK/variants.json``.
+    Returns the fold directory.
 
     Args:
         ctx: this process's place in a distributed run (torchrun, or a process spawned
             for ``config.num_gpus > 1``); None for a single process, or to spawn.
+
+    Raises:
+        ValueError: among others, the variant's folder holds folds of a different plan.
     """
+    config = name_variant(Path(work_dir), config)
     if ctx is None and config.num_gpus > 1:
         return _spawn(work_dir, fold, config)
     ctx = ctx or DistributedContext()
     job = _resolve_job(Path(work_dir), fold, config, ctx)
     if ctx.rank == 0:  # leftovers of a killed run's atomic writes (checkpoints, PNG, logs)
         remove_stale_temp_files(job.out)
+        record_variant(work_dir, job.config)
+        logger.info("variant %s: fold %s into %s", job.config.variant, fold, job.out)
     init_process_group(ctx, job.device)
     try:
-        return train(job)
+        out = train(job)
     finally:
         destroy_process_group(ctx)
+    if ctx.rank == 0:
+        record_variant(work_dir, job.config)  # the fold is trained: list it
+    return out
 
 
 def _resolve_job(
     work_dir: Path, fold: str, config: TrainerConfig, ctx: DistributedContext
 ) -> FoldJob:
-    """The plan with the run's ``--preset``/``--set``, the schedule, device and cases; seeds
-    the global generators.
+    """The plan with the run's ``--preset``/``--set``, the variant's fold folder, the
+    schedule, device and cases; seeds the global generators.
 
     Raises:
-        ValueError: a bad override or fold, or a two-stage schedule on a plan without
-            diagnosis classes.
+        ValueError: a bad override or fold, a variant folder holding folds of another
+            plan, or a two-stage schedule on a plan without diagnosis classes.
     """
+    assert config.variant is not None, "train_fold names the variant first"
     stored = Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration)
     plan = apply_overrides(stored, config.plan_overrides)
+    out = fold_dir(work_dir, fold, config.configuration, config.variant)
+    check_variant_plan(out.parent, config.variant, plan)  # every rank: all stop alike
     if ctx.is_main:
         warn_if_switches_exceed_budget(stored, plan)
     # Schedule "plan" becomes the plan's (with --preset/--set applied), so everything stored
@@ -91,7 +108,7 @@ def _resolve_job(
         fold=fold,
         train_ids=train_ids,
         val_ids=val_ids,
-        out=fold_dir(work_dir, fold, config.configuration),
+        out=out,
         pre_dir=preprocessed_dir(work_dir, config.configuration),
     )
 
@@ -129,7 +146,7 @@ def _spawn(work_dir: Path, fold: str, config: TrainerConfig) -> Path:
         nprocs=config.num_gpus,
         join=True,
     )
-    return fold_dir(work_dir, fold, config.configuration)
+    return fold_dir(work_dir, fold, config.configuration, config.variant or DEFAULT_VARIANT)
 
 
 def _spawned_worker(rank: int, work_dir: Path, fold: str, config: TrainerConfig, port: int) -> None:

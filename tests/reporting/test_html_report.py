@@ -22,7 +22,12 @@ from autojoint.reporting.html_report import (
 )
 
 MODEL = ModelInfo(
-    "/data/models/covid_joint", "fullres", ("0", "1", "2"), "checkpoint_final.pt", "0.0.9"
+    "/data/models/covid_joint",
+    "fullres",
+    ("0", "1", "2"),
+    "checkpoint_final.pt",
+    "0.0.9",
+    variant="msd-net",
 )
 LABELS = ["ground_glass", "consolidation"]
 LEGEND = [("ground_glass", "#00ff00"), ("consolidation", "#00ffff")]
@@ -135,6 +140,7 @@ def test_case_page_shows_diagnosis_numbers_views_folds_and_model() -> None:
         "covid_joint",
         "/data/models/covid_joint",
         "fullres",
+        "Variant msd-net",
         "0, 1, 2",
         "checkpoint_final.pt",
         "Plan written by autojoint 0.0.9",

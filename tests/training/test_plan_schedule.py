@@ -35,9 +35,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "work"
 
 
-def _trained(work: Path, *args: str, epochs: int = 3) -> dict:
+def _trained(work: Path, *args: str, epochs: int = 3, fold: str = "fold_all") -> dict:
+    """``fold``: the fold folder relative to ``work`` (a variant's, for a changed plan)."""
     assert cli_train.main(["all", "-w", str(work), "--epochs", str(epochs), *TINY_RUN, *args]) == 0
-    return json.loads((work / "fold_all" / "trainer_config.json").read_text())
+    return json.loads((work / fold / "trainer_config.json").read_text())
 
 
 @pytest.mark.slow
@@ -64,7 +65,7 @@ def test_autojoint_train_with_the_deepsc_covid_preset_trains_two_stage(
     shutil.copytree(work, joint, ignore=shutil.ignore_patterns("fold_*"))
     plan = apply_overrides(Plan.load(joint / "plans.json"), ["training.schedule=joint"])
     plan.save(joint / "plans.json")
-    cfg = _trained(joint, "--preset", "deepsc-covid")
+    cfg = _trained(joint, "--preset", "deepsc-covid", fold="variants/deepsc-covid/fullres/fold_all")
     assert (cfg["config"]["schedule"], cfg["config"]["optimizer"]) == ("two-stage", "adam")
     assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
 
