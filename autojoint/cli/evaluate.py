@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         dx = summary.get("diagnosis")
         if dx:
             line += f", diagnosis accuracy {dx['accuracy']:.4f}, macro-AUC {dx['macro_auc']:.4f}"
+        cal = summary.get("calibration") or {}
+        for key in ("uncalibrated", "calibrated"):
+            if block := cal.get(key):
+                line += f", {key} ECE {block['ece']:.4f} Brier {block['brier']:.4f}"
         print(f"{line} ({summary['num_cases']} cases) -> {args.output}")
 
     return run(job, args.verbose)

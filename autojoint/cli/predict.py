@@ -20,6 +20,8 @@ from autojoint.inference.folder_tables import FAILURES_CSV
 from autojoint.inference.outputs import NIFTI, OUTPUT_FORMATS
 from autojoint.inference.parts import part_problem
 from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
+from autojoint.inference.spec_prediction import predict_with_spec
+from autojoint.io.best_configuration import BEST_CONFIGURATION_FILE
 from autojoint.io.dicom_series import AUTO, SeriesChoice
 from autojoint.io.paths import output_dir_problem
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
@@ -176,6 +178,20 @@ def main(argv: list[str] | None = None) -> int:
         f"read the series with this SeriesInstanceUID; '{AUTO}' reads the axial CT series "
         "with the most slices (logged and recorded in CASE.json)",
     )
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="predict as FILE (autojoint_find_best_configuration's best_configuration.json) "
+        "says: its model or ensemble of models, folds, postprocessing and calibration "
+        "(docs/model_selection.md)",
+    )
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help=f"--spec WORK_DIR/{BEST_CONFIGURATION_FILE}",
+    )
     add_verbosity(parser)
     parser.epilog = "-v/--verbose also logs a per-case timing breakdown."
     args = parser.parse_args(argv)
@@ -194,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             "--num-gpus runs parts 0..G-1 of G itself; to split across machines as well, start "
             "one process per GPU with --num-parts/--part-id (docs/prediction.md)"
         )
+    if args.best and args.spec is None:
+        if args.work_dir is None:
+            parser.error("--best needs -w/--work-dir")
+        args.spec = args.work_dir / BEST_CONFIGURATION_FILE
+    if args.spec is not None and (args.variant is not None or args.configuration is not None):
+        parser.error("--spec/--best choose the model; leave out --variant and -c")
     if args.num_gpus > 1:
         parts_argv = list(sys.argv[1:] if argv is None else argv)
         return run(lambda: run_gpu_parts(parts_argv, args.num_gpus, args.device), args.verbose)
@@ -217,10 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         series=SeriesChoice.parse(args.series_uid),
     )
     reports: list[PredictionReport] = []
-    code = run(
-        lambda: reports.append(run_prediction(args.input, args.output, args.work_dir, options)),
-        args.verbose,
-    )
+
+    def job() -> None:
+        if args.spec is not None:
+            spec = args.spec
+            reports.append(predict_with_spec(args.input, args.output, args.work_dir, spec, options))
+        else:
+            reports.append(run_prediction(args.input, args.output, args.work_dir, options))
+
+    code = run(job, args.verbose)
     if code == 0 and reports and not reports[0].ok:
         failed = sorted(f.case_id for f in reports[0].failures)
         print(

@@ -130,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         help="final validation without mirroring test-time augmentation (default: mirror "
         "over the axes training mirrored, as autojoint_predict does; 2^axes passes per tile)",
     )
+    parser.add_argument(
+        "--save-validation-probabilities",
+        action="store_true",
+        help="keep each validation case's probabilities (segmentation softmax on the "
+        "preprocessed grid, diagnosis probabilities) in fold_FOLD/validation/"
+        "CASE_probabilities.npz, for autojoint_find_best_configuration's ensembles and "
+        "postprocessing (docs/model_selection.md)",
+    )
     add_plan_overrides(
         parser,
         preset_help="a published system's switches and losses (deepsc-covid, multir-net, "
@@ -179,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         final_validation=not args.skip_validation,
         use_validation_tta=not args.no_validation_tta,
+        save_validation_probabilities=args.save_validation_probabilities,
         task_aware_warmup=args.task_aware_warmup,
         variant=args.variant,
     )

@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from autojoint.evaluation.calibration import calibration_scores, class_indices
 from autojoint.evaluation.metrics import (
     LESION_KEY,
     absent_label_scores,
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 MASK_SUFFIX = ".nii.gz"
 PRED_DIAGNOSES_NAME = "diagnoses.csv"
 PROB_PREFIX = "p_"
+CALIBRATED_PREFIX = "pcal_"  # calibrated probabilities (autojoint_predict with a calibration)
 
 
 def _list_cases(folder: Path) -> dict[str, Path]:
@@ -126,6 +128,7 @@ class _Diagnoses:
     probs: np.ndarray | None
     per_case_ref: list[str | None]
     per_case_pred: list[str | None]
+    calibrated: np.ndarray | None = None
 
 
 def _read_diagnoses(
@@ -175,7 +178,38 @@ def _read_diagnoses(
             raise ValueError(f"{pred_csv}: {PROB_PREFIX}<class> values must be finite numbers")
     else:
         logger.warning("%s: no %s<class> columns; AUC not computed", pred_csv, PROB_PREFIX)
-    return _Diagnoses(classes, cases, y_true, y_pred, probs, per_case_ref, per_case_pred)
+    calibrated = _read_calibrated(pred_csv, pred_header, pred_rows, cases, classes)
+    return _Diagnoses(
+        classes, cases, y_true, y_pred, probs, per_case_ref, per_case_pred, calibrated
+    )
+
+
+def _read_calibrated(
+    pred_csv: Path, header: list[str], rows: dict[str, dict], cases: list[str], classes: list[str]
+) -> np.ndarray | None:
+    """The ``pcal_<class>`` columns of the scored cases, None when absent or when a case
+    was predicted without a calibration (an empty cell: the comparison needs them all)."""
+    cols = [CALIBRATED_PREFIX + c for c in classes]
+    if not any(h.startswith(CALIBRATED_PREFIX) for h in header):
+        return None
+    if lacking := [c for c in cols if c not in header]:
+        raise ValueError(f"{pred_csv}: no calibrated probability column(s) {lacking}")
+    if any(not rows[c][k] for c in cases for k in cols):
+        logger.warning(
+            "%s: some cases lack %s<class> values; calibration not compared",
+            pred_csv,
+            CALIBRATED_PREFIX,
+        )
+        return None
+    try:
+        calibrated = np.array([[float(rows[c][k]) for k in cols] for c in cases])
+    except ValueError as err:
+        raise ValueError(
+            f"{pred_csv}: non-numeric {CALIBRATED_PREFIX}<class> value ({err})"
+        ) from err
+    if not np.all(np.isfinite(calibrated)):
+        raise ValueError(f"{pred_csv}: {CALIBRATED_PREFIX}<class> values must be finite numbers")
+    return calibrated
 
 
 @dataclass(frozen=True)
@@ -343,7 +377,12 @@ def evaluate_folder(
     if dx is not None and dx.y_ref:
         # All cases with a known diagnosis, masked or not (partial labels), not only entries.
         diagnosis = diagnosis_scores(dx.y_ref, dx.y_pred, dx.classes, dx.probs)
-    return build_summary(entries, label_values, tolerance_mm=tolerance_mm, diagnosis=diagnosis)
+    summary = build_summary(entries, label_values, tolerance_mm=tolerance_mm, diagnosis=diagnosis)
+    if dx is not None and dx.y_ref and dx.probs is not None:
+        summary["calibration"] = calibration_scores(
+            dx.probs, class_indices(dx.y_ref, dx.classes), calibrated=dx.calibrated
+        )
+    return summary
 
 
 def _json_safe(obj: object) -> object:

@@ -24,6 +24,7 @@ ROC_PNG = "roc_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 BLAND_ALTMAN_PNG = "bland_altman_lesion_volume.png"
 BOXPLOT_PNG = "dice_nsd_boxplot.png"
+RELIABILITY_PNG = "reliability_diagram.png"
 
 
 def roc_figure(summary: Mapping) -> Figure | None:
@@ -136,11 +137,41 @@ def boxplot_figure(summary: Mapping) -> Figure | None:
     return fig
 
 
+def reliability_figure(summary: Mapping) -> Figure | None:
+    """Accuracy against top-label confidence per bin, before and (when calibrated
+    probabilities were scored) after calibration, with each curve's ECE; None without
+    probabilities."""
+    calibration = summary.get("calibration")
+    if not calibration:
+        return None
+    fig = new_figure(5.0, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="perfect")
+    for key, marker in (("uncalibrated", "o"), ("calibrated", "s")):
+        block = calibration.get(key)
+        if not block:
+            continue
+        bins = [b for b in block["bins"] if b["num_cases"]]
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker=marker,
+            label=f"{key} (ECE {block['ece']:.3f}, Brier {block['brier']:.3f})",
+        )
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-label probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability, {calibration['num_bins']} bins, {calibration['num_cases']} cases")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 FIGURES: dict[str, Callable[[Mapping], Figure | None]] = {
     ROC_PNG: roc_figure,
     CONFUSION_PNG: confusion_figure,
     BLAND_ALTMAN_PNG: bland_altman_figure,
     BOXPLOT_PNG: boxplot_figure,
+    RELIABILITY_PNG: reliability_figure,
 }
 
 

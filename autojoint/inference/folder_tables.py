@@ -36,6 +36,8 @@ DIAGNOSES_CSV = "diagnoses.csv"
 DIAGNOSES_JSON = "diagnoses.json"
 VOLUMES_CSV = "lesion_volumes.csv"
 FAILURES_CSV = "failures.csv"
+CALIBRATED = "calibrated_probabilities"  # the record's key (inference.adjustments)
+CALIBRATED_PREFIX = "pcal_"  # diagnoses.csv columns of calibrated probabilities
 
 # Rounds of "write, then re-read the records" before giving up. One suffices unless parts
 # write records meanwhile; each round is a few file reads per case.
@@ -47,6 +49,7 @@ _SUMMARY_KEYS = (
     "probabilities",
     "fold_agreement",
     "fold_probabilities",
+    "calibrated_probabilities",
     "volumes",
 )
 
@@ -108,6 +111,13 @@ def table_texts(
         ]
         for r in records
     ]
+    # Calibrated probabilities come last, so the columns of earlier versions keep their
+    # places; empty cells for a record predicted without a calibration.
+    if any(CALIBRATED in r for r in records):
+        header += [f"{CALIBRATED_PREFIX}{c}" for c in plan.classes]
+        for row, r in zip(rows, records, strict=True):
+            cal = r.get(CALIBRATED) or {}
+            row += [_fmt(cal.get(c), 6) for c in plan.classes]
     texts[DIAGNOSES_CSV] = _csv_text(header, rows)
     texts[DIAGNOSES_JSON] = json_text(
         {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
+from autojoint.inference.adjustments import add_calibrated_probabilities, postprocess_prediction
 from autojoint.inference.dicom_seg import DICOM_SEG, load_seg_source, require_highdicom
 from autojoint.inference.engine import run_networks
 from autojoint.inference.ensemble import (
@@ -61,6 +62,7 @@ from autojoint.inference.parts import PART_TEMP_FILE_AGE_SECONDS, Part
 from autojoint.inference.report import write_report
 from autojoint.inference.scan_size import scan_size_problem
 from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
+from autojoint.io.calibration import calibration_path, read_calibration
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import ct_channel_index, is_ct
 from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
@@ -218,6 +220,10 @@ class PredictOptions:
         series: which series of a DICOM folder holding several (``--series-uid``).
         variant: the trained variant whose folds predict (None: the default variant;
             ``io.variants.resolve_variant``).
+        temperature: calibrates the diagnosis probabilities (``calibrated_probabilities``
+            in each record); None: the variant's ``calibration.json`` when there is one.
+        postprocessing: ``(label value, min volume mm³)`` rules: smaller components of
+            that label are removed (``autojoint_predict --spec``).
     """
 
     folds: list[str] | None = None
@@ -237,6 +243,8 @@ class PredictOptions:
     output_formats: tuple[str, ...] = (NIFTI,)
     series: SeriesChoice = NO_CHOICE
     variant: str | None = None
+    temperature: float | None = None
+    postprocessing: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -315,6 +323,7 @@ def run_prediction(
         Path(work_dir), folds, dev, options.configuration, options.checkpoint, variant
     )
     plan = ens.plan
+    options = _with_calibration(options, folder, plan)
     found, invalid = discover_input_cases(input_dir, len(plan.channel_names))
     if DICOM_SEG in options.output_formats:  # refused before any case is predicted
         found, not_dicom = only_dicom_cases(found, "--output-format dicom-seg")
@@ -358,6 +367,26 @@ def run_prediction(
         output_dir,
     )
     return report
+
+
+def _with_calibration(options: PredictOptions, model_dir: Path, plan: Plan) -> PredictOptions:
+    """``options`` with the temperature of ``model_dir/calibration.json`` when none is given.
+
+    Raises:
+        ValueError: the calibration is malformed or of other diagnosis classes.
+    """
+    if options.temperature is not None or not plan.has_diagnosis:
+        return options
+    calibration = read_calibration(model_dir)
+    if calibration is None:
+        return options
+    if tuple(calibration.classes) != tuple(plan.classes):
+        raise ValueError(
+            f"{calibration_path(model_dir)}: fitted for classes {list(calibration.classes)}, "
+            f"the model has {list(plan.classes)}; run autojoint_calibrate again."
+        )
+    logger.info("calibrating diagnoses with temperature %.3f", calibration.temperature)
+    return replace(options, temperature=calibration.temperature)
 
 
 def _predict_cases(
@@ -410,9 +439,11 @@ def _predict_cases(
                     mirror_axes=mirror,
                     keep_probabilities=options.save_probabilities,
                 )
+                result = postprocess_prediction(result, options.postprocessing)
                 timer = StageTimer()
                 with timer("write"):
                     record = case_record(case.case_id, case.paths, result, plan, ens.folds)
+                    add_calibrated_probabilities(record, options.temperature, plan.classes)
                     if pick is not None and pick.num_series > 1:
                         record["dicom_series"] = pick.to_dict()
                     write_case(

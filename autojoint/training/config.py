@@ -45,6 +45,9 @@ class TrainerConfig:
     final_validation: bool = True  # sliding window over every validation case at the end
     # the final validation mirrors over the trained axes, as autojoint_predict does by default
     use_validation_tta: bool = True
+    # keep each validation case's probabilities (fold_X/validation/CASE_probabilities.npz)
+    # for ensembles and postprocessing choices (autojoint_find_best_configuration)
+    save_validation_probabilities: bool = False
     resume: bool = False  # continue from checkpoint_latest.pt (exact with num_workers=0)
     # "past-chance": l_ta is 0 until the diagnosis loss is past chance, then ramps in
     # (schedule.task_aware_ramp); "off": full l_ta from the first step

@@ -75,8 +75,15 @@ def train(job: FoldJob) -> Path:
         save_final_checkpoint(job.out, setup.net, job.plan, job.fold, job.config, setup.spec)
         if job.val_ids and job.config.final_validation:
             mirror = setup.spec.mirror_axes if job.config.use_validation_tta else ()
+            keep = job.out if job.config.save_validation_probabilities else None
             cases = validate_cases(
-                setup.net, job.plan, job.pre_dir, job.val_ids, job.device, mirror_axes=mirror
+                setup.net,
+                job.plan,
+                job.pre_dir,
+                job.val_ids,
+                job.device,
+                mirror_axes=mirror,
+                probabilities_to=keep,
             )
             write_validation(cases, job.out)
     barrier(job.ctx)

@@ -6,6 +6,10 @@ augmentation as ``autojoint_predict``. Scored in the preprocessed space (target 
 crop, plan axis order), where the reference masks already are, so it needs no raw data.
 ``autojoint_predict`` + ``autojoint_evaluate`` give the same scores on the original grids,
 up to resampling.
+
+With ``probabilities_to`` (``--save-validation-probabilities``) each case's segmentation
+softmax and diagnosis probabilities are also kept, on the preprocessed grid
+(``evaluation.cv_predictions``), for calibration, ensembling and postprocessing choices.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from autojoint.evaluation.cv_predictions import (
+    validation_probabilities_path,
+    write_validation_probabilities,
+)
 from autojoint.evaluation.evaluate import write_report
 from autojoint.evaluation.metrics import segmentation_scores
 from autojoint.evaluation.summary import build_summary, score_diagnoses
@@ -40,6 +48,7 @@ def validate_cases(
     *,
     tolerance_mm: float = 1.0,
     mirror_axes: Sequence[int] = DEFAULT_MIRROR_AXES,
+    probabilities_to: Path | None = None,
 ) -> dict:
     """Every segmentation and diagnosis metric of ``autojoint_evaluate`` over ``case_ids``.
 
@@ -50,6 +59,8 @@ def validate_cases(
         mirror_axes: spatial axes to mirror for test-time augmentation, as the predictor
             does by default: the axes the training mirrored (the trainer passes its
             augmentation's); ``()`` predicts without mirroring (2^axes times faster).
+        probabilities_to: a fold folder: also write each case's probabilities to
+            ``fold_X/validation/CASE_probabilities.npz`` (None: not kept).
 
     Returns:
         The summary of :func:`autojoint.evaluation.summary.build_summary`:
@@ -85,6 +96,15 @@ def validate_cases(
                 diagnosis_ref=diagnosis,
                 diagnosis_pred=plan.classes[int(p.argmax())],
                 probabilities=dict(zip(plan.classes, p.tolist(), strict=True)),
+            )
+        if probabilities_to is not None and out.segmentation is not None:
+            write_validation_probabilities(
+                validation_probabilities_path(probabilities_to, case_id),
+                out.segmentation,
+                [k for k, _ in sorted(plan.labels.items(), key=lambda kv: kv[1])],
+                plan.target_spacing,
+                None if out.diagnosis is None else out.diagnosis[0],
+                plan.classes,
             )
         entries.append(entry)
     net.train()
