@@ -12,7 +12,13 @@ import SimpleITK as sitk
 
 from autojoint.cli import evaluate as cli_evaluate
 from autojoint.evaluation.evaluate import evaluate_folder, write_report
-from autojoint.evaluation.plots import BLAND_ALTMAN_PNG, BOXPLOT_PNG, CONFUSION_PNG, ROC_PNG
+from autojoint.evaluation.plots import (
+    BLAND_ALTMAN_PNG,
+    BOXPLOT_PNG,
+    CONFUSION_PNG,
+    RELIABILITY_PNG,
+    ROC_PNG,
+)
 from autojoint.evaluation.summary import volume_agreement
 from tests.evaluation.helpers import LABELS, make_dataset, write_csvs
 
@@ -31,7 +37,7 @@ def test_report_with_diagnoses_writes_every_figure(tmp_path: Path) -> None:
     )
     out = tmp_path / "report" / "summary.json"
     names = write_report(summary, out)
-    assert names == [ROC_PNG, CONFUSION_PNG, BLAND_ALTMAN_PNG, BOXPLOT_PNG]
+    assert names == [ROC_PNG, CONFUSION_PNG, BLAND_ALTMAN_PNG, BOXPLOT_PNG, RELIABILITY_PNG]
     assert sorted(p.name for p in out.parent.iterdir()) == sorted([*names, "summary.json"])
     for name in names:
         assert min(_png_size(out.parent / name)[:2]) >= 200

@@ -12,6 +12,11 @@ import pytest
 import torch
 
 from autojoint.cli import train as cli_train
+from autojoint.evaluation.cv_predictions import (
+    load_cv_predictions,
+    read_segmentation_probabilities,
+    validation_probabilities_path,
+)
 from autojoint.evaluation.metrics import roc_auc_one_vs_rest, segmentation_scores
 from autojoint.inference import engine
 from autojoint.networks.joint_net import JointNet
@@ -117,3 +122,50 @@ def test_no_validation_tta_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert cli_train.main(["0", "-w", str(tmp_path)]) == 0
     assert cli_train.main(["0", "-w", str(tmp_path), "--no-validation-tta"]) == 0
     assert [c.use_validation_tta for c in configs] == [True, False]
+
+
+def test_validation_keeps_probabilities_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``probabilities_to`` writes each case's softmax (preprocessed grid, float16) and
+    diagnosis probabilities; the cross-validation reader finds them beside summary.json."""
+    raw = make_raw_dataset(tmp_path / "raw", num_cases=3)
+    work = tmp_path / "work"
+    plan = plan_and_preprocess(raw, work)
+    pre_dir = work / "preprocessed"
+    case_ids = list_preprocessed(pre_dir)
+    monkeypatch.setattr(engine, "network_probabilities", _fake_probabilities)
+    fold = work / "fold_0"
+    net = seeded_net(plan)
+    summary = validation.validate_cases(
+        net, plan, pre_dir, case_ids, torch.device("cpu"), mirror_axes=(), probabilities_to=fold
+    )
+    validation.write_validation(summary, fold)
+    for case_id in case_ids:
+        path = validation_probabilities_path(fold, case_id)
+        want = _fake_probabilities(None, load_preprocessed(pre_dir, case_id).data)
+        np.testing.assert_allclose(read_segmentation_probabilities(path), want, atol=1e-3)
+        with np.load(path) as npz:
+            assert list(npz["labels"]) == list(plan.labels)
+            assert list(npz["classes"]) == list(plan.classes)
+            assert npz["diagnosis_probabilities"].sum() == pytest.approx(1.0, abs=1e-5)
+    cv = load_cv_predictions(work, ["0"])
+    assert cv.has_segmentation_files and cv.classes == tuple(plan.classes)
+    cases, probs, labels = cv.diagnosed()
+    assert len(cases) == len(case_ids) and probs.shape == (len(case_ids), len(plan.classes))
+    assert [plan.classes[i] for i in labels] == [c.diagnosis_ref for c in cases]
+
+
+def test_save_validation_probabilities_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs: list[TrainerConfig] = []
+
+    def record(work_dir: Path, fold: str, config: TrainerConfig, ctx: object) -> Path:
+        configs.append(config)
+        return work_dir
+
+    monkeypatch.setattr(cli_train, "train_fold", record)
+    assert cli_train.main(["0", "-w", str(tmp_path)]) == 0
+    assert cli_train.main(["0", "-w", str(tmp_path), "--save-validation-probabilities"]) == 0
+    assert [c.save_validation_probabilities for c in configs] == [False, True]

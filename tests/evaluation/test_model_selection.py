@@ -1,0 +1,120 @@
+"""autojoint_find_best_configuration on constructed cross-validation predictions: the better
+model wins, ensembles average probabilities, missing folds are listed, the choice is
+written with its calibration and postprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autojoint.cli import find_best_configuration as cli_best
+from autojoint.evaluation.model_selection import find_best_configuration
+from autojoint.io.best_configuration import ModelRef, read_best_configuration
+from autojoint.io.calibration import read_calibration
+from autojoint.io.workdir import preprocessed_dir, variant_dir
+from autojoint.pipeline import plan_and_preprocess
+from autojoint.preprocessing.preprocess import load_preprocessed
+from tests.evaluation.cv_fixtures import lesion_dice, one_hot, write_fold
+from tests.synthetic import CLASSES, LABELS, make_raw_dataset
+
+FOLDS = ("0", "1", "2", "3", "4")
+GOOD, POOR = ModelRef("good", "fullres"), ModelRef("default", "fullres")
+
+
+def _speckle(mask: np.ndarray, seed: int) -> np.ndarray:
+    """``mask`` with four one-voxel ground-glass specks (false positives)."""
+    out = mask.copy()
+    rng = np.random.default_rng(seed)
+    flat = np.flatnonzero(out == 0)
+    out.ravel()[rng.choice(flat, 4, replace=False)] = 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five cases, one per fold. ``good``: the reference plus specks, confident right
+    diagnoses; ``default``: the lesions shifted, diagnoses near chance."""
+    root = tmp_path_factory.mktemp("selection")
+    raw = make_raw_dataset(root / "raw", num_cases=5)
+    work = root / "work"
+    plan_and_preprocess(raw, work)
+    for i, fold in enumerate(FOLDS):
+        case = f"case_{i:03d}"
+        ref = np.asarray(load_preprocessed(preprocessed_dir(work), case).seg)
+        truth = CLASSES[i % 3]
+        right = [0.8 if c == truth else 0.1 for c in CLASSES]
+        unsure = [0.4 if c == truth else 0.3 for c in CLASSES]
+        good = _speckle(ref, i)
+        poor = np.roll(ref, 4, axis=2)
+        for variant, pred, dx in (("good", good, right), ("default", poor, unsure)):
+            case_dict = {
+                "case": case,
+                "diagnosis_ref": truth,
+                "diagnosis": dx,
+                "pred": pred,
+                "ref": ref,
+                "probs": one_hot(pred, len(LABELS)),
+            }
+            write_fold(work, fold, [case_dict], LABELS, CLASSES, variant=variant)
+    return work
+
+
+def test_better_model_wins_and_choice_is_written(work: Path) -> None:
+    spec_path = work / "best_configuration.json"
+    assert cli_best.main(["-w", str(work)]) == 0
+    spec = read_best_configuration(spec_path)
+    assert spec.members == (GOOD,)
+    names = [r.name for r in spec.ranking]
+    assert names[0] == "good/fullres" and names[-1] == "default/fullres"
+    assert "default/fullres + good/fullres" in names  # the pair was scored
+    assert spec.ranking[0].accuracy == 1.0 and spec.ranking[0].macro_auc == 1.0
+    assert f"--spec {spec_path}" in spec.predict_command
+    # the specks cost Dice on the cross-validation data: ground glass gets a threshold
+    assert [r.label for r in spec.postprocessing] == ["ground_glass"]
+    assert spec.postprocessing[0].dice_after > spec.postprocessing[0].dice_before
+    assert spec.temperature is not None and spec.temperature > 0
+    for model in (GOOD, POOR):  # each model keeps its own temperature
+        cal = read_calibration(variant_dir(work, model.variant, model.configuration))
+        assert cal is not None and cal.num_cases == 5 and cal.folds == FOLDS
+
+
+def test_ensemble_row_is_the_mean_of_the_members(work: Path, tmp_path: Path) -> None:
+    record = find_best_configuration(work, tmp_path / "b.json", folds=FOLDS)
+    pair = next(r for r in record.ranking if len(r.members) == 2)
+    dice = []
+    for i, fold in enumerate(FOLDS):
+        case = f"case_{i:03d}"
+        ref = np.asarray(load_preprocessed(preprocessed_dir(work), case).seg)
+        mean = sum(
+            np.load(variant_dir(work, v) / f"fold_{fold}/validation/{case}_probabilities.npz")[
+                "probabilities"
+            ].astype(np.float32)
+            for v in ("good", "default")
+        )
+        d = lesion_dice(np.argmax(mean, axis=0), ref)
+        dice.append(1.0 if np.isnan(d) else d)
+    assert pair.lesion_dice == pytest.approx(np.mean(dice))
+    only_dice = find_best_configuration(work, tmp_path / "c.json", folds=FOLDS, weights=(1, 0))
+    assert only_dice.ranking[0].score == pytest.approx(only_dice.ranking[0].lesion_dice)
+
+
+def test_missing_folds_are_listed(work: Path, tmp_path: Path) -> None:
+    summaries = {
+        v: variant_dir(work, v) / "fold_4" / "validation" / "summary.json"
+        for v in ("good", "default")
+    }
+    kept = {v: p.read_bytes() for v, p in summaries.items()}
+    try:
+        summaries["good"].unlink()
+        record = find_best_configuration(work, tmp_path / "b.json", folds=FOLDS)
+        assert record.members == (POOR,)  # good is left out, with a warning
+        summaries["default"].unlink()
+        with pytest.raises(FileNotFoundError, match=r"good/fullres: folds 4.*--folds"):
+            find_best_configuration(work, tmp_path / "b.json", folds=FOLDS)
+        record = find_best_configuration(work, tmp_path / "b.json", folds=FOLDS[:4])
+        assert record.members == (GOOD,) and record.folds == FOLDS[:4]
+    finally:
+        for v, p in summaries.items():
+            p.write_bytes(kept[v])
