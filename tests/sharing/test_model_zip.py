@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from autojoint.api import Predictor
 from autojoint.cli import export_model as cli_export
 from autojoint.cli import install_model as cli_install
 from autojoint.cli import predict as cli_predict
@@ -115,6 +116,36 @@ def test_installed_model_predicts_exactly_as_the_original(exported: dict[str, Pa
     assert da == db
     # Installing the same model again is a no-op, not a conflict.
     assert install_model(exported["zip"], installed).already_installed
+    # The Python API reads the installed folder as a work dir.
+    predictor = Predictor.from_work_dir(installed, device="cpu", use_tta=False, step_fraction=1)
+    image = sitk.ReadImage(str(inputs / "case_000_0000.nii.gz"))
+    result = predictor.predict(image, evidence=None, probabilities=False)
+    np.testing.assert_array_equal(result.mask, a)
+
+
+def test_an_installed_variant_predicts_without_naming_it_in_python(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    work = exported["work"]
+    folder = work / "variants" / "narrow" / "fullres" / "fold_0"
+    folder.mkdir(parents=True)
+    shutil.copy(work / "fold_0" / "checkpoint_final.pt", folder)
+    try:
+        model = tmp_path / "narrow.zip"
+        assert cli_export.main(["-w", str(work), "-o", str(model), "--variant", "narrow"]) == 0
+    finally:
+        shutil.rmtree(work / "variants")
+    installed = tmp_path / "installed"
+    manifest = install_model(model, installed).manifest
+    assert manifest.variant == "narrow" and manifest.predict_flags == [
+        "-c",
+        "fullres",
+        "--variant",
+        "narrow",
+    ]
+    assert (installed / "variants" / "narrow" / "fullres" / "fold_0").is_dir()
+    predictor = Predictor.from_work_dir(installed, device="cpu")
+    assert predictor.ensemble.folds == ("0",)
 
 
 def _rezip(source: Path, target: Path, change: dict[str, bytes | None]) -> Path:
