@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project venv and install autojoint (editable) with the extras named
 # as arguments, and nothing more: `bash scripts/setup_env.sh` for running the pipeline
-# (scripts/demo.sh), `bash scripts/setup_env.sh test dicom` for the test tools and the
-# DICOM-SEG writer the tests cover (scripts/test.sh), `dicom` alone for DICOM-SEG output.
+# (scripts/demo.sh), `bash scripts/setup_env.sh test dicom export` for the test tools, the
+# DICOM-SEG writer and the ONNX tools the tests cover (scripts/test.sh), `dicom` alone for
+# DICOM-SEG output, `export` alone for ONNX export.
 #
 # torch comes first, and every later install is constrained to it: acvl-utils (and the test
 # extra's monai) ask for a bare `torch`, which pip would otherwise satisfy with its default

@@ -28,8 +28,10 @@ LAYERS = (
     "evaluation",
     "runtime",  # devices and the checkpoint format: shared by inference and training
     "inference",
+    "sharing",  # model zips (export, install, model card) and ONNX: read trained folds
     "training",  # validates with the inference engine and the metrics
     "pipeline",  # plan + preprocess orchestration, called by the CLI
+    "api",  # the Python facade (autojoint/api.py: Predictor) over inference and sharing
     "cli",
 )
 

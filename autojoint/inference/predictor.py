@@ -67,7 +67,7 @@ from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import ct_channel_index, is_ct
 from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
 from autojoint.io.files import remove_stale_temp_files
-from autojoint.io.image_io import ImageReadError, read_dicom_series
+from autojoint.io.image_io import ImageGeometry, ImageReadError, read_dicom_series
 from autojoint.io.variants import resolve_variant
 from autojoint.io.workdir import DEFAULT_VARIANT
 from autojoint.networks.joint_net import JointNet
@@ -86,7 +86,9 @@ __all__ = [
     "evidence_on_input_grid",
     "find_input_cases",
     "mask_on_input_grid",
+    "model_folds",
     "predict_case",
+    "predict_image",
     "run_prediction",
 ]
 
@@ -126,15 +128,7 @@ def predict_case(
     mirror_axes: Sequence[Sequence[int]] | None = None,
     keep_probabilities: bool = False,
 ) -> CasePrediction:
-    """Mask, diagnosis probabilities (None without classes) and, if asked, evidence maps
-    of the predicted diagnosis, all on the input grid.
-
-    Args:
-        with_evidence: False, True (the default method ``cam``) or an evidence method name.
-        mirror_axes: per net, the spatial axes to mirror for test-time augmentation;
-            None = no mirroring.
-        keep_probabilities: also return per-label probabilities on the input grid.
-    """
+    """Read ``case`` and :func:`predict_image` it."""
     timer = StageTimer(device)
     with timer("read"):
         if case.series is not None:  # chosen and checked by inputs.opened_case
@@ -142,16 +136,73 @@ def predict_case(
             data = image[None]
         else:
             data, geo = load_channels(case.paths)
+    return predict_image(
+        data,
+        geo,
+        plan,
+        nets,
+        device,
+        case_id=case.case_id,
+        source=str(case.paths[0]),
+        step_fraction=step_fraction,
+        with_evidence=with_evidence,
+        tile_batch=tile_batch,
+        mirror_axes=mirror_axes,
+        keep_probabilities=keep_probabilities,
+        timer=timer,
+    )
+
+
+@torch.no_grad()
+def predict_image(
+    data: np.ndarray,
+    geo: ImageGeometry,
+    plan: Plan,
+    nets: Sequence[JointNet],
+    device: torch.device,
+    *,
+    case_id: str,
+    source: str,
+    step_fraction: float = 0.5,
+    with_evidence: bool | str = False,
+    tile_batch: int = 1,
+    mirror_axes: Sequence[Sequence[int]] | None = None,
+    keep_probabilities: bool = False,
+    timer: StageTimer | None = None,
+) -> CasePrediction:
+    """Mask, diagnosis probabilities (None without classes) and, if asked, evidence maps
+    of the predicted diagnosis, all on the input grid: the per-case core that
+    ``autojoint_predict`` (:func:`predict_case`) and ``autojoint.api.Predictor`` share.
+
+    Args:
+        data: the case's channels, in the plan's channel order (not modified).
+        geo: their grid.
+        case_id: the case's name (for the log); source: names the input in error
+            messages (a file, or "the image").
+        with_evidence: False, True (the default method ``cam``) or an evidence method name.
+        mirror_axes: per net, the spatial axes to mirror for test-time augmentation;
+            None = no mirroring.
+        keep_probabilities: also return per-label probabilities on the input grid.
+        timer: adds the stages' seconds to a timer already holding the read.
+
+    Shape:
+        data ``(C, Z, Y, X)`` on ``geo`` -> mask ``geo.shape``.
+
+    Raises:
+        ImageReadError: a 2D image for a model of volumes, or a scan too small or too
+            large for the plan.
+    """
+    timer = StageTimer(device) if timer is None else timer
     if geo.is_2d and not plan.is_2d:  # a model of volumes cannot predict a 2D image
         raise ImageReadError(
-            f"{case.paths[0]}: is a 2D image, but this model was trained on 3D volumes "
+            f"{source}: is a 2D image, but this model was trained on 3D volumes "
             f"(configuration {plan.configuration}); predict 2D slices with a model trained "
             "on a dataset of 2D images."
         )
     if problem := scan_size_problem(geo, plan):
-        raise ImageReadError(f"{case.paths[0]}: {problem}")
+        raise ImageReadError(f"{source}: {problem}")
     with timer("preprocess"):
-        pre = preprocess_arrays(case.case_id, data, geo, None, plan)
+        pre = preprocess_arrays(case_id, data, geo, None, plan)
     with timer("network"):
         out = run_networks(
             nets,
@@ -285,6 +336,30 @@ def _own_share(
     return own_cases, [f for f in failures if f.case_id in mine], all_ids
 
 
+def model_folds(work_dir: Path, options: PredictOptions) -> tuple[list[str], str]:
+    """The folds ``options`` name (``folds``, else every fold of the variant holding the
+    checkpoint) and the variant's name: what :func:`load_ensemble` loads.
+
+    Raises:
+        FileNotFoundError: no such fold, an untrained variant (or none named while only
+            other variants are trained).
+        ValueError: a bad variant or checkpoint name.
+    """
+    folder = resolve_variant(work_dir, options.variant, options.configuration)
+    variant = options.variant or DEFAULT_VARIANT
+    logger.info("predicting with variant %s (%s)", variant, folder)
+    folds = options.folds or available_folds(
+        work_dir, options.configuration, options.checkpoint, variant
+    )
+    if not folds:
+        where = folder / "fold_*"
+        raise FileNotFoundError(
+            f"{where}/{options.checkpoint}: none found; run autojoint_train "
+            f"(-c {options.configuration}) first."
+        )
+    return folds, variant
+
+
 def run_prediction(
     input_dir: Path, output_dir: Path, work_dir: Path, options: PredictOptions
 ) -> PredictionReport:
@@ -303,18 +378,7 @@ def run_prediction(
     part = Part(options.part_id, options.num_parts)
     dev = resolve_device(options.device)
     logger.info("predicting on %s%s", dev, " (--device auto)" if options.device == "auto" else "")
-    folder = resolve_variant(work_dir, options.variant, options.configuration)
-    variant = options.variant or DEFAULT_VARIANT
-    logger.info("predicting with variant %s (%s)", variant, folder)
-    folds = options.folds or available_folds(
-        work_dir, options.configuration, options.checkpoint, variant
-    )
-    if not folds:
-        where = folder / "fold_*"
-        raise FileNotFoundError(
-            f"{where}/{options.checkpoint}: none found; run autojoint_train "
-            f"(-c {options.configuration}) first."
-        )
+    folds, variant = model_folds(work_dir, options)
     if options.evidence is not None:
         get_evidence_method(options.evidence)
     if DICOM_SEG in options.output_formats:
@@ -323,7 +387,8 @@ def run_prediction(
         Path(work_dir), folds, dev, options.configuration, options.checkpoint, variant
     )
     plan = ens.plan
-    options = _with_calibration(options, folder, plan)
+    model_dir = resolve_variant(work_dir, options.variant, options.configuration)
+    options = _with_calibration(options, model_dir, plan)
     found, invalid = discover_input_cases(input_dir, len(plan.channel_names))
     if DICOM_SEG in options.output_formats:  # refused before any case is predicted
         found, not_dicom = only_dicom_cases(found, "--output-format dicom-seg")

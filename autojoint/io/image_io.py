@@ -349,6 +349,19 @@ def read_dicom_series(
     return _to_array(series.folder, img, dtype)
 
 
+def image_array(
+    img: sitk.Image, *, source: str = "the image", dtype: type = np.float32
+) -> tuple[np.ndarray, ImageGeometry]:
+    """A SimpleITK image in memory as ``(array, geometry)``, checked as :func:`read_image`
+    checks a file (dimensions, one component, plausible spacing, finite voxels; ``source``
+    names it in messages). Casts the voxel values to ``dtype``.
+
+    Shape:
+        a 3D image -> ``(Z, Y, X)``; a 2D image -> ``(1, Y, X)``.
+    """
+    return _to_array(Path(source), img, dtype)
+
+
 def _to_array(path: Path, img: sitk.Image, dtype: type) -> tuple[np.ndarray, ImageGeometry]:
     """The checked ``(array, geometry)`` of an image read from ``path``."""
     if img.GetDimension() not in (2, 3):
@@ -459,6 +472,18 @@ def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
         raise ValueError(
             f"{path}: array shape {array.shape} does not match geometry {geometry.shape}."
         )
+    write_sitk_image(sitk_image(array, geometry), path)
+
+
+def sitk_image(array: np.ndarray, geometry: ImageGeometry) -> sitk.Image:
+    """``array`` (Z, Y, X) as a SimpleITK image on ``geometry`` (2D for a 2D geometry, as
+    :func:`write_image` writes it); the voxel type is the array's.
+
+    Raises:
+        ValueError: if the array shape differs from the geometry's shape.
+    """
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {array.shape} does not match geometry {geometry.shape}.")
     if geometry.is_2d:
         d = geometry.direction
         img = sitk.GetImageFromArray(array[0])
@@ -470,7 +495,7 @@ def write_image(array: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
         img.SetSpacing(tuple(reversed(geometry.spacing)))
         img.SetOrigin(geometry.origin)
         img.SetDirection(geometry.direction)
-    write_sitk_image(img, path)
+    return img
 
 
 def write_sitk_image(img: sitk.Image, path: Path) -> None:
