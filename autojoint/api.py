@@ -27,10 +27,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from autojoint.evaluation.calibration import apply_temperature
 from autojoint.inference.ensemble import DEFAULT_CHECKPOINT, Ensemble, load_ensemble
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, get_evidence_method
 from autojoint.inference.predictor import PredictOptions, model_folds, predict_image
+from autojoint.io.calibration import read_calibration
 from autojoint.io.image_io import ImageGeometry, image_array, sitk_image
+from autojoint.io.variants import resolve_variant
 from autojoint.io.workdir import PLANS_FILE
 from autojoint.planning.schema import Plan
 from autojoint.runtime.devices import resolve_device
@@ -56,6 +59,8 @@ class Prediction:
             1 for background outside the body crop), None when not asked for.
         evidence: float32 evidence map of the predicted class in [0, 1], None when not
             asked for or without classes.
+        calibrated_probabilities: class -> ``softmax(log p / T)`` with the model's
+            ``calibration.json`` temperature T (empty without one; as ``pcal_`` columns).
 
     Shape:
         mask, evidence ``geometry.shape``; probabilities ``(K, *geometry.shape)``.
@@ -68,6 +73,7 @@ class Prediction:
     fold_class_probabilities: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     evidence: np.ndarray | None = None
+    calibrated_probabilities: dict[str, float] = field(default_factory=dict)
 
     @property
     def mask_image(self) -> sitk.Image:
@@ -90,6 +96,8 @@ class Predictor:
             ``autojoint_predict`` without ``--no-tta``/``--fast``).
         step_fraction: sliding-window step as a fraction of the patch (``--step-size``).
         tile_batch: tiles per forward pass (None: the plan's batch size).
+        temperature: calibrates the diagnosis probabilities (``from_work_dir``: the
+            model's ``calibration.json``, as ``autojoint_predict`` does); None: none.
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class Predictor:
         use_tta: bool = True,
         step_fraction: float = PredictOptions.step_fraction,
         tile_batch: int | None = None,
+        temperature: float | None = None,
     ) -> None:
         if not 0 < step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}.")
@@ -108,6 +117,7 @@ class Predictor:
         self.use_tta = use_tta
         self.step_fraction = step_fraction
         self.tile_batch = tile_batch or ensemble.plan.batch_size
+        self.temperature = temperature
 
     @classmethod
     def from_work_dir(
@@ -158,8 +168,20 @@ class Predictor:
         ensemble = load_ensemble(
             work_dir, fold_names, dev, configuration, options.checkpoint, variant_name
         )
+        calibration = read_calibration(resolve_variant(work_dir, variant, configuration))
+        if calibration is not None and tuple(calibration.classes) != tuple(ensemble.plan.classes):
+            raise ValueError(
+                f"calibration.json of {work_dir}: fitted for classes "
+                f"{list(calibration.classes)}, the model has {list(ensemble.plan.classes)}; "
+                "run autojoint_calibrate again."
+            )
         return cls(
-            ensemble, dev, use_tta=use_tta, step_fraction=step_fraction, tile_batch=tile_batch
+            ensemble,
+            dev,
+            use_tta=use_tta,
+            step_fraction=step_fraction,
+            tile_batch=tile_batch,
+            temperature=None if calibration is None else calibration.temperature,
         )
 
     @property
@@ -233,6 +255,10 @@ class Predictor:
                 c: float(p) for c, p in zip(plan.classes, result.diagnosis_probs, strict=True)
             }
             diagnosis = plan.classes[int(np.argmax(result.diagnosis_probs))]
+        calibrated = {}
+        if self.temperature is not None and result.diagnosis_probs is not None:
+            scaled = apply_temperature(np.asarray(result.diagnosis_probs), self.temperature)
+            calibrated = {c: float(p) for c, p in zip(plan.classes, scaled, strict=True)}
         return Prediction(
             mask=result.mask,
             geometry=geo,
@@ -241,6 +267,7 @@ class Predictor:
             fold_class_probabilities=result.fold_diagnosis_probs,
             probabilities=result.lesion_probs,
             evidence=result.evidence,
+            calibrated_probabilities=calibrated,
         )
 
     def _channels(

@@ -131,6 +131,9 @@ def test_installed_model_predicts_exactly_as_the_original(exported: dict[str, Pa
     image = sitk.ReadImage(str(inputs / "case_000_0000.nii.gz"))
     result = predictor.predict(image, evidence=None, probabilities=False)
     np.testing.assert_array_equal(result.mask, a)
+    # ... and calibrates as the command does, with the calibration.json that came along.
+    assert result.calibrated_probabilities == pytest.approx(rb["calibrated_probabilities"])
+    assert result.calibrated_probabilities != pytest.approx(result.class_probabilities)
 
 
 def test_an_installed_variant_predicts_without_naming_it_in_python(
