@@ -7,6 +7,7 @@ import argparse
 
 from autojoint.cli.common import (
     add_configuration,
+    add_variant,
     add_verbosity,
     add_work_dir,
     resolve_configuration,
@@ -28,12 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_work_dir(parser)
     add_configuration(parser)
-    parser.add_argument(
-        "--variant",
-        default=None,
-        metavar="NAME",
-        help="the trained variant to calibrate (default: the default variant)",
-    )
+    add_variant(parser, "calibrate")
     parser.add_argument(
         "--folds",
         nargs="+",

@@ -14,6 +14,7 @@ from pathlib import Path
 from autojoint.io.workdir import PLANS_FILE
 from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS
+from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 WORK_DIR_ENV = "AUTOJOINT_WORK"
 
@@ -67,6 +68,37 @@ def add_configuration(parser: argparse.ArgumentParser, extra_help: str = "") -> 
         default=None,
         help="fullres, lowres or 2d (default: the plan's own, fullres for a dataset of volumes "
         "and 2d for a dataset of 2D images)" + extra_help,
+    )
+
+
+def add_variant(parser: argparse.ArgumentParser, use: str) -> None:
+    """``--variant NAME``: which trained variant to ``use`` (None: the default variant)."""
+    parser.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help=f"the trained variant to {use} (as autojoint_train named it; default: the "
+        "default variant, WORK_DIR/fold_FOLD)",
+    )
+
+
+def add_fold_checkpoints(parser: argparse.ArgumentParser, use: str) -> None:
+    """``-f/--folds`` and ``-chk/--checkpoint``: which folds' checkpoints to ``use``."""
+    parser.add_argument(
+        "-f",
+        "--folds",
+        nargs="+",
+        default=None,
+        help=f"folds to {use} (default: every fold with the chosen checkpoint)",
+    )
+    parser.add_argument(
+        "-chk",
+        "--checkpoint",
+        choices=CHECKPOINTS,
+        default=FINAL_CHECKPOINT,
+        help="which checkpoint of each fold: checkpoint_final.pt (default, end of training), "
+        "checkpoint_best.pt (best smoothed validation score during training) or "
+        "checkpoint_latest.pt",
     )
 
 

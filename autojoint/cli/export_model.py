@@ -7,12 +7,13 @@ from pathlib import Path
 
 from autojoint.cli.common import (
     add_configuration,
+    add_fold_checkpoints,
+    add_variant,
     add_verbosity,
     add_work_dir,
     resolve_configuration,
     run,
 )
-from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 from autojoint.sharing.export import ExportOptions, export_model
 
 
@@ -26,27 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_work_dir(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, help="the zip to write")
-    parser.add_argument(
-        "--variant",
-        default=None,
-        metavar="NAME",
-        help="the trained variant to export (default: the default variant)",
-    )
+    add_variant(parser, "export")
     add_configuration(parser)
-    parser.add_argument(
-        "-f",
-        "--folds",
-        nargs="+",
-        default=None,
-        help="folds to export (default: every fold with the chosen checkpoint)",
-    )
-    parser.add_argument(
-        "-chk",
-        "--checkpoint",
-        choices=CHECKPOINTS,
-        default=FINAL_CHECKPOINT,
-        help="which checkpoint of each fold (default checkpoint_final.pt)",
-    )
+    add_fold_checkpoints(parser, "export")
     add_verbosity(parser)
     args = parser.parse_args(argv)
     if args.output.suffix != ".zip":

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from autojoint.cli.common import (
     add_configuration,
+    add_fold_checkpoints,
+    add_variant,
     add_verbosity,
     add_work_dir,
     resolve_configuration,
     run,
 )
 from autojoint.inference.predictor import PredictOptions
-from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 from autojoint.sharing.onnx_export import export_onnx
 
 
@@ -29,20 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-o", "--output", type=Path, required=True, help="a new folder for the ONNX files"
     )
-    parser.add_argument(
-        "--variant", default=None, metavar="NAME", help="the trained variant (default: default)"
-    )
+    add_variant(parser, "export")
     add_configuration(parser)
-    parser.add_argument(
-        "-f", "--folds", nargs="+", default=None, help="folds (default: every trained fold)"
-    )
-    parser.add_argument(
-        "-chk",
-        "--checkpoint",
-        choices=CHECKPOINTS,
-        default=FINAL_CHECKPOINT,
-        help="which checkpoint of each fold (default checkpoint_final.pt)",
-    )
+    add_fold_checkpoints(parser, "export")
     add_verbosity(parser)
     args = parser.parse_args(argv)
     options = PredictOptions(

@@ -9,6 +9,8 @@ from pathlib import Path
 from autojoint.cli.common import (
     EXIT_SOME_FAILED,
     add_configuration,
+    add_fold_checkpoints,
+    add_variant,
     add_verbosity,
     add_work_dir,
     resolve_configuration,
@@ -24,7 +26,6 @@ from autojoint.inference.spec_prediction import predict_with_spec
 from autojoint.io.best_configuration import BEST_CONFIGURATION_FILE
 from autojoint.io.dicom_series import AUTO, SeriesChoice
 from autojoint.io.paths import output_dir_problem
-from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 DEFAULT_STEP = PredictOptions.step_fraction
 
@@ -46,22 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-i", "--input", type=Path, required=True, help="folder of input scans")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     add_work_dir(parser)
-    parser.add_argument(
-        "-f",
-        "--folds",
-        nargs="+",
-        default=None,
-        help="folds to ensemble (default: every fold with the chosen checkpoint)",
-    )
-    parser.add_argument(
-        "-chk",
-        "--checkpoint",
-        choices=CHECKPOINTS,
-        default=FINAL_CHECKPOINT,
-        help="which checkpoint of each fold: checkpoint_final.pt (default, end of training), "
-        "checkpoint_best.pt (best smoothed validation score during training) or "
-        "checkpoint_latest.pt",
-    )
+    add_fold_checkpoints(parser, "ensemble")
     parser.add_argument(
         "--device",
         default=PredictOptions.device,
@@ -83,13 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo for -0.019 lesion Dice); docs/prediction.md compares it with larger steps",
     )
     add_configuration(parser)
-    parser.add_argument(
-        "--variant",
-        default=None,
-        metavar="NAME",
-        help="the trained variant to predict with (as autojoint_train named it; default: "
-        "the default variant, WORK_DIR/fold_FOLD)",
-    )
+    add_variant(parser, "predict with")
     parser.add_argument(
         "--evidence",
         nargs="?",
