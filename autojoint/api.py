@@ -36,7 +36,7 @@ from autojoint.io.image_io import ImageGeometry, image_array, sitk_image
 from autojoint.io.variants import resolve_variant
 from autojoint.io.workdir import PLANS_FILE
 from autojoint.planning.schema import Plan
-from autojoint.runtime.devices import resolve_device
+from autojoint.runtime.devices import autocast_dtype, resolve_device
 from autojoint.sharing.package import read_manifest
 
 __all__ = ["Prediction", "Predictor"]
@@ -98,6 +98,8 @@ class Predictor:
         tile_batch: tiles per forward pass (None: the plan's batch size).
         temperature: calibrates the diagnosis probabilities (``from_work_dir``: the
             model's ``calibration.json``, as ``autojoint_predict`` does); None: none.
+        precision: ``auto``, ``float32`` or ``bfloat16`` (``--precision``;
+            ``runtime.devices.autocast_dtype``).
     """
 
     def __init__(
@@ -109,9 +111,12 @@ class Predictor:
         step_fraction: float = PredictOptions.step_fraction,
         tile_batch: int | None = None,
         temperature: float | None = None,
+        precision: str = PredictOptions.precision,
     ) -> None:
         if not 0 < step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}.")
+        autocast_dtype(device, precision)  # refuses an unknown precision now, not per image
+        self.precision = precision
         self.ensemble = ensemble
         self.device = device
         self.use_tta = use_tta
@@ -132,6 +137,7 @@ class Predictor:
         use_tta: bool = True,
         step_fraction: float = PredictOptions.step_fraction,
         tile_batch: int | None = None,
+        precision: str = PredictOptions.precision,
     ) -> Predictor:
         """Load a model from a work dir that trained it, or from an installed model's folder
         (``autojoint_install_model``): the same layout.
@@ -182,6 +188,7 @@ class Predictor:
             step_fraction=step_fraction,
             tile_batch=tile_batch,
             temperature=None if calibration is None else calibration.temperature,
+            precision=precision,
         )
 
     @property
@@ -247,6 +254,7 @@ class Predictor:
             tile_batch=self.tile_batch,
             mirror_axes=list(self.ensemble.mirror_axes) if self.use_tta else None,
             keep_probabilities=probabilities,
+            precision=self.precision,
         )
         class_probs = {}
         diagnosis = None

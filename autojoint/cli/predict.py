@@ -26,6 +26,7 @@ from autojoint.inference.spec_prediction import predict_with_spec
 from autojoint.io.best_configuration import BEST_CONFIGURATION_FILE
 from autojoint.io.dicom_series import AUTO, SeriesChoice
 from autojoint.io.paths import output_dir_problem
+from autojoint.runtime.devices import PRECISION_CHOICES
 
 DEFAULT_STEP = PredictOptions.step_fraction
 
@@ -52,8 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         default=PredictOptions.device,
         help="auto (CUDA, else MPS, else CPU; default, as autojoint_train), cpu, cuda, "
-        "cuda:N or mps; the log names the device chosen. On CUDA the networks run in "
-        "float16 autocast, as they trained",
+        "cuda:N or mps; the log names the device chosen",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=PredictOptions.precision,
+        help="auto (default): float16 autocast on CUDA, as the networks trained; bfloat16 "
+        "autocast on a CPU with native bfloat16 instructions (AVX512-BF16/AMX: about 2x "
+        "faster, docs/prediction.md); float32 elsewhere. float32: no autocast, results "
+        "identical on every CPU",
     )
     parser.add_argument(
         "--step-size",
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         report=args.report,
         output_formats=tuple(dict.fromkeys(args.output_format)),
         series=SeriesChoice.parse(args.series_uid),
+        precision=args.precision,
     )
     reports: list[PredictionReport] = []
 

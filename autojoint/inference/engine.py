@@ -6,8 +6,10 @@ the scores the trainer reports come from the computation the predictions use: th
 sliding-window segmentation at the plan's spacing (Gaussian-weighted tiles, mirroring
 test-time augmentation, the whole-scan view as context with the cross-stitch stem), the
 mean of the networks' probabilities, and each network's diagnosis probabilities from one
-pass over the whole-scan view. On CUDA the networks run under float16 autocast, as they
-trained (``runtime.devices.mixed_precision``); elsewhere in float32.
+pass over the whole-scan view. By default (``precision="auto"``,
+``runtime.devices.mixed_precision``) the networks run under float16 autocast on CUDA, as they
+trained, under bfloat16 autocast on a CPU with native bfloat16 instructions (about 2x
+faster; docs/benchmarks.md "CPU options"), elsewhere in float32.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def run_networks(
     step_fraction: float = 0.5,
     tile_batch: int = 1,
     segment: bool = True,
+    precision: str = "auto",
 ) -> NetworkProbabilities:
     """Segmentation and diagnosis probabilities of ``nets`` (in eval mode) for one
     preprocessed case.
@@ -66,6 +69,7 @@ def run_networks(
         step_fraction: sliding-window step as a fraction of the patch.
         tile_batch: tiles per forward pass.
         segment: False skips the sliding window (only the diagnosis is computed).
+        precision: ``auto``, ``float32`` or ``bfloat16`` (``runtime.devices.autocast_dtype``).
 
     Shape:
         ``pre.data`` ``(C, Z, Y, X)`` -> segmentation ``(K, Z, Y, X)``, as in
@@ -80,7 +84,7 @@ def run_networks(
     total = np.zeros((plan.num_labels, *pre.data.shape[1:]), np.float32) if segment else None
     diagnosis = []
     for net, net_axes in zip(nets, axes, strict=True):
-        with mixed_precision(device):
+        with mixed_precision(device, precision):
             if total is not None:
                 total += network_probabilities(
                     net,

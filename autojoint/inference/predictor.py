@@ -74,7 +74,7 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
 from autojoint.reporting.html_report import ModelInfo
-from autojoint.runtime.devices import resolve_device
+from autojoint.runtime.devices import autocast_dtype, resolve_device
 
 __all__ = [
     "DIAGNOSES_CSV",
@@ -127,6 +127,7 @@ def predict_case(
     tile_batch: int = 1,
     mirror_axes: Sequence[Sequence[int]] | None = None,
     keep_probabilities: bool = False,
+    precision: str = "auto",
 ) -> CasePrediction:
     """Read ``case`` and :func:`predict_image` it."""
     timer = StageTimer(device)
@@ -150,6 +151,7 @@ def predict_case(
         mirror_axes=mirror_axes,
         keep_probabilities=keep_probabilities,
         timer=timer,
+        precision=precision,
     )
 
 
@@ -169,6 +171,7 @@ def predict_image(
     mirror_axes: Sequence[Sequence[int]] | None = None,
     keep_probabilities: bool = False,
     timer: StageTimer | None = None,
+    precision: str = "auto",
 ) -> CasePrediction:
     """Mask, diagnosis probabilities (None without classes) and, if asked, evidence maps
     of the predicted diagnosis, all on the input grid: the per-case core that
@@ -184,6 +187,7 @@ def predict_image(
             None = no mirroring.
         keep_probabilities: also return per-label probabilities on the input grid.
         timer: adds the stages' seconds to a timer already holding the read.
+        precision: how the networks run (``runtime.devices.autocast_dtype``).
 
     Shape:
         data ``(C, Z, Y, X)`` on ``geo`` -> mask ``geo.shape``.
@@ -212,6 +216,7 @@ def predict_image(
             mirror_axes=mirror_axes,
             step_fraction=step_fraction,
             tile_batch=tile_batch,
+            precision=precision,
         )
     assert out.segmentation is not None  # asked for (segment=True)
     with timer("resample"):
@@ -275,6 +280,9 @@ class PredictOptions:
             in each record); None: the variant's ``calibration.json`` when there is one.
         postprocessing: ``(label value, min volume mm³)`` rules: smaller components of
             that label are removed (``autojoint_predict --spec``).
+        precision: how the networks run: ``auto`` (float16 autocast on CUDA, bfloat16 on a
+            CPU with native bfloat16 instructions, else float32), ``float32`` or
+            ``bfloat16`` (``runtime.devices.autocast_dtype``).
     """
 
     folds: list[str] | None = None
@@ -296,6 +304,7 @@ class PredictOptions:
     variant: str | None = None
     temperature: float | None = None
     postprocessing: tuple[tuple[int, float], ...] = ()
+    precision: str = "auto"
 
 
 @dataclass
@@ -377,7 +386,13 @@ def run_prediction(
     """
     part = Part(options.part_id, options.num_parts)
     dev = resolve_device(options.device)
-    logger.info("predicting on %s%s", dev, " (--device auto)" if options.device == "auto" else "")
+    dtype = autocast_dtype(dev, options.precision)
+    logger.info(
+        "predicting on %s%s in %s",
+        dev,
+        " (--device auto)" if options.device == "auto" else "",
+        "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast",
+    )
     folds, variant = model_folds(work_dir, options)
     if options.evidence is not None:
         get_evidence_method(options.evidence)
@@ -503,6 +518,7 @@ def _predict_cases(
                     tile_batch=tile_batch,
                     mirror_axes=mirror,
                     keep_probabilities=options.save_probabilities,
+                    precision=options.precision,
                 )
                 result = postprocess_prediction(result, options.postprocessing)
                 timer = StageTimer()

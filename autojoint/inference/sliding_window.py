@@ -255,7 +255,9 @@ def network_probabilities(
 
     def predict(x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-        return net.fused_probabilities(net.seg(x, ctx, boxes))
+        # Fused in float32 even under autocast: bfloat16 probabilities would be rounded to
+        # ~3 digits and no longer sum to 1.
+        return net.fused_probabilities([s.float() for s in net.seg(x, ctx, boxes)])
 
     return sliding_window_predict(
         predict,

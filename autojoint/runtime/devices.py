@@ -14,6 +14,11 @@ AUTOCAST_DTYPE = torch.float16
 """Autocast precision on CUDA, for training (with loss scaling) and prediction alike:
 float16 runs on every CUDA GPU, where bfloat16 needs Ampere or newer."""
 
+PRECISION_CHOICES = ("auto", "float32", "bfloat16")
+"""How prediction runs the networks (``autojoint_predict --precision``): ``auto`` is float16
+autocast on CUDA, bfloat16 autocast on a CPU with native bfloat16 instructions, float32
+elsewhere; ``float32`` turns autocast off; ``bfloat16`` forces bfloat16 autocast."""
+
 
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
@@ -53,9 +58,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device '{name}'; use one of {DEVICE_CHOICES} (or cuda:N).")
 
 
-def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Autocast to ``AUTOCAST_DTYPE`` on CUDA, as training runs there; on the CPU and MPS
-    a no-op, so their results stay exactly those of float32."""
+def cpu_supports_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX).
+
+    Only there does bfloat16 autocast pay: oneDNN then runs the convolutions about 2x faster
+    than in float32 (docs/benchmarks.md, "CPU options"); without them torch emulates
+    bfloat16 and is slower than float32.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype prediction uses on ``device`` for ``precision``
+    (:data:`PRECISION_CHOICES`); None = float32, no autocast.
+
+    Raises:
+        ValueError: an unknown precision, or bfloat16 on a device that cannot run it.
+    """
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision '{precision}'; use one of {PRECISION_CHOICES}.")
+    if precision == "float32":
+        return None
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=AUTOCAST_DTYPE)
-    return contextlib.nullcontext()
+        return torch.bfloat16 if precision == "bfloat16" else AUTOCAST_DTYPE
+    if device.type == "cpu":
+        return torch.bfloat16 if precision == "bfloat16" or cpu_supports_bfloat16() else None
+    if precision == "bfloat16":
+        raise ValueError(
+            f"--precision bfloat16 is not offered on {device.type}; use auto or float32."
+        )
+    return None
+
+
+def mixed_precision(
+    device: torch.device, precision: str = "auto"
+) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for prediction on ``device`` (:func:`autocast_dtype`): float16 on CUDA, as
+    training runs there; bfloat16 on a CPU with native bfloat16 instructions; otherwise a
+    no-op, so the results are exactly those of float32."""
+    dtype = autocast_dtype(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -119,7 +119,7 @@ def test_report_from_cached_runs_has_the_known_paired_differences(tmp_path: Path
     records, missing = read_records(tmp_path, VARIANTS, FOLDS, SEEDS, _setups())
     assert missing == [] and len(records) == 18
     text = write_report(tmp_path, records, SETUP, "Synthetic runs.")
-    assert text == (tmp_path / "multitask_gain.md").read_text()
+    assert text == (tmp_path / "multitask_gain.md").read_text(encoding="utf-8")
     for line in (
         "| joint (default) − segmentation only | lesion Dice | +0.050 [+0.050, +0.050] | 6 |",
         "| joint (default) − classification only | accuracy | +0.500 [+0.500, +0.500] | 6 |",

@@ -1,10 +1,11 @@
-"""Where prediction runs: ``--device auto`` as in training, the device it chose in the log,
-and float16 autocast on CUDA only (CPU results are those of plain float32)."""
+"""Where and how prediction runs: ``--device auto`` as in training, the device it chose in the
+log; ``--precision``: float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16,
+``float32`` exactly the results of plain float32."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from autojoint.io.image_io import ImageGeometry
 from autojoint.networks.joint_net import JointNet
 from autojoint.preprocessing.preprocess import PreprocessedCase
 from autojoint.runtime import devices
-from autojoint.runtime.devices import AUTOCAST_DTYPE, mixed_precision
+from autojoint.runtime.devices import AUTOCAST_DTYPE, autocast_dtype, mixed_precision
 from autojoint.training.config import TrainerConfig
 from tests.fingerprints import tiny_plan
 
@@ -74,30 +75,84 @@ def test_auto_resolves_and_logs_the_device(
     assert f"predicting on {expected} (--device auto)" in caplog.text
 
 
-def test_mixed_precision_is_float16_autocast_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    entered: list[tuple[str, Any]] = []
+class _FakeAutocast:
+    entered: ClassVar[list[tuple[str, Any]]] = []
 
-    class FakeAutocast:
-        def __init__(self, device_type: str, dtype: torch.dtype) -> None:
-            entered.append((device_type, dtype))
+    def __init__(self, device_type: str, dtype: torch.dtype) -> None:
+        self.entered.append((device_type, dtype))
 
-        def __enter__(self) -> None:
-            return None
+    def __enter__(self) -> None:
+        return None
 
-        def __exit__(self, *_: object) -> None:
-            return None
+    def __exit__(self, *_: object) -> None:
+        return None
 
-    monkeypatch.setattr(torch, "autocast", FakeAutocast)
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_precision_per_device(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    monkeypatch.setattr(torch, "autocast", _FakeAutocast)
+    monkeypatch.setattr(_FakeAutocast, "entered", [])
+    monkeypatch.setattr(devices, "cpu_supports_bfloat16", lambda: native_bf16)
     with mixed_precision(torch.device("cuda", 0)):
         pass
-    assert entered == [("cuda", torch.float16)] == [("cuda", AUTOCAST_DTYPE)]
-    for name in ("cpu", "mps"):
-        with mixed_precision(torch.device(name)):
-            assert not torch.is_autocast_enabled("cpu")
-    assert len(entered) == 1
+    with mixed_precision(torch.device("cpu")):
+        pass
+    with mixed_precision(torch.device("mps")):
+        pass
+    cpu = [("cpu", torch.bfloat16)] if native_bf16 else []
+    assert _FakeAutocast.entered == [("cuda", AUTOCAST_DTYPE), *cpu]
+    assert torch.float16 == AUTOCAST_DTYPE
 
 
-def test_cpu_probabilities_are_exactly_those_of_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_precisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_supports_bfloat16", lambda: False)
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert [autocast_dtype(d, "float32") for d in (cpu, cuda, mps)] == [None, None, None]
+    assert autocast_dtype(cpu, "bfloat16") == torch.bfloat16  # forced, even if emulated
+    assert autocast_dtype(cuda, "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="not offered on mps"):
+        autocast_dtype(mps, "bfloat16")
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        autocast_dtype(cpu, "half")
+
+
+def test_cpu_bfloat16_probe_reads_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    for avx512, amx in [(False, False), (True, False), (False, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda a=avx512: a)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda a=amx: a)
+        assert devices.cpu_supports_bfloat16() is (avx512 or amx)
+
+
+def test_precision_flag_reaches_the_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert _parsed_options(monkeypatch, tmp_path).precision == "auto"
+    assert _parsed_options(monkeypatch, tmp_path, "--precision", "float32").precision == "float32"
+    with pytest.raises(SystemExit):
+        _parsed_options(monkeypatch, tmp_path, "--precision", "half")
+
+
+def test_bfloat16_probabilities_stay_close_to_float32() -> None:
+    """bfloat16 autocast (forced, so the test runs on any CPU) changes the fused
+    probabilities by little: a tolerance, not equality."""
+    torch.manual_seed(0)
+    plan = tiny_plan()
+    net = JointNet(plan).eval()
+    data = np.random.default_rng(0).standard_normal((1, 20, 40, 36)).astype(np.float32)
+    assert plan.classification_shape is not None
+    view = np.zeros((1, *plan.classification_shape), np.float32)
+    geo = ImageGeometry((20, 40, 36), (1.0, 1.0, 1.0), (0.0,) * 3, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    pre = PreprocessedCase("c", data, None, view, None, geo, ((0, 20), (0, 40), (0, 36)), None)
+    cpu = torch.device("cpu")
+    exact = run_networks([net], pre, plan, cpu, precision="float32")
+    low = run_networks([net], pre, plan, cpu, precision="bfloat16")
+    assert exact.segmentation is not None and low.segmentation is not None
+    assert not np.array_equal(exact.segmentation, low.segmentation)  # it did run in bfloat16
+    assert np.abs(exact.segmentation - low.segmentation).max() < 0.05
+    np.testing.assert_allclose(low.segmentation.sum(axis=0), 1.0, atol=1e-3)
+
+
+def test_float32_precision_gives_exactly_plain_float32(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     plan = tiny_plan()
     assert plan.classification_shape is not None
@@ -109,13 +164,15 @@ def test_cpu_probabilities_are_exactly_those_of_float32(monkeypatch: pytest.Monk
     pre = PreprocessedCase("c", data, None, view, None, geo, ((0, 20), (0, 40), (0, 36)), None)
     devices_seen: list[torch.device] = []
 
-    def spy(device: torch.device) -> Any:
+    def spy(device: torch.device, precision: str) -> Any:
         devices_seen.append(device)
-        return mixed_precision(device)
+        return mixed_precision(device, precision)
 
     monkeypatch.setattr(engine, "mixed_precision", spy)
     cpu = torch.device("cpu")
-    out = run_networks([net], pre, plan, cpu, mirror_axes=[(0, 1, 2)], tile_batch=2)
+    out = run_networks(
+        [net], pre, plan, cpu, mirror_axes=[(0, 1, 2)], tile_batch=2, precision="float32"
+    )
     assert devices_seen == [cpu]
     with torch.no_grad():
         seg = network_probabilities(
