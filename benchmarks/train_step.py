@@ -1,7 +1,8 @@
 """Seconds per joint training step (forward + losses + backward + Adam) for a plan.
 
 Checks the CPU profile's promise (about 1 s per step on 2 cores) and shows what each
-network switch costs, all measured in one run on random tensors of the plan's shapes.
+network switch costs, and on a CPU with native bfloat16 what ``autojoint_train --precision
+bfloat16`` saves, all measured in one run on random tensors of the plan's shapes.
 
     python benchmarks/train_step.py WORK_DIR/plans.json [--steps 8] [--device cpu]
 """
@@ -19,9 +20,12 @@ from autojoint.losses.joint import joint_loss
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import NetworkOptions, Plan
+from autojoint.runtime.devices import cpu_supports_bfloat16
 
 
-def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
+def seconds_per_step(
+    plan: Plan, steps: int, device: torch.device, autocast: torch.dtype | None = None
+) -> float:
     torch.manual_seed(0)
     net = JointNet(plan)
     init_weights(net)
@@ -46,8 +50,10 @@ def seconds_per_step(plan: Plan, steps: int, device: torch.device) -> float:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         view = batch["cls_data"] if plan.has_diagnosis else None
-        out = net(batch["data"], view, batch["patch_box"])
-        joint_loss(net, out, batch, plan.loss_weights, weights, plan.loss).total.backward()
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=bool(autocast)):
+            out = net(batch["data"], view, batch["patch_box"])
+            loss = joint_loss(net, out, batch, plan.loss_weights, weights, plan.loss).total
+        loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -79,6 +85,9 @@ def main() -> None:
         s = seconds_per_step(dataclasses.replace(plan, network=options), args.steps, device)
         base = base or s
         print(f"  {name:<28} {s:6.3f} s/step  ({s / base:4.2f}x default)")
+    if device.type == "cpu" and cpu_supports_bfloat16():  # autojoint_train --precision bfloat16
+        s = seconds_per_step(plan, args.steps, device, torch.bfloat16)
+        print(f"  {'default, bfloat16 autocast':<28} {s:6.3f} s/step  ({s / base:4.2f}x default)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@ The lung is the same threshold-and-morphology lung mask the preprocessing uses
 excluded), computed on the input grid with its head-feet axis found from the direction
 matrix, united with the predicted lesions (consolidation is dense and would otherwise be
 missing from its own lung). Rule in docs/prediction.md.
+
+On fine in-plane grids the lung mask is computed on every ``f``-th row and column
+(:func:`inplane_stride`: to about 1.5 mm) and repeated back: on a 512 x 512 x 300 chest CT
+(0.75 mm in-plane) that took 3.7 s instead of 25.4 s, for a lung volume 0.45 % smaller
+and a mask Dice of 0.990 against the full-resolution mask (docs/benchmarks.md "CPU
+options"). The volumes and involvement are reported to 0.1 ml and 0.1 %; the lungs' own
+outline needs no sub-millimetre precision for that.
 """
 
 from __future__ import annotations
@@ -19,6 +26,15 @@ from autojoint.preprocessing.lung_mask import LungMaskOptions, lung_mask
 # A 2D image is one slice of nominal 1 mm: the volume lung_mask's 5 ml minimum would then
 # need 50 cm^2 of lung, more than an apical or basal slice holds; 0.5 ml = 5 cm^2.
 MIN_LUNG_ML_2D = 0.5
+
+LUNG_GRID_MM = 1.5
+"""In-plane spacing the lung estimate is computed at when the input is finer."""
+
+
+def inplane_stride(spacing_mm: float) -> int:
+    """Rows/columns stride that brings ``spacing_mm`` to at most :data:`LUNG_GRID_MM`
+    (1 when it is already coarser)."""
+    return max(1, int(LUNG_GRID_MM / spacing_mm + 1e-9))
 
 
 def voxel_volume_ml(geometry: ImageGeometry) -> float:
@@ -67,7 +83,13 @@ def estimate_lung_mask(ct: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
         float(geometry.spacing[order[2]]),
     )
     options = LungMaskOptions(min_volume_ml=MIN_LUNG_ML_2D) if geometry.is_2d else None
-    lungs = lung_mask(np.transpose(ct, order), spacing, options)
+    axial = np.transpose(ct, order)
+    fy, fx = inplane_stride(spacing[1]), inplane_stride(spacing[2])
+    coarse = (spacing[0], spacing[1] * fy, spacing[2] * fx)
+    lungs = lung_mask(axial[:, ::fy, ::fx], coarse, options)
+    if (fy, fx) != (1, 1):  # each coarse voxel stands for its fy x fx block
+        lungs = np.repeat(np.repeat(lungs, fy, axis=1), fx, axis=2)
+        lungs = lungs[:, : axial.shape[1], : axial.shape[2]]
     return np.transpose(lungs, np.argsort(order))
 
 

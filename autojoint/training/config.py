@@ -9,6 +9,7 @@ from autojoint.data.augmentation import AUGMENTATION_PRESETS
 from autojoint.io.variants import variant_name_problem
 from autojoint.io.workdir import DEFAULT_VARIANT
 from autojoint.planning.schema import Plan
+from autojoint.runtime.devices import PRECISION_CHOICES
 from autojoint.training.schedule import DEFAULT_LR, OPTIMIZERS, TASK_AWARE_WARMUPS, plan_stages
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ class TrainerConfig:
     grad_clip: float = 12.0  # max global gradient norm
     augmentation: str = "default"  # none | light | default (data/augmentation.py)
     device: str = "auto"  # auto (cuda -> mps -> cpu), cpu, cuda[:N], mps
+    # autocast: "auto" = float16 + loss scaling on CUDA, float32 elsewhere; "float32";
+    # "bfloat16" (CPU with native bfloat16 or CUDA; runtime.devices.training_autocast_dtype)
+    precision: str = "auto"
     num_gpus: int = 1  # > 1 spawns one DDP process per GPU (gloo processes on CPU)
     seed: int = 0
     num_workers: int = 0
@@ -64,6 +68,7 @@ class TrainerConfig:
         _check_choice("augmentation", self.augmentation, AUGMENTATION_PRESETS)
         _check_choice("task_aware_warmup", self.task_aware_warmup, TASK_AWARE_WARMUPS)
         _check_choice("optimizer", self.optimizer, (*OPTIMIZERS, "auto"))
+        _check_choice("precision", self.precision, PRECISION_CHOICES)
         if self.variant is not None and (problem := variant_name_problem(self.variant)):
             raise ValueError(f"TrainerConfig.variant: {problem}.")
         # With schedule "plan" the defaults wait for the schedule: resolve_schedule builds

@@ -16,6 +16,7 @@ from autojoint.io.files import write_json
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
+from autojoint.runtime.devices import training_autocast_dtype
 from autojoint.training.config import TrainerConfig
 from autojoint.training.distributed import DistributedContext, split_batch
 from autojoint.training.schedule import Stage
@@ -91,7 +92,7 @@ def set_up_fold(job: FoldJob) -> FoldSetup:
     transforms = training_transforms(
         spec, plan.patch_size, plan.classification_shape if plan.has_diagnosis else None
     )
-    scaler = make_grad_scaler(job.device)
+    scaler = make_grad_scaler(job.device, training_autocast_dtype(job.device, job.config.precision))
     if run.scaler_state:
         scaler.load_state_dict(run.scaler_state)
     _log_start(job)

@@ -40,9 +40,12 @@ def batch_to_device(batch: Batch, device: torch.device) -> TensorBatch:
     return tensors
 
 
-def make_grad_scaler(device: torch.device) -> torch.amp.GradScaler:
-    """Loss scaling for float16 autocast, on CUDA only (a no-op elsewhere)."""
-    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+def make_grad_scaler(
+    device: torch.device, dtype: torch.dtype | None = AUTOCAST_DTYPE
+) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast on CUDA (a no-op elsewhere, and for bfloat16, whose
+    range is float32's)."""
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
 
 
 def train_step(
@@ -58,20 +61,24 @@ def train_step(
     use_view: bool,
     grad_clip: float,
     params: Iterable[nn.Parameter],
+    autocast_dtype: torch.dtype | None = None,
 ) -> LossParts:
-    """Forward (mixed precision when ``scaler`` is enabled), the total loss
+    """Forward (under autocast to ``autocast_dtype`` unless None), the total loss
     (docs/methods.md), backward, clip the
     global gradient norm of ``params`` to ``grad_clip``, optimiser step.
 
     Args:
         model: what runs the forward pass: ``net`` itself or its DDP wrapper.
         net: the bare network (eta, classifier weights for the task-aware loss).
+        scaler: loss scaling (enabled for float16 autocast on CUDA only).
+        autocast_dtype: ``runtime.devices.training_autocast_dtype``.
         batch: tensors of :func:`batch_to_device`; its ``patch_box`` is required with
             ``use_view`` when the network has the cross-stitch stem.
     """
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["data"].device.type
-    with torch.autocast(device_type, dtype=AUTOCAST_DTYPE, enabled=scaler.is_enabled()):
+    dtype = autocast_dtype or AUTOCAST_DTYPE
+    with torch.autocast(device_type, dtype=dtype, enabled=autocast_dtype is not None):
         view = batch["cls_data"] if use_view else None
         output = model(batch["data"], view, batch.get("patch_box"))
         parts = joint_loss(net, output, batch, weights, class_weights, loss_options)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from autojoint.io.files import atomic_write, read_json, write_json
+from autojoint.runtime.devices import cpu_supports_bfloat16
 from benchmarks.peers.common import (
     Tools,
     find_nnunet_python,
@@ -214,8 +215,27 @@ def train_seconds_per_iteration(
     )
     nn_log = read_json(log)["log"]
     nn_epoch = nn_log["epoch_end_timestamps"][1] - nn_log["epoch_start_timestamps"][1]
+    return {
+        "nnunet": nn_epoch / args.iterations,
+        "autojoint": autojoint_train_seconds(out, tools, root, kind, variant, args),
+    }
+
+
+def autojoint_train_seconds(
+    out: Path,
+    tools: Tools,
+    root: Path,
+    kind: str,
+    variant: str,
+    args: argparse.Namespace,
+    precision: str | None = None,
+) -> float:
+    """autojoint's seconds per iteration over the second of two epochs (``precision``:
+    ``autojoint_train --precision``, None = its default)."""
     work = root / "autojoint" / variant
     shutil.rmtree(work / AJ_FOLD_DIR[kind], ignore_errors=True)
+    extra = [] if precision is None else ["--precision", precision]
+    suffix = "" if precision is None else f"_{precision}"
     run_logged(
         [
             tools.autojoint_command("autojoint_train"),
@@ -231,26 +251,33 @@ def train_seconds_per_iteration(
             "--num-workers",
             "0",
             "--skip-validation",
+            *extra,
         ],
-        out / "logs" / f"train_{kind}_{variant}_autojoint.log",
+        out / "logs" / f"train_{kind}_{variant}{suffix}_autojoint.log",
         tool_env(args.threads),
     )
     aj_log = read_json(work / AJ_FOLD_DIR[kind] / "training_log.json")["epochs"]
-    return {
-        "nnunet": nn_epoch / args.iterations,
-        "autojoint": float(aj_log[1]["seconds"]) / args.iterations,
-    }
+    return float(aj_log[1]["seconds"]) / args.iterations
 
 
 def predict_seconds(
-    out: Path, tools: Tools, root: Path, variant: str, mirroring: bool, threads: int
+    out: Path,
+    tools: Tools,
+    root: Path,
+    variant: str,
+    mirroring: bool,
+    threads: int,
+    autojoint_precision: str | None = None,
 ) -> dict[str, float]:
-    """Wall of one whole prediction command per tool on P001 (model loading included)."""
+    """Wall of one whole prediction command per tool on P001 (model loading included);
+    with ``autojoint_precision`` (``--precision``) autojoint's alone."""
     src = out / "p001_in"
     if not (src / "P001_0000.nii.gz").exists():
         src.mkdir(parents=True, exist_ok=True)
         (src / "P001_0000.nii.gz").symlink_to(P001.resolve())
     tag = f"{variant}_{'tta' if mirroring else 'notta'}"
+    if autojoint_precision is not None:
+        tag += f"_{autojoint_precision}"
     plans = "nnUNetPlans" if variant == "own" else "nnUNetPlans_equal"
     model = nnunet_folders(root / "nnunet", 0).model(
         dataset_name(DATASETS["3d"], "Speed3d"), NN_CONF["3d"], plans
@@ -271,6 +298,10 @@ def predict_seconds(
     ] + ([] if mirroring else ["--no-tta"])
     for d in ("nnunet", "autojoint"):
         shutil.rmtree(out / "pred" / f"{d}_{tag}", ignore_errors=True)
+    if autojoint_precision is not None:
+        aj_cmd += ["--precision", autojoint_precision]
+        log = out / "logs" / f"predict_{tag}_autojoint.log"
+        return {"autojoint": run_logged(aj_cmd, log, tool_env(threads))}
     return {
         "nnunet": run_logged(
             nn_cmd, out / "logs" / f"predict_{tag}_nnunet.log", _nn_env(root / "nnunet", threads)
@@ -315,6 +346,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"predict_{variant}_{'tta' if mirroring else 'notta'}_{r}",
                 lambda variant=variant, mirroring=mirroring: predict_seconds(
                     out, tools, root3d, variant, mirroring, args.threads
+                ),
+            )
+    # autojoint-only figures beside nnU-Net's of the same row: the opt-in bfloat16 training
+    # at the equal patch, and the float32 prediction autojoint ran before --precision auto
+    # chose bfloat16 on CPUs that have it.
+    if cpu_supports_bfloat16():
+        timings.get(
+            "train_3d_equal_bfloat16",
+            lambda: {
+                "autojoint": autojoint_train_seconds(
+                    out, tools, out / "models_3d", "3d", "equal", args, "bfloat16"
+                )
+            },
+        )
+        for r in range(args.repeats):
+            timings.get(
+                f"predict_own_notta_float32_{r}",
+                lambda: predict_seconds(
+                    out, tools, root3d, "own", False, args.threads, autojoint_precision="float32"
                 ),
             )
     result = {
@@ -366,6 +416,13 @@ def render(result: dict[str, Any]) -> str:
                     )
                 )
                 add(f"train s/iteration, {kind}, {label}", m["nnunet"], m["autojoint"])
+                low = t.get(f"train_{kind}_{variant}_bfloat16")
+                if low:
+                    add(
+                        f"train s/iteration, {kind}, {label}, autojoint --precision bfloat16",
+                        m["nnunet"],
+                        low["autojoint"],
+                    )
     for variant, mirroring in PREDICTIONS:
         for tag in ("tta",) if mirroring else ("notta",):
             prefix = f"predict_{variant}_{tag}"
@@ -375,10 +432,19 @@ def render(result: dict[str, Any]) -> str:
                 _mean(t, prefix, reps, "nnunet"),
                 _mean(t, prefix, reps, "autojoint"),
             )
+            if any(k.startswith(f"{prefix}_float32_") for k in t):
+                add(
+                    f"predict P001 s/case, {variant} plans, {mirror}, autojoint --precision "
+                    "float32",
+                    _mean(t, prefix, reps, "nnunet"),
+                    _mean(t, f"{prefix}_float32", reps, "autojoint"),
+                )
     head = (
         f"{result['threads']} thread(s) per tool, {result['repeats']} repeat(s) of preprocessing "
         f"and prediction (mean), training timed over the second of two {result['iterations']}-"
-        "iteration epochs. Ratio = autojoint / nnU-Net (below 1: autojoint faster).\n\n"
+        "iteration epochs. Ratio = autojoint / nnU-Net (below 1: autojoint faster). autojoint "
+        "runs its defaults (prediction: --precision auto, bfloat16 autocast on a CPU with "
+        "native bfloat16; training: float32) unless a row names a flag.\n\n"
     )
     return head + markdown_table(("nnU-Net (s)", "autojoint (s)", "ratio"), rows)
 

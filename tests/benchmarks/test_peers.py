@@ -202,6 +202,35 @@ def test_speed_table_shows_ratios_and_what_was_not_measured() -> None:
     assert "not measured" in missing and missing.endswith("| n/a |")
 
 
+def test_speed_table_sets_autojoint_only_rows_against_nnunets_figure() -> None:
+    """The opt-in bfloat16 training and the float32 prediction are measured for autojoint
+    alone and compared with nnU-Net's figure of the same setting."""
+    from benchmarks.peers.speed import render
+
+    result = {
+        "threads": 2,
+        "repeats": 1,
+        "iterations": 3,
+        "equal_patch": {"3d": [[56, 192, 192], 2]},
+        "timings": {
+            "train_3d_equal": {"nnunet": 70.0, "autojoint": 91.0},
+            "train_3d_equal_bfloat16": {"autojoint": 56.0},
+            "predict_own_notta_0": {"nnunet": 400.0, "autojoint": 200.0},
+            "predict_own_notta_float32_0": {"autojoint": 420.0},
+        },
+    }
+    lines = render(result).splitlines()
+    assert (
+        "| train s/iteration, 3d, equal patch [56, 192, 192], batch 2, autojoint --precision "
+        "bfloat16 | 70.00 | 56.00 | 0.80x |"
+    ) in lines
+    assert (
+        "| predict P001 s/case, own plans, no mirroring, autojoint --precision float32 | 400.00 "
+        "| 420.00 | 1.05x |"
+    ) in lines
+    assert "| predict P001 s/case, own plans, no mirroring | 400.00 | 200.00 | 0.50x |" in lines
+
+
 def test_nnunet_commands_parse_with_the_drivers_own_parser(tmp_path) -> None:
     from pathlib import Path
 

@@ -39,7 +39,12 @@ def test_out_of_range_values_are_refused_naming_the_field(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("augmentation", "heavy"), ("task_aware_warmup", "never"), ("optimizer", "rmsprop")],
+    [
+        ("augmentation", "heavy"),
+        ("task_aware_warmup", "never"),
+        ("optimizer", "rmsprop"),
+        ("precision", "half"),
+    ],
 )
 @pytest.mark.parametrize("schedule", ["joint", PLAN_SCHEDULE])
 def test_unknown_choices_are_refused_naming_the_field(
