@@ -15,9 +15,10 @@ AUTOCAST_DTYPE = torch.float16
 float16 runs on every CUDA GPU, where bfloat16 needs Ampere or newer."""
 
 PRECISION_CHOICES = ("auto", "float32", "bfloat16")
-"""How prediction runs the networks (``autojoint_predict --precision``): ``auto`` is float16
-autocast on CUDA, bfloat16 autocast on a CPU with native bfloat16 instructions, float32
-elsewhere; ``float32`` turns autocast off; ``bfloat16`` forces bfloat16 autocast."""
+"""``--precision`` of ``autojoint_predict`` and ``autojoint_train``: ``float32`` turns
+autocast off, ``bfloat16`` forces bfloat16 autocast, ``auto`` is float16 on CUDA and, on a
+CPU with native bfloat16 instructions, bfloat16 for prediction (:func:`autocast_dtype`)
+but float32 for training (:func:`training_autocast_dtype`)."""
 
 
 def _mps_available() -> bool:
