@@ -411,7 +411,7 @@ def render(result: dict[str, Any]) -> str:
                     "own plans"
                     if variant == "own"
                     else (
-                        f"equal patch {result['equal_patch'][kind][0]}, "
+                        f"equal patch {' x '.join(map(str, result['equal_patch'][kind][0]))}, "
                         f"batch {result['equal_patch'][kind][1]}"
                     )
                 )

@@ -221,7 +221,7 @@ def test_speed_table_sets_autojoint_only_rows_against_nnunets_figure() -> None:
     }
     lines = render(result).splitlines()
     assert (
-        "| train s/iteration, 3d, equal patch [56, 192, 192], batch 2, autojoint --precision "
+        "| train s/iteration, 3d, equal patch 56 x 192 x 192, batch 2, autojoint --precision "
         "bfloat16 | 70.00 | 56.00 | 0.80x |"
     ) in lines
     assert (
