@@ -3,6 +3,7 @@ DDP training (the DDP test drives :func:`train_step` directly)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from autojoint.losses.joint import LossParts, joint_loss
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, LossWeights, Plan
 from autojoint.runtime.devices import AUTOCAST_DTYPE
+
+logger = logging.getLogger(__name__)
 
 LOSS_TERMS = ("total", "seg", "cls", "task_aware")
 
@@ -84,7 +87,19 @@ def train_step(
         parts = joint_loss(net, output, batch, weights, class_weights, loss_options)
     scaler.scale(parts.total).backward()
     scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(list(params), grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(list(params), grad_clip)
+    if not scaler.is_enabled() and not bool(torch.isfinite(norm)):
+        # Clipping an infinite norm zeroes every gradient, and the optimiser would still
+        # advance its moments on them: skip the step, as loss scaling does for float16.
+        # Seen with bfloat16 autocast on the CPU: oneDNN gave one conv weight an infinite
+        # gradient on one thread where two threads gave a finite one.
+        optimizer.zero_grad(set_to_none=True)
+        logger.warning(
+            "training step skipped: non-finite gradient norm (%s)%s",
+            float(norm),
+            f" under {autocast_dtype} autocast" if autocast_dtype is not None else "",
+        )
+        return parts
     scaler.step(optimizer)
     scaler.update()
     return parts
