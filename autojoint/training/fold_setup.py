@@ -57,6 +57,7 @@ class FoldSetup:
     run: RunState
     transforms: Compose
     scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None  # the forward's autocast (None: float32)
 
 
 def set_up_fold(job: FoldJob) -> FoldSetup:
@@ -92,11 +93,12 @@ def set_up_fold(job: FoldJob) -> FoldSetup:
     transforms = training_transforms(
         spec, plan.patch_size, plan.classification_shape if plan.has_diagnosis else None
     )
-    scaler = make_grad_scaler(job.device, training_autocast_dtype(job.device, job.config.precision))
+    autocast = training_autocast_dtype(job.device, config.precision)
+    scaler = make_grad_scaler(job.device, autocast)
     if run.scaler_state:
         scaler.load_state_dict(run.scaler_state)
     _log_start(job)
-    return FoldSetup(net, class_weights, spec, loader, log, run, transforms, scaler)
+    return FoldSetup(net, class_weights, spec, loader, log, run, transforms, scaler, autocast)
 
 
 def batch_seed(job: FoldJob, start_epoch: int) -> int:

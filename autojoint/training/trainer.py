@@ -22,7 +22,6 @@ from autojoint.data.augmentation import batch_iterator
 from autojoint.data.batch import Batch
 from autojoint.io.files import write_json
 from autojoint.planning.schema import LossWeights
-from autojoint.runtime.devices import training_autocast_dtype
 from autojoint.training.distributed import all_reduce_mean, barrier
 from autojoint.training.epoch_validation import validate_views
 from autojoint.training.fold_setup import FoldJob, FoldSetup, batch_seed, set_up_fold
@@ -166,7 +165,6 @@ def _train_epoch(
 ) -> dict[str, float]:
     """``iterations_per_epoch`` steps; the mean loss terms (``loss_*``) over steps and ranks."""
     config, plan = job.config, job.plan
-    autocast = training_autocast_dtype(job.device, config.precision)
     sums = dict.fromkeys(LOSS_TERMS, 0.0)
     bar = tqdm(
         range(config.iterations_per_epoch),
@@ -188,7 +186,7 @@ def _train_epoch(
             use_view=plan.has_diagnosis,
             grad_clip=config.grad_clip,
             params=current.params,
-            autocast_dtype=autocast,
+            autocast_dtype=setup.autocast_dtype,
         )
         for k in sums:
             sums[k] += float(getattr(parts, k).detach())
