@@ -43,13 +43,13 @@ import torch
 
 from autojoint.inference.lung import estimate_lung_mask
 from autojoint.inference.resample_back import resize_linear
-from autojoint.inference.sliding_window import tile_starts
+from autojoint.inference.sliding_window import tile_probabilities, tile_starts
 from autojoint.io.image_io import geometry_of
 from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.resample import resample_image
-from autojoint.runtime.devices import cpu_supports_bfloat16
+from autojoint.runtime.devices import cpu_supports_bfloat16, mixed_precision
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CT = REPO.parent / "shared" / "data" / "covid_ct_md" / "nifti_ds2" / "P001.nii.gz"
@@ -69,7 +69,7 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 @contextlib.contextmanager
 def _bf16() -> Iterator[None]:
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), mixed_precision(torch.device("cpu"), "bfloat16"):
         yield
 
 
@@ -82,6 +82,7 @@ def network_options(plan: Plan, threads: int, repeats: int) -> dict[str, Any]:
     net.eval()
     channels = len(plan.channel_names)
     batch = max(int(plan.batch_size), 1)
+    predict = tile_probabilities(net)  # the predictor's per-tile path
 
     def per_tile(ctx: Callable[[], Any], tiles: int = batch, channels_last: bool = False) -> float:
         x = torch.randn(tiles, channels, *plan.patch_size)
@@ -90,7 +91,7 @@ def network_options(plan: Plan, threads: int, repeats: int) -> dict[str, Any]:
 
         def once() -> None:
             with ctx():
-                net.fused_probabilities(net.seg(x, None, None))
+                predict(x)
 
         return median_seconds(once, repeats) / tiles
 
@@ -105,9 +106,9 @@ def network_options(plan: Plan, threads: int, repeats: int) -> dict[str, Any]:
         rows["bfloat16 autocast"] = per_tile(_bf16)
         x = torch.randn(batch, channels, *plan.patch_size)
         with torch.no_grad():
-            ref = net.fused_probabilities(net.seg(x, None, None)).float()
+            ref = predict(x)
         with _bf16():
-            low = net.fused_probabilities(net.seg(x, None, None)).float()
+            low = predict(x)
         rows["bfloat16 largest probability difference"] = float((low - ref).abs().max())
     for tiles in (1, 2, 4):
         rows[f"tile batch {tiles}"] = per_tile(torch.no_grad, tiles=tiles)

@@ -33,11 +33,11 @@ from autojoint.inference.predictor import PredictOptions, run_prediction
 from autojoint.inference.sliding_window import (
     predict_mirrored,
     tile_boxes,
+    tile_probabilities,
     tile_starts,
 )
 from autojoint.io.case_loading import load_channels
 from autojoint.io.workdir import fold_dir
-from autojoint.networks.joint_net import JointNet
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import preprocess_arrays
 from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint
@@ -89,13 +89,7 @@ def forward_only_seconds(
     seconds = 0.0
     context = view if plan.network.cross_stitch else None
     for net, axes in zip(ens.nets, ens.mirror_axes, strict=True):
-
-        def predict(
-            x: torch.Tensor, boxes: torch.Tensor | None = None, net: JointNet = net
-        ) -> torch.Tensor:
-            ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-            return net.fused_probabilities([t.float() for t in net.seg(x, ctx, boxes)])
-
+        predict = tile_probabilities(net, context)  # as the predictor runs each tile
         for i in range(0, len(tiles), batch):
             x = torch.stack(
                 [

@@ -226,6 +226,27 @@ def sliding_window_predict(
     return out[(slice(None), *[slice(0, s) for s in shape])]
 
 
+def tile_probabilities(
+    net: JointNet, context: torch.Tensor | None = None
+) -> Callable[..., torch.Tensor]:
+    """``predict(tiles, boxes=None)``: the fused per-class probabilities of a batch of
+    tiles, each mixing in ``context`` (the whole-scan view) at its box when the network
+    has a cross-stitch stem.
+
+    Fused in float32 even under autocast: bfloat16 probabilities would be rounded to ~3
+    digits and no longer sum to 1.
+
+    Shape:
+        tiles ``(B, C, Z, Y, X)``, boxes ``(B, 2, 3)`` -> ``(B, K, Z, Y, X)`` float32.
+    """
+
+    def predict(x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
+        return net.fused_probabilities([s.float() for s in net.seg(x, ctx, boxes)])
+
+    return predict
+
+
 def network_probabilities(
     net: JointNet,
     data: np.ndarray,
@@ -253,14 +274,8 @@ def network_probabilities(
         data ``(C, Z, Y, X)`` -> ``(K, Z, Y, X)`` float32.
     """
 
-    def predict(x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
-        ctx = None if context is None else context.expand(x.shape[0], *context.shape[1:])
-        # Fused in float32 even under autocast: bfloat16 probabilities would be rounded to
-        # ~3 digits and no longer sum to 1.
-        return net.fused_probabilities([s.float() for s in net.seg(x, ctx, boxes)])
-
     return sliding_window_predict(
-        predict,
+        tile_probabilities(net, context),
         data,
         patch_size,
         num_classes,
