@@ -5,6 +5,7 @@ gantry tilt, another modality)."""
 from __future__ import annotations
 
 import itertools
+import locale
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,9 +72,20 @@ def write_series(
             sl.SetMetaData(tag, value)
         path = folder / f"{prefix}_{k:03d}.dcm"
         writer.SetFileName(str(path))
-        writer.Execute(sl)
+        _write_keeping_locale(writer, sl)
         files.append(path)
     return files
+
+
+def _write_keeping_locale(writer: sitk.ImageFileWriter, image: sitk.Image) -> None:
+    """SimpleITK's DICOM writer (GDCM) leaves the process in the C locale, after which
+    ``open``/``read_text`` without an encoding read ASCII and later tests failed on UTF-8
+    docs, depending on the test order; restore the locale it found."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        writer.Execute(image)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def ramp(shape: tuple[int, int, int] = (6, 16, 20)) -> np.ndarray:
