@@ -2,7 +2,11 @@
 
 Checks the CPU profile's promise (about 1 s per step on 2 cores) and shows what each
 network switch costs, and on a CPU with native bfloat16 what ``autojoint_train --precision
-bfloat16`` saves, all measured in one run on random tensors of the plan's shapes.
+bfloat16`` saves, all measured in one run on random tensors of the plan's shapes. It also
+counts the convolution work of one step's forward pass: the patch through the U-Net (what
+nnU-Net's network computes at the same patch and widths), the whole-scan view through the
+same U-Net and the classifier, so a time per iteration set beside nnU-Net's can be read as
+work x speed per unit of work.
 
     python benchmarks/train_step.py WORK_DIR/plans.json [--steps 8] [--device cpu]
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -61,6 +66,55 @@ def seconds_per_step(
     return sum(times[2:]) / steps
 
 
+def conv_macs(net: torch.nn.Module, *inputs: torch.Tensor | None) -> float:
+    """Multiply-accumulates of every convolution in one forward call of ``net`` on
+    ``inputs`` (hooks on Conv/ConvTranspose 1-3D; the rest of the work, norms,
+    activations, losses, is small beside them and not counted)."""
+    total = 0.0
+
+    def count(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, torch.nn.modules.conv._ConvNd)
+        per_voxel = math.prod(module.kernel_size) * module.in_channels * module.out_channels
+        per_voxel /= module.groups
+        # A convolution does per_voxel / out_channels work per OUTPUT element; a transposed
+        # one scatters each INPUT voxel through the whole kernel.
+        if module.transposed:
+            total += args[0].numel() / module.in_channels * per_voxel
+        else:
+            total += out.numel() / module.out_channels * per_voxel
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in net.modules()
+        if isinstance(m, torch.nn.modules.conv._ConvNd)
+    ]
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def step_work(plan: Plan) -> dict[str, float]:
+    """GMAC of one training step's forward convolutions, by part: ``patch`` (the patch
+    through the segmentation U-Net), ``view`` (the view through it) and ``classifier``
+    (the rest of the joint forward)."""
+    net = JointNet(plan)
+    b, c = plan.batch_size, len(plan.channel_names)
+    patch = torch.zeros(b, c, *plan.patch_size)
+    parts = {"patch": conv_macs(net.seg, patch) / 1e9}
+    if plan.has_diagnosis and plan.classification_shape:
+        view = torch.zeros(b, c, *plan.classification_shape)
+        box = torch.tensor([[0.25] * 3, [0.75] * 3]).expand(b, 2, 3)
+        whole = conv_macs(net, patch, view, box) / 1e9
+        parts["view"] = conv_macs(net.seg, view) / 1e9
+        parts["classifier"] = whole - parts["patch"] - parts["view"]
+    return parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("plans", type=Path)
@@ -72,6 +126,13 @@ def main() -> None:
     print(
         f"plan: patch {plan.patch_size}, batch {plan.batch_size}, view "
         f"{plan.classification_shape}, threads {torch.get_num_threads()}, device {device}"
+    )
+    work = step_work(plan)
+    total = sum(work.values())
+    print(
+        "forward convolution work per step (GMAC): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in work.items())
+        + f"; total {total:.1f} = {total / work['patch']:.2f}x the patch through the U-Net alone"
     )
     variants = {
         "default": NetworkOptions(),
