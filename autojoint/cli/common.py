@@ -14,9 +14,12 @@ from pathlib import Path
 from autojoint.io.workdir import PLANS_FILE
 from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS
+from autojoint.runtime.allocator import allow_memory_reuse, user_tuned_malloc
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
 
 WORK_DIR_ENV = "AUTOJOINT_WORK"
+# Set (to anything but empty) to leave glibc's malloc as it is (runtime/allocator.py).
+SYSTEM_MALLOC_ENV = "AUTOJOINT_SYSTEM_MALLOC"
 
 # Exit codes of every command (docs/cli.md, docs/robustness.md).
 EXIT_OK = 0
@@ -144,13 +147,25 @@ def exit_code_for(err: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+def configure_malloc() -> None:
+    """The sliding window reuses freed memory (``runtime.allocator``) unless the user opted
+    out with ``AUTOJOINT_SYSTEM_MALLOC`` or tuned malloc themselves."""
+    reason = SYSTEM_MALLOC_ENV if os.environ.get(SYSTEM_MALLOC_ENV) else None
+    reason = reason or user_tuned_malloc(os.environ)
+    if reason:
+        logging.getLogger(__name__).debug("malloc left as it is (%s is set)", reason)
+    allow_memory_reuse(reason is None)
+
+
 def run(job: Callable[[], object], verbose: bool) -> int:
-    """Configure logging, run ``job``; errors become clear lines and a documented exit code
-    (no traceback unless ``verbose``). A job may return an ``int`` exit code itself."""
+    """Configure logging and malloc (:func:`configure_malloc`), run ``job``; errors become clear
+    lines and a documented exit code (no traceback unless ``verbose``). A job may return an
+    ``int`` exit code itself."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    configure_malloc()
     try:
         result = job()
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from autojoint.data.loader import patch_box
 from autojoint.networks.joint_net import JointNet
+from autojoint.runtime.allocator import reusing_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -144,18 +145,23 @@ def _blend(
     weight = torch.from_numpy(gaussian_importance(patch)).to(buffer_device, dtype)
     source = torch.from_numpy(padded)
     batches = [tiles[i : i + tile_batch] for i in range(0, len(tiles), tile_batch)]
-    for batch in tqdm(batches, desc="tiles", unit="batch", leave=False, disable=not show_progress):
-        slices = [
-            (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-            for z, y, x in batch
-        ]
-        x = torch.stack([source[(slice(None), *sl)] for sl in slices]).to(device)
-        boxes = None if box_shape is None else tile_boxes(batch, patch, box_shape).to(device)
-        scores = predict_mirrored(predict, x, mirror_axes, boxes)
-        scores = scores.detach().to(buffer_device, dtype)
-        for i, sl in enumerate(slices):
-            acc[(slice(None), *sl)] += scores[i] * weight
-            norm[sl] += weight
+    progress = tqdm(batches, desc="tiles", unit="batch", leave=False, disable=not show_progress)
+    # Every batch allocates and frees the same activations: on the CPU, reuse them instead
+    # of having the kernel map and zero them again (runtime/allocator.py). The buffers above
+    # are allocated outside, so they do not fragment the reused heap.
+    with reusing_freed_memory():
+        for batch in progress:
+            slices = [
+                (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
+                for z, y, x in batch
+            ]
+            x = torch.stack([source[(slice(None), *sl)] for sl in slices]).to(device)
+            boxes = None if box_shape is None else tile_boxes(batch, patch, box_shape).to(device)
+            scores = predict_mirrored(predict, x, mirror_axes, boxes)
+            scores = scores.detach().to(buffer_device, dtype)
+            for i, sl in enumerate(slices):
+                acc[(slice(None), *sl)] += scores[i] * weight
+                norm[sl] += weight
     return (acc.float() / norm.float()).cpu().numpy()
 
 
