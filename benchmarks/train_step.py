@@ -28,6 +28,12 @@ from autojoint.planning.schema import NetworkOptions, Plan
 from autojoint.runtime.devices import cpu_supports_bfloat16
 
 
+def central_boxes(batch: int, device: torch.device | None = None) -> torch.Tensor:
+    """Where each patch lies in its view: the central half on every axis (the cross-stitch
+    stem crops the view there; other networks ignore it). Shape ``(B, 2, 3)``."""
+    return torch.tensor([[0.25] * 3, [0.75] * 3], device=device).expand(batch, 2, 3)
+
+
 def seconds_per_step(
     plan: Plan, steps: int, device: torch.device, autocast: torch.dtype | None = None
 ) -> float:
@@ -46,8 +52,7 @@ def seconds_per_step(
         "cls_seg": torch.randint(0, k, (b, *view), device=device),
         "diagnosis": torch.randint(0, max(len(plan.classes), 1), (b,), device=device),
         "has_mask": torch.ones(b, dtype=torch.bool, device=device),
-        # Where each patch lies in its view (the cross-stitch stem crops the view there).
-        "patch_box": torch.tensor([[0.25] * 3, [0.75] * 3], device=device).expand(b, 2, 3),
+        "patch_box": central_boxes(b, device),
     }
     weights = torch.ones(max(len(plan.classes), 1), device=device)
     times = []
@@ -108,8 +113,7 @@ def step_work(plan: Plan) -> dict[str, float]:
     parts = {"patch": conv_macs(net.seg, patch) / 1e9}
     if plan.has_diagnosis and plan.classification_shape:
         view = torch.zeros(b, c, *plan.classification_shape)
-        box = torch.tensor([[0.25] * 3, [0.75] * 3]).expand(b, 2, 3)
-        whole = conv_macs(net, patch, view, box) / 1e9
+        whole = conv_macs(net, patch, view, central_boxes(b)) / 1e9
         parts["view"] = conv_macs(net.seg, view) / 1e9
         parts["classifier"] = whole - parts["patch"] - parts["view"]
     return parts

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import sys
 import threading
@@ -76,8 +77,10 @@ def memory_reuse_allowed() -> bool:
     return bool(_state["enabled"])
 
 
+@functools.cache
 def _glibc() -> tuple[Callable[[int, int], int], Callable[[int], int]] | None:
-    """glibc's ``mallopt`` and ``malloc_trim``, or None on other platforms / C libraries."""
+    """glibc's ``mallopt`` and ``malloc_trim``, or None on other platforms / C libraries
+    (looked up once: every tile loop asks)."""
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -62,15 +62,7 @@ def _run(mode: str) -> tuple[int, int, int, bool]:
     return int(inside), int(after), int(nested), took == "True"
 
 
-def _has_glibc() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    return hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
-
-
-@pytest.mark.skipif(not _has_glibc(), reason="malloc tuning exists for glibc only")
+@pytest.mark.skipif(allocator._glibc() is None, reason="malloc tuning exists for glibc only")
 def test_freed_blocks_are_reused_inside_the_scope_only() -> None:
     inside, after, nested, took = _run("on")
     assert took
@@ -82,7 +74,7 @@ def test_freed_blocks_are_reused_inside_the_scope_only() -> None:
     assert nested < 3 * BLOCK_PAGES // 10, (inside, after, nested)
 
 
-@pytest.mark.skipif(not _has_glibc(), reason="malloc tuning exists for glibc only")
+@pytest.mark.skipif(allocator._glibc() is None, reason="malloc tuning exists for glibc only")
 def test_switched_off_the_scope_changes_nothing() -> None:
     inside, after, _, took = _run("off")
     assert not took
