@@ -93,10 +93,11 @@ def train_step(
         # advance its moments on them: skip the step, as loss scaling does for float16.
         # Seen with bfloat16 autocast on the CPU: oneDNN gave one conv weight an infinite
         # gradient on one thread where two threads gave a finite one.
+        # No value in the message: the norm of infinite gradients comes out as inf or NaN
+        # depending on the kernel torch picks, and clipping has already turned them to NaN.
         optimizer.zero_grad(set_to_none=True)
         logger.warning(
-            "training step skipped: non-finite gradient norm (%s)%s",
-            float(norm),
+            "training step skipped: non-finite gradient norm%s",
             f" under {autocast_dtype} autocast" if autocast_dtype is not None else "",
         )
         return parts
