@@ -5,7 +5,7 @@ full-case validation, with paired bootstrap intervals of the differences.
     python -m benchmarks.multitask_gain --out OUT [--dataset RAW] [--num-cases 60]
         [--folds 0 1 2] [--seeds 0 1] [--epochs 16] [--iterations 25]
         [--augmentation light] [--variants NAME ...] [--threads N] [--no-validation-tta]
-        [--report-only]
+        [--records DIR] [--report-only]
 
 Run it from the repository root, as a module: it imports its report half,
 ``benchmarks/multitask_report.py``. Without ``--dataset`` a demo dataset of
@@ -18,7 +18,9 @@ Every (variant, fold, seed) run is cached in ``runs/RUN/result.json`` (format in
 its last epoch's checkpoint, bit-exactly), and several processes given disjoint
 ``--variants`` (or ``--folds``/``--seeds``) can share one ``--out``; ``--report-only`` then
 writes the report from the cached runs without training. Start them once
-``OUT/work/plans.json`` exists (let one process plan first): planning is not locked. A
+``OUT/work/plans.json`` exists (let one process plan first): planning is not locked.
+``--records DIR`` also keeps each record as ``DIR/RUN.json``, read before ``OUT``: the
+repository keeps finished runs in ``benchmarks/results/multitask/``. A
 cached run made with another budget, augmentation, dataset or variant definition is
 refused, not mixed in.
 
@@ -86,6 +88,7 @@ try:  # the report module sits beside this script: run it as a module of the rep
         RECORD_VERSION,
         RESULT_FILE,
         SetupMismatchError,
+        find_record,
         read_record,
         read_records,
         run_name,
@@ -282,11 +285,12 @@ def run_variant(
     """Train and score one (variant, fold, seed); the record is cached in the run's
     ``result.json`` so that an interrupted benchmark resumes and several processes can
     share the list of runs."""
-    work = _link_shared(shared, out / "runs" / run_name(variant, fold, seed))
-    cached = work / RESULT_FILE
+    name = run_name(variant, fold, seed)
     setup = run_setup(args, variant)
-    if cached.is_file():
-        return read_record(cached, setup)
+    found = find_record(out, name, args.records)
+    if found is not None:
+        return read_record(found, setup)
+    work = _link_shared(shared, out / "runs" / name)
     config = TrainerConfig(
         epochs=args.epochs,
         iterations_per_epoch=args.iterations,
@@ -327,7 +331,9 @@ def run_variant(
         # every epoch's own seconds (a resumed run spans processes) + this scoring
         "seconds": sum(e.get("seconds") or 0.0 for e in epochs) + time.perf_counter() - t0,
     }
-    write_json(record, cached)
+    write_json(record, work / RESULT_FILE)
+    if args.records is not None:
+        write_json(record, args.records / f"{name}.json")
     return record
 
 
@@ -361,6 +367,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augmentation", default="light", choices=AUGMENTATION_PRESETS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=None,
+        help="also keep each finished run's record as RECORDS/RUN.json and reuse those "
+        "first (e.g. benchmarks/results/multitask: small files to commit, so that finished "
+        "runs outlive OUT)",
+    )
     parser.add_argument(
         "--no-validation-tta",
         dest="validation_tta",
@@ -414,7 +428,9 @@ def run(args: argparse.Namespace) -> None:
                     metrics = run_variant(shared, out, variant, fold, seed, args)["metrics"]
                     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None)
                     print(f"{variant} fold {fold} seed {seed}: {shown}", flush=True)
-    records, missing = read_records(out, args.variants, args.folds, args.seeds, setups)
+    records, missing = read_records(
+        out, args.variants, args.folds, args.seeds, setups, args.records
+    )
     if missing:
         print(f"not yet run, left out of the report: {', '.join(missing)}")
     common = {k: v for k, v in run_setup(args, args.variants[0]).items() if k != "overrides"}

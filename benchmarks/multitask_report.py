@@ -194,24 +194,40 @@ def read_record(path: Path, setup: Mapping[str, Any]) -> dict:
     return record
 
 
+def record_paths(out: Path, name: str, store: Path | None = None) -> list[Path]:
+    """Where the record of run ``name`` may be, first found first: the ``store`` folder
+    (``store/NAME.json``, small files meant to be committed, so that finished runs outlive
+    the machine their ``--out`` was on), then the run folder ``out/runs/NAME/result.json``."""
+    run_file = out / "runs" / name / RESULT_FILE
+    return [run_file] if store is None else [store / f"{name}.json", run_file]
+
+
+def find_record(out: Path, name: str, store: Path | None = None) -> Path | None:
+    """The first existing record of run ``name`` (``record_paths``), or None."""
+    return next((p for p in record_paths(out, name, store) if p.is_file()), None)
+
+
 def read_records(
     out: Path,
     variants: Sequence[str],
     folds: Sequence[str],
     seeds: Sequence[int],
     setup_of: Mapping[str, Mapping[str, Any]],
+    store: Path | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """The cached records of every (variant, fold, seed) that has one, and the run names
-    that have none yet. ``setup_of[variant]`` is the setup each record must carry."""
+    """The cached records of every (variant, fold, seed) that has one (in ``store`` or
+    under ``out``), and the run names that have none yet. ``setup_of[variant]`` is the
+    setup each record must carry."""
     records, missing = [], []
     for variant in variants:
         for fold in folds:
             for seed in seeds:
-                path = out / "runs" / run_name(variant, fold, seed) / RESULT_FILE
-                if path.is_file():
+                name = run_name(variant, fold, seed)
+                path = find_record(out, name, store)
+                if path is not None:
                     records.append(read_record(path, setup_of[variant]))
                 else:
-                    missing.append(run_name(variant, fold, seed))
+                    missing.append(name)
     return records, missing
 
 

@@ -4,6 +4,7 @@ two-step diagnosis, 5-fold cross-validation on the demo data (issue 21).
     python -m benchmarks.peers.joint3d --out OUT [--nnunet-python PY] [--num-cases 60]
         [--folds 0 1 2 3 4] [--epochs 16] [--iterations 25] [--threads 1]
         [--gpu-memory-gb 1] [--autojoint-optimizer adam] [--autojoint-augmentation light]
+        [--records DIR]
 
 Data: ``--num-cases`` synthetic chest CTs of the demo generator with scripts/demo.sh's
 geometry (100 mm field of view, 100 mm extent, seed 0): balanced COVID-19 / CAP / normal
@@ -44,8 +45,9 @@ references. The reference-mask fit is the classifier a user gets from the annota
 already have; the row "reference masks + two-step" applies it to the validation cases'
 reference masks, the two-step's ceiling with a perfect segmentation.
 
-Rows are cached per (tool, fold) under ``OUT/rows``; a killed run resumes (trainings from
-their latest checkpoints). Writes ``OUT/joint3d_table.md``, ``OUT/joint3d.json`` and
+Rows are cached per (tool, fold) under ``OUT/rows`` (or ``--records DIR``: the repository
+keeps finished folds in ``benchmarks/results/joint3d/``); a killed run resumes (trainings
+from their latest checkpoints). Writes ``OUT/joint3d_table.md``, ``OUT/joint3d.json`` and
 ``OUT/joint3d_curves.png``; differences autojoint - peer with a paired bootstrap interval
 over folds (:func:`tables.paired_bootstrap_ci`).
 """
@@ -344,7 +346,8 @@ def run_fold(
     prep: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """Both tools' cached rows of one fold, computing whatever is missing."""
-    cache = {t: out / "rows" / f"{t}-fold{fold}.json" for t in TOOLS}
+    rows_dir = args.records if args.records is not None else out / "rows"
+    cache = {t: rows_dir / f"{t}-fold{fold}.json" for t in TOOLS}
     records = {t: cached_row(p, setup) for t, p in cache.items()}
     if all(r is not None for r in records.values()):
         return records  # type: ignore[return-value]
@@ -524,6 +527,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--records",
+        type=Path,
+        default=None,
+        help="keep the per-(tool, fold) rows in RECORDS instead of OUT/rows (e.g. "
+        "benchmarks/results/joint3d: small files to commit, so that finished folds outlive "
+        "OUT and a later session runs only the missing folds)",
+    )
     parser.add_argument(
         "--gpu-memory-gb",
         type=float,

@@ -155,6 +155,25 @@ def test_missing_runs_are_listed_and_another_setup_is_refused(tmp_path: Path) ->
         read_records(tmp_path, VARIANTS, FOLDS, SEEDS, _setups())
 
 
+def test_records_in_the_store_are_read_first_and_fill_missing_runs(tmp_path: Path) -> None:
+    out, store = tmp_path / "out", tmp_path / "store"
+    _write_runs(out, skip=("classification only", "2", 1))
+    store.mkdir()
+    kept = _record("classification only", "2", 1)
+    (store / f"{run_name('classification only', '2', 1)}.json").write_text(json.dumps(kept))
+    # a store record shadows the run folder's: the store's value is the one read
+    shadow = _record(REFERENCE, "0", 0)
+    shadow["metrics"]["dice"] = 0.123
+    (store / f"{run_name(REFERENCE, '0', 0)}.json").write_text(json.dumps(shadow))
+    records, missing = read_records(out, VARIANTS, FOLDS, SEEDS, _setups(), store)
+    assert missing == [] and len(records) == 18
+    first = next(r for r in records if (r["variant"], r["fold"], r["seed"]) == (REFERENCE, "0", 0))
+    assert first["metrics"]["dice"] == pytest.approx(0.123)
+    assert read_records(out, VARIANTS, FOLDS, SEEDS, _setups())[1] == [
+        run_name("classification only", "2", 1)
+    ]
+
+
 def test_mean_curves_average_runs_epoch_by_epoch_skipping_missing_values() -> None:
     records = [_record(REFERENCE, f, 0) for f in ("0", "1")]
     curves = mean_curves(records)[REFERENCE]
