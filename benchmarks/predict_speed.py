@@ -40,6 +40,7 @@ from autojoint.io.case_loading import load_channels
 from autojoint.io.workdir import fold_dir
 from autojoint.pipeline import plan_and_preprocess
 from autojoint.preprocessing.preprocess import preprocess_arrays
+from autojoint.runtime.allocator import reusing_freed_memory
 from autojoint.runtime.checkpoint import read_checkpoint, write_checkpoint
 from autojoint.runtime.devices import mixed_precision, resolve_device
 from autojoint.training.config import TrainerConfig
@@ -81,39 +82,43 @@ def forward_only_seconds(
         full = np.full((padded.shape[0], *shape), float(padded.min()), np.float32)
         full[(slice(None), *[slice(0, s) for s in padded.shape[1:]])] = padded
         padded = full
-    patch = plan.patch_size
+    patch = tuple(plan.patch_size)
     starts = [tile_starts(s, p, options.step_fraction) for s, p in zip(shape, patch, strict=True)]
     tiles = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
     batch = options.tile_batch or plan.batch_size
     view = torch.from_numpy(pre.cls_data[None]).to(dev) if plan.has_diagnosis else None
-    seconds = 0.0
     context = view if plan.network.cross_stitch else None
-    for net, axes in zip(ens.nets, ens.mirror_axes, strict=True):
-        predict = tile_probabilities(net, context)  # as the predictor runs each tile
-        for i in range(0, len(tiles), batch):
-            x = torch.stack(
-                [
-                    torch.from_numpy(
-                        padded[:, z : z + patch[0], y : y + patch[1], x0 : x0 + patch[2]]
-                    )
-                    for z, y, x0 in tiles[i : i + batch]
-                ]
-            ).to(dev)
-            _sync(dev)
-            start = time.perf_counter()
-            boxes = None
-            if context is not None:  # each tile's place in the view (cross-stitch stem)
-                boxes = tile_boxes(tiles[i : i + batch], patch, pre.data.shape[1:]).to(dev)
-            with mixed_precision(dev):  # as the predictor runs the networks
-                predict_mirrored(predict, x, axes if options.use_tta else (), boxes)
-            _sync(dev)
-            seconds += time.perf_counter() - start
-        if view is not None:
-            start = time.perf_counter()
-            with mixed_precision(dev):
-                net.classify(view)
-            _sync(dev)
-            seconds += time.perf_counter() - start
+    seconds = 0.0
+    # the allocator setting the predictor's tile loop runs under (runtime/allocator.py):
+    # without it the bare passes would pay page faults the predictor no longer pays
+    with reusing_freed_memory():
+        for net, axes in zip(ens.nets, ens.mirror_axes, strict=True):
+            predict = tile_probabilities(net, context)  # as the predictor runs each tile
+            for i in range(0, len(tiles), batch):
+                group = tiles[i : i + batch]
+                x = torch.stack(
+                    [
+                        torch.from_numpy(
+                            padded[:, z : z + patch[0], y : y + patch[1], x0 : x0 + patch[2]]
+                        )
+                        for z, y, x0 in group
+                    ]
+                ).to(dev)
+                _sync(dev)
+                start = time.perf_counter()
+                boxes = None
+                if context is not None:  # each tile's place in the view (cross-stitch stem)
+                    boxes = tile_boxes(group, patch, pre.data.shape[1:]).to(dev)
+                with mixed_precision(dev):  # as the predictor runs the networks
+                    predict_mirrored(predict, x, axes if options.use_tta else (), boxes)
+                _sync(dev)
+                seconds += time.perf_counter() - start
+            if view is not None:
+                start = time.perf_counter()
+                with mixed_precision(dev):
+                    net.classify(view)
+                _sync(dev)
+                seconds += time.perf_counter() - start
     return seconds, len(tiles)
 
 

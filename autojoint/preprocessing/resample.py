@@ -13,6 +13,7 @@ measures all of this on real CT and real masks; docs/preprocessing.md holds the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,39 +52,55 @@ def thick_axis(old_spacing: Sequence[float], new_spacing: Sequence[float]) -> in
 
 
 def _resize(volume: np.ndarray, new_shape: tuple[int, ...], order: int) -> np.ndarray:
-    changed = [a for a, (n, o) in enumerate(zip(new_shape, volume.shape, strict=True)) if n != o]
-    if volume.ndim > 2 and len(changed) == 1:
-        return _resize_one_axis(volume, new_shape, order, changed[0])
-    return _resize_nd(volume, new_shape, order)
+    """skimage's ``resize`` (edge mode, a Gaussian anti-aliasing filter along each axis that
+    shrinks, clipped to the input's range), float32 out, computed one axis at a time as a
+    matrix product.
 
-
-def _resize_one_axis(
-    volume: np.ndarray, new_shape: tuple[int, ...], order: int, axis: int
-) -> np.ndarray:
-    """:func:`_resize_nd` when only ``axis`` changes, with the other axes merged into one.
-
-    scipy's N-D spline still interpolates along unchanged axes (at the sample points, where
-    the spline returns the samples): 64 taps per voxel for a cubic instead of 16. Merged,
-    the result is the same to the last bit (tested against the N-D call on random volumes)
-    and about 3x faster: the slice axis of 120 slices of a 512 x 512 CT, 120 -> 43, took
-    1.6 s instead of 4.8 s.
+    Every step of that resize is linear and acts along one axis (the Gaussian, the spline
+    prefilter, the edge padding, the tensor-product spline), so the N-D call equals the
+    product of one matrix per axis; only the final clip is not linear, and it is applied
+    once, at the end, as skimage does. The matrix products run in BLAS (all cores) instead
+    of scipy's single-threaded N-D spline, which also interpolates along the axes that do
+    not change: a 512 x 512 x 300 CT to 433 x 433 in-plane took 0.7 s instead of 13.1 s,
+    with values within 1e-3 HU of skimage's (float32 rounding; ``tests/preprocessing/
+    test_thick_slices.py`` holds the reference comparison).
     """
-    moved = np.moveaxis(volume, axis, 0)
-    flat = moved.reshape(moved.shape[0], -1)
-    out = _resize_nd(flat, (new_shape[axis], flat.shape[1]), order)
-    return np.moveaxis(out.reshape(new_shape[axis], *moved.shape[1:]), 0, axis)
+    out = volume.astype(np.float32, copy=False)
+    if out.size == 0:
+        return np.zeros(new_shape, np.float32)
+    low, high = float(np.nanmin(out)), float(np.nanmax(out))
+    changed = [a for a in range(out.ndim) if new_shape[a] != out.shape[a]]
+    # the axis that shrinks most first: every later product has less to multiply
+    for axis in sorted(changed, key=lambda a: new_shape[a] / out.shape[a]):
+        weights = _axis_weights(out.shape[axis], new_shape[axis], order)
+        out = np.moveaxis(np.tensordot(weights, out, axes=([1], [axis])), 0, axis)
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    return np.clip(out, low, high, out=out)
 
 
-def _resize_nd(volume: np.ndarray, new_shape: tuple[int, ...], order: int) -> np.ndarray:
-    shrinking = any(n < o for n, o in zip(new_shape, volume.shape, strict=True))
-    return resize(
-        volume.astype(np.float32, copy=False),
-        new_shape,
-        order=order,
-        mode="edge",
-        anti_aliasing=shrinking,
-        preserve_range=True,
-    ).astype(np.float32)
+@functools.lru_cache(maxsize=32)
+def _axis_weights(old_size: int, new_size: int, order: int) -> np.ndarray:
+    """The linear map skimage's ``resize`` applies along one axis of ``old_size`` samples,
+    as a read-only ``(new_size, old_size)`` float32 matrix: column ``i`` is the resized unit
+    impulse at ``i`` (unclipped; anti-aliasing where the axis shrinks, as ``resize`` does
+    when any axis shrinks: its filter width is 0 along the others)."""
+    weights = np.empty((new_size, old_size), np.float64)
+    impulse = np.zeros(old_size)
+    for i in range(old_size):
+        impulse[i] = 1.0
+        weights[:, i] = resize(
+            impulse,
+            (new_size,),
+            order=order,
+            mode="edge",
+            anti_aliasing=new_size < old_size,
+            preserve_range=True,
+            clip=False,
+        )
+        impulse[i] = 0.0
+    matrix = weights.astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def _source_centres(old_size: int, new_size: int) -> np.ndarray:
