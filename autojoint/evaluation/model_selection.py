@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autojoint.arrays.labels import label_argmax
 from autojoint.evaluation.cv_predictions import (
     CvPredictions,
     load_cv_predictions,
@@ -144,7 +145,7 @@ def _ensemble_masks(
                 "--save-validation-probabilities"
             )
         total = np.sum([read_segmentation_probabilities(p) for p in paths if p], axis=0)
-        out.append((np.argmax(total, axis=0).astype(np.uint8), np.asarray(reference)))
+        out.append((label_argmax(total), np.asarray(reference)))
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autojoint.arrays.labels import label_argmax
 from autojoint.inference.adjustments import add_calibrated_probabilities, postprocess_prediction
 from autojoint.inference.folder_tables import rebuild_folder_tables
 from autojoint.inference.outputs import (
@@ -146,7 +147,7 @@ def ensemble_case(
     if plan.is_2d and geo.shape[0] == 1:
         geo = ImageGeometry(geo.shape, geo.spacing, geo.origin, geo.direction, is_2d=True)
     result = CasePrediction(
-        mask=np.argmax(mean, axis=0).astype(np.uint8),
+        mask=label_argmax(mean),
         diagnosis_probs=np.mean(diagnosis, axis=0) if diagnosis else None,
         geometry=geo,
         evidence=None,

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
+from autojoint.arrays.labels import label_argmax
 from autojoint.inference.adjustments import add_calibrated_probabilities, postprocess_prediction
 from autojoint.inference.dicom_seg import DICOM_SEG, load_seg_source, require_highdicom
 from autojoint.inference.engine import run_networks
@@ -102,7 +103,7 @@ def mask_on_input_grid(probs: np.ndarray, pre: PreprocessedCase, plan: Plan) -> 
     Shape:
         probs ``(K, *pre.data.shape[1:])`` -> ``pre.geometry.shape`` uint8.
     """
-    mask = np.argmax(to_cropped_input_order(probs, pre, plan), axis=0).astype(np.uint8)
+    mask = label_argmax(to_cropped_input_order(probs, pre, plan))
     return uncrop(mask, pre.bbox, pre.geometry.shape)
 
 
@@ -221,7 +222,7 @@ def predict_image(
     assert out.segmentation is not None  # asked for (segment=True)
     with timer("resample"):
         cropped = to_cropped_input_order(out.segmentation, pre, plan, device)
-        mask = uncrop(np.argmax(cropped, axis=0).astype(np.uint8), pre.bbox, geo.shape)
+        mask = uncrop(label_argmax(cropped), pre.bbox, geo.shape)
         lesion_probs = _probabilities_on_input_grid(cropped, pre) if keep_probabilities else None
     ct = ct_channel_index(plan.channel_names)
     image = data[ct if ct is not None else 0]

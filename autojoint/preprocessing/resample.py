@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 from skimage.transform import resize
 
+from autojoint.arrays.labels import label_argmax
+
 # A slice axis counts as thick when its spacing exceeds this many times every other axis's
 # (nnU-Net decides the same question with the same ratio).
 ANISOTROPY_THRESHOLD = 3.0
@@ -233,4 +235,4 @@ def _one_hot_linear(seg: np.ndarray, new_shape: tuple[int, ...], num_labels: int
             for v in range(num_labels)
         ]
     )
-    return np.argmax(scores, axis=0).astype(np.uint8)
+    return label_argmax(scores)

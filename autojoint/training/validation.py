@@ -18,10 +18,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from autojoint.arrays.labels import label_argmax
 from autojoint.evaluation.cv_predictions import (
     validation_probabilities_path,
     write_validation_probabilities,
@@ -84,7 +84,7 @@ def validate_cases(
         )
         entry: dict = {"case": case_id}
         if out.segmentation is not None and case.seg is not None:
-            pred = np.argmax(out.segmentation, axis=0).astype(np.uint8)
+            pred = label_argmax(out.segmentation)
             entry["spacing"] = [float(s) for s in plan.target_spacing]
             entry["metrics"] = segmentation_scores(
                 pred, case.seg, labels, spacing=plan.target_spacing, tolerance_mm=tolerance_mm
