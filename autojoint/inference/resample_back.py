@@ -5,7 +5,10 @@ anti-aliasing blur along every axis that shrinks: the same arithmetic as
 ``autojoint.preprocessing.resample.resample_image(..., order=1)`` (skimage's ``resize``), so
 a mask does not depend on which path made it. Done with torch it runs on the
 GPU when there is one and, on the CPU, ~7x faster than skimage on one thread (3 classes,
-60 x 96 x 96 -> 150 x 256 x 256: 0.20 s against 1.48 s, largest difference 2e-6).
+60 x 96 x 96 -> 150 x 256 x 256: 0.20 s against 1.48 s, largest difference 2e-6). Each
+shrinking axis is one matrix product with the blur and the interpolation folded together
+(``axis_weights``, the matrices preprocessing uses); a 3D convolution with a 1D kernel was
+slow on the CPU: 3 classes, 107 x 382 x 464 -> 148 x 256 x 256 took 5.4 s that way.
 """
 
 from __future__ import annotations
@@ -17,32 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autojoint.preprocessing.resample import axis_weights
+
 logger = logging.getLogger(__name__)
-
-# scipy.ndimage.gaussian_filter's default: the kernel reaches 4 sigma each side
-GAUSSIAN_TRUNCATE = 4.0
-
-
-def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
-    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (kernel / kernel.sum()).to(device=device, dtype=torch.float32)
-
-
-def _blur_axis(volume: torch.Tensor, axis: int, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``(N, C, Z, Y, X)`` along spatial ``axis`` (0-2), edges repeated
-    (scipy's ``mode="nearest"``, which skimage uses for ``mode="edge"``)."""
-    kernel = _gaussian_kernel(sigma, volume.device)
-    radius = (kernel.numel() - 1) // 2
-    shape = [1, 1, 1, 1, 1]
-    shape[2 + axis] = kernel.numel()
-    pad = [0, 0, 0, 0, 0, 0]  # F.pad order: x, y, z (last axis first)
-    pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-    n, c = volume.shape[:2]
-    flat = volume.reshape(n * c, 1, *volume.shape[2:])
-    out = F.conv3d(F.pad(flat, pad, mode="replicate"), kernel.reshape(shape))
-    return out.reshape(n, c, *out.shape[2:])
 
 
 def resize_linear(
@@ -65,9 +45,11 @@ def resize_linear(
 
 @torch.inference_mode()
 def _resize_on(volumes: np.ndarray, new_shape: tuple[int, ...], device: torch.device) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)[None]
+    x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32)).to(device)
     for axis, (old, new) in enumerate(zip(volumes.shape[1:], new_shape, strict=True)):
-        if new < old:
-            x = _blur_axis(x, axis, (old / new - 1) / 2)
-    out = F.interpolate(x, size=new_shape, mode="trilinear", align_corners=False)
-    return out[0].cpu().numpy()
+        if new < old:  # blur and interpolation in one (new x old) matrix, as resample_image
+            weights = torch.tensor(axis_weights(old, new, 1), device=device)
+            x = torch.movedim(torch.tensordot(weights, x, dims=([1], [axis + 1])), 0, axis + 1)
+    if tuple(x.shape[1:]) != new_shape:  # the growing axes; the others map onto themselves
+        x = F.interpolate(x[None], size=new_shape, mode="trilinear", align_corners=False)[0]
+    return x.cpu().numpy()

@@ -74,14 +74,14 @@ def _resize(volume: np.ndarray, new_shape: tuple[int, ...], order: int) -> np.nd
     changed = [a for a in range(out.ndim) if new_shape[a] != out.shape[a]]
     # the axis that shrinks most first: every later product has less to multiply
     for axis in sorted(changed, key=lambda a: new_shape[a] / out.shape[a]):
-        weights = _axis_weights(out.shape[axis], new_shape[axis], order)
+        weights = axis_weights(out.shape[axis], new_shape[axis], order)
         out = np.moveaxis(np.tensordot(weights, out, axes=([1], [axis])), 0, axis)
     out = np.ascontiguousarray(out, dtype=np.float32)
     return np.clip(out, low, high, out=out)
 
 
 @functools.lru_cache(maxsize=32)
-def _axis_weights(old_size: int, new_size: int, order: int) -> np.ndarray:
+def axis_weights(old_size: int, new_size: int, order: int) -> np.ndarray:
     """The linear map skimage's ``resize`` applies along one axis of ``old_size`` samples,
     as a read-only ``(new_size, old_size)`` float32 matrix: column ``i`` is the resized unit
     impulse at ``i`` (unclipped; anti-aliasing where the axis shrinks, as ``resize`` does
