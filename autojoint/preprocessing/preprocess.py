@@ -10,11 +10,13 @@ Each case yields two views of one scan:
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from autojoint.arrays.cropping import BBox, bbox_of, body_mask, crop
@@ -269,6 +271,12 @@ def _preprocess_one(case: RawCase, plan: Plan, out_dir: Path, seed: int) -> str:
     return case.case_id
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Cap this process's BLAS threads: resampling runs as BLAS matrix products, and every
+    worker's BLAS would otherwise start one thread per core, ``num_workers`` x cores in all."""
+    threadpool_limits(limits=threads, user_api="blas")
+
+
 def preprocess_dataset(
     dataset: RawDataset, plan: Plan, out_dir: Path, *, num_workers: int = 1
 ) -> None:
@@ -277,7 +285,10 @@ def preprocess_dataset(
     n = len(dataset.cases)
     args = (dataset.cases, [plan] * n, [out_dir] * n, range(n))
     if num_workers > 1:
-        with ProcessPoolExecutor(num_workers) as pool:
+        threads = max(1, (os.cpu_count() or 1) // num_workers)
+        with ProcessPoolExecutor(
+            num_workers, initializer=limit_blas_threads, initargs=(threads,)
+        ) as pool:
             for _ in tqdm(
                 pool.map(_preprocess_one, *args), total=n, desc="preprocess", unit="case"
             ):
