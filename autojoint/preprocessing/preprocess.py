@@ -285,7 +285,7 @@ def preprocess_dataset(
     n = len(dataset.cases)
     args = (dataset.cases, [plan] * n, [out_dir] * n, range(n))
     if num_workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // num_workers)
+        threads = max(1, len(os.sched_getaffinity(0)) // num_workers)
         with ProcessPoolExecutor(
             num_workers, initializer=limit_blas_threads, initargs=(threads,)
         ) as pool:

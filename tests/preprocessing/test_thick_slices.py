@@ -185,3 +185,15 @@ def test_separable_resize_of_a_2d_slice_equals_skimage() -> None:
             rtol=0,
             atol=1e-3,
         )
+
+
+def test_resize_returns_a_new_array_and_refuses_an_empty_one() -> None:
+    volume = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    volume.flags.writeable = False  # e.g. a memory-mapped case
+    same = resample._resize(volume, (2, 3, 4), 3)
+    assert same is not volume and same.flags.writeable
+    np.testing.assert_array_equal(same, volume)
+    grown = resample_image(volume[None], (6, 3, 4), separate_axis=0)  # thick axis alone
+    assert grown.shape == (1, 6, 3, 4)
+    with pytest.raises(ValueError, match="empty"):
+        resample._resize(np.zeros((0, 3, 4), np.float32), (2, 3, 4), 3)
