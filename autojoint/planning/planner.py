@@ -488,12 +488,14 @@ def plan_experiment(
             else "non-CT channels: per-image z-score"
         ),
         "loss_weights": (
-            "l_seg 1, l_cls 1 (0 without classes), l_ta 10 on the normalised eq. 10 (chosen by "
-            "measurement: docs/training.md, 'The joint loss')"
+            "l_seg 1, l_cls 1 (0 without classes), l_ta 10 on the normalised task-aware loss "
+            "(DeepSC-COVID eq. 10; chosen by measurement: docs/training.md, 'The joint loss')"
         ),
         "loss": loss_reason,
         "lowres": lowres_reason,
-        "class_weights": "inverse class frequency N / (C * n_c) (eq. 9); 0 for absent classes",
+        "class_weights": (
+            "inverse class frequency N / (C * n_c) (DeepSC-COVID eq. 9); 0 for absent classes"
+        ),
         "case_counts": "cases with a mask, a diagnosis, both: a missing reference is masked "
         "out of its task's loss per case, never scored against an empty mask",
     }
