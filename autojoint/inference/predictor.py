@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,12 @@ from tqdm import tqdm
 from autojoint.arrays.cropping import uncrop
 from autojoint.arrays.labels import label_argmax
 from autojoint.inference.adjustments import add_calibrated_probabilities, postprocess_prediction
-from autojoint.inference.dicom_seg import DICOM_SEG, load_seg_source, require_highdicom
+from autojoint.inference.dicom_seg import (
+    DICOM_SEG,
+    SegSource,
+    load_seg_source,
+    require_highdicom,
+)
 from autojoint.inference.engine import run_networks
 from autojoint.inference.ensemble import (
     DEFAULT_CHECKPOINT,
@@ -66,7 +72,7 @@ from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.calibration import calibration_path, read_calibration
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import ct_channel_index, is_ct
-from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
+from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice, SeriesPick
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, read_dicom_series
 from autojoint.io.variants import resolve_variant
@@ -479,7 +485,14 @@ def _predict_cases(
     report: PredictionReport,
 ) -> None:
     """Predict and write each case (or skip it, complete, with ``--continue``); a failure
-    is recorded and the next case goes on."""
+    is recorded and the next case goes on.
+
+    A case's outputs are written on a background thread while the next case is read,
+    preprocessed and predicted (its lung estimate, NIfTI compression and figures are CPU
+    work that a GPU would otherwise wait for); one write at most is pending, so at most two
+    cases' results are held. A DICOM-SEG output is written at once, while its series is
+    open.
+    """
     plan = ens.plan
     tile_batch = options.tile_batch or plan.batch_size
     mirror = list(ens.mirror_axes) if options.use_tta else None
@@ -487,68 +500,125 @@ def _predict_cases(
     # A CT model refuses a DICOM series of another modality (MR, PET...).
     modality = "CT" if is_ct(plan.channel_names) else None
     bar = tqdm(cases, desc="predict", unit="case")
-    for case in bar:
-        complete = is_complete(
-            output_dir,
-            case.case_id,
-            evidence=with_evidence,
-            probabilities=options.save_probabilities,
-            formats=options.output_formats,
-        )
-        if options.resume and complete:
-            try:
-                read_record(output_dir, case.case_id)
-                clear_failure(output_dir, case.case_id)
-                report.skipped.append(case.case_id)
-                continue
-            except ValueError as err:
-                logger.warning("%s; predicting it again", err)
-        start = time.perf_counter()
+    pending: _PendingWrite | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autojoint-write") as writer:
         try:
-            with opened_case(case, options.series, modality=modality) as (ready, pick):
-                seg_source = None
-                if ready.series is not None and DICOM_SEG in options.output_formats:
-                    seg_source = load_seg_source(ready.series)
-                result = predict_case(
-                    ready,
-                    plan,
-                    ens.nets,
-                    dev,
-                    step_fraction=options.step_fraction,
-                    with_evidence=options.evidence or False if with_evidence else False,
-                    tile_batch=tile_batch,
-                    mirror_axes=mirror,
-                    keep_probabilities=options.save_probabilities,
-                    precision=options.precision,
+            for case in bar:
+                complete = is_complete(
+                    output_dir,
+                    case.case_id,
+                    evidence=with_evidence,
+                    probabilities=options.save_probabilities,
+                    formats=options.output_formats,
                 )
-                result = postprocess_prediction(result, options.postprocessing)
-                timer = StageTimer()
-                with timer("write"):
-                    record = case_record(case.case_id, case.paths, result, plan, ens.folds)
-                    add_calibrated_probabilities(record, options.temperature, plan.classes)
-                    if pick is not None and pick.num_series > 1:
-                        record["dicom_series"] = pick.to_dict()
-                    write_case(
-                        output_dir,
-                        case.case_id,
-                        result,
-                        plan,
-                        record,
-                        nifti=NIFTI in options.output_formats,
-                        seg_source=seg_source,
-                    )
-        except Exception as err:  # one bad case must not stop the others
-            reason = f"{type(err).__name__}: {err}"
-            logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)
-            logger.debug("traceback of case %s", case.case_id, exc_info=True)
-            failure = CaseFailure(case.case_id, str(case.paths[0]), reason)
-            record_failure(output_dir, failure)
-            report.failures.append(failure)
-            continue
-        report.predicted.append(case.case_id)
-        seconds = {**result.timing, **timer.seconds}
-        report.timings[case.case_id] = seconds
-        bar.set_postfix(case=case.case_id, seconds=f"{time.perf_counter() - start:.1f}")
-        if options.report_timing:
-            logger.info("timing %s", timing_line(case.case_id, seconds))
+                if options.resume and complete:
+                    try:
+                        read_record(output_dir, case.case_id)
+                        clear_failure(output_dir, case.case_id)
+                        report.skipped.append(case.case_id)
+                        continue
+                    except ValueError as err:
+                        logger.warning("%s; predicting it again", err)
+                start = time.perf_counter()
+                try:
+                    with opened_case(case, options.series, modality=modality) as (ready, pick):
+                        seg_source = None
+                        if ready.series is not None and DICOM_SEG in options.output_formats:
+                            seg_source = load_seg_source(ready.series)
+                        result = predict_case(
+                            ready,
+                            plan,
+                            ens.nets,
+                            dev,
+                            step_fraction=options.step_fraction,
+                            with_evidence=options.evidence or False if with_evidence else False,
+                            tile_batch=tile_batch,
+                            mirror_axes=mirror,
+                            keep_probabilities=options.save_probabilities,
+                            precision=options.precision,
+                        )
+                        result = postprocess_prediction(result, options.postprocessing)
+                        job = _WriteJob(case, result, pick, seg_source)
+                        written: Future[dict[str, float]]
+                        if seg_source is not None:
+                            written = Future()
+                            written.set_result(job.run(output_dir, plan, ens.folds, options))
+                        else:
+                            written = writer.submit(job.run, output_dir, plan, ens.folds, options)
+                except Exception as err:  # one bad case must not stop the others
+                    _record_case_failure(output_dir, case, err, report)
+                    continue
+                if pending is not None:
+                    pending.finish(output_dir, report, bar, options)
+                pending = _PendingWrite(case, result.timing, written, start)
+        finally:
+            if pending is not None:
+                pending.finish(output_dir, report, bar, options)
     bar.close()
+
+
+def _record_case_failure(
+    output_dir: Path, case: InputCase, err: Exception, report: PredictionReport
+) -> None:
+    reason = f"{type(err).__name__}: {err}"
+    logger.error("case %s failed (%s): %s", case.case_id, case.paths[0], reason)
+    logger.debug("traceback of case %s", case.case_id, exc_info=err)
+    failure = CaseFailure(case.case_id, str(case.paths[0]), reason)
+    record_failure(output_dir, failure)
+    report.failures.append(failure)
+
+
+@dataclass
+class _WriteJob:
+    """Everything one case's outputs are written from."""
+
+    case: InputCase
+    result: CasePrediction
+    pick: SeriesPick | None
+    seg_source: SegSource | None
+
+    def run(
+        self, output_dir: Path, plan: Plan, folds: Sequence[str], options: PredictOptions
+    ) -> dict[str, float]:
+        """Write the case (record, tables' row, NIfTI, figures); the seconds it took."""
+        timer = StageTimer()
+        with timer("write"):
+            record = case_record(self.case.case_id, self.case.paths, self.result, plan, folds)
+            add_calibrated_probabilities(record, options.temperature, plan.classes)
+            if self.pick is not None and self.pick.num_series > 1:
+                record["dicom_series"] = self.pick.to_dict()
+            write_case(
+                output_dir,
+                self.case.case_id,
+                self.result,
+                plan,
+                record,
+                nifti=NIFTI in options.output_formats,
+                seg_source=self.seg_source,
+            )
+        return timer.seconds
+
+
+@dataclass
+class _PendingWrite:
+    """A case whose outputs are being written; ``finish`` waits and books the outcome."""
+
+    case: InputCase
+    timing: dict[str, float]
+    written: Future[dict[str, float]]
+    start: float
+
+    def finish(
+        self, output_dir: Path, report: PredictionReport, bar: tqdm, options: PredictOptions
+    ) -> None:
+        try:
+            write_seconds = self.written.result()
+        except Exception as err:  # a failed write fails its case only
+            _record_case_failure(output_dir, self.case, err, report)
+            return
+        report.predicted.append(self.case.case_id)
+        seconds = {**self.timing, **write_seconds}
+        report.timings[self.case.case_id] = seconds
+        bar.set_postfix(case=self.case.case_id, seconds=f"{time.perf_counter() - self.start:.1f}")
+        if options.report_timing:
+            logger.info("timing %s", timing_line(self.case.case_id, seconds))

@@ -282,6 +282,39 @@ def test_bad_inputs_are_reported_and_skipped(
     assert not (out / "failures.csv").exists()
 
 
+def test_background_writing_fails_only_the_case_whose_write_failed(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs are written while the next case is predicted: a write that raises fails its
+    own case (recorded, named), the cases before and after it are complete and equal to
+    those of a run that predicts each case alone."""
+    alone = tiny["root"] / "out_alone"
+    for image in sorted(tiny["images"].glob("case_*_0000.nii.gz")):
+        single = tiny["root"] / "single_inputs" / image.name.removesuffix("_0000.nii.gz")
+        single.mkdir(parents=True)
+        shutil.copy(image, single)
+        assert _predict(tiny, single, alone) == 0
+    real_write = predictor.write_case
+
+    def flaky_write(output_dir: Path, case_id: str, *args, **kwargs) -> None:
+        if case_id == "case_001":
+            raise OSError("disk full (simulated)")
+        real_write(output_dir, case_id, *args, **kwargs)
+
+    monkeypatch.setattr(predictor, "write_case", flaky_write)
+    out = tiny["root"] / "out_flaky_write"
+    assert _predict(tiny, tiny["images"], out) == EXIT_SOME_FAILED
+    failures = _rows(out / "failures.csv")
+    assert [r["case"] for r in failures] == ["case_001"]
+    assert "disk full (simulated)" in failures[0]["reason"]
+    assert [r["case"] for r in _rows(out / "diagnoses.csv")] == ["case_000", "case_002"]
+    for case in ("case_000", "case_002"):
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(alone / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(ours, ref)
+    assert not (out / "case_001.nii.gz").exists()
+
+
 def test_images_that_cannot_be_scans_are_refused_small_real_ones_predicted(
     tiny: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
