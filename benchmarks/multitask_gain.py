@@ -86,11 +86,11 @@ try:  # the report module sits beside this script: run it as a module of the rep
     from benchmarks.multitask_report import (
         CURVE_KEYS,
         RECORD_VERSION,
-        RESULT_FILE,
         SetupMismatchError,
         find_record,
         read_record,
         read_records,
+        record_paths,
         run_name,
         write_report,
     )
@@ -331,9 +331,8 @@ def run_variant(
         # every epoch's own seconds (a resumed run spans processes) + this scoring
         "seconds": sum(e.get("seconds") or 0.0 for e in epochs) + time.perf_counter() - t0,
     }
-    write_json(record, work / RESULT_FILE)
-    if args.records is not None:
-        write_json(record, args.records / f"{name}.json")
+    for path in record_paths(out, name, args.records):  # the store's copy and the run's
+        write_json(record, path)
     return record
 
 

@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
 from autojoint.arrays.labels import label_argmax
-from autojoint.inference.adjustments import add_calibrated_probabilities, postprocess_prediction
+from autojoint.inference.adjustments import postprocess_prediction
+from autojoint.inference.case_writing import submit_write
 from autojoint.inference.dicom_seg import (
     DICOM_SEG,
-    SegSource,
     load_seg_source,
     require_highdicom,
 )
@@ -58,12 +58,10 @@ from autojoint.inference.outputs import (
     NIFTI,
     CaseFailure,
     CasePrediction,
-    case_record,
     clear_failure,
     is_complete,
     read_record,
     record_failure,
-    write_case,
 )
 from autojoint.inference.parts import PART_TEMP_FILE_AGE_SECONDS, Part
 from autojoint.inference.report import write_report
@@ -72,7 +70,7 @@ from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.calibration import calibration_path, read_calibration
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import ct_channel_index, is_ct
-from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice, SeriesPick
+from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, read_dicom_series
 from autojoint.io.variants import resolve_variant
@@ -490,8 +488,7 @@ def _predict_cases(
     A case's outputs are written on a background thread while the next case is read,
     preprocessed and predicted (its lung estimate, NIfTI compression and figures are CPU
     work that a GPU would otherwise wait for); one write at most is pending, so at most two
-    cases' results are held. A DICOM-SEG output is written at once, while its series is
-    open.
+    cases' results are held (``case_writing.submit_write``).
     """
     plan = ens.plan
     tile_batch = options.tile_batch or plan.batch_size
@@ -538,13 +535,18 @@ def _predict_cases(
                             precision=options.precision,
                         )
                         result = postprocess_prediction(result, options.postprocessing)
-                        job = _WriteJob(case, result, pick, seg_source)
-                        written: Future[dict[str, float]]
-                        if seg_source is not None:
-                            written = Future()
-                            written.set_result(job.run(output_dir, plan, ens.folds, options))
-                        else:
-                            written = writer.submit(job.run, output_dir, plan, ens.folds, options)
+                        written = submit_write(
+                            writer,
+                            output_dir,
+                            case,
+                            result,
+                            plan,
+                            ens.folds,
+                            pick=pick,
+                            seg_source=seg_source,
+                            temperature=options.temperature,
+                            nifti=NIFTI in options.output_formats,
+                        )
                 except Exception as err:  # one bad case must not stop the others
                     _record_case_failure(output_dir, case, err, report)
                     continue
@@ -566,37 +568,6 @@ def _record_case_failure(
     failure = CaseFailure(case.case_id, str(case.paths[0]), reason)
     record_failure(output_dir, failure)
     report.failures.append(failure)
-
-
-@dataclass
-class _WriteJob:
-    """Everything one case's outputs are written from."""
-
-    case: InputCase
-    result: CasePrediction
-    pick: SeriesPick | None
-    seg_source: SegSource | None
-
-    def run(
-        self, output_dir: Path, plan: Plan, folds: Sequence[str], options: PredictOptions
-    ) -> dict[str, float]:
-        """Write the case (record, tables' row, NIfTI, figures); the seconds it took."""
-        timer = StageTimer()
-        with timer("write"):
-            record = case_record(self.case.case_id, self.case.paths, self.result, plan, folds)
-            add_calibrated_probabilities(record, options.temperature, plan.classes)
-            if self.pick is not None and self.pick.num_series > 1:
-                record["dicom_series"] = self.pick.to_dict()
-            write_case(
-                output_dir,
-                self.case.case_id,
-                self.result,
-                plan,
-                record,
-                nifti=NIFTI in options.output_formats,
-                seg_source=self.seg_source,
-            )
-        return timer.seconds
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 
 from autojoint.cli import predict as cli_predict
 from autojoint.cli.common import EXIT_SOME_FAILED
-from autojoint.inference import ensemble, predictor
+from autojoint.inference import case_writing, ensemble, predictor
 from autojoint.inference.ensemble import load_ensemble
 from autojoint.inference.predictor import (
     PredictOptions,
@@ -294,14 +294,14 @@ def test_background_writing_fails_only_the_case_whose_write_failed(
         single.mkdir(parents=True)
         shutil.copy(image, single)
         assert _predict(tiny, single, alone) == 0
-    real_write = predictor.write_case
+    real_write = case_writing.write_case
 
     def flaky_write(output_dir: Path, case_id: str, *args, **kwargs) -> None:
         if case_id == "case_001":
             raise OSError("disk full (simulated)")
         real_write(output_dir, case_id, *args, **kwargs)
 
-    monkeypatch.setattr(predictor, "write_case", flaky_write)
+    monkeypatch.setattr(case_writing, "write_case", flaky_write)
     out = tiny["root"] / "out_flaky_write"
     assert _predict(tiny, tiny["images"], out) == EXIT_SOME_FAILED
     failures = _rows(out / "failures.csv")
