@@ -4,7 +4,7 @@ two-step diagnosis, 5-fold cross-validation on the demo data (issue 21).
     python -m benchmarks.peers.joint3d --out OUT [--nnunet-python PY] [--num-cases 60]
         [--folds 0 1 2 3 4] [--epochs 16] [--iterations 25] [--threads 1]
         [--gpu-memory-gb 1] [--autojoint-optimizer adam] [--autojoint-augmentation light]
-        [--records DIR]
+        [--records DIR] [--report-only]
 
 Data: ``--num-cases`` synthetic chest CTs of the demo generator with scripts/demo.sh's
 geometry (100 mm field of view, 100 mm extent, seed 0): balanced COVID-19 / CAP / normal
@@ -346,11 +346,12 @@ def run_fold(
     prep: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """Both tools' cached rows of one fold, computing whatever is missing."""
-    rows_dir = args.records if args.records is not None else out / "rows"
+    rows_dir = _rows_dir(out, args)
     cache = {t: rows_dir / f"{t}-fold{fold}.json" for t in TOOLS}
+    found = cached_fold(rows_dir, fold, setup)
+    if found is not None:
+        return found
     records = {t: cached_row(p, setup) for t, p in cache.items()}
-    if all(r is not None for r in records.values()):
-        return records  # type: ignore[return-value]
     dataset = load_raw_dataset(out / "raw")
     split = prep["splits"][fold]
     fold_dir = fold_inputs(out, dataset, split["val"], fold)
@@ -392,12 +393,9 @@ def run_fold(
     return records  # type: ignore[return-value]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every stage, resuming from whatever ``OUT`` already holds."""
-    out: Path = args.out.resolve()
-    tools = Tools(find_nnunet_python(args.nnunet_python))
-    prep = prepare(out, tools, args)
-    setup = {
+def row_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """What every cached row must have been made with (never mixed)."""
+    return {
         "num_cases": args.num_cases,
         "epochs": args.epochs,
         "iterations": args.iterations,
@@ -409,11 +407,70 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peripheral_mm": args.peripheral_mm,
         "min_component_voxels": MIN_COMPONENT_VOXELS,
     }
+
+
+def _rows_dir(out: Path, args: argparse.Namespace) -> Path:
+    return args.records if args.records is not None else out / "rows"
+
+
+def cached_fold(rows_dir: Path, fold: int, setup: dict[str, Any]) -> dict[str, Any] | None:
+    """Both tools' cached rows of ``fold``, or None while either is missing."""
+    records = {t: cached_row(rows_dir / f"{t}-fold{fold}.json", setup) for t in TOOLS}
+    if any(r is None for r in records.values()):
+        return None
+    return records
+
+
+def _keep_prepare(out: Path, prep: dict[str, Any], rows_dir: Path) -> dict[str, Any]:
+    """``prepare.json`` beside the rows, with the class names, so that ``--report-only``
+    rebuilds the table on a machine without ``OUT``."""
+    record = dict(prep)
+    if "classes" not in record:
+        record["classes"] = list(load_raw_dataset(out / "raw").classes)
+    if rows_dir.resolve() != out.resolve():
+        write_json(record, rows_dir / "prepare.json")
+    return record
+
+
+def _stored_prepare(out: Path, rows_dir: Path) -> dict[str, Any]:
+    for path in (rows_dir / "prepare.json", out / "prepare.json"):
+        if path.is_file():
+            record = read_json(path)
+            if "classes" not in record:
+                record["classes"] = list(load_raw_dataset(out / "raw").classes)
+            return record
+    raise SystemExit(
+        f"--report-only: neither {rows_dir / 'prepare.json'} nor {out / 'prepare.json'} "
+        "exists; run without --report-only first"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage, resuming from whatever ``OUT`` already holds; with ``--report-only``
+    no training: the table of the requested folds whose rows are all cached."""
+    out: Path = args.out.resolve()
+    setup = row_setup(args)
+    rows_dir = _rows_dir(out, args)
+    if args.report_only:
+        prep = _stored_prepare(out, rows_dir)
+        tools = None
+    else:
+        tools = Tools(find_nnunet_python(args.nnunet_python))
+        prep = _keep_prepare(out, prepare(out, tools, args), rows_dir)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*TOOLS.values(), CEILING)}
     confusion: dict[str, list[list[list[int]]]] = {name: [] for name in rows}
     curves: dict[int, dict[str, dict[str, list[float]]]] = {}
+    folds = []
     for fold in args.folds:
-        records = run_fold(out, tools, fold, args, setup, prep)
+        if tools is None:
+            found = cached_fold(rows_dir, fold, setup)
+            if found is None:
+                print(f"fold {fold}: rows missing in {rows_dir}, left out of the table")
+                continue
+            records = found
+        else:
+            records = run_fold(out, tools, fold, args, setup, prep)
+        folds.append(fold)
         for tool, name in TOOLS.items():
             rows[name].append(records[tool]["scores"])
             confusion[name].append(records[tool]["confusion"])
@@ -423,6 +480,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "nnU-Net": records["nnunet"]["curves"],
             "autojoint": records["autojoint"]["curves"],
         }
+    if not folds:
+        raise SystemExit(f"no fold of {args.folds} has both rows in {rows_dir}")
     aj, nn = rows[TOOLS["autojoint"]], rows[TOOLS["nnunet"]]
     bootstrap = {
         "Dice lesion, autojoint - nnU-Net": paired_bootstrap_ci(
@@ -434,8 +493,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     result = {
         "setup": setup,
-        "folds": list(args.folds),
-        "classes": list(load_raw_dataset(out / "raw").classes),
+        "folds": folds,
+        "classes": list(prep["classes"]),
         "prepare": {"seconds": prep["seconds"], "plans": prep["plans"]},
         "rows": rows,
         "confusion": {k: np.sum(v, axis=0).tolist() for k, v in confusion.items()},
@@ -534,6 +593,12 @@ def main(argv: list[str] | None = None) -> None:
         help="keep the per-(tool, fold) rows in RECORDS instead of OUT/rows (e.g. "
         "benchmarks/results/joint3d: small files to commit, so that finished folds outlive "
         "OUT and a later session runs only the missing folds)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild the table from the cached rows (--records or OUT/rows) "
+        "of those --folds that have both tools' rows; the others are named and left out",
     )
     parser.add_argument(
         "--gpu-memory-gb",

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from autojoint.io.files import read_json
+from autojoint.io.files import read_json, write_json
 from autojoint.training.splits import make_splits
-from benchmarks.peers.joint3d import plans_name, render
+from benchmarks.peers.joint3d import CEILING, TOOLS, main, plans_name, render, row_setup
 from benchmarks.peers.joint3d_features import (
     FEATURES,
     case_features,
@@ -193,3 +195,66 @@ def test_plans_name_and_table() -> None:
     assert "DEVIATES" in text and "optimizer adam" in text
     assert "| autojoint | 0.500 | n/a |" in text
     assert "+0.000 (95% interval -0.100 to +0.100)" in text
+
+
+def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) -> None:
+    """Folds 0 and 2 have both tools' rows, fold 1 only autojoint's: the table holds folds
+    0 and 2 with their known means, fold 1 is named and left out, nothing is trained (no
+    nnU-Net, no raw data: only the records directory)."""
+    args = ["--out", str(tmp_path / "out"), "--records", str(tmp_path / "rec")]
+    setup = row_setup(
+        argparse.Namespace(
+            num_cases=60,
+            epochs=16,
+            iterations=25,
+            threads=1,
+            gpu_memory_gb=1.0,
+            autojoint_optimizer=None,
+            autojoint_augmentation=None,
+            peripheral_mm=3.0,
+        )
+    )
+    eye = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    write_json(
+        {
+            "setup": {"num_cases": 60, "gpu_memory_gb": 1.0},
+            "plans": {
+                "nnunet": {"patch": [48, 80, 80], "batch": 2},
+                "autojoint": {"patch": [24, 48, 80], "batch": 2},
+            },
+            "seconds": {"nnunet": 1.0, "autojoint": 1.0},
+            "classes": ["COVID-19", "CAP", "normal"],
+        },
+        tmp_path / "rec" / "prepare.json",
+    )
+    dice = {
+        ("autojoint", 0): 0.6,
+        ("autojoint", 2): 0.8,
+        ("nnunet", 0): 0.5,
+        ("nnunet", 2): 0.5,
+        ("autojoint", 1): 0.1,
+    }
+    for (tool, fold), value in dice.items():
+        row = {
+            "setup": setup,
+            "scores": {"Dice lesion": value, "accuracy": 1.0},
+            "confusion": eye,
+            "curves": {"train loss": [1.0, 0.5]},
+        }
+        if tool == "nnunet":
+            row["ceiling"] = {"scores": {"Dice lesion": 1.0, "accuracy": 1.0}, "confusion": eye}
+        write_json(row, tmp_path / "rec" / f"{tool}-fold{fold}.json")
+    main([*args, "--folds", "0", "1", "2", "--report-only"])
+    assert "fold 1: rows missing" in capsys.readouterr().out
+    result = read_json(tmp_path / "out" / "joint3d.json")
+    assert result["folds"] == [0, 2]
+    assert [r["Dice lesion"] for r in result["rows"][TOOLS["autojoint"]]] == [0.6, 0.8]
+    assert len(result["rows"][CEILING]) == 2
+    assert result["confusion"][TOOLS["nnunet"]] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert result["bootstrap"]["Dice lesion, autojoint - nnU-Net"][0] == pytest.approx(0.2)
+    text = (tmp_path / "out" / "joint3d_table.md").read_text(encoding="utf-8")
+    assert "folds [0, 2]" in text and "| 0.700 ± 0.100 |" in text
+    with pytest.raises(SystemExit, match="no fold of \\[1\\]"):
+        main([*args, "--folds", "1", "--report-only"])
+    with pytest.raises(SystemExit, match="prepare.json"):
+        main(["--out", str(tmp_path / "x"), "--records", str(tmp_path / "y"), "--report-only"])
