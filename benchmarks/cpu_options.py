@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(net_rows, case_rows))
     if args.out is not None:
         tmp_out = args.out.with_suffix(".tmp")
-        tmp_out.write_text(json.dumps({"network": net_rows, "case": case_rows}, indent=2))
+        tmp_out.write_text(
+            json.dumps({"network": net_rows, "case": case_rows}, indent=2), encoding="utf-8"
+        )
         tmp_out.replace(args.out)
     return 0
 

@@ -41,7 +41,7 @@ def predict_and_score(demo: Path, out: Path, flags: list[str]) -> dict[str, floa
         args += ["--diagnoses", str(raw / "diagnosesTs.csv")]
     if cli_evaluate.main(args) != 0:
         raise SystemExit(f"autojoint_evaluate on {pred} failed")
-    result = json.loads(summary.read_text())
+    result = json.loads(summary.read_text(encoding="utf-8"))
     row = {"seconds": seconds}
     for label, scores in result["mean"].items():
         row[f"Dice {label}"] = scores["dice"]
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, row in rows.items():
         print(f"| {name} | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in keys) + " |")
     print(f"\nspeed-up: {rows['default']['seconds'] / rows['--fast']['seconds']:.2f}x")
-    (out / "fast_mode.json").write_text(json.dumps(rows, indent=1))
+    (out / "fast_mode.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

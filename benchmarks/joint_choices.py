@@ -105,7 +105,8 @@ def analyse(work: Path, raw: Path, fold_dir: Path) -> dict:
     ensemble = load_ensemble(work, [fold_dir.name.removeprefix("fold_")], torch.device("cpu"))
     plan, net = ensemble.plan, ensemble.nets[0].eval()
     diagnoses = dict(
-        line.split(",") for line in (raw / "diagnosesTs.csv").read_text().splitlines()[1:]
+        line.split(",")
+        for line in (raw / "diagnosesTs.csv").read_text(encoding="utf-8").splitlines()[1:]
     )
     classes = list(plan.classes)
     k = plan.num_labels
@@ -160,7 +161,7 @@ def analyse(work: Path, raw: Path, fold_dir: Path) -> dict:
     keys = [key for key in rows[0] if key not in ("case", "diagnosis", "p_view", "p_full")]
     for key in keys:
         out[key] = float(np.nanmean([r[key] for r in rows]))
-    log = json.loads((fold_dir / "training_log.json").read_text())["epochs"][-1]
+    log = json.loads((fold_dir / "training_log.json").read_text(encoding="utf-8"))["epochs"][-1]
     out.update({f"final_{k}": v for k, v in log.items() if k.startswith("loss_")})
     return out
 
@@ -211,7 +212,7 @@ def evidence_scores(work: Path, raw: Path, fold_dir: Path) -> dict:
 
 def _write_row(path: Path, row: dict) -> None:
     tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(row, indent=1))
+    tmp.write_text(json.dumps(row, indent=1), encoding="utf-8")
     tmp.replace(path)
 
 
@@ -247,7 +248,7 @@ def run_one(out: Path, variant: str, seed: int, epochs: int, iterations: int) ->
 def add_missing_evidence(out: Path) -> None:
     """Cached rows from before the evidence columns get them from their checkpoint."""
     for path in sorted((out / "runs").glob("*/result.json")):
-        row = json.loads(path.read_text())
+        row = json.loads(path.read_text(encoding="utf-8"))
         if "cam_pointing" not in row:
             work = path.parent / "work"
             row.update(evidence_scores(work, out / "raw", work / "fold_all"))
@@ -275,7 +276,7 @@ COLUMNS = (
 def table(out: Path) -> str:
     rows: dict[str, list[dict]] = {}
     for path in sorted((out / "runs").glob("*/result.json")):
-        r = json.loads(path.read_text())
+        r = json.loads(path.read_text(encoding="utf-8"))
         rows.setdefault(r["variant"], []).append(r)
     lines = [
         "| variant | seeds | " + " | ".join(c for _, c in COLUMNS) + " |",
@@ -336,7 +337,7 @@ def main() -> None:
         list(pool.map(launch, jobs))
     add_missing_evidence(args.out)
     text = table(args.out)
-    (args.out / "joint_choices.md").write_text(text + "\n")
+    (args.out / "joint_choices.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 
 

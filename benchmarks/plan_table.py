@@ -104,11 +104,11 @@ def _real_ct_raw(shared: Path, tmp: Path) -> Path | None:
     raw = tmp / "covid_ct_md"
     (raw / "imagesTr").mkdir(parents=True)
     rows = []
-    with open(src / "cases.csv", newline="") as fh:
+    with open(src / "cases.csv", encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh):
             (raw / "imagesTr" / f"{row['case_id']}_0000.nii.gz").symlink_to(src / row["file"])
             rows.append((row["case_id"], row["diagnosis"]))
-    with open(raw / "diagnosesTr.csv", "w", newline="") as fh:
+    with open(raw / "diagnosesTr.csv", "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([("case", "diagnosis"), *rows])
     meta = {
         "channel_names": {"0": "CT"},
@@ -117,7 +117,7 @@ def _real_ct_raw(shared: Path, tmp: Path) -> Path | None:
         "file_ending": ".nii.gz",
         "classes": sorted({d for _, d in rows}),
     }
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return raw
 
 
@@ -144,7 +144,7 @@ def _real_2d_raw(shared: Path, tmp: Path, num: int = 20) -> Path | None:
         "numTraining": len(names),
         "file_ending": ".nii.gz",
     }
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return raw
 
 

@@ -37,7 +37,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def rss_mb() -> float:
     """Current resident set size of this process in MB (Linux /proc)."""
-    with open("/proc/self/statm") as fh:
+    with open("/proc/self/statm", encoding="utf-8") as fh:
         return int(fh.read().split()[1]) * PAGE / 1e6
 
 

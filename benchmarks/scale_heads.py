@@ -42,7 +42,7 @@ def head_dice(
     ens = load_ensemble(work, [fold], torch.device("cpu"), "2d", checkpoint, variant)
     net = ens.nets[0]
     stride = [math.prod(s[a] for s in ens.plan.topology.strides) for a in (1, 2)]
-    splits = json.loads((work / SPLITS_FILE).read_text())
+    splits = json.loads((work / SPLITS_FILE).read_text(encoding="utf-8"))
     cases = splits[int(fold)][split]
     sums: dict[tuple[str, str], list[int]] = {}
     with torch.no_grad():

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, rows in result.items():
         print(f"\n## {name}\n\n{markdown(rows)}")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -92,11 +92,11 @@ def make_raw_dataset(
     }
     if with_diagnoses:
         meta["classes"] = CLASSES
-        with open(root / "diagnosesTr.csv", "w", newline="") as fh:
+        with open(root / "diagnosesTr.csv", "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["case", "diagnosis"])
             w.writerows(rows)
-    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return root
 
 
@@ -143,9 +143,9 @@ def make_raw_dataset_2d(
         "file_ending": ".nii.gz",
         "classes": CLASSES,
     }
-    with open(root / "diagnosesTr.csv", "w", newline="") as fh:
+    with open(root / "diagnosesTr.csv", "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["case", "diagnosis"])
         w.writerows(rows)
-    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return root

@@ -56,7 +56,7 @@ def test_predict_equals_the_command(tiny: dict[str, Path]) -> None:
     evidence = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case_001_evidence.nii.gz")))
     assert result.evidence is not None and result.evidence_image is not None
     np.testing.assert_allclose(result.evidence, evidence, atol=1e-6)
-    record = json.loads((out / "case_001.json").read_text())
+    record = json.loads((out / "case_001.json").read_text(encoding="utf-8"))
     assert result.diagnosis == record["diagnosis"]
     assert result.class_probabilities == pytest.approx(record["probabilities"], abs=1e-7)
     assert predictor.classes == tuple(record["probabilities"])

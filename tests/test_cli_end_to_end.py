@@ -37,8 +37,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.slow
 def test_plan_writes_versioned_files(trained: dict[str, Path]) -> None:
     work = trained["work"]
-    plan = json.loads((work / "plans.json").read_text())
-    fp = json.loads((work / "fingerprint.json").read_text())
+    plan = json.loads((work / "plans.json").read_text(encoding="utf-8"))
+    fp = json.loads((work / "fingerprint.json").read_text(encoding="utf-8"))
     assert plan["schema_version"] == 1 and fp["schema_version"] == 1
     assert plan["classes"] == CLASSES
     assert len(list((work / "preprocessed").glob("*.json"))) == 6
@@ -52,7 +52,7 @@ def test_explain_prints_every_number_with_its_reason(
 ) -> None:
     assert cli_plan.main(["-w", str(trained["work"]), "--explain"]) == 0
     out = capsys.readouterr().out
-    plan = json.loads((trained["work"] / "plans.json").read_text())
+    plan = json.loads((trained["work"] / "plans.json").read_text(encoding="utf-8"))
     patch = " x ".join(str(v) for v in plan["patch_size"])
     assert "patch size" in out and patch in out
     assert out.count("why:") >= 8
@@ -64,12 +64,12 @@ def test_train_writes_checkpoints_and_log(trained: dict[str, Path]) -> None:
     fold = trained["work"] / "fold_0"
     assert (fold / "checkpoint_final.pt").is_file()
     assert (fold / "checkpoint_latest.pt").is_file()
-    log = json.loads((fold / "training_log.json").read_text())
+    log = json.loads((fold / "training_log.json").read_text(encoding="utf-8"))
     assert len(log["epochs"]) == 1
     assert set(log["train_cases"]).isdisjoint(log["val_cases"])
     assert np.isfinite(log["epochs"][0]["loss_total"])
     # Full-case validation of the held-out fold, in preprocessed space.
-    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    summary = json.loads((fold / "validation" / "summary.json").read_text(encoding="utf-8"))
     assert summary["num_cases"] == len(log["val_cases"]) > 0
     assert {e["case"] for e in summary["per_case"]} == set(log["val_cases"])
     assert set(summary["mean"]) == {"ground_glass", "consolidation", "lesion"}
@@ -95,7 +95,7 @@ def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
         np.testing.assert_allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-6)
         np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-6)
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
-    with open(out / "diagnoses.csv", newline="") as fh:
+    with open(out / "diagnoses.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     columns = ["case", "diagnosis"] + [f"p_{c}" for c in CLASSES]
     assert list(rows[0])[: len(columns)] == columns  # later columns: volumes (docs/prediction.md)
@@ -120,7 +120,7 @@ def test_predict_and_evaluate(trained: dict[str, Path]) -> None:
         )
         == 0
     )
-    summary = json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
     assert summary["num_cases"] == 6
     assert 0.0 <= summary["classification"]["accuracy"] <= 1.0
     assert "lesion" in summary["mean"]
@@ -176,7 +176,7 @@ def test_lowres_configuration_end_to_end(tmp_path: Path) -> None:
     raw = make_raw_dataset(tmp_path / "raw", num_cases=5, shape=(16, 64, 64))
     work = tmp_path / "work"
     assert cli_plan.main(["-d", str(raw), "-w", str(work), "--gpu-memory-gb", "0.002"]) == 0
-    plan = json.loads((work / "plans.json").read_text())
+    plan = json.loads((work / "plans.json").read_text(encoding="utf-8"))
     assert plan["lowres"] is not None
     low, full = plan["lowres"], plan
     assert all(a >= b for a, b in zip(low["target_spacing"], full["target_spacing"], strict=True))
@@ -228,7 +228,7 @@ def test_all_switches_train_and_predict(trained: dict[str, Path]) -> None:
     out = root / "pred_switches"
     predict = ["-i", str(raw / "imagesTr"), "-o", str(out), "--no-tta"]
     assert cli_predict.main([*predict, "-w", str(work), "-f", "1", "--variant", name]) == 0
-    with open(out / "diagnoses.csv", newline="") as fh:
+    with open(out / "diagnoses.csv", encoding="utf-8", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 6
     # Folds trained with different switches, put side by side by hand, are not ensembled
     # silently.

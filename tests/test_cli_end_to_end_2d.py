@@ -34,7 +34,7 @@ def trained_2d(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.slow
 def test_plan_of_2d_slices_is_2d(trained_2d: dict[str, Path]) -> None:
     work = trained_2d["work"]
-    fp = json.loads((work / "fingerprint.json").read_text())
+    fp = json.loads((work / "fingerprint.json").read_text(encoding="utf-8"))
     assert fp["is_2d"] and all(c["is_2d"] and c["shape"][0] == 1 for c in fp["cases"])
     plan = Plan.load(work / "plans.json")
     assert plan.configuration == "2d" and plan.patch_size[0] == 1
@@ -72,7 +72,7 @@ def test_predict_writes_2d_masks_on_the_input_grid(trained_2d: dict[str, Path]) 
             np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection())
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
         assert set(np.unique(mask)) <= {0, 1, 2}
-    rows = (out / "diagnoses.csv").read_text().splitlines()
+    rows = (out / "diagnoses.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 7 and all(r.split(",")[1] in CLASSES for r in rows[1:])
     # The evaluator reads the 2D masks against the 2D references.
     assert (

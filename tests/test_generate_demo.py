@@ -82,14 +82,14 @@ def _read(path: Path) -> tuple[np.ndarray, sitk.Image]:
 def test_dataset_layout_geometry_and_atomic_write(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     generate_dataset(out, num_train=4, num_test=2, seed=3, fov_mm=FOV, z_extent_mm=ZEXT)
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "CT"}
     assert meta["labels"] == {"background": 0, "ground_glass": 1, "consolidation": 2}
     assert meta["numTraining"] == 4 and meta["file_ending"] == ".nii.gz"
     assert meta["classes"] == ["COVID-19", "CAP", "normal"] and meta["description"]
     seen: set[str] = set()
     for split, n in (("Tr", 4), ("Ts", 2)):
-        with open(out / f"diagnoses{split}.csv", newline="") as fh:
+        with open(out / f"diagnoses{split}.csv", encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh))
         assert len(rows) == n and all(r["diagnosis"] in DIAGNOSES for r in rows)
         assert not seen & {r["case"] for r in rows}
@@ -123,7 +123,7 @@ def test_dataset_layout_geometry_and_atomic_write(tmp_path: Path) -> None:
         "demo_001.nii.gz",
     ]
     assert not list((out / "imagesTs").iterdir()) and not (out / "diagnosesTs.csv").exists()
-    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["numTraining"] == 2
 
 
 def test_geometry_varies_and_is_valid(cohort: dict[str, list[DemoCase]]) -> None:
@@ -245,7 +245,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         == 0
     )
     assert len(list((out / "imagesTr").glob("*.nii.gz"))) == 2
-    assert (out / "diagnosesTs.csv").read_text().count("\n") == 2
+    assert (out / "diagnosesTs.csv").read_text(encoding="utf-8").count("\n") == 2
     with pytest.raises(SystemExit) as err:
         main(["-o", str(out), "--num-train", "0"])
     assert err.value.code == 2 and "num_train" in capsys.readouterr().err

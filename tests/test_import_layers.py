@@ -90,9 +90,11 @@ def test_the_check_finds_an_upward_import(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "planning").mkdir()
     (tmp_path / "training").mkdir()
     (tmp_path / "planning" / "bad.py").write_text(
-        "def f():\n    from autojoint.training.trainer import train_fold\n"
+        "def f():\n    from autojoint.training.trainer import train_fold\n", encoding="utf-8"
     )
-    (tmp_path / "training" / "ok.py").write_text("import autojoint.planning.bad\n")
+    (tmp_path / "training" / "ok.py").write_text(
+        "import autojoint.planning.bad\n", encoding="utf-8"
+    )
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", tmp_path)
     problems = upward_imports()
     assert len(problems) == 1

@@ -30,7 +30,7 @@ def test_msd_net_preset_trains_and_predicts_on_real_slices(tmp_path: Path) -> No
     assert main_slices(["-i", str(src), "-o", str(converted)]) == 0
     # A small subset keeps the test fast: the first training slices, two test slices.
     raw = tmp_path / "raw"
-    meta = json.loads((converted / "dataset.json").read_text())
+    meta = json.loads((converted / "dataset.json").read_text(encoding="utf-8"))
     images = sorted((converted / "imagesTr").glob("*_0000.nii.gz"))[:NUM_TRAIN]
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (raw / sub).mkdir(parents=True)
@@ -42,12 +42,12 @@ def test_msd_net_preset_trains_and_predicts_on_real_slices(tmp_path: Path) -> No
     for img in tests:
         shutil.copy(img, raw / "imagesTs" / img.name)
     meta["numTraining"] = NUM_TRAIN
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     assert set(meta["labels"].values()) == {0, 1, 2}
 
     work = tmp_path / "work"
     assert cli_plan.main(["-d", str(raw), "-w", str(work), "--gpu-memory-gb", "0.15"]) == 0
-    plan = json.loads((work / "plans.json").read_text())
+    plan = json.loads((work / "plans.json").read_text(encoding="utf-8"))
     assert plan["configuration"] == "2d" and plan["patch_size"][0] == 1
     weights = plan["loss"]["voxel_class_weights"]
     assert len(weights) == 3 and weights[0] < min(weights[1:])  # background is most frequent

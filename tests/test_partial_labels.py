@@ -33,9 +33,9 @@ def make_partial(root: Path) -> Path:
     for case in DIAGNOSIS_ONLY:
         (raw / "labelsTr" / f"{case}.nii.gz").unlink()
     path = raw / "diagnosesTr.csv"
-    with open(path, newline="") as fh:
+    with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([r if r[0] not in MASK_ONLY else [r[0], ""] for r in rows])
     return raw
 
@@ -50,10 +50,10 @@ def partial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_fingerprint_and_plan_report_the_counts(partial: dict[str, Path]) -> None:
-    fp = json.loads((partial["work"] / "fingerprint.json").read_text())
+    fp = json.loads((partial["work"] / "fingerprint.json").read_text(encoding="utf-8"))
     assert fp["num_cases_without_label"] == 2
     assert fp["num_cases_without_diagnosis"] == 2
-    plan = json.loads((partial["work"] / "plans.json").read_text())
+    plan = json.loads((partial["work"] / "plans.json").read_text(encoding="utf-8"))
     assert plan["case_counts"] == {
         "num_cases": 6,
         "num_with_label": 4,
@@ -63,7 +63,7 @@ def test_fingerprint_and_plan_report_the_counts(partial: dict[str, Path]) -> Non
 
 
 def test_loader_flags_the_missing_task_per_case(partial: dict[str, Path]) -> None:
-    plan = json.loads((partial["work"] / "plans.json").read_text())
+    plan = json.loads((partial["work"] / "plans.json").read_text(encoding="utf-8"))
     ids = [f"case_{i:03d}" for i in range(6)]
     loader = JointDataLoader(
         preprocessed_dir(partial["work"], "fullres"),
@@ -87,9 +87,11 @@ def test_partial_dataset_trains_predicts_and_evaluates(partial: dict[str, Path])
     work, raw, root = partial["work"], partial["raw"], partial["root"]
     args = ["0", "-w", str(work), "--epochs", "1", "--iterations-per-epoch", "2"]
     assert cli_train.main(args) == 0
-    log = json.loads((work / "fold_0" / "training_log.json").read_text())
+    log = json.loads((work / "fold_0" / "training_log.json").read_text(encoding="utf-8"))
     assert np.isfinite(log["epochs"][0]["loss_total"])
-    summary = json.loads((work / "fold_0" / "validation" / "summary.json").read_text())
+    summary = json.loads(
+        (work / "fold_0" / "validation" / "summary.json").read_text(encoding="utf-8")
+    )
     for entry in summary["per_case"]:  # each task scored only where its reference exists
         assert ("segmentation" in entry) == (entry["case"] not in DIAGNOSIS_ONLY)
         assert ("diagnosis_ref" in entry) == (entry["case"] not in MASK_ONLY)
@@ -98,7 +100,7 @@ def test_partial_dataset_trains_predicts_and_evaluates(partial: dict[str, Path])
     summary_path = root / "summary.json"
     evaluate = ["-p", str(out), "-r", str(raw / "labelsTr"), "-o", str(summary_path)]
     assert cli_evaluate.main([*evaluate, "--diagnoses", str(raw / "diagnosesTr.csv")]) == 0
-    result = json.loads(summary_path.read_text())
+    result = json.loads(summary_path.read_text(encoding="utf-8"))
     assert result["num_cases"] == 4  # the masked cases
     assert {e["case"] for e in result["per_case"]} == {f"case_{i:03d}" for i in range(6)} - set(
         DIAGNOSIS_ONLY

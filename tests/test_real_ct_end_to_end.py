@@ -48,13 +48,13 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_fingerprint_holds_real_hu_and_plan_reports_counts(pipeline: dict[str, Path]) -> None:
-    fp = json.loads((pipeline["work"] / "fingerprint.json").read_text())
+    fp = json.loads((pipeline["work"] / "fingerprint.json").read_text(encoding="utf-8"))
     stats = fp["intensity"][0]
     assert stats["percentile_00_5"] < -800 < stats["median"] < 300 < stats["percentile_99_5"]
     assert -600 < stats["mean"] < 200  # lungs and soft tissue mixed
     assert fp["diagnosis_counts"] == {"COVID-19": 1, "CAP": 1, "Normal": 1}
     assert fp["num_cases_without_label"] == 3
-    plan = json.loads((pipeline["work"] / "plans.json").read_text())
+    plan = json.loads((pipeline["work"] / "plans.json").read_text(encoding="utf-8"))
     assert plan["lung_mask"] == "crop" and plan["lowres"] is not None
     assert plan["case_counts"] == {
         "num_cases": 3,
@@ -65,10 +65,12 @@ def test_fingerprint_holds_real_hu_and_plan_reports_counts(pipeline: dict[str, P
 
 
 def test_lung_crop_is_inside_the_body_crop(pipeline: dict[str, Path]) -> None:
-    fp = json.loads((pipeline["work"] / "fingerprint.json").read_text())
+    fp = json.loads((pipeline["work"] / "fingerprint.json").read_text(encoding="utf-8"))
     body = {c["case_id"]: c["shape_after_crop"] for c in fp["cases"]}
     for case in CASES:
-        props = json.loads((pipeline["work"] / "preprocessed" / f"{case}.json").read_text())
+        props = json.loads(
+            (pipeline["work"] / "preprocessed" / f"{case}.json").read_text(encoding="utf-8")
+        )
         lung = [b - a for a, b in props["bbox"]]
         assert all(lo <= bo for lo, bo in zip(lung, body[case], strict=True))
         assert np.prod(lung) < 0.8 * np.prod(body[case])  # lungs + 10 mm < body
@@ -84,7 +86,7 @@ def test_predictions_sit_on_the_input_grid(pipeline: dict[str, Path]) -> None:
         np.testing.assert_allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-4)
         np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-6)
         assert set(np.unique(sitk.GetArrayFromImage(pred)).tolist()) <= {0, 1}
-    with open(pipeline["out"] / "diagnoses.csv", newline="") as fh:
+    with open(pipeline["out"] / "diagnoses.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["case"] for r in rows) == sorted(CASES)
     for r in rows:

@@ -29,7 +29,7 @@ def _fields(cls: type) -> set[str]:
 
 
 def test_fingerprint_schema_matches_dataclass() -> None:
-    schema = json.loads((PLANS / "fingerprint.schema.json").read_text())
+    schema = json.loads((PLANS / "fingerprint.schema.json").read_text(encoding="utf-8"))
     assert set(schema["required"]) == _fields(Fingerprint)
     assert set(schema["properties"]["cases"]["items"]["required"]) == _fields(CaseFingerprint)
     assert set(schema["properties"]["intensity"]["items"]["required"]) == _fields(IntensityStats)
@@ -40,7 +40,7 @@ def test_fingerprint_schema_matches_dataclass() -> None:
 
 
 def test_plan_schema_matches_dataclass() -> None:
-    schema = json.loads((PLANS / "plans.schema.json").read_text())
+    schema = json.loads((PLANS / "plans.schema.json").read_text(encoding="utf-8"))
     assert set(schema["required"]) == _fields(Plan)
 
 
@@ -53,7 +53,7 @@ def test_reference_plan_loads() -> None:
 def test_plan_option_schemas_match_dataclasses() -> None:
     from autojoint.planning.schema import LossOptions, NetworkOptions
 
-    schema = json.loads((PLANS / "plans.schema.json").read_text())
+    schema = json.loads((PLANS / "plans.schema.json").read_text(encoding="utf-8"))
     assert set(schema["properties"]["network"]["required"]) == _fields(NetworkOptions)
     assert set(schema["properties"]["loss"]["required"]) == _fields(LossOptions)
 
@@ -141,7 +141,7 @@ def schema_mismatches(
 
 
 def test_plan_schema_states_the_dataclass_fields_types_and_bounds() -> None:
-    schema = json.loads((PLANS / "plans.schema.json").read_text())
+    schema = json.loads((PLANS / "plans.schema.json").read_text(encoding="utf-8"))
     assert schema_mismatches(Plan, schema, schema) == []
 
 

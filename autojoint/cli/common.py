@@ -113,7 +113,7 @@ def resolve_configuration(work_dir: Path | None, name: str | None) -> str:
     if work_dir is None:
         return "fullres"
     try:
-        plan = json.loads((Path(work_dir) / PLANS_FILE).read_text())
+        plan = json.loads((Path(work_dir) / PLANS_FILE).read_text(encoding="utf-8"))
         found = plan.get("configuration", "fullres") if isinstance(plan, dict) else "fullres"
     except (OSError, ValueError):
         return "fullres"

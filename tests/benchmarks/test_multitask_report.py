@@ -107,7 +107,7 @@ def _write_runs(out: Path, skip: tuple[str, str, int] | None = None) -> None:
                     continue
                 path = out / "runs" / run_name(v, f, s) / RESULT_FILE
                 path.parent.mkdir(parents=True)
-                path.write_text(json.dumps(_record(v, f, s), allow_nan=True))
+                path.write_text(json.dumps(_record(v, f, s), allow_nan=True), encoding="utf-8")
 
 
 def _setups() -> dict[str, dict]:
@@ -128,7 +128,7 @@ def test_report_from_cached_runs_has_the_known_paired_differences(tmp_path: Path
     assert "CAM contrast (eq. 10 target)" in text
     header = next(line for line in text.splitlines() if line.startswith("| variant | runs |"))
     assert header.count("|") == len(METRICS) + 3  # no label breaks the table
-    report = json.loads((tmp_path / "multitask_gain.json").read_text())
+    report = json.loads((tmp_path / "multitask_gain.json").read_text(encoding="utf-8"))
     seg = report["differences"]["segmentation only"]
     assert seg["dice"]["mean"] == pytest.approx(-0.05)
     assert seg["precision"]["low"] == seg["precision"]["high"] == pytest.approx(0.0)
@@ -150,7 +150,7 @@ def test_missing_runs_are_listed_and_another_setup_is_refused(tmp_path: Path) ->
     with pytest.raises(SetupMismatchError, match="delete that run folder"):
         read_records(tmp_path, VARIANTS, FOLDS, SEEDS, other)
     old = tmp_path / "runs" / run_name("joint (default)", "0", 0) / RESULT_FILE
-    old.write_text(json.dumps({"variant": "joint (default)", "row": [0.5]}))
+    old.write_text(json.dumps({"variant": "joint (default)", "row": [0.5]}), encoding="utf-8")
     with pytest.raises(SetupMismatchError, match="version None"):
         read_records(tmp_path, VARIANTS, FOLDS, SEEDS, _setups())
 
@@ -160,11 +160,13 @@ def test_records_in_the_store_are_read_first_and_fill_missing_runs(tmp_path: Pat
     _write_runs(out, skip=("classification only", "2", 1))
     store.mkdir()
     kept = _record("classification only", "2", 1)
-    (store / f"{run_name('classification only', '2', 1)}.json").write_text(json.dumps(kept))
+    (store / f"{run_name('classification only', '2', 1)}.json").write_text(
+        json.dumps(kept), encoding="utf-8"
+    )
     # a store record shadows the run folder's: the store's value is the one read
     shadow = _record(REFERENCE, "0", 0)
     shadow["metrics"]["dice"] = 0.123
-    (store / f"{run_name(REFERENCE, '0', 0)}.json").write_text(json.dumps(shadow))
+    (store / f"{run_name(REFERENCE, '0', 0)}.json").write_text(json.dumps(shadow), encoding="utf-8")
     records, missing = read_records(out, VARIANTS, FOLDS, SEEDS, _setups(), store)
     assert missing == [] and len(records) == 18
     first = next(r for r in records if (r["variant"], r["fold"], r["seed"]) == (REFERENCE, "0", 0))

@@ -116,7 +116,9 @@ def test_to_nnunet_raw_links_labelled_cases_and_keeps_nnunet_keys(tmp_path) -> N
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 3
     assert "classes" not in meta
-    assert meta["labels"] == json.loads((raw / "dataset.json").read_text())["labels"]
+    assert (
+        meta["labels"] == json.loads((raw / "dataset.json").read_text(encoding="utf-8"))["labels"]
+    )
     # Rerunning after a case disappears removes its stale links.
     os.remove(raw / "labelsTr" / "case_003.nii.gz")
     to_nnunet_raw(raw, folders.raw, 12, "Demo")

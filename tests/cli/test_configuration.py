@@ -16,7 +16,7 @@ from autojoint.cli.common import resolve_configuration
 def test_default_is_the_plans_top_level_configuration(
     tmp_path: Path, in_plan: str, expected: str
 ) -> None:
-    (tmp_path / "plans.json").write_text(json.dumps({"configuration": in_plan}))
+    (tmp_path / "plans.json").write_text(json.dumps({"configuration": in_plan}), encoding="utf-8")
     assert resolve_configuration(tmp_path, None) == expected
     assert resolve_configuration(tmp_path, "lowres") == "lowres"  # a given name wins
 
@@ -24,7 +24,7 @@ def test_default_is_the_plans_top_level_configuration(
 @pytest.mark.parametrize("content", [None, "{not json", '["a list"]', '{"configuration": "3d"}'])
 def test_without_a_readable_plan_the_default_is_fullres(tmp_path: Path, content) -> None:
     if content is not None:
-        (tmp_path / "plans.json").write_text(content)
+        (tmp_path / "plans.json").write_text(content, encoding="utf-8")
     assert resolve_configuration(tmp_path, None) == "fullres"
     assert resolve_configuration(None, None) == "fullres"
 

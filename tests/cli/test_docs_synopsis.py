@@ -55,7 +55,7 @@ def _synopses(text: str) -> dict[str, list[str]]:
     return found
 
 
-SYNOPSES = _synopses(CLI_MD.read_text())
+SYNOPSES = _synopses(CLI_MD.read_text(encoding="utf-8"))
 # Optional to argparse, but required by the command's own check after parsing (autojoint_plan
 # needs -d unless --explain reads an existing plan, and -w unless --verify).
 REQUIRED_AFTER_PARSING = {("autojoint_plan", "-d"), ("autojoint_plan", "-w")}
@@ -96,7 +96,7 @@ def test_synopsis_lists_the_parsers_flags_and_choices(
 
 
 def test_prediction_md_synopsis_matches_cli_md() -> None:
-    text = (ROOT / "docs" / "prediction.md").read_text()
+    text = (ROOT / "docs" / "prediction.md").read_text(encoding="utf-8")
     block = re.search(r"^    autojoint_predict(.*?)\n\n", text, flags=re.MULTILINE | re.DOTALL)
     assert block is not None
     assert set(FLAG.findall(block.group(1))) == set(FLAG.findall(SYNOPSES["autojoint_predict"][0]))

@@ -35,7 +35,7 @@ def make_3dlsc(root: Path) -> dict[str, np.ndarray]:
                 mask = (rng.random(SHAPE) < 0.2).astype(np.uint8) * 255  # 0/255 masks occur
                 write_volume(mask, root / folder / "masks" / f"{name}_mask.nii")
                 masks[f"{folder}/{name}"] = mask > 0
-    (root / "README.txt").write_text("not a class folder")
+    (root / "README.txt").write_text("not a class folder", encoding="utf-8")
     (root / "docs").mkdir()
     return masks
 

@@ -30,7 +30,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (root / "COVID-19 Cases" / "P002").symlink_to(ctmd / "dicom_P002_subset")
     # ... plus a case table for an already-converted NIfTI case and its slice flags.
     (root / "P001.nii.gz").symlink_to(ctmd / "nifti_ds2" / "P001.nii.gz")
-    (root / "cases.csv").write_text("case_id,diagnosis,file\nP001,covid-19,P001.nii.gz\n")
+    (root / "cases.csv").write_text(
+        "case_id,diagnosis,file\nP001,covid-19,P001.nii.gz\n", encoding="utf-8"
+    )
     (root / "slice_labels.csv").symlink_to(ctmd / "slice_labels.csv")
     out = root.parent / "out"
     assert main(["-i", str(root), "-o", str(out)]) == 0
@@ -71,7 +73,7 @@ def test_nifti_case_and_slice_flags_are_kept(converted: dict) -> None:
         r for r in read_csv_rows(converted["src"] / "slice_labels.csv") if r["case_id"] == "P001"
     ]
     assert rows == src_rows and len(rows) == img.GetSize()[2] == 148
-    with open(converted["src"] / "cases.csv", newline="") as fh:
+    with open(converted["src"] / "cases.csv", encoding="utf-8", newline="") as fh:
         expected = next(
             int(r["n_infected_slices"]) for r in csv.DictReader(fh) if r["case_id"] == "P001"
         )
@@ -105,7 +107,9 @@ def test_no_dicom_identifier_is_written(converted: dict) -> None:
 def test_bad_inputs_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["-i", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
     assert "COVID-19 Cases" in capsys.readouterr().err
-    (tmp_path / "cases.csv").write_text("case_id,diagnosis,file\nX1,flu,x.nii.gz\n")
+    (tmp_path / "cases.csv").write_text(
+        "case_id,diagnosis,file\nX1,flu,x.nii.gz\n", encoding="utf-8"
+    )
     (tmp_path / "x.nii.gz").write_bytes(b"")
     assert main(["-i", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
     assert "unknown diagnosis 'flu'" in capsys.readouterr().err

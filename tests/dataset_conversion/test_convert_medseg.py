@@ -81,7 +81,7 @@ def test_medseg_multiclass_remap_and_suffix_pairing(tmp_path: Path) -> None:
         remap={3: 0},
         prefix="medseg_",
     )
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "ground_glass": 1, "consolidation": 2}
     expected = np.where(mask == 3, 0, mask)
     np.testing.assert_array_equal(read(out / "labelsTr" / "medseg_tr.nii.gz")[0], expected)
@@ -104,7 +104,7 @@ def test_real_medseg_slices_become_2d_images(tmp_path: Path) -> None:
     src = shared_data_or_skip("infnet_semiseg", "Dataset")
     out = tmp_path / "slices"
     assert main_slices(["-i", str(src), "-o", str(out)]) == 0
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == SLICE_LABELS and meta["numTraining"] == 50
     assert meta["channel_names"] == {"0": "CT_8bit"} and "classes" not in meta
     ds = load_raw_dataset(out)

@@ -92,7 +92,8 @@ def test_missing_registry_or_mask_is_named(tmp_path: Path, capsys: pytest.Captur
     write_volume(np.zeros((2, 4, 4), np.int16), tmp_path / "studies" / "CT-2" / "study_0300.nii.gz")
     (tmp_path / "dataset_registry.csv").write_text(
         "study_id,category,study_file,mask_file\n300,CT-2,/studies/CT-2/study_0300.nii.gz,"
-        "/masks/study_0300_mask.nii.gz\n"
+        "/masks/study_0300_mask.nii.gz\n",
+        encoding="utf-8",
     )
     assert main(["-i", str(tmp_path), "-o", str(tmp_path / "out")]) == 1
     assert "study_0300_mask.nii.gz listed but not found" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def make_nnunet(root: Path, *, labels: dict | None = None, ending: str = ".nii.g
                 write_volume(img, root / f"images{split}" / f"{case}_{c:04d}{ending}", **kw)
             seg = rng.integers(0, 3, shape).astype(np.uint8)
             write_volume(seg, root / f"labels{split}" / f"{case}{ending}", **kw)
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 
@@ -113,14 +113,14 @@ def test_unsupported_labels_are_refused(tmp_path: Path, labels: dict, message: s
 def test_csv_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = make_nnunet(tmp_path / "src")
     bad = tmp_path / "d.csv"
-    bad.write_text("case,diagnosis\nlung_999,CAP\nlung_001,COVID-19\n")
+    bad.write_text("case,diagnosis\nlung_999,CAP\nlung_001,COVID-19\n", encoding="utf-8")
     assert main(["-i", str(src), "-o", str(tmp_path / "out"), "--diagnoses", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "d.csv" in err and "lung_999" in err
-    bad.write_text("case,label\nlung_001,CAP\n")
+    bad.write_text("case,label\nlung_001,CAP\n", encoding="utf-8")
     assert main(["-i", str(src), "-o", str(tmp_path / "out"), "--diagnoses", str(bad)]) == 1
     assert "--diagnosis-column" in capsys.readouterr().err
-    bad.write_text("case,diagnosis\nlung_001,CAP\nlung_002,COVID-19\n")
+    bad.write_text("case,diagnosis\nlung_001,CAP\nlung_002,COVID-19\n", encoding="utf-8")
     args = ["-i", str(src), "-o", str(tmp_path / "out"), "--diagnoses", str(bad)]
     assert main([*args, "--classes", "CAP", "normal"]) == 1
     assert "COVID-19" in capsys.readouterr().err

@@ -58,11 +58,14 @@ def write_csvs(root: Path, pred_dir: Path) -> Path:
     """Reference and predicted diagnoses of ``make_dataset``'s cases (one error, case_c);
     returns the reference CSV."""
     ref_csv = root / "ref_diagnoses.csv"
-    ref_csv.write_text("case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,pneumonia\n")
+    ref_csv.write_text(
+        "case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,pneumonia\n", encoding="utf-8"
+    )
     (pred_dir / "diagnoses.csv").write_text(
         "case,diagnosis,p_normal,p_covid,p_pneumonia\n"
         "case_a,covid,0.1,0.8,0.1\n"
         "case_b,normal,0.7,0.2,0.1\n"
-        "case_c,covid,0.2,0.7,0.1\n"
+        "case_c,covid,0.2,0.7,0.1\n",
+        encoding="utf-8",
     )
     return ref_csv

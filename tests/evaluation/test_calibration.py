@@ -79,12 +79,15 @@ def test_bad_inputs_are_refused() -> None:
 def test_evaluate_reports_calibration_before_and_after(tmp_path: Path) -> None:
     pred_dir, ref_dir = make_dataset(tmp_path)
     ref_csv = tmp_path / "ref.csv"
-    ref_csv.write_text("case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,covid\n")
+    ref_csv.write_text(
+        "case,diagnosis\ncase_a,covid\ncase_b,normal\ncase_c,covid\n", encoding="utf-8"
+    )
     (pred_dir / "diagnoses.csv").write_text(
         "case,diagnosis,p_normal,p_covid,volume_ml_lesion,pcal_normal,pcal_covid\n"
         "case_a,covid,0.1,0.9,1.0,0.3,0.7\n"
         "case_b,normal,0.6,0.4,1.0,0.55,0.45\n"
-        "case_c,normal,0.8,0.2,1.0,0.6,0.4\n"
+        "case_c,normal,0.8,0.2,1.0,0.6,0.4\n",
+        encoding="utf-8",
     )
     summary = evaluate_folder(pred_dir, ref_dir, label_values=LABELS, ref_diagnoses_csv=ref_csv)
     cal = summary["calibration"]
@@ -102,4 +105,6 @@ def test_evaluate_reports_calibration_before_and_after(tmp_path: Path) -> None:
     assert RELIABILITY_PNG in names
     png = (tmp_path / "out" / RELIABILITY_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["calibration"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))[
+        "calibration"
+    ]

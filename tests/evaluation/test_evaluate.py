@@ -103,7 +103,7 @@ def test_parallel_equals_serial_and_worker_errors_surface(tmp_path: Path) -> Non
     out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
     write_summary(serial, out_a)
     write_summary(parallel, out_b)
-    assert out_a.read_text() == out_b.read_text()
+    assert out_a.read_text(encoding="utf-8") == out_b.read_text(encoding="utf-8")
     write_mask(np.zeros(SHAPE), pred_dir / "case_b.nii.gz", spacing=(0.7, 0.8, 2.6))
     with pytest.raises(ValueError, match="geometry") as info:
         evaluate_folder(pred_dir, ref_dir, num_workers=2)
@@ -210,7 +210,7 @@ def test_diagnoses_round_trip(tmp_path: Path) -> None:
 def test_diagnoses_errors(tmp_path: Path, ref_text: str, match: str) -> None:
     pred_dir, ref_dir = make_dataset(tmp_path)
     ref_csv = write_csvs(tmp_path, pred_dir)
-    ref_csv.write_text(ref_text)
+    ref_csv.write_text(ref_text, encoding="utf-8")
     with pytest.raises(ValueError, match=match):
         evaluate_folder(pred_dir, ref_dir, ref_diagnoses_csv=ref_csv)
 
@@ -222,7 +222,7 @@ def test_write_summary_is_strict_json_with_null(tmp_path: Path) -> None:
     )
     out = tmp_path / "out" / "summary.json"
     write_summary(s, out)
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert "NaN" not in text and "Infinity" not in text
 
     def _reject(name: str) -> None:

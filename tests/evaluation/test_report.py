@@ -41,7 +41,7 @@ def test_report_with_diagnoses_writes_every_figure(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == sorted([*names, "summary.json"])
     for name in names:
         assert min(_png_size(out.parent / name)[:2]) >= 200
-    loaded = json.loads(out.read_text())
+    loaded = json.loads(out.read_text(encoding="utf-8"))
     assert loaded["figures"] == names
     dx = loaded["diagnosis"]
     assert dx["macro_auc"] == pytest.approx(2.5 / 3)
@@ -89,13 +89,13 @@ def test_cli_flags_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     pred_dir, ref_dir = make_dataset(tmp_path)
     ref_csv = write_csvs(tmp_path, pred_dir)
     dataset_json = tmp_path / "dataset.json"
-    dataset_json.write_text(json.dumps({"labels": {"background": 0, **LABELS}}))
+    dataset_json.write_text(json.dumps({"labels": {"background": 0, **LABELS}}), encoding="utf-8")
     out = tmp_path / "eval" / "summary.json"
     argv = ["-p", str(pred_dir), "-r", str(ref_dir), "--diagnoses", str(ref_csv), "-o", str(out)]
     code = cli_evaluate.main([*argv, "--dataset-json", str(dataset_json), "--tolerance", "2"])
     assert code == 0
     assert "macro-AUC 0.8333" in capsys.readouterr().out
-    summary = json.loads(out.read_text())
+    summary = json.loads(out.read_text(encoding="utf-8"))
     assert summary["tolerance_mm"] == 2.0 and summary["labels"] == LABELS
     assert summary["metric_per_case"][0]["metrics"]["ground_glass"]["nsd"] == 1.0
     assert (out.parent / ROC_PNG).is_file()
@@ -108,7 +108,7 @@ def test_cli_flags_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "tolerance" in capsys.readouterr().err
     assert cli_evaluate.main([*argv, "-j", "0"]) == 1
     assert "--num-workers" in capsys.readouterr().err
-    dataset_json.write_text(json.dumps({"name": "no labels"}))
+    dataset_json.write_text(json.dumps({"name": "no labels"}), encoding="utf-8")
     assert cli_evaluate.main([*argv, "--dataset-json", str(dataset_json)]) == 1
     assert f"{dataset_json}: needs a 'labels' object" in capsys.readouterr().err
 
@@ -129,7 +129,10 @@ def test_cli_surfel_nsd_adds_only_nsd_surfel(tmp_path: Path, capsys: pytest.Capt
     assert "surfel NSD" not in capsys.readouterr().out
     assert cli_evaluate.main([*argv, "-o", str(surfel), "--surfel-nsd"]) == 0
     assert "surfel NSD" in capsys.readouterr().out
-    got, want = json.loads(surfel.read_text()), json.loads(plain.read_text())
+    got, want = (
+        json.loads(surfel.read_text(encoding="utf-8")),
+        json.loads(plain.read_text(encoding="utf-8")),
+    )
     for entry in got["metric_per_case"]:
         assert all("nsd_surfel" in block for block in entry["metrics"].values())
     assert list(got["mean"]) == ["label_1", "label_2", "lesion"]

@@ -76,7 +76,7 @@ def test_validation_reports_surface_metrics_and_auc(
     fold = work / "fold_0"
     path = validation.write_validation(summary, fold)
     assert path == fold / "validation" / "summary.json"
-    loaded = json.loads(path.read_text())
+    loaded = json.loads(path.read_text(encoding="utf-8"))
     assert {e["case"] for e in loaded["per_case"]} == set(case_ids)  # first-release keys
     assert 0.0 <= loaded["classification"]["accuracy"] <= 1.0
     assert "nsd" in loaded["mean"]["lesion"] and "macro_auc" in loaded["diagnosis"]

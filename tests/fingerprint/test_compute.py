@@ -46,7 +46,7 @@ def _write_dataset(
         "numTraining": len(cases),
         "file_ending": ".nii.gz",
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
 
 
@@ -200,7 +200,8 @@ def test_label_named_lesion(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     root = _write_dataset(tmp_path / "raw", {"a": (_body(), (mask > 0).astype(np.uint8))})
     alone = {"background": 0, "lesion": 1}
     (root / "dataset.json").write_text(
-        json.dumps({"channel_names": {"0": "CT"}, "labels": alone, "file_ending": ".nii.gz"})
+        json.dumps({"channel_names": {"0": "CT"}, "labels": alone, "file_ending": ".nii.gz"}),
+        encoding="utf-8",
     )
     fp = compute_fingerprint(load_raw_dataset(root))
     assert list(fp.lesion_stats) == ["lesion"]
@@ -279,7 +280,7 @@ def test_corrupt_image_names_the_file(tmp_path: Path, workers: int) -> None:
 def test_save_load_round_trip_with_nan(known: Fingerprint, tmp_path: Path) -> None:
     path = tmp_path / "fingerprint.json"
     known.save(path)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert "NaN" not in text and "null" in text  # strict JSON
     loaded = Fingerprint.load(path)
     assert nan_equal(loaded, known)
@@ -288,20 +289,20 @@ def test_save_load_round_trip_with_nan(known: Fingerprint, tmp_path: Path) -> No
     assert math.isnan(loaded.cases[2].label_voxel_fraction["ground_glass"])
     assert isinstance(loaded.cases[0].shape, tuple)
     Fingerprint.load(path).save(tmp_path / "again.json")
-    assert (tmp_path / "again.json").read_text() == text
+    assert (tmp_path / "again.json").read_text(encoding="utf-8") == text
 
 
 def test_load_refuses_other_versions_and_missing_keys(known: Fingerprint, tmp_path: Path) -> None:
     path = tmp_path / "fingerprint.json"
     known.save(path)
-    d = json.loads(path.read_text())
+    d = json.loads(path.read_text(encoding="utf-8"))
     d["schema_version"] = 2
-    path.write_text(json.dumps(d))
+    path.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(ValueError, match=r"fingerprint.json: fingerprint schema_version 2 is not"):
         Fingerprint.load(path)
     d["schema_version"] = 1
     del d["lesion_stats"]
-    path.write_text(json.dumps(d))
+    path.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(ValueError, match=r"fingerprint.json: fingerprint lacks key 'lesion_stats'"):
         Fingerprint.load(path)
 

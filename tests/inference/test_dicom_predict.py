@@ -37,7 +37,7 @@ def _predict(work: Path, inputs: Path, out: Path, *extra: str) -> int:
 
 
 def _failures(out: Path) -> dict[str, str]:
-    with open(out / "failures.csv", newline="") as fh:
+    with open(out / "failures.csv", encoding="utf-8", newline="") as fh:
         return {row["case"]: row["reason"] for row in csv.DictReader(fh)}
 
 
@@ -69,7 +69,7 @@ def test_seg_and_nifti_agree_for_a_folder_and_a_zip(
         back = seg.get_pixels_by_source_instance(uids, combine_segments=True)
         np.testing.assert_array_equal(back, mask)
         assert [s.SegmentLabel for s in seg.SegmentSequence] == ["ground_glass", "consolidation"]
-        assert "dicom_series" not in json.loads((out / f"{case}.json").read_text())
+        assert "dicom_series" not in json.loads((out / f"{case}.json").read_text(encoding="utf-8"))
     # --continue asks for both files: a case missing its SEG is predicted again.
     (out / "zip_case_seg.dcm").unlink()
     calls = record_predicted_cases(monkeypatch)
@@ -127,7 +127,7 @@ def test_a_folder_of_several_series_needs_a_choice(work: Path, tmp_path: Path) -
     # The rule: the axial CT series with the most slices, recorded in the case's record.
     assert _predict(work, inputs, out, "--series-uid", "auto") == 0
     assert sitk.ReadImage(str(out / "study.nii.gz")).GetSize()[2] == 12
-    record = json.loads((out / "study.json").read_text())["dicom_series"]
+    record = json.loads((out / "study.json").read_text(encoding="utf-8"))["dicom_series"]
     assert record["series_uid"] == thin and record["num_series_in_folder"] == 2
     assert record["chosen_by"].startswith("--series-uid auto")
     assert not (out / "failures.csv").exists()

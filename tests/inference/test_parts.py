@@ -122,7 +122,7 @@ def test_a_part_without_cases_succeeds_and_says_so(
         assert _part(tiny, out, 9, 10) == 0
     assert "part 9 of 10: no cases to predict (the folder holds 7" in caplog.text
     assert not list(out.glob("*.nii.gz"))
-    assert (out / "diagnoses.csv").read_text().count("\n") == 1  # the header only
+    assert (out / "diagnoses.csv").read_text(encoding="utf-8").count("\n") == 1  # the header only
 
 
 def test_bad_part_arguments_are_refused(
@@ -168,7 +168,7 @@ def test_tables_include_a_record_written_while_they_were_rebuilt(
 
     monkeypatch.setattr(folder_tables, "_put", put_after_part_b)
     rebuild_folder_tables(tmp_path, ["a", "b"], plan, ["0"], is_shared=True)
-    rows = (tmp_path / "diagnoses.csv").read_text().splitlines()
+    rows = (tmp_path / "diagnoses.csv").read_text(encoding="utf-8").splitlines()
     assert [r.split(",")[0] for r in rows] == ["case", "a", "b"]
     assert read_record(tmp_path, "b")["case"] == "b"
     assert not failure_path(tmp_path, "a").exists()

@@ -57,7 +57,7 @@ def _assert_same_grid(pred_path: Path, ref: sitk.Image) -> None:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
+    with open(path, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -74,7 +74,7 @@ def test_outputs_tables_and_grids(tiny: dict[str, Path]) -> None:
         "lung_volume_ml",
         "lung_involvement",
     ]
-    summary = json.loads((out / "diagnoses.json").read_text())
+    summary = json.loads((out / "diagnoses.json").read_text(encoding="utf-8"))
     assert summary["classes"] == CLASSES and summary["folds"] == ["0", "1"]
     assert [c["case"] for c in summary["cases"]] == [r["case"] for r in rows]
     for row, entry in zip(rows, summary["cases"], strict=True):
@@ -242,7 +242,7 @@ def _bad_inputs(tiny: dict[str, Path], folder: Path) -> dict[str, str]:
     sitk.WriteImage(sitk.Image([20, 20], sitk.sitkInt16), str(folder / "flat_0000.nii.gz"))
     write_volume(np.zeros((6, 20, 20), np.int16), folder / "second_channel_0001.nii.gz")
     (folder / "no_dicom").mkdir()
-    (folder / "no_dicom" / "junk.txt").write_text("not DICOM")
+    (folder / "no_dicom" / "junk.txt").write_text("not DICOM", encoding="utf-8")
     return {
         "corrupt": "corrupt",
         "nans": "NaN",
@@ -413,7 +413,7 @@ def test_killed_run_resumes_to_the_same_outputs(tiny: dict[str, Path]) -> None:
                 sitk.GetArrayFromImage(sitk.ReadImage(str(b))),
             )
         else:
-            assert a.read_text() == b.read_text(), name
+            assert a.read_text(encoding="utf-8") == b.read_text(encoding="utf-8"), name
 
 
 def test_verbose_prints_the_timing_breakdown(

@@ -52,7 +52,7 @@ def test_index_lists_every_case_with_its_record(predicted: dict[str, Path]) -> N
     out = predicted["out"]
     index = out / "report" / "index.html"
     text = _text(index)
-    with open(out / "diagnoses.csv", newline="") as fh:
+    with open(out / "diagnoses.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["case"] for r in rows] == ["case_000", "case_001", ODD]
     for row in rows:

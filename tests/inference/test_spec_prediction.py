@@ -62,7 +62,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
+    with path.open(encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -74,12 +74,12 @@ def test_best_predicts_with_calibration(setup: dict[str, Path]) -> None:
     assert spec.temperature > 1.0  # the validation was over-confident
     args = ["-i", str(setup["inputs"]), "-o", str(out), "-w", str(work), "--best", *FAST]
     assert cli_predict.main(args) == 0
-    record = json.loads((out / "case_000.json").read_text())
+    record = json.loads((out / "case_000.json").read_text(encoding="utf-8"))
     classes = list(record["probabilities"])
     expected = apply_temperature(np.array(list(record["probabilities"].values())), spec.temperature)
     got = [record["calibrated_probabilities"][c] for c in classes]
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    header = (out / "diagnoses.csv").read_text().splitlines()[0].split(",")
+    header = (out / "diagnoses.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     p_cols = [f"p_{c}" for c in classes]
     assert header[2 : 2 + len(classes)] == p_cols  # the contract's columns keep their place
     assert header[-len(classes) :] == [f"pcal_{c}" for c in classes]
@@ -92,7 +92,9 @@ def test_plain_predict_reads_the_models_calibration(setup: dict[str, Path]) -> N
     assert cli_best.main(["-w", str(work)]) == 0  # writes WORK/calibration.json
     args = ["-i", str(setup["inputs"]), "-o", str(out), "-w", str(work), *FAST]
     assert cli_predict.main(args) == 0
-    assert "calibrated_probabilities" in json.loads((out / "case_000.json").read_text())
+    assert "calibrated_probabilities" in json.loads(
+        (out / "case_000.json").read_text(encoding="utf-8")
+    )
 
 
 def test_ensemble_spec_and_autojoint_ensemble(setup: dict[str, Path]) -> None:
@@ -108,8 +110,8 @@ def test_ensemble_spec_and_autojoint_ensemble(setup: dict[str, Path]) -> None:
     args = ["-i", str(setup["inputs"]), "-o", str(out), "-w", str(work), "--spec", str(spec_path)]
     assert cli_predict.main([*args, *FAST]) == 0
     member_dirs = [out / "members" / "default__fullres", out / "members" / "other__fullres"]
-    records = [json.loads((d / "case_000.json").read_text()) for d in member_dirs]
-    record = json.loads((out / "case_000.json").read_text())
+    records = [json.loads((d / "case_000.json").read_text(encoding="utf-8")) for d in member_dirs]
+    record = json.loads((out / "case_000.json").read_text(encoding="utf-8"))
     for c, p in record["probabilities"].items():
         assert p == pytest.approx(np.mean([r["probabilities"][c] for r in records]), abs=1e-6)
     assert "calibrated_probabilities" in record
@@ -131,7 +133,7 @@ def test_ensemble_spec_and_autojoint_ensemble(setup: dict[str, Path]) -> None:
 def test_bad_spec_and_flags_are_refused(setup: dict[str, Path], capsys) -> None:
     work, root = setup["work"], setup["root"]
     bad = root / "bad.json"
-    bad.write_text('{"schema_version": 1, "members": []}')
+    bad.write_text('{"schema_version": 1, "members": []}', encoding="utf-8")
     args = ["-i", str(setup["inputs"]), "-o", str(root / "o"), "-w", str(work)]
     assert cli_predict.main([*args, "--spec", str(bad), *FAST]) == 1
     assert "bad.json" in capsys.readouterr().err

@@ -21,9 +21,9 @@ def raw(tmp_path: Path) -> Path:
 
 
 def _edit_json(root: Path, **changes) -> None:
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta.update(changes)
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def test_valid_dataset_loads(raw: Path) -> None:
@@ -54,9 +54,9 @@ def test_plain_nnunet_dataset_has_no_diagnoses(tmp_path: Path) -> None:
 
 def test_case_without_mask_and_csv_row_without_diagnosis(raw: Path) -> None:
     (raw / "labelsTr" / "case_001.nii.gz").unlink()
-    lines = (raw / "diagnosesTr.csv").read_text().splitlines()
+    lines = (raw / "diagnosesTr.csv").read_text(encoding="utf-8").splitlines()
     lines[1] = "case_000,"  # header is line 0; an empty diagnosis is allowed
-    (raw / "diagnosesTr.csv").write_text("\n".join(lines) + "\n")
+    (raw / "diagnosesTr.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     ds = load_raw_dataset(raw)
     by_id = {c.case_id: c for c in ds.cases}
     assert by_id["case_001"].label_path is None
@@ -110,8 +110,12 @@ def test_missing_images_folder(raw: Path) -> None:
 
 
 def test_unknown_diagnosis_names_csv_and_class(raw: Path) -> None:
-    text = (raw / "diagnosesTr.csv").read_text().replace("case_002,normal", "case_002,influenza")
-    (raw / "diagnosesTr.csv").write_text(text)
+    text = (
+        (raw / "diagnosesTr.csv")
+        .read_text(encoding="utf-8")
+        .replace("case_002,normal", "case_002,influenza")
+    )
+    (raw / "diagnosesTr.csv").write_text(text, encoding="utf-8")
     with pytest.raises(DatasetError) as info:
         load_raw_dataset(raw)
     msg = str(info.value)
@@ -122,38 +126,38 @@ def test_unknown_diagnosis_names_csv_and_class(raw: Path) -> None:
 
 
 def test_wrong_csv_header(raw: Path) -> None:
-    lines = (raw / "diagnosesTr.csv").read_text().splitlines()
+    lines = (raw / "diagnosesTr.csv").read_text(encoding="utf-8").splitlines()
     lines[0] = "id,label"
-    (raw / "diagnosesTr.csv").write_text("\n".join(lines) + "\n")
+    (raw / "diagnosesTr.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"diagnosesTr.csv: header must be 'case,diagnosis'"):
         load_raw_dataset(raw)
 
 
 def test_empty_csv_is_a_header_error(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("")
+    path.write_text("", encoding="utf-8")
     with pytest.raises(DatasetError, match="header must be"):
         read_diagnoses_csv(path, ("a", "b"))
 
 
 def test_duplicate_csv_case(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("case,diagnosis\nx,a\nx,b\n")
+    path.write_text("case,diagnosis\nx,a\nx,b\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"d.csv:3: case 'x' listed twice"):
         read_diagnoses_csv(path, ("a", "b"))
 
 
 def test_csv_case_without_image(raw: Path) -> None:
-    with open(raw / "diagnosesTr.csv", "a") as fh:
+    with open(raw / "diagnosesTr.csv", "a", encoding="utf-8") as fh:
         fh.write("ghost_case,CAP\n")
     with pytest.raises(DatasetError, match=r"\['ghost_case'\] have no image"):
         load_raw_dataset(raw)
 
 
 def test_csv_without_classes_in_json(raw: Path) -> None:
-    meta = json.loads((raw / "dataset.json").read_text())
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     del meta["classes"]
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(DatasetError, match="no 'classes' list"):
         load_raw_dataset(raw)
 
@@ -212,9 +216,9 @@ def test_background_must_be_zero(raw: Path) -> None:
 
 @pytest.mark.parametrize("key", ["channel_names", "labels", "file_ending"])
 def test_missing_required_key(raw: Path, key: str) -> None:
-    meta = json.loads((raw / "dataset.json").read_text())
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     del meta[key]
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(DatasetError, match=rf"missing key '{key}'"):
         load_raw_dataset(raw)
 
@@ -235,6 +239,6 @@ def test_no_mask_and_no_diagnosis_anywhere(tmp_path: Path) -> None:
 
 
 def test_dataset_json_not_an_object(raw: Path) -> None:
-    (raw / "dataset.json").write_text("[1, 2]")
+    (raw / "dataset.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(DatasetError, match="must hold a JSON object"):
         load_raw_dataset(raw)

@@ -41,6 +41,6 @@ def test_atomic_files_and_images_are_not_owner_only(tmp_path: Path) -> None:
 def test_published_converter_folder_is_not_owner_only(tmp_path: Path) -> None:
     out = tmp_path / "raw"
     staging = _staging_dir(out, overwrite=False)
-    (staging / "dataset.json").write_text("{}")
+    (staging / "dataset.json").write_text("{}", encoding="utf-8")
     _publish(staging, out)
     assert _mode(out) == DIR_MODE

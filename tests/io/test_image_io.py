@@ -369,7 +369,7 @@ def test_write_json_writes_nan_and_inf_as_null(tmp_path: Path) -> None:
     def refuse(const: str) -> None:
         raise AssertionError(f"non-strict JSON constant {const}")
 
-    strict = json.loads(path.read_text(), parse_constant=refuse)
+    strict = json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
     assert strict == {
         "dice": None,
         "per_case": [1.5, None, [2, None]],
@@ -383,7 +383,7 @@ def test_read_json_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_json(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
+    bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="bad.json: is not valid JSON"):
         read_json(bad)
     latin1 = tmp_path / "latin1.json"

@@ -81,7 +81,7 @@ def test_index_round_trip_is_exact_and_atomic(tmp_path: Path) -> None:
     path = write_variant_index(tmp_path, index)
     assert path == tmp_path / VARIANTS_FILE
     assert [p.name for p in tmp_path.iterdir()] == [VARIANTS_FILE]  # no temp file left
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text(encoding="utf-8"))["schema_version"] == 1
     assert read_variant_index(tmp_path) == index
     # Refreshing a record replaces it in place.
     again = index.with_record(
@@ -101,7 +101,7 @@ def test_index_round_trip_is_exact_and_atomic(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_index_names_the_file_and_the_fix(tmp_path: Path, content: str, message: str) -> None:
-    (tmp_path / VARIANTS_FILE).write_text(content)
+    (tmp_path / VARIANTS_FILE).write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=message) as err:
         read_variant_index(tmp_path)
     assert VARIANTS_FILE in str(err.value)

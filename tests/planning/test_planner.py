@@ -312,9 +312,9 @@ def test_plan_save_load_round_trip(tmp_path: Path, plans: dict) -> None:
 def test_plan_wrong_schema_version_refused(tmp_path: Path, plans: dict) -> None:
     path = tmp_path / "plans.json"
     plans[("iso", 2.0)].save(path)
-    d = json.loads(path.read_text())
+    d = json.loads(path.read_text(encoding="utf-8"))
     d["schema_version"] = PLAN_SCHEMA_VERSION + 98
-    path.write_text(json.dumps(d))
+    path.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(
         ValueError,
         match=rf"plans.json: plan schema_version {PLAN_SCHEMA_VERSION + 98} "
@@ -330,9 +330,9 @@ def test_fingerprint_save_load_round_trip(tmp_path: Path) -> None:
     fp = anisotropic()
     fp.save(tmp_path / "fingerprint.json")
     assert Fingerprint.load(tmp_path / "fingerprint.json") == fp
-    d = json.loads((tmp_path / "fingerprint.json").read_text())
+    d = json.loads((tmp_path / "fingerprint.json").read_text(encoding="utf-8"))
     d["schema_version"] = 0
-    (tmp_path / "fingerprint.json").write_text(json.dumps(d))
+    (tmp_path / "fingerprint.json").write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(ValueError, match="fingerprint schema_version 0 is not supported"):
         Fingerprint.load(tmp_path / "fingerprint.json")
 
@@ -422,9 +422,9 @@ def test_malformed_plans_are_refused_with_the_file_named(tmp_path: Path, corrupt
     path = tmp_path / "plans.json"
     plan.save(path)
     assert Plan.load(path) == plan
-    d = json.loads(path.read_text())
+    d = json.loads(path.read_text(encoding="utf-8"))
     CORRUPTIONS[corruption](d)
-    path.write_text(json.dumps(d))
+    path.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(ValueError, match="plans.json: (malformed|invalid) plan"):
         Plan.load(path)
 

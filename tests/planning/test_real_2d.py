@@ -42,14 +42,14 @@ def raw_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "numTraining": len(NAMES),
         "file_ending": ".nii.gz",
     }
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return raw
 
 
 def test_real_2d_slices_plan_the_2d_configuration(raw_2d: Path, tmp_path: Path) -> None:
     plan = plan_and_preprocess(raw_2d, tmp_path, gpu_memory_gb=8.0)
     assert Plan.load(tmp_path / "plans.json") == plan
-    fp = json.loads((tmp_path / "fingerprint.json").read_text())
+    fp = json.loads((tmp_path / "fingerprint.json").read_text(encoding="utf-8"))
     assert fp["is_2d"] and len(fp["cases"]) == len(NAMES)
     sizes = []
     for name, case in zip(NAMES, fp["cases"], strict=True):

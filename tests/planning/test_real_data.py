@@ -26,11 +26,11 @@ def real_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = tmp_path_factory.mktemp("real") / "raw"
     (raw / "imagesTr").mkdir(parents=True)
     rows = []
-    with open(REAL / "cases.csv", newline="") as fh:
+    with open(REAL / "cases.csv", encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh):
             (raw / "imagesTr" / f"{row['case_id']}_0000.nii.gz").symlink_to(REAL / row["file"])
             rows.append((row["case_id"], row["diagnosis"]))
-    with open(raw / "diagnosesTr.csv", "w", newline="") as fh:
+    with open(raw / "diagnosesTr.csv", "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([("case", "diagnosis"), *rows])
     meta = {
         "channel_names": {"0": "CT"},
@@ -39,14 +39,14 @@ def real_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "file_ending": ".nii.gz",
         "classes": ["COVID-19", "CAP", "Normal"],
     }
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     return raw
 
 
 def test_real_ct_plan(real_raw: Path, tmp_path: Path) -> None:
     plan = plan_and_preprocess(real_raw, tmp_path, preprocess=False, gpu_memory_gb=8.0)
     assert Plan.load(tmp_path / "plans.json") == plan
-    fp = json.loads((tmp_path / "fingerprint.json").read_text())
+    fp = json.loads((tmp_path / "fingerprint.json").read_text(encoding="utf-8"))
     # cases.csv: z spacing 2.0 mm for all three; in-plane 1.18, 1.27, 1.50 mm -> median 1.27.
     np.testing.assert_allclose(plan.target_spacing, (2.0, 1.2695, 1.2695), atol=1e-3)
     for case in fp["cases"]:

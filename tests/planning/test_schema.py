@@ -71,7 +71,7 @@ def test_plans_with_an_empty_view_read_it_as_none(tmp_path: Path) -> None:
     old["lowres"]["classification_shape"] = [0, 0, 0]
     del old["autojoint_version"]
     path = tmp_path / "plans.json"
-    path.write_text(json.dumps(old))
+    path.write_text(json.dumps(old), encoding="utf-8")
     loaded = Plan.load(path)
     assert loaded.classification_shape is None and loaded.two_d is not None
     assert loaded.two_d.classification_shape is None
@@ -79,7 +79,7 @@ def test_plans_with_an_empty_view_read_it_as_none(tmp_path: Path) -> None:
     assert loaded.autojoint_version == "unknown"
     assert dataclasses.replace(loaded, autojoint_version=plan.autojoint_version) == plan
     plan.save(path)
-    assert json.loads(path.read_text())["classification_shape"] is None
+    assert json.loads(path.read_text(encoding="utf-8"))["classification_shape"] is None
     assert Plan.load(path) == plan
 
 

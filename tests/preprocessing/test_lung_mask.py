@@ -227,8 +227,8 @@ def test_plan_cli_stores_the_option_and_refuses_non_ct(
     assert cli_plan.main(args) == 0
     plan = Plan.load(work / "plans.json")
     assert plan.lung_mask == "mask" and "lung_mask" in plan.reasons
-    meta = json.loads((raw / "dataset.json").read_text())
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     meta["channel_names"] = {"0": "MR"}
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     assert cli_plan.main(args) == 1
     assert "needs a channel named CT" in capsys.readouterr().err

@@ -344,11 +344,11 @@ def test_damaged_case_description_is_refused_naming_the_file(tmp_path: Path) -> 
     save_preprocessed(
         PreprocessedCase("c", arr, None, arr, None, geo, ((0, 2),) * 3, None), tmp_path
     )
-    props = json.loads((tmp_path / "c.json").read_text())
-    (tmp_path / "c.json").write_text(json.dumps({**props, "bbox": "all"}))
+    props = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))
+    (tmp_path / "c.json").write_text(json.dumps({**props, "bbox": "all"}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"c.json: 'bbox' must be a list.*re-run autojoint_plan"):
         load_preprocessed(tmp_path, "c")
     del props["geometry"]
-    (tmp_path / "c.json").write_text(json.dumps(props))
+    (tmp_path / "c.json").write_text(json.dumps(props), encoding="utf-8")
     with pytest.raises(ValueError, match=r"c.json: lacks key 'geometry'"):
         load_preprocessed(tmp_path, "c")

@@ -118,8 +118,8 @@ def test_truncated_image(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_truncated_uncompressed_image(
     raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    meta = json.loads((raw / "dataset.json").read_text())
-    (raw / "dataset.json").write_text(json.dumps({**meta, "file_ending": ".nii"}))
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
+    (raw / "dataset.json").write_text(json.dumps({**meta, "file_ending": ".nii"}), encoding="utf-8")
     for d in ("imagesTr", "labelsTr"):
         for p in sorted((raw / d).iterdir()):
             sitk.WriteImage(sitk.ReadImage(str(p)), str(p).removesuffix(".gz"))
@@ -180,29 +180,29 @@ def test_implausible_spacing(
 
 
 def test_nnunet_ignore_label(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    meta = json.loads((raw / "dataset.json").read_text())
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     meta["labels"]["ignore"] = len(meta["labels"])
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     text = _assert_refused(raw, tmp_path, capsys, ["dataset.json"])
     assert "nnU-Net's ignore label" in text
 
 
 def test_unknown_diagnosis(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     csv = raw / "diagnosesTr.csv"
-    csv.write_text(csv.read_text().replace("case_001,CAP", "case_001,flu"))
+    csv.write_text(csv.read_text(encoding="utf-8").replace("case_001,CAP", "case_001,flu"))
     text = _assert_refused(raw, tmp_path, capsys, ["diagnosesTr.csv:3"])
     assert "'flu'" in text
 
 
 def test_csv_case_without_image(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with open(raw / "diagnosesTr.csv", "a") as fh:
+    with open(raw / "diagnosesTr.csv", "a", encoding="utf-8") as fh:
         fh.write("case_404,CAP\n")
     text = _assert_refused(raw, tmp_path, capsys, ["diagnosesTr.csv"])
     assert "case_404" in text and "no image" in text
 
 
 def test_duplicate_case_in_csv(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with open(raw / "diagnosesTr.csv", "a") as fh:
+    with open(raw / "diagnosesTr.csv", "a", encoding="utf-8") as fh:
         fh.write("case_001,normal\n")
     text = _assert_refused(raw, tmp_path, capsys, ["diagnosesTr.csv:5"])
     assert "listed twice" in text
@@ -234,9 +234,9 @@ def test_channel_count_differs_between_cases(
 def test_channels_on_different_grids(
     raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    meta = json.loads((raw / "dataset.json").read_text())
+    meta = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
     meta["channel_names"] = {"0": "CT", "1": "PET"}
-    (raw / "dataset.json").write_text(json.dumps(meta))
+    (raw / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     for i in range(3):
         spacing = (3.0, 0.8, 0.8) if i == 2 else (2.5 + 0.5 * (i % 2), 0.8, 0.8)
         write_volume(
@@ -254,21 +254,21 @@ def test_unsafe_case_name(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_invalid_dataset_json(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    (raw / "dataset.json").write_text('{"channel_names": {"0": "CT"},')
+    (raw / "dataset.json").write_text('{"channel_names": {"0": "CT"},', encoding="utf-8")
     text = _assert_refused(raw, tmp_path, capsys, ["dataset.json"])
     assert "not valid JSON" in text
 
 
 def test_work_dir_under_a_file(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     blocker = tmp_path / "blocker"
-    blocker.write_text("a file, not a folder")
+    blocker.write_text("a file, not a folder", encoding="utf-8")
     work = blocker / "work"
     code, text = _plan(raw, work, capsys)
     assert code == EXIT_ENVIRONMENT, text
     assert str(work) in text and "is a file" in text and "Traceback" not in text
     code, text = _plan(raw, work, capsys, "--verify")
     assert code == EXIT_ENVIRONMENT and str(work) in text
-    assert blocker.read_text() == "a file, not a folder"
+    assert blocker.read_text(encoding="utf-8") == "a file, not a folder"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -304,7 +304,9 @@ def test_verify_lists_every_problem_at_once(
     mask[0, 0, 0] = 9
     write_volume(mask, _lab(raw, "case_002"), SPACING, (20.0, -5.0, 3.0))
     csv = raw / "diagnosesTr.csv"
-    csv.write_text(csv.read_text().replace("case_000,COVID-19", "case_000,flu") + "ghost,CAP\n")
+    csv.write_text(
+        csv.read_text(encoding="utf-8").replace("case_000,COVID-19", "case_000,flu") + "ghost,CAP\n"
+    )
     work = tmp_path / "work"
     code, text = _plan(raw, work, capsys, "--verify")
     assert code == EXIT_DATASET

@@ -92,7 +92,9 @@ def _assert_same_work_dir(a: Path, b: Path) -> None:
                 for key in fa.files:
                     np.testing.assert_array_equal(fa[key], fb[key], err_msg=f"{name}:{key}")
         else:
-            assert json.loads(pa.read_text()) == json.loads(pb.read_text()), name
+            assert json.loads(pa.read_text(encoding="utf-8")) == json.loads(
+                pb.read_text(encoding="utf-8")
+            ), name
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,7 @@ def test_train_killed_and_continued_equals_uninterrupted(tmp_path: Path) -> None
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    log = json.loads((killed / "fold_all" / "training_log.json").read_text())
+    log = json.loads((killed / "fold_all" / "training_log.json").read_text(encoding="utf-8"))
     assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3]
     assert not [p for p in (killed / "fold_all").iterdir() if p.name.startswith(".tmp_")]
 
@@ -191,7 +193,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
 
     with pytest.raises(OSError, match="No space left"):
         atomic_write(path, broken)
-    assert path.read_text() == "old"
+    assert path.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["plans.json"]
 
 

@@ -86,7 +86,7 @@ def test_predict_refuses_malicious_checkpoint_without_running_it(
 
 
 def _reference_plan() -> dict:
-    return json.loads((PLANS / "reference_demo_plan.json").read_text())
+    return json.loads((PLANS / "reference_demo_plan.json").read_text(encoding="utf-8"))
 
 
 PLAN_CORRUPTIONS = {
@@ -125,7 +125,7 @@ def test_corrupted_plans_json_is_refused_by_every_reader(
     corrupt, expected = PLAN_CORRUPTIONS[kind]
     work = tmp_path / "work"
     work.mkdir()
-    (work / "plans.json").write_text(corrupt(json.dumps(_reference_plan())))
+    (work / "plans.json").write_text(corrupt(json.dumps(_reference_plan())), encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(expected)):
         Plan.load(work / "plans.json")
     for main, args in [
@@ -147,12 +147,12 @@ def test_corrupted_fingerprint_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "fingerprint.json"
     make_fingerprint([(1.0, 1.0, 1.0)] * 2, [(8, 8, 8)] * 2).save(path)
     assert Fingerprint.load(path).cases[0].shape == (8, 8, 8)
-    d = json.loads(path.read_text())
+    d = json.loads(path.read_text(encoding="utf-8"))
     d["cases"][1]["spacing"] = [1.0, "one", 1.0]
-    path.write_text(json.dumps(d))
+    path.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(ValueError, match=r"fingerprint.json: .*'cases\[1\]\.spacing\[1\]'"):
         Fingerprint.load(path)
-    path.write_text("null")
+    path.write_text("null", encoding="utf-8")
     with pytest.raises(ValueError, match="fingerprint.json: must hold a JSON object"):
         Fingerprint.load(path)
 
@@ -202,7 +202,7 @@ def test_csv_row_cannot_name_a_file_outside(tmp_path: Path) -> None:
     # A CSV case name is only ever matched against image files, never used as a path;
     # the dataset check reports it as a case without image.
     csv = tmp_path / "d.csv"
-    csv.write_text("case,diagnosis\n../../x,a\n")
+    csv.write_text("case,diagnosis\n../../x,a\n", encoding="utf-8")
     assert read_diagnoses_csv(csv, ("a", "b")) == {"../../x": "a"}
 
 

@@ -52,7 +52,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "metric_per_case": [{}, {}],
     }
     (work / "fold_0" / "validation").mkdir()
-    (work / "fold_0" / "validation" / "summary.json").write_text(json.dumps(summary))
+    (work / "fold_0" / "validation" / "summary.json").write_text(
+        json.dumps(summary), encoding="utf-8"
+    )
     # A calibration travels with the model: both copies then report the same calibrated
     # probabilities.
     classes = tuple(Plan.load(work / "plans.json").classes)
@@ -117,11 +119,11 @@ def test_installed_model_predicts_exactly_as_the_original(exported: dict[str, Pa
     assert sorted(pa.files) == sorted(pb.files)
     for key in pa.files:
         np.testing.assert_array_equal(pa[key], pb[key])
-    da = json.loads((root / "pred_original" / "diagnoses.json").read_text())
-    db = json.loads((root / "pred_installed" / "diagnoses.json").read_text())
+    da = json.loads((root / "pred_original" / "diagnoses.json").read_text(encoding="utf-8"))
+    db = json.loads((root / "pred_installed" / "diagnoses.json").read_text(encoding="utf-8"))
     assert da == db
-    ra = json.loads((root / "pred_original" / "case_000.json").read_text())
-    rb = json.loads((root / "pred_installed" / "case_000.json").read_text())
+    ra = json.loads((root / "pred_original" / "case_000.json").read_text(encoding="utf-8"))
+    rb = json.loads((root / "pred_installed" / "case_000.json").read_text(encoding="utf-8"))
     assert ra["calibrated_probabilities"] == rb["calibrated_probabilities"]
     assert rb["temperature"] == 1.5
     # Installing the same model again is a no-op, not a conflict.
@@ -231,10 +233,10 @@ def test_a_different_model_is_never_overwritten(exported: dict[str, Path], tmp_p
     # The original work dir's plans.json edited: a different model in the target.
     target = tmp_path / "target"
     target.mkdir()
-    (target / "plans.json").write_text("{}")
+    (target / "plans.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ModelInstallError, match="different model.*plans.json"):
         install_model(exported["zip"], target)
-    assert (target / "plans.json").read_text() == "{}"
+    assert (target / "plans.json").read_text(encoding="utf-8") == "{}"
     # An installed model of other folds: refused, naming it.
     other = tmp_path / "other.zip"
     assert cli_export.main(["-w", str(exported["work"]), "-o", str(other), "-f", "1"]) == 0

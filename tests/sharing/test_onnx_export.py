@@ -27,7 +27,7 @@ def test_graphs_equal_torch_on_a_real_case(tmp_path: Path) -> None:
     raw, work, plan = make_tiny_workdir(tmp_path, num_cases=2, folds=("0",))
     out = tmp_path / "onnx"
     assert cli_export_onnx.main(["-w", str(work), "-o", str(out)]) == 0
-    spec = json.loads((out / "preprocessing.json").read_text())
+    spec = json.loads((out / "preprocessing.json").read_text(encoding="utf-8"))
     assert spec["patch_size"] == list(plan.patch_size)
     assert spec["classification_shape"] == list(plan.classification_shape)
     assert spec["labels"] == plan.labels and spec["classes"] == list(plan.classes)

@@ -38,7 +38,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _trained(work: Path, *args: str, epochs: int = 3, fold: str = "fold_all") -> dict:
     """``fold``: the fold folder relative to ``work`` (a variant's, for a changed plan)."""
     assert cli_train.main(["all", "-w", str(work), "--epochs", str(epochs), *TINY_RUN, *args]) == 0
-    return json.loads((work / fold / "trainer_config.json").read_text())
+    return json.loads((work / fold / "trainer_config.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_a_plain_autojoint_train_after_planning_deepsc_covid_trains_two_stage(
     assert cfg["config"]["schedule"] == "two-stage"  # resolved, never "plan"
     assert (cfg["config"]["optimizer"], cfg["config"]["learning_rate"]) == ("adam", 1e-3)
     assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
-    log = json.loads((work / "fold_all" / "training_log.json").read_text())
+    log = json.loads((work / "fold_all" / "training_log.json").read_text(encoding="utf-8"))
     assert [e["stage"] for e in log["epochs"]] == ["segmentation", "classification", "joint"]
     assert log["config"]["schedule"] == "two-stage"
     final = load_checkpoint(work / "fold_all" / "checkpoint_final.pt")
@@ -107,7 +107,7 @@ def test_the_schedule_is_a_plan_override_and_old_plans_train_joint(tmp_path: Pat
     # A plans.json written before the section existed loads with the defaults.
     path = tmp_path / "plans.json"
     apply_overrides(plan, PLANNED).save(path)
-    old = json.loads(path.read_text())
+    old = json.loads(path.read_text(encoding="utf-8"))
     assert old.pop("training") == {"schedule": "two-stage"}
-    path.write_text(json.dumps(old))
+    path.write_text(json.dumps(old), encoding="utf-8")
     assert Plan.load(path).training.schedule == "joint"

@@ -78,12 +78,12 @@ def test_load_or_create_reuses_the_file(tmp_path: Path) -> None:
     ids, diags = _cases(10)
     created = load_or_create_splits(path, ids, diags)
     assert path.is_file()
-    assert json.loads(path.read_text()) == created
+    assert json.loads(path.read_text(encoding="utf-8")) == created
     assert created == make_splits(ids, diags)
 
     # A hand-edited file is kept as is, even if it differs from what make_splits would give.
     custom = [{"train": ids[2:], "val": ids[:2]}, {"train": ids[:2], "val": ids[2:]}]
-    path.write_text(json.dumps(custom))
+    path.write_text(json.dumps(custom), encoding="utf-8")
     assert load_or_create_splits(path, ids, diags) == custom
     # More cases than the file names is fine: the file still wins.
     assert load_or_create_splits(path, [*ids, "case_new"], [*diags, "CAP"]) == custom

@@ -49,7 +49,7 @@ def test_fold_outputs(work: Path) -> None:
         assert ckpt["extra"]["augmentation"]["mirror_axes"] == [0, 1, 2]
     assert not list(out.glob(".tmp_*"))  # atomic writes leave no temp files
 
-    log = json.loads((out / "training_log.json").read_text())
+    log = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
     epochs = log["epochs"]
     assert [e["stage"] for e in epochs] == ["segmentation", "classification", "joint"]
     assert epochs[2]["lr"] == pytest.approx(1e-4)  # fine-tuning at a tenth
@@ -61,7 +61,7 @@ def test_fold_outputs(work: Path) -> None:
     best_epoch = max(range(3), key=lambda i: (epochs[i]["val_ema"], -i)) + 1
     assert best["epoch"] == best_epoch
 
-    cfg = json.loads((out / "trainer_config.json").read_text())
+    cfg = json.loads((out / "trainer_config.json").read_text(encoding="utf-8"))
     assert cfg["augmentation"]["mirror_axes"] == [0, 1, 2]
     assert cfg["config"]["schedule"] == "two-stage"
     assert [s["name"] for s in cfg["stages"]] == ["segmentation", "classification", "joint"]
