@@ -203,7 +203,7 @@ def _end_epoch(
     record: dict,
     t0: float,
 ) -> None:
-    """Main rank: validate the epoch, log it, write the checkpoints it is due, the log and
+    """Main rank: validate the epoch, log it, write the log, the checkpoints it is due and
     ``progress.png``."""
     config, run = job.config, setup.run
     # validation loss terms (val_loss_*), then the view scores; nothing without val cases
@@ -228,6 +228,9 @@ def _end_epoch(
     setup.log["epochs"].append(record)
     logger.info(format_epoch(record, config.epochs))
     epoch = record["epoch"]
+    # The log first: resuming keeps the log's first ``checkpoint epoch`` records, so a kill
+    # between the two writes re-runs the epoch instead of losing its record for good.
+    write_json(setup.log, job.out / TRAINING_LOG_FILE)
     extra = checkpoint_extra(
         job.fold, config, setup.spec, current.index, setup.scaler, run, setup.loader
     )
@@ -241,5 +244,4 @@ def _end_epoch(
         is_latest=epoch % config.checkpoint_every == 0 or epoch == config.epochs,
         is_best=is_best,
     )
-    write_json(setup.log, job.out / TRAINING_LOG_FILE)
     plot_progress(setup.log["epochs"], job.out / PROGRESS_FILE)

@@ -58,7 +58,10 @@ def test_kill_and_continue_equals_straight_run(
     def write_then_die(obj: object, path: Path) -> None:
         real_write_json(obj, path)
         calls["n"] += Path(path).name == "training_log.json"
-        if calls["n"] == 2:  # the log of epoch 2 is written: simulate a kill here
+        # Killed once epoch 3's log is written, before its checkpoint (the log goes first):
+        # the latest checkpoint is epoch 2's, and the log's epoch-3 record must not survive
+        # twice when the resumed run repeats epoch 3.
+        if calls["n"] == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "write_json", write_then_die)
