@@ -346,12 +346,10 @@ def run_fold(
     prep: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """Both tools' cached rows of one fold, computing whatever is missing."""
-    rows_dir = _rows_dir(out, args)
-    cache = {t: rows_dir / f"{t}-fold{fold}.json" for t in TOOLS}
-    found = cached_fold(rows_dir, fold, setup)
-    if found is not None:
-        return found
-    records = {t: cached_row(p, setup) for t, p in cache.items()}
+    cache = _row_paths(_rows_dir(out, args), fold)
+    records = cached_rows(cache, setup)
+    if all(r is not None for r in records.values()):
+        return records  # type: ignore[return-value]
     dataset = load_raw_dataset(out / "raw")
     split = prep["splits"][fold]
     fold_dir = fold_inputs(out, dataset, split["val"], fold)
@@ -413,20 +411,28 @@ def _rows_dir(out: Path, args: argparse.Namespace) -> Path:
     return args.records if args.records is not None else out / "rows"
 
 
-def cached_fold(rows_dir: Path, fold: int, setup: dict[str, Any]) -> dict[str, Any] | None:
-    """Both tools' cached rows of ``fold``, or None while either is missing."""
-    records = {t: cached_row(rows_dir / f"{t}-fold{fold}.json", setup) for t in TOOLS}
-    if any(r is None for r in records.values()):
-        return None
-    return records
+def _row_paths(rows_dir: Path, fold: int) -> dict[str, Path]:
+    """Each tool's cached row of ``fold``."""
+    return {t: rows_dir / f"{t}-fold{fold}.json" for t in TOOLS}
+
+
+def cached_rows(paths: dict[str, Path], setup: dict[str, Any]) -> dict[str, Any]:
+    """Each tool's cached row (None where missing), read once."""
+    return {t: cached_row(p, setup) for t, p in paths.items()}
+
+
+def _with_classes(prep: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``prepare.json``'s record with the class names (older ones lack them: read from
+    ``OUT/raw``)."""
+    if "classes" in prep:
+        return prep
+    return {**prep, "classes": list(load_raw_dataset(out / "raw").classes)}
 
 
 def _keep_prepare(out: Path, prep: dict[str, Any], rows_dir: Path) -> dict[str, Any]:
     """``prepare.json`` beside the rows, with the class names, so that ``--report-only``
     rebuilds the table on a machine without ``OUT``."""
-    record = dict(prep)
-    if "classes" not in record:
-        record["classes"] = list(load_raw_dataset(out / "raw").classes)
+    record = _with_classes(prep, out)
     if rows_dir.resolve() != out.resolve():
         write_json(record, rows_dir / "prepare.json")
     return record
@@ -435,10 +441,7 @@ def _keep_prepare(out: Path, prep: dict[str, Any], rows_dir: Path) -> dict[str, 
 def _stored_prepare(out: Path, rows_dir: Path) -> dict[str, Any]:
     for path in (rows_dir / "prepare.json", out / "prepare.json"):
         if path.is_file():
-            record = read_json(path)
-            if "classes" not in record:
-                record["classes"] = list(load_raw_dataset(out / "raw").classes)
-            return record
+            return _with_classes(read_json(path), out)
     raise SystemExit(
         f"--report-only: neither {rows_dir / 'prepare.json'} nor {out / 'prepare.json'} "
         "exists; run without --report-only first"
@@ -463,11 +466,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folds = []
     for fold in args.folds:
         if tools is None:
-            found = cached_fold(rows_dir, fold, setup)
-            if found is None:
+            records = cached_rows(_row_paths(rows_dir, fold), setup)
+            if any(r is None for r in records.values()):
                 print(f"fold {fold}: rows missing in {rows_dir}, left out of the table")
                 continue
-            records = found
         else:
             records = run_fold(out, tools, fold, args, setup, prep)
         folds.append(fold)

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from autojoint.planning.schema import Plan
 from benchmarks.classifier_probe import probe
 from tests.fingerprints import tiny_plan
 
@@ -40,31 +41,15 @@ def test_probe_learns_a_separable_task_and_reports_every_step() -> None:
     assert acc == 1.0
 
 
+def _one_step(plan: Plan, data: tuple[torch.Tensor, torch.Tensor]) -> list:
+    """One step of the image + lesion-mask classifier, scored on its own data."""
+    return probe(plan, data, data, image_only=False, batch=3, steps=1, every=1, lr=1e-3, seed=0)
+
+
 def test_reference_input_is_a_second_channel() -> None:
     plan = tiny_plan()
     image, labels = _separable(plan.classification_shape, 1)
     with_mask = torch.cat([image, (image > 1).float()], dim=1)
-    rows = probe(
-        plan,
-        (with_mask, labels),
-        (with_mask, labels),
-        image_only=False,
-        batch=3,
-        steps=1,
-        every=1,
-        lr=1e-3,
-        seed=0,
-    )
-    assert len(rows) == 1
+    assert len(_one_step(plan, (with_mask, labels))) == 1
     with pytest.raises(RuntimeError):  # the concat classifier takes 2 channels, not 1
-        probe(
-            plan,
-            (image, labels),
-            (image, labels),
-            image_only=False,
-            batch=3,
-            steps=1,
-            every=1,
-            lr=1e-3,
-            seed=0,
-        )
+        _one_step(plan, (image, labels))
