@@ -308,7 +308,7 @@ def render(result: dict[str, Any]) -> str:
     head = (
         f"48 test slices; trained on the 50 training slices for {s['epochs']} x "
         f"{s['iterations']} iterations, {s['threads']} thread(s) each, {n_seeds} seed(s); "
-        "mean ± sd over seeds. 'toolbox' columns: Inf-Net's evaluation convention "
+        "mean ± sample sd over seeds. 'toolbox' columns: Inf-Net's evaluation convention "
         "(mean over 256 thresholds of the min-max normalised probability map).\n\n"
     )
     ours = markdown_table(

@@ -543,7 +543,7 @@ def render(result: dict[str, Any]) -> str:
     head = (
         f"{s['num_cases']} synthetic chest CTs (demo generator, {FOV_MM:g} mm field of view, "
         f"seed 0; classes {', '.join(result['classes'])}); 5-fold CV, one split for both "
-        f"tools; folds {result['folds']}; mean ± sd over folds. Plans: {plan_note}: "
+        f"tools; folds {result['folds']}; mean ± sample sd over folds. Plans: {plan_note}: "
         f"nnU-Net {CONFIGURATION} {plan_text(plans['nnunet'])}, autojoint "
         f"{plan_text(plans['autojoint'])}. Training: {s['epochs']} x {s['iterations']} "
         f"iterations (+ {s['val_iterations']} validation batches per epoch), side by side, "

@@ -13,13 +13,15 @@ from autojoint.reporting.figures import new_figure, save_png
 
 def mean_sd(values: Sequence[float | None]) -> str:
     """``0.712 ± 0.013`` over the finite values (``± `` omitted for one value); ``n/a``
-    when none is finite (e.g. a metric undefined on every case)."""
+    when none is finite (e.g. a metric undefined on every case). The sd is the sample sd
+    (n - 1), as in the multitask report: the folds or seeds are a sample of the runs one
+    could have made, and with 2-5 of them the population sd understates the spread."""
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not finite:
         return "n/a"
     if len(finite) == 1:
         return f"{finite[0]:.3f}"
-    return f"{np.mean(finite):.3f} ± {np.std(finite):.3f}"
+    return f"{np.mean(finite):.3f} ± {np.std(finite, ddof=1):.3f}"
 
 
 def ratio(numerator: float, denominator: float) -> str:

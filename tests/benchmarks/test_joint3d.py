@@ -253,7 +253,7 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
     assert result["confusion"][TOOLS["nnunet"]] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
     assert result["bootstrap"]["Dice lesion, autojoint - nnU-Net"][0] == pytest.approx(0.2)
     text = (tmp_path / "out" / "joint3d_table.md").read_text(encoding="utf-8")
-    assert "folds [0, 2]" in text and "| 0.700 ± 0.100 |" in text
+    assert "folds [0, 2]" in text and "| 0.700 ± 0.141 |" in text  # sample sd of 0.6, 0.8
     with pytest.raises(SystemExit, match="no fold of \\[1\\]"):
         main([*args, "--folds", "1", "--report-only"])
     with pytest.raises(SystemExit, match="prepare.json"):

@@ -136,7 +136,8 @@ def test_to_nnunet_raw_refuses_a_dataset_without_masks(tmp_path) -> None:
 
 def test_tables() -> None:
     assert mean_sd([0.5]) == "0.500"
-    assert mean_sd([0.5, 0.7]) == "0.600 ± 0.100"
+    assert mean_sd([0.5, 0.7]) == "0.600 ± 0.141"  # sample sd: sqrt(0.02 / 1)
+    assert mean_sd([1.0, 2.0, 3.0, None]) == "2.000 ± 1.000"
     assert mean_sd([float("nan"), None]) == "n/a"
     assert ratio(1.0, 4.0) == "0.25x"
     assert ratio(1.0, 0.0) == "n/a"
