@@ -7,8 +7,7 @@ wait for).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
@@ -47,33 +46,11 @@ def write_prediction(
 
 
 def submit_write(
-    writer: Executor,
-    output_dir: Path,
-    case: InputCase,
-    result: CasePrediction,
-    plan: Plan,
-    folds: Sequence[str],
-    *,
-    pick: SeriesPick | None,
-    seg_source: SegSource | None,
-    temperature: float | None,
-    nifti: bool,
+    writer: Executor, write: Callable[[], dict[str, float]], *, at_once: bool
 ) -> Future[dict[str, float]]:
-    """:func:`write_prediction` on ``writer``; a DICOM-SEG output is written at once instead,
-    while the series it refers to is still open."""
-    write = functools.partial(
-        write_prediction,
-        output_dir,
-        case,
-        result,
-        plan,
-        folds,
-        pick=pick,
-        seg_source=seg_source,
-        temperature=temperature,
-        nifti=nifti,
-    )
-    if seg_source is None:
+    """``write`` (a bound :func:`write_prediction`) on ``writer``, or on this thread when
+    ``at_once``: a DICOM-SEG output must be written while the series it refers to is open."""
+    if not at_once:
         return writer.submit(write)
     done: Future[dict[str, float]] = Future()
     done.set_result(write())

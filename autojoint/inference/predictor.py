@@ -12,6 +12,7 @@ still predicted (see docs/prediction.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from autojoint.arrays.cropping import uncrop
 from autojoint.arrays.labels import label_argmax
 from autojoint.inference.adjustments import postprocess_prediction
-from autojoint.inference.case_writing import submit_write
+from autojoint.inference.case_writing import submit_write, write_prediction
 from autojoint.inference.dicom_seg import (
     DICOM_SEG,
     load_seg_source,
@@ -535,8 +536,8 @@ def _predict_cases(
                             precision=options.precision,
                         )
                         result = postprocess_prediction(result, options.postprocessing)
-                        written = submit_write(
-                            writer,
+                        write = functools.partial(
+                            write_prediction,
                             output_dir,
                             case,
                             result,
@@ -547,6 +548,7 @@ def _predict_cases(
                             temperature=options.temperature,
                             nifti=NIFTI in options.output_formats,
                         )
+                        written = submit_write(writer, write, at_once=seg_source is not None)
                 except Exception as err:  # one bad case must not stop the others
                     _record_case_failure(output_dir, case, err, report)
                     continue
