@@ -238,9 +238,13 @@ def _evidence_figure(
 
 def segmentation_scores(summary: dict) -> dict[str, float]:
     """Lesion (union of labels) Dice, precision, recall, NSD and mean absolute volume error
-    (ml) of a validation ``summary.json``. Means over the cases where each is defined:
-    precision needs a predicted lesion, recall a reference one; the volume error counts
-    every case with a mask (a normal scan's is its predicted lesion volume)."""
+    (ml) of a validation ``summary.json``, and each label's Dice as ``dice_<label>``. Means
+    over the cases where each is defined: precision needs a predicted lesion, recall a
+    reference one, a label's Dice the label in the reference or the prediction; the volume
+    error counts every case with a mask (a normal scan's is its predicted lesion volume)."""
+    per_label = {
+        f"dice_{name}": summary["mean"].get(name, {}).get("dice") for name in summary["labels"]
+    }
     mean = summary["mean"]["lesion"]
     errors = [
         abs(block["volume_pred_ml"] - block["volume_ref_ml"])
@@ -250,6 +254,7 @@ def segmentation_scores(summary: dict) -> dict[str, float]:
     out = {k: mean.get(k) for k in ("dice", "precision", "nsd")}
     out["recall"] = mean.get("sensitivity")
     out["volume_error_ml"] = float(np.mean(errors)) if errors else math.nan
+    out.update(per_label)
     return {k: math.nan if v is None else float(v) for k, v in out.items()}
 
 

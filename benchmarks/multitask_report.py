@@ -7,7 +7,8 @@ A record (one trained run, keyed by variant, fold and seed)::
 
     {"record_version": 2, "variant": str, "fold": str, "seed": int,
      "setup": {...},            # budget, augmentation, data, overrides: must match to reuse
-     "metrics": {key: float or null},                 # keys of METRICS (NaN stored as null)
+     "metrics": {key: float or null},  # keys of ALL_METRICS and, in newer records,
+                                       #   dice_<label> per label (NaN stored as null)
      "curves": {key: [one value per epoch or null]},  # keys of CURVE_KEYS (training_log.json)
      "deletion": {"fractions": [...], "evidence": [...], "random": [...]} or null,
      "seconds": float}          # training epochs (summed over resumed processes) + scoring
@@ -65,6 +66,7 @@ OPTIMISED_METRICS = (
     Metric("gradcam_contrast", "Grad-CAM contrast"),
 )
 ALL_METRICS = METRICS + OPTIMISED_METRICS
+LABEL_DICE_PREFIX = "dice_"
 
 # The single-task comparisons the benchmark exists for: (joint, baseline, metric key).
 HEADLINES = (
@@ -243,13 +245,24 @@ def _by_variant(records: Sequence[Mapping]) -> dict[str, list[Mapping]]:
     return groups
 
 
+def label_dice_metrics(records: Sequence[Mapping]) -> tuple[Metric, ...]:
+    """One column per ``dice_<label>`` key found in any record, in order of appearance (the
+    labels are the dataset's; records made before these keys existed have none)."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update((k, None) for k in r["metrics"] if k.startswith(LABEL_DICE_PREFIX))
+    return tuple(Metric(k, f"Dice {k[len(LABEL_DICE_PREFIX) :]}") for k in keys)
+
+
 def summarise(records: Sequence[Mapping]) -> dict[str, dict[str, dict[str, float | int]]]:
-    """Per variant and metric: mean, sd (ddof 1; NaN with one run) and n over the runs with a
-    defined value. Variants keep the order of their first record."""
+    """Per variant and metric (``ALL_METRICS`` and the per-label Dice): mean, sd (ddof 1;
+    NaN with one run) and n over the runs with a defined value. Variants keep the order of
+    their first record."""
     out: dict[str, dict[str, dict[str, float | int]]] = {}
+    metrics = ALL_METRICS + label_dice_metrics(records)
     for variant, runs in _by_variant(records).items():
         out[variant] = {}
-        for m in ALL_METRICS:
+        for m in metrics:
             v = np.array([_value(r, m.key) for r in runs])
             v = v[np.isfinite(v)]
             out[variant][m.key] = {
@@ -276,10 +289,12 @@ def paired_difference(
 def differences(
     records: Sequence[Mapping], reference: str = REFERENCE
 ) -> dict[str, dict[str, Interval]]:
-    """Every other variant minus ``reference``, per main metric (paired by fold and seed)."""
+    """Every other variant minus ``reference``, per main metric and per-label Dice (paired
+    by fold and seed)."""
     variants = [v for v in _by_variant(records) if v != reference]
+    metrics = METRICS + label_dice_metrics(records)
     return {
-        v: {m.key: paired_difference(records, v, reference, m.key) for m in METRICS}
+        v: {m.key: paired_difference(records, v, reference, m.key) for m in metrics}
         for v in variants
     }
 
@@ -350,7 +365,25 @@ def markdown(records: Sequence[Mapping], description: str) -> str:
     lines += ["Mean ± sd over runs (folds x seeds):", ""]
     rows = [[v, str(runs[v])] + [_cell(summary[v][m.key]) for m in METRICS] for v in summary]
     lines += [*_table(("variant", "runs", *(m.label for m in METRICS)), rows), ""]
+    labels = label_dice_metrics(records)
+    if labels:
+        lines += [
+            "Dice per label, mean ± sd over the runs that recorded it (each run's Dice is the "
+            "mean over the validation cases where that label is in the reference or the "
+            "prediction):",
+            "",
+        ]
+        rows = [
+            [v, str(max(int(summary[v][m.key]["n"]) for m in labels))]
+            + [_cell(summary[v][m.key]) for m in labels]
+            for v in summary
+        ]
+        lines += [*_table(("variant", "runs", *(m.label for m in labels)), rows), ""]
     diffs = differences(records)
+    if diffs and labels:
+        lines += [f"Per-label Dice minus {REFERENCE!r}, paired by (fold, seed):", ""]
+        rows = [[v] + [_interval_cell(d[m.key]) for m in labels] for v, d in diffs.items()]
+        lines += [*_table(("variant", *(m.label for m in labels)), rows), ""]
     if diffs:
         lines += [
             f"Each variant minus {REFERENCE!r}, paired by (fold, seed): mean [95 % paired "
@@ -386,7 +419,7 @@ def report_json(records: Sequence[Mapping], setup: Mapping[str, Any]) -> dict:
             "seed": BOOTSTRAP_SEED,
             "paired_by": ["fold", "seed"],
         },
-        "metrics": {m.key: m.label for m in ALL_METRICS},
+        "metrics": {m.key: m.label for m in ALL_METRICS + label_dice_metrics(records)},
         "summary": summarise(records),
         "differences": {
             v: {k: iv.as_dict() for k, iv in d.items()} for v, d in differences(records).items()

@@ -206,3 +206,50 @@ def test_fold_is_an_alias_of_one_fold_and_the_setup_keys_the_variant() -> None:
     assert setup["overrides"] == list(VARIANTS["segmentation only"])
     assert setup["budget"] == {"epochs": 16, "iterations": 25}
     assert run_setup(args, "joint (default)") != setup
+
+
+def test_per_label_dice_gets_its_own_table_and_older_records_show_a_dash() -> None:
+    from benchmarks.multitask_report import markdown, summarise
+
+    records = [_record(v, f, 0) for v in VARIANTS[:2] for f in ("0", "1")]
+    for r in records[:3]:  # the last segmentation-only run predates the per-label keys
+        r["metrics"]["dice_consolidation"] = 0.25 * (1 + int(r["fold"]))
+        r["metrics"]["dice_ground_glass"] = math.nan if r["fold"] == "1" else 0.5
+    summary = summarise(records)
+    assert summary[REFERENCE]["dice_consolidation"] == {
+        "mean": 0.375,
+        "sd": pytest.approx(0.25 / math.sqrt(2)),
+        "n": 2,
+    }
+    assert summary["segmentation only"]["dice_ground_glass"]["n"] == 1
+    text = markdown(records, "x")
+    assert "| variant | runs | Dice consolidation | Dice ground_glass |" in text
+    assert "| segmentation only | 1 | 0.250 | 0.500 |" in text  # one run recorded them
+    # paired with the joint's fold-0 run only: 0.25 - 0.25 and 0.5 - 0.5
+    assert "| segmentation only | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in text
+    old = [_record(v, f, 0) for v in VARIANTS for f in ("0", "1")]
+    assert "Dice per label" not in markdown(old, "x")
+
+
+def test_multitask_records_keep_each_labels_dice_from_the_validation_summary() -> None:
+    from benchmarks.multitask_gain import segmentation_scores
+
+    def block(dice: float | None, **extra: float) -> dict:
+        return {"dice": dice, "precision": 0.5, "nsd": 0.4, "sensitivity": 0.3, **extra}
+
+    summary = {
+        "labels": {"ground_glass": 1, "consolidation": 2},
+        "mean": {
+            "ground_glass": block(0.7),
+            "consolidation": block(None),  # no validation case had it, none predicted
+            "lesion": block(0.6),
+        },
+        "metric_per_case": [
+            {"metrics": {"lesion": {"volume_pred_ml": 3.0, "volume_ref_ml": 1.0}}},
+            {"metrics": {"lesion": {"volume_pred_ml": 0.0, "volume_ref_ml": 4.0}}},
+            {"metrics": {}},  # a case without a reference mask
+        ],
+    }
+    s = segmentation_scores(summary)
+    assert s["dice"] == 0.6 and s["recall"] == 0.3 and s["volume_error_ml"] == 3.0
+    assert s["dice_ground_glass"] == 0.7 and math.isnan(s["dice_consolidation"])
