@@ -25,26 +25,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autojoint.io.files import read_json
 from autojoint.io.workdir import PLANS_FILE, preprocessed_dir
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
+from autojoint.preprocessing.preprocess import load_preprocessed
 from autojoint.training.splits import fold_cases
 
 
 def load_views(
     work: Path, cases: list[str], classes: list[str], with_mask: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views ``(N, C, Z, Y, X)`` (C = 1, or 2 with the lesion mask) and class indices."""
-    pre = preprocessed_dir(work)
+    """Views ``(N, C, Z, Y, X)`` (C = 1, or 2 with the lesion mask) and class indices.
+
+    Raises:
+        ValueError: a case has no diagnosis, or no view mask while ``with_mask``.
+    """
+    pre_dir = preprocessed_dir(work)
     views, labels = [], []
     for case in cases:
-        view = np.load(pre / case / "cls_data.npy").astype(np.float32)
+        pre = load_preprocessed(pre_dir, case, mmap_mode="r")
+        view = np.asarray(pre.cls_data, np.float32)
         if with_mask:
-            mask = np.load(pre / case / "cls_seg.npy") > 0
-            view = np.concatenate([view, mask[None].astype(np.float32)])
+            if pre.cls_seg is None:
+                raise ValueError(f"{pre_dir / case}: no view mask (cls_seg) for --input reference")
+            view = np.concatenate([view, (np.asarray(pre.cls_seg) > 0)[None].astype(np.float32)])
+        if pre.diagnosis is None:
+            raise ValueError(f"{pre_dir / case}.json: no diagnosis; the probe needs one per case")
         views.append(view)
-        labels.append(classes.index(read_json(pre / f"{case}.json")["diagnosis"]))
+        labels.append(classes.index(pre.diagnosis))
     return torch.from_numpy(np.stack(views)), torch.tensor(labels)
 
 

@@ -1,17 +1,22 @@
 """benchmarks/classifier_probe.py trains the plan's own classification subnet: it must learn
 a task whose classes are plainly separable, and the lesion-mask input must be its second
-channel (no training data from disk, tiny plan)."""
+channel; load_views reads saved preprocessed cases (no training data from disk, tiny plan)."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from autojoint.io.image_io import ImageGeometry
+from autojoint.io.workdir import preprocessed_dir
 from autojoint.planning.schema import Plan
-from benchmarks.classifier_probe import probe
+from autojoint.preprocessing.preprocess import PreprocessedCase, save_preprocessed
+from benchmarks.classifier_probe import load_views, probe
 from tests.fingerprints import tiny_plan
 
 
@@ -53,3 +58,34 @@ def test_reference_input_is_a_second_channel() -> None:
     assert len(_one_step(plan, (with_mask, labels))) == 1
     with pytest.raises(RuntimeError):  # the concat classifier takes 2 channels, not 1
         _one_step(plan, (image, labels))
+
+
+def _save_case(
+    work: Path, case_id: str, value: float, diagnosis: str | None, with_seg: bool
+) -> None:
+    geo = ImageGeometry((4, 4, 2), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    view = np.full((1, 2, 3, 4), value, np.float32)
+    view_seg = np.zeros((2, 3, 4), np.int16)
+    view_seg[1, 2, 3] = 2
+    data = np.zeros((1, 2, 4, 4), np.float32)
+    seg = np.zeros((2, 4, 4), np.int16) if with_seg else None
+    case = PreprocessedCase(
+        case_id, data, seg, view, view_seg if with_seg else None, geo, ((0, 2),) * 3, diagnosis
+    )
+    save_preprocessed(case, preprocessed_dir(work))
+
+
+def test_load_views_reads_saved_cases_with_their_mask_and_class(tmp_path: Path) -> None:
+    _save_case(tmp_path, "a", 1.0, "CAP", True)
+    _save_case(tmp_path, "b", 2.0, "COVID-19", True)
+    views, labels = load_views(tmp_path, ["b", "a"], ["COVID-19", "CAP"], with_mask=True)
+    assert views.shape == (2, 2, 2, 3, 4) and labels.tolist() == [0, 1]
+    assert views[0, 0].eq(2.0).all() and views[1, 0].eq(1.0).all()
+    assert views[:, 1].sum().item() == 2.0 and views[0, 1, 1, 2, 3] == 1.0  # lesion > 0 as 1
+    image_only, _ = load_views(tmp_path, ["a"], ["COVID-19", "CAP"], with_mask=False)
+    assert image_only.shape == (1, 1, 2, 3, 4)
+    _save_case(tmp_path, "c", 0.0, None, False)
+    with pytest.raises(ValueError, match="no view mask"):
+        load_views(tmp_path, ["c"], ["CAP"], with_mask=True)
+    with pytest.raises(ValueError, match="c.json: no diagnosis"):
+        load_views(tmp_path, ["c"], ["CAP"], with_mask=False)
