@@ -18,10 +18,12 @@ from benchmarks.multitask_report import (
     REFERENCE,
     RESULT_FILE,
     SetupMismatchError,
+    markdown,
     mean_curves,
     paired_bootstrap_interval,
     read_records,
     run_name,
+    summarise,
     write_report,
 )
 
@@ -209,8 +211,6 @@ def test_fold_is_an_alias_of_one_fold_and_the_setup_keys_the_variant() -> None:
 
 
 def test_per_label_dice_gets_its_own_table_and_older_records_show_a_dash() -> None:
-    from benchmarks.multitask_report import markdown, summarise
-
     records = [_record(v, f, 0) for v in VARIANTS[:2] for f in ("0", "1")]
     for r in records[:3]:  # the last segmentation-only run predates the per-label keys
         r["metrics"]["dice_consolidation"] = 0.25 * (1 + int(r["fold"]))
