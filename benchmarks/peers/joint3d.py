@@ -43,7 +43,10 @@ prediction of every training case in every fold (4x the prediction cost) and sti
 match validation-time errors: those predictions are in-sample, nearly as clean as the
 references. The reference-mask fit is the classifier a user gets from the annotations they
 already have; the row "reference masks + two-step" applies it to the validation cases'
-reference masks, the two-step's ceiling with a perfect segmentation.
+reference masks, the two-step's ceiling with a perfect segmentation; the row "autojoint
+masks + two-step" applies it to autojoint's predicted masks, which separates a diagnosis
+gap caused by our masks from one caused by our classification head (added to rows cached
+before it from the predictions in ``OUT``).
 
 Rows are cached per (tool, fold) under ``OUT/rows`` (or ``--records DIR``: the repository
 keeps finished folds in ``benchmarks/results/joint3d/``); a killed run resumes (trainings
@@ -107,6 +110,8 @@ Z_EXTENT_MM = 100.0
 PERIPHERAL_MM = 3.0
 TOOLS = {"autojoint": "autojoint (joint model)", "nnunet": "nnU-Net + two-step diagnosis"}
 CEILING = "reference masks + two-step (ceiling)"
+AJ_TWO_STEP = "autojoint masks + two-step"
+DIAGNOSIS_COLUMNS = ("accuracy", "macro-AUC")
 COLUMNS = (
     "Dice lesion",
     "Dice GGO",
@@ -365,18 +370,10 @@ def run_fold(
         folder = preds[tool]["folder"]
         extra: dict[str, Any] = {}
         if tool == "nnunet":
-            csv_path = out / "predictions" / f"nnunet-fold{fold}.two_step.csv"
-            extra["ceiling"] = two_step(
-                dataset,
-                split,
-                reference_features(out, dataset, args),
-                folder,
-                peripheral_mm=args.peripheral_mm,
-                csv_path=csv_path,
-                features_path=out / "features" / f"nnunet-fold{fold}.json",
-            )
+            csv_path, extra["ceiling"] = _two_step_csv(out, dataset, split, tool, fold, args)
         else:
             csv_path = folder / "diagnoses.csv"
+            extra["two_step"] = masks_two_step(out, dataset, split, fold, args)
         row = score(
             folder,
             fold_dir / "labelsVal",
@@ -389,6 +386,76 @@ def run_fold(
         row["curves"] = trained[tool]["curves"]
         records[tool] = store_row(cache[tool], setup, {**row, **extra})
     return records  # type: ignore[return-value]
+
+
+def _two_step_csv(
+    out: Path,
+    dataset: RawDataset,
+    split: dict[str, list[str]],
+    tool: str,
+    fold: int,
+    args: argparse.Namespace,
+) -> tuple[Path, dict[str, Any]]:
+    """The two-step diagnoses of ``tool``'s predicted masks of ``fold`` (CSV path) and the
+    same classifier's ceiling on the reference masks."""
+    csv_path = out / "predictions" / f"{tool}-fold{fold}.two_step.csv"
+    ceiling = two_step(
+        dataset,
+        split,
+        reference_features(out, dataset, args),
+        out / "predictions" / f"{tool}-fold{fold}",
+        peripheral_mm=args.peripheral_mm,
+        csv_path=csv_path,
+        features_path=out / "features" / f"{tool}-fold{fold}.json",
+    )
+    return csv_path, ceiling
+
+
+def masks_two_step(
+    out: Path, dataset: RawDataset, split: dict[str, list[str]], fold: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The two-step diagnosis applied to autojoint's predicted masks instead of its own
+    classifier: tells a diagnosis gap to the two-step caused by our masks from one caused by
+    our classification head. ``{"scores": {"accuracy", "macro-AUC"}, "confusion"}``."""
+    csv_path, _ = _two_step_csv(out, dataset, split, "autojoint", fold, args)
+    fold_dir = out / "folds" / f"fold_{fold}"
+    row = score(
+        out / "predictions" / f"autojoint-fold{fold}",
+        fold_dir / "labelsVal",
+        ref_diagnoses_csv=fold_dir / "diagnoses.csv",
+        pred_diagnoses_csv=csv_path,
+        dataset=dataset,
+    )
+    return {
+        "scores": {k: row["scores"][k] for k in DIAGNOSIS_COLUMNS},
+        "confusion": row["confusion"],
+    }
+
+
+def backfill_masks_two_step(
+    out: Path,
+    record: dict[str, Any],
+    path: Path,
+    fold: int,
+    prep: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """An autojoint row cached before the row ``AJ_TWO_STEP`` existed, with it added from
+    the fold's predictions in ``OUT`` (scoring only, no training); unchanged, with a note,
+    when ``OUT`` lacks them (``--report-only`` on another machine)."""
+    val = prep["splits"][fold]["val"]
+    folder = out / "predictions" / f"autojoint-fold{fold}"
+    have = (out / "raw").is_dir() and all((folder / f"{c}.nii.gz").is_file() for c in val)
+    if not have:
+        print(f"fold {fold}: no autojoint predictions in {folder}; row {AJ_TWO_STEP!r} left out")
+        return record
+    dataset = load_raw_dataset(out / "raw")
+    fold_inputs(out, dataset, val, fold)
+    extra = masks_two_step(out, dataset, prep["splits"][fold], fold, args)
+    setup = record["setup"]
+    return store_row(
+        path, setup, {k: v for k, v in record.items() if k != "setup"} | {"two_step": extra}
+    )
 
 
 def row_setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -460,7 +527,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         tools = Tools(find_nnunet_python(args.nnunet_python))
         prep = _keep_prepare(out, prepare(out, tools, args), rows_dir)
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*TOOLS.values(), CEILING)}
+    names = (*TOOLS.values(), AJ_TWO_STEP, CEILING)
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     confusion: dict[str, list[list[list[int]]]] = {name: [] for name in rows}
     curves: dict[int, dict[str, dict[str, list[float]]]] = {}
     folds = []
@@ -472,7 +540,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
         else:
             records = run_fold(out, tools, fold, args, setup, prep)
+        if "two_step" not in records["autojoint"]:
+            records["autojoint"] = backfill_masks_two_step(
+                out, records["autojoint"], _row_paths(rows_dir, fold)["autojoint"], fold, prep, args
+            )
         folds.append(fold)
+        if "two_step" in records["autojoint"]:
+            two = records["autojoint"]["two_step"]
+            rows[AJ_TWO_STEP].append({**two["scores"], "fold": fold})
+            confusion[AJ_TWO_STEP].append(two["confusion"])
         for tool, name in TOOLS.items():
             rows[name].append(records[tool]["scores"])
             confusion[name].append(records[tool]["confusion"])
@@ -493,6 +569,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             [r["accuracy"] for r in aj], [r["accuracy"] for r in nn]
         ),
     }
+    if rows[AJ_TWO_STEP]:  # our head vs the two-step on our own masks, same folds
+        joint = dict(zip(folds, aj, strict=True))
+        bootstrap[f"accuracy, autojoint - {AJ_TWO_STEP}"] = paired_bootstrap_ci(
+            [joint[r["fold"]]["accuracy"] for r in rows[AJ_TWO_STEP]],
+            [r["accuracy"] for r in rows[AJ_TWO_STEP]],
+        )
+    rows = {name: rs for name, rs in rows.items() if rs}
+    confusion = {name: c for name, c in confusion.items() if c}
     result = {
         "setup": setup,
         "folds": folds,
@@ -551,7 +635,9 @@ def render(result: dict[str, Any]) -> str:
         "cases with each tool's predictor (mirroring, final checkpoint). Scores by "
         "autojoint's evaluator. Two-step: lesion/lung volume, components, consolidation "
         f"fraction, peripheral ratio ({s['peripheral_mm']:g} mm) of nnU-Net's masks -> "
-        "balanced logistic regression fitted on the training cases' reference masks. "
+        "balanced logistic regression fitted on the training cases' reference masks; "
+        f"the row {AJ_TWO_STEP!r} applies that classifier to autojoint's masks instead "
+        "of its own classification head (diagnosis columns only). "
         "s/iteration: epoch wall time incl. validation batches / training iterations.\n\n"
     )
     table = markdown_table(

@@ -11,7 +11,16 @@ import SimpleITK as sitk
 
 from autojoint.io.files import read_json, write_json
 from autojoint.training.splits import make_splits
-from benchmarks.peers.joint3d import CEILING, TOOLS, main, plans_name, render, row_setup
+from benchmarks.peers.joint3d import (
+    AJ_TWO_STEP,
+    CEILING,
+    TOOLS,
+    backfill_masks_two_step,
+    main,
+    plans_name,
+    render,
+    row_setup,
+)
 from benchmarks.peers.joint3d_features import (
     FEATURES,
     case_features,
@@ -20,7 +29,7 @@ from benchmarks.peers.joint3d_features import (
 )
 from benchmarks.peers.layout import SPLITS_FINAL, write_nnunet_splits
 from benchmarks.peers.tables import paired_bootstrap_ci
-from dataset_conversion.generate_demo import generate_case
+from dataset_conversion.generate_demo import generate_case, generate_dataset
 
 
 def _known_case() -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +233,7 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
             },
             "seconds": {"nnunet": 1.0, "autojoint": 1.0},
             "classes": ["COVID-19", "CAP", "normal"],
+            "splits": [{"train": ["b"], "val": ["a"]}] * 3,
         },
         tmp_path / "rec" / "prepare.json",
     )
@@ -243,13 +253,21 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
         }
         if tool == "nnunet":
             row["ceiling"] = {"scores": {"Dice lesion": 1.0, "accuracy": 1.0}, "confusion": eye}
+        elif fold == 0:  # fold 2's row predates the two-step on our masks; no OUT to add it
+            row["two_step"] = {"scores": {"accuracy": 0.75}, "confusion": eye}
         write_json(row, tmp_path / "rec" / f"{tool}-fold{fold}.json")
     main([*args, "--folds", "0", "1", "2", "--report-only"])
-    assert "fold 1: rows missing" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fold 1: rows missing" in printed
+    assert f"fold 2: no autojoint predictions in {tmp_path / 'out'}" in printed
     result = read_json(tmp_path / "out" / "joint3d.json")
     assert result["folds"] == [0, 2]
     assert [r["Dice lesion"] for r in result["rows"][TOOLS["autojoint"]]] == [0.6, 0.8]
     assert len(result["rows"][CEILING]) == 2
+    assert result["rows"][AJ_TWO_STEP] == [{"accuracy": 0.75, "fold": 0}]
+    assert result["confusion"][AJ_TWO_STEP] == eye
+    joint_minus_two_step = result["bootstrap"][f"accuracy, autojoint - {AJ_TWO_STEP}"]
+    assert joint_minus_two_step == pytest.approx((0.25, 0.25, 0.25))
     assert result["confusion"][TOOLS["nnunet"]] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
     assert result["bootstrap"]["Dice lesion, autojoint - nnU-Net"][0] == pytest.approx(0.2)
     text = (tmp_path / "out" / "joint3d_table.md").read_text(encoding="utf-8")
@@ -258,3 +276,47 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
         main([*args, "--folds", "1", "--report-only"])
     with pytest.raises(SystemExit, match="prepare.json"):
         main(["--out", str(tmp_path / "x"), "--records", str(tmp_path / "y"), "--report-only"])
+
+
+def test_masks_two_step_on_reference_masks_reads_them_as_the_reference(tmp_path, capsys) -> None:
+    """Backfilling the row "autojoint masks + two-step" of a cached fold whose "predicted"
+    masks ARE the reference masks: the features of the predictions equal the reference
+    features, the accuracy is the CSV's agreement with the reference diagnoses, the cached
+    row keeps everything else; without the predictions the row is left as it was."""
+    pytest.importorskip("sklearn")
+    out = tmp_path / "out"
+    generate_dataset(out / "raw", num_train=9, seed=3, fov_mm=80.0, z_extent_mm=60.0)
+    labels = sorted((out / "raw" / "labelsTr").glob("*.nii.gz"))
+    cases = [p.name[: -len(".nii.gz")] for p in labels]
+    prep = {"splits": [{"train": cases[:6], "val": cases[6:]}]}
+    args = argparse.Namespace(num_cases=9, peripheral_mm=3.0)
+    record = {"setup": {"x": 1}, "scores": {"accuracy": 0.5}, "confusion": [[1]], "curves": {}}
+    path = tmp_path / "rec" / "autojoint-fold0.json"
+    write_json(record, path)
+
+    assert backfill_masks_two_step(out, record, path, 0, prep, args) == record
+    assert "row 'autojoint masks + two-step' left out" in capsys.readouterr().out
+    assert read_json(path) == record
+
+    folder = out / "predictions" / "autojoint-fold0"
+    folder.mkdir(parents=True)
+    for label in labels[6:]:
+        (folder / label.name).write_bytes(label.read_bytes())
+    got = backfill_masks_two_step(out, record, path, 0, prep, args)
+    assert read_json(path) == got
+    assert {k: v for k, v in got.items() if k != "two_step"} == record
+    reference = read_json(out / "features" / "reference.json")["features"]
+    predicted = read_json(out / "features" / "autojoint-fold0.json")
+    assert predicted == {c: reference[c] for c in cases[6:]}
+    with open(out / "predictions" / "autojoint-fold0.two_step.csv", encoding="utf-8") as fh:
+        rows = [line.split(",") for line in fh.read().splitlines()[1:]]
+    truth = dict(
+        line.split(",")
+        for line in (out / "folds" / "fold_0" / "diagnoses.csv")
+        .read_text(encoding="utf-8")
+        .splitlines()[1:]
+    )
+    agree = np.mean([truth[r[0]] == r[1] for r in rows])
+    assert [r[0] for r in rows] == cases[6:]
+    assert got["two_step"]["scores"]["accuracy"] == pytest.approx(agree)
+    assert np.sum(got["two_step"]["confusion"]) == 3
