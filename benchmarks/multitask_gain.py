@@ -115,6 +115,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "joint + reverse attention": ("network.reverse_attention=true",),
     "joint + cross-stitch stem": ("network.cross_stitch=true",),
     "joint + multiply input": ("network.classifier_input=multiply",),
+    # Each lesion label's probability as its own classifier channel: does the lesion's type
+    # (ground-glass vs consolidation) help tell COVID-19 from CAP?
+    "joint + per-label lesion input": ("network.classifier_input=labels",),
     "joint + refinement n=2": ("network.refinement_passes=2",),
     "joint + MSD-Net blocks": (
         "network.pyramid_conv=true",

@@ -33,9 +33,15 @@ from autojoint.networks.msd_blocks import (
     ResidualRefinementBlock,
 )
 from autojoint.networks.reverse_attention import apply_reverse_attention
-from autojoint.planning.schema import FUSIONS, NetworkOptions, Plan, Topology
+from autojoint.planning.schema import (
+    FUSIONS,
+    NetworkOptions,
+    Plan,
+    Topology,
+    lesion_map_channels,
+)
 
-CLASSIFIER_INPUTS = ("concat", "multiply", "image")
+CLASSIFIER_INPUTS = ("concat", "labels", "multiply", "image")
 
 
 class SegmentationUNet(nn.Module):
@@ -339,10 +345,12 @@ class JointNet(nn.Module):
             strides = [tuple(1 if f else 2 for f in flat)] * 3
             kernels = [tuple(1 if f else 3 for f in flat)] * 3
             # Input: the view's image (or F_cls), plus the lesion probability as a channel
-            # ("concat", DeepSC) or multiplied into it ("multiply", MultiR-Net); "image": the
-            # image alone (a single-task classifier that no segmentation output reaches).
+            # ("concat", DeepSC), each label's probability as its own channel ("labels": the
+            # lesion's type, e.g. ground-glass or consolidation, reaches the diagnosis) or the
+            # union multiplied into it ("multiply", MultiR-Net); "image": the image alone (a
+            # single-task classifier that no segmentation output reaches).
             image_ch = stem.out_channels if stem is not None else in_ch
-            cls_in = image_ch + int(options.classifier_input == "concat")
+            cls_in = image_ch + lesion_map_channels(options.classifier_input, plan.num_labels)
             self.cls = ClassificationNet(
                 cls_in, widths, len(plan.classes), strides, layers, kernels
             )
@@ -388,6 +396,9 @@ class JointNet(nn.Module):
             cls_input = view
         elif self.options.classifier_input == "multiply":
             cls_input = view * self.lesion_probability(view_scales)
+        elif self.options.classifier_input == "labels":
+            probs = fused_probabilities(view_scales, self.view_eta, self.options.fusion)
+            cls_input = torch.cat([view, probs[:, 1:]], dim=1)
         else:
             cls_input = torch.cat([view, self.lesion_probability(view_scales)], dim=1)
         logits, feats = self.cls(cls_input)

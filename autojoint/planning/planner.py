@@ -376,6 +376,7 @@ def plan_experiment(
         "max_features": max_features,
         "network": network,
         "in_channels": len(fingerprint.channel_names),
+        "num_labels": len(fingerprint.labels),
     }
     full = fit_resolution(spacing, shapes_mm, is_2d=is_2d, **fit_kwargs)
     if is_2d:

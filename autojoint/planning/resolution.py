@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autojoint.planning.schema import MIN_BATCH_SIZE, NetworkOptions, Topology, Triple
+from autojoint.planning.schema import (
+    MIN_BATCH_SIZE,
+    NetworkOptions,
+    Topology,
+    Triple,
+    lesion_map_channels,
+)
 
 MAX_PYRAMID_LEVEL = 4
 """MSD-Net's ResNet has four stages, so PCB-4 (kernels 15..27) is the largest it defines;
@@ -96,6 +102,7 @@ def estimate_activation_elements(
     classification_shape: Triple | None = None,
     network: NetworkOptions | None = None,
     in_channels: int = 1,
+    num_labels: int = 2,
 ) -> float:
     """Feature-map elements of one sample's training step kept for backward (see
     :func:`estimate_memory_gb`); the unit the hook-count calibration test compares."""
@@ -134,13 +141,14 @@ def estimate_activation_elements(
         # The view goes through the segmentation net (every refinement pass), then the
         # classification encoder (3 residual units at 1/2, 1/4, 1/8 of the view, counted as
         # one more seg-pass's worth) fed with image + lesion map: C + 1 channels ("concat"),
-        # the C-channel product ("multiply") or the C image channels ("image").
+        # C + one per lesion label ("labels"), the C-channel product ("multiply") or the C
+        # image channels ("image").
         image_ch = (
             4 * max(1, math.ceil(topology.features_per_stage[0] / 4))
             if net.cross_stitch
             else in_channels
         )
-        cls_in = image_ch + int(net.classifier_input == "concat")
+        cls_in = image_ch + lesion_map_channels(net.classifier_input, num_labels)
         elements += stem(classification_shape) + (passes + 1) * seg_pass(classification_shape)
         elements += cls_in * math.prod(classification_shape)
     return elements
@@ -154,6 +162,7 @@ def estimate_memory_gb(
     classification_shape: Triple | None = None,
     network: NetworkOptions | None = None,
     in_channels: int = 1,
+    num_labels: int = 2,
 ) -> float:
     """Activation memory of one training step: feature-map sizes of a forward pass kept for
     backward, for the patch and (joint training) the whole-scan view through both heads,
@@ -165,6 +174,7 @@ def estimate_memory_gb(
         classification_shape=classification_shape,
         network=network,
         in_channels=in_channels,
+        num_labels=num_labels,
     )
     return elements * batch_size * 4 / 1024**3
 
@@ -238,6 +248,7 @@ def fit_resolution(
     is_2d: bool = False,
     network: NetworkOptions | None = None,
     in_channels: int = 1,
+    num_labels: int = 2,
 ) -> ResolutionFit:
     """Fit patch and batch at ``spacing`` for cases of physical extents ``shapes_mm``.
 
@@ -273,6 +284,7 @@ def fit_resolution(
             classification_shape=cls,
             network=network,
             in_channels=in_channels,
+            num_labels=num_labels,
         )
 
     patch_arr = np.minimum(initial_patch(spacing, is_2d=is_2d), median_shape)

@@ -89,6 +89,13 @@ class LossWeights:
     task_aware: float = field(metadata=constraint(minimum=0))
 
 
+def lesion_map_channels(classifier_input: str, num_labels: int) -> int:
+    """Channels the lesion map adds to the classifier's input: the union's probability
+    (``concat``), one probability per foreground label of ``num_labels`` (``labels``), none
+    for ``multiply`` and ``image``."""
+    return {"concat": 1, "labels": num_labels - 1}.get(classifier_input, 0)
+
+
 @dataclass(frozen=True)
 class NetworkOptions:
     """Ablation switches of the joint network (DeepSC-COVID, MultiR-Net and MSD-Net;
@@ -98,6 +105,7 @@ class NetworkOptions:
         reverse_attention: MultiR-Net reverse attention on every skip connection.
         cross_stitch: DeepSC-COVID inception stems + cross-stitch unit for the two views.
         classifier_input: ``"concat"`` (DeepSC: image and lesion map as channels),
+            ``"labels"`` (image and one probability channel per lesion label),
             ``"multiply"`` (MultiR-Net: image x lesion map) or ``"image"`` (the image alone:
             no segmentation output reaches the diagnosis; a single-task baseline).
         refinement_passes: MultiR-Net iterative refinement passes (0 = off).
@@ -113,7 +121,7 @@ class NetworkOptions:
     reverse_attention: bool = False
     cross_stitch: bool = False
     classifier_input: str = field(
-        default="concat", metadata=constraint(choices=("concat", "multiply", "image"))
+        default="concat", metadata=constraint(choices=("concat", "labels", "multiply", "image"))
     )
     refinement_passes: int = field(default=0, metadata=constraint(minimum=0))
     pyramid_conv: bool = False

@@ -26,6 +26,7 @@ def warn_if_switches_exceed_budget(stored: Plan, plan: Plan) -> float | None:
         classification_shape=plan.classification_shape if plan.has_diagnosis else None,
         network=plan.network,
         in_channels=len(plan.channel_names),
+        num_labels=plan.num_labels,
     )
     if estimate <= plan.memory_budget_gb:
         return None

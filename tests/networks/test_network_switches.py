@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from autojoint.networks.blocks import LAYERS_2D, LAYERS_3D, init_weights
 from autojoint.networks.cross_stitch import CrossStitch, InceptionBlock, crop_box, group_count
+from autojoint.networks.fusion import fused_probabilities
 from autojoint.networks.joint_net import JointNet, SegmentationUNet, lesion_probability
 from autojoint.networks.reverse_attention import (
     apply_reverse_attention,
@@ -32,6 +33,7 @@ SWITCHES = {
     "reverse_attention": NetworkOptions(reverse_attention=True),
     "cross_stitch": NetworkOptions(cross_stitch=True),
     "multiply": NetworkOptions(classifier_input="multiply"),
+    "labels": NetworkOptions(classifier_input="labels"),
     "image": NetworkOptions(classifier_input="image"),
     "refine_1": NetworkOptions(refinement_passes=1),
     "stitch_multiply": NetworkOptions(cross_stitch=True, classifier_input="multiply"),
@@ -344,10 +346,18 @@ def test_cross_stitch_mixes_each_case_with_its_own_view() -> None:
 
 @pytest.mark.parametrize(
     ("name", "extra"),
-    [("off", 1), ("multiply", 0), ("image", 0), ("cross_stitch", 1), ("stitch_multiply", 0)],
+    [
+        ("off", 1),
+        ("multiply", 0),
+        ("image", 0),
+        ("cross_stitch", 1),
+        ("stitch_multiply", 0),
+        ("labels", 2),
+    ],
 )
 def test_classifier_input_channels(name: str, extra: int) -> None:
     plan = _plan(SWITCHES[name], ODD)
+    assert plan.num_labels == 3  # background, two lesion labels: "labels" adds 2 channels
     net = seeded_net(plan).eval()
     assert net.cls is not None
     image_ch = net.stem.out_channels if net.stem is not None else len(plan.channel_names)
@@ -365,6 +375,12 @@ def test_classifier_input_channels(name: str, extra: int) -> None:
         torch.testing.assert_close(seen[0], features * lesion)
     elif plan.network.classifier_input == "image":
         torch.testing.assert_close(seen[0], features)
+    elif plan.network.classifier_input == "labels":
+        probs = fused_probabilities(view_scales, plan.classification_eta, plan.network.fusion)
+        torch.testing.assert_close(seen[0], torch.cat([features, probs[:, 1:]], 1))
+        # the label channels split the union's lesion probability, voxel by voxel
+        union = lesion_probability(view_scales, plan.classification_eta)
+        torch.testing.assert_close(seen[0][:, -2:].sum(1, keepdim=True), union)
     else:
         torch.testing.assert_close(seen[0], torch.cat([features, lesion], 1))
 

@@ -33,6 +33,7 @@ SWITCHES = {
     "cross-stitch stem": NetworkOptions(cross_stitch=True),
     "refinement n=2": NetworkOptions(refinement_passes=2),
     "multiply input": NetworkOptions(classifier_input="multiply"),
+    "per-label input": NetworkOptions(classifier_input="labels"),
     "all": NetworkOptions(True, True, "multiply", 2),
     "pyramid conv": NetworkOptions(pyramid_conv=True),
     "channel attention": NetworkOptions(channel_attention=True),
@@ -87,6 +88,7 @@ def test_estimate_tracks_the_real_network(name: str) -> None:
             plan.topology,
             classification_shape=plan.classification_shape,
             network=plan.network,
+            num_labels=plan.num_labels,
         )
         ratio = estimate / measured
         assert 1 / CALIBRATION_FACTOR <= ratio <= CALIBRATION_FACTOR, (plan.patch_size, ratio)
@@ -95,11 +97,11 @@ def test_estimate_tracks_the_real_network(name: str) -> None:
 def test_every_switch_costs_memory() -> None:
     plan = tiny_plan()
     args = (plan.patch_size, plan.topology, 2)
-    plain = estimate_memory_gb(*args, classification_shape=plan.classification_shape)
+    assert plan.num_labels == 3  # "labels" reads two lesion channels where "concat" reads one
+    view = {"classification_shape": plan.classification_shape, "num_labels": plan.num_labels}
+    plain = estimate_memory_gb(*args, **view)
     for name, options in SWITCHES.items():
-        cost = estimate_memory_gb(
-            *args, classification_shape=plan.classification_shape, network=options
-        )
+        cost = estimate_memory_gb(*args, **view, network=options)
         if name in ("multiply input", "channel attention"):
             # The product has C channels, the concatenation C + 1; channel attention sums
             # the skip into the decoder features instead of concatenating them.
