@@ -1,5 +1,5 @@
 """Scoring one fold of workload 2 (:mod:`benchmarks.peers.joint3d`): the two-step
-diagnosis on nnU-Net's masks, both tools through autojoint's evaluator, training times.
+diagnosis on predicted masks, both tools through autojoint's evaluator, training times.
 
 Every function takes its files as arguments; :mod:`joint3d` decides where they live.
 """
@@ -40,7 +40,8 @@ def two_step(
     csv_path: Path,
     features_path: Path,
 ) -> dict[str, Any]:
-    """nnU-Net's two-step diagnoses of the fold's validation cases.
+    """The two-step diagnoses of the fold's validation cases from one tool's predicted masks
+    (nnU-Net's, or autojoint's for the row that tests our masks against our head).
 
     The classifier is fitted on the training cases' ``reference`` (reference-mask)
     features and applied to the features of ``pred_dir/CASE.nii.gz``; the diagnoses are
