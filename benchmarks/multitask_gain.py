@@ -336,6 +336,12 @@ def run_variant(
         "metrics": {k: math.nan if v is None else float(v) for k, v in metrics.items()},
         "curves": learning_curves(epochs),
         "deletion": deletion,
+        # which diagnoses are mixed up (the report sums them per variant); None without one
+        "confusion": (
+            {"classes": diagnosis["classes"], "matrix": diagnosis["confusion_matrix"]}
+            if "confusion_matrix" in diagnosis
+            else None
+        ),
         # every epoch's own seconds (a resumed run spans processes) + this scoring
         "seconds": sum(e.get("seconds") or 0.0 for e in epochs) + time.perf_counter() - t0,
     }

@@ -309,6 +309,34 @@ def headlines(records: Sequence[Mapping]) -> list[tuple[str, str, str, Interval]
     ]
 
 
+def summed_confusions(records: Sequence[Mapping]) -> dict[str, dict[str, Any]]:
+    """Per variant, the diagnosis confusion matrices summed over the runs that recorded one
+    (rows reference, columns predicted): ``{"classes", "matrix", "runs"}``. Runs whose class
+    order differs from the variant's first are refused rather than summed wrongly.
+
+    Raises:
+        ValueError: two runs of one variant list their classes in different orders.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for variant, runs in _by_variant(records).items():
+        for r in runs:
+            c = r.get("confusion")
+            if not c:
+                continue
+            entry = out.setdefault(
+                variant, {"classes": list(c["classes"]), "matrix": None, "runs": 0}
+            )
+            if list(c["classes"]) != entry["classes"]:
+                raise ValueError(
+                    f"{variant}: runs list the classes as {entry['classes']} and "
+                    f"{list(c['classes'])}; their confusions cannot be summed"
+                )
+            m = np.asarray(c["matrix"], dtype=np.int64)
+            entry["matrix"] = m if entry["matrix"] is None else entry["matrix"] + m
+            entry["runs"] += 1
+    return {v: {**e, "matrix": e["matrix"].tolist()} for v, e in out.items()}
+
+
 def mean_curves(records: Sequence[Mapping]) -> dict[str, dict[str, list[float]]]:
     """Per variant and curve key, the mean over its runs at every epoch (NaN where no run
     has a value; runs of different lengths are averaged where they exist)."""
@@ -392,6 +420,20 @@ def markdown(records: Sequence[Mapping], description: str) -> str:
         ]
         rows = [[v] + [_interval_cell(d[m.key]) for m in METRICS] for v, d in diffs.items()]
         lines += [*_table(("variant", *(m.label for m in METRICS)), rows), ""]
+    confusions = summed_confusions(records)
+    if confusions:
+        classes = next(iter(confusions.values()))["classes"]
+        lines += [
+            "Diagnosis confusion summed over the runs that recorded it (rows reference, "
+            f"columns predicted, order {', '.join(classes)}):",
+            "",
+        ]
+        lines += [
+            f"- {v} ({c['runs']} runs): {c['matrix']}"
+            + ("" if c["classes"] == classes else f" (order {', '.join(c['classes'])})")
+            for v, c in confusions.items()
+        ]
+        lines.append("")
     lines += [
         "The quantity eq. 10 optimises (the task-aware loss pulls the CAM towards the lesion "
         "maps): not a fair evidence comparison between variants trained with and without "
@@ -424,6 +466,7 @@ def report_json(records: Sequence[Mapping], setup: Mapping[str, Any]) -> dict:
         "differences": {
             v: {k: iv.as_dict() for k, iv in d.items()} for v, d in differences(records).items()
         },
+        "confusion": summed_confusions(records),
         "headlines": [
             {"joint": j, "single_task": s, "metric": k, **iv.as_dict()}
             for j, s, k, iv in headlines(records)

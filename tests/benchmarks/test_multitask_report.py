@@ -24,6 +24,7 @@ from benchmarks.multitask_report import (
     read_records,
     run_name,
     summarise,
+    summed_confusions,
     write_report,
 )
 
@@ -253,3 +254,22 @@ def test_multitask_records_keep_each_labels_dice_from_the_validation_summary() -
     s = segmentation_scores(summary)
     assert s["dice"] == 0.6 and s["recall"] == 0.3 and s["volume_error_ml"] == 3.0
     assert s["dice_ground_glass"] == 0.7 and math.isnan(s["dice_consolidation"])
+
+
+def test_confusions_are_summed_per_variant_over_the_runs_that_recorded_one() -> None:
+    classes = ["COVID-19", "CAP", "normal"]
+    records = [_record(v, f, 0) for v in VARIANTS[:2] for f in ("0", "1")]
+    records[0]["confusion"] = {"classes": classes, "matrix": [[2, 1, 0], [0, 3, 0], [0, 0, 4]]}
+    records[1]["confusion"] = {"classes": classes, "matrix": [[3, 0, 0], [1, 1, 1], [0, 0, 4]]}
+    records[2]["confusion"] = None  # a run made before confusions were recorded
+    got = summed_confusions(records)
+    assert got == {
+        REFERENCE: {"classes": classes, "matrix": [[5, 1, 0], [1, 4, 1], [0, 0, 8]], "runs": 2}
+    }
+    text = markdown(records, "x")
+    assert f"- {REFERENCE} (2 runs): [[5, 1, 0], [1, 4, 1], [0, 0, 8]]" in text
+    assert "order COVID-19, CAP, normal" in text
+    assert "Diagnosis confusion" not in markdown(records[2:], "x")
+    records[1]["confusion"]["classes"] = ["CAP", "COVID-19", "normal"]
+    with pytest.raises(ValueError, match="cannot be summed"):
+        summed_confusions(records)
