@@ -34,14 +34,13 @@ from autojoint.networks.msd_blocks import (
 )
 from autojoint.networks.reverse_attention import apply_reverse_attention
 from autojoint.planning.schema import (
+    CLASSIFIER_INPUTS,
     FUSIONS,
     NetworkOptions,
     Plan,
     Topology,
     lesion_map_channels,
 )
-
-CLASSIFIER_INPUTS = ("concat", "labels", "multiply", "image")
 
 
 class SegmentationUNet(nn.Module):

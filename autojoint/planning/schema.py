@@ -23,6 +23,9 @@ PLAN_SCHEMA_VERSION = 1
 # of sum_i eta_i * UP(S_i) or MultiR-Net's sum of sigmoids, see
 # autojoint.networks.fusion.fused_logits and docs/methods.md.
 FUSIONS = ("softmax", "sigmoid_sum")
+# What the classifier reads besides the image (NetworkOptions.classifier_input;
+# lesion_map_channels, autojoint.networks.joint_net.JointNet._diagnose).
+CLASSIFIER_INPUTS = ("concat", "labels", "multiply", "image")
 # Training schedules (TrainingOptions.schedule; autojoint.training.schedule).
 SCHEDULES = ("joint", "two-stage")
 # Intensity normalisation schemes (ChannelNormalization.scheme).
@@ -120,9 +123,7 @@ class NetworkOptions:
 
     reverse_attention: bool = False
     cross_stitch: bool = False
-    classifier_input: str = field(
-        default="concat", metadata=constraint(choices=("concat", "labels", "multiply", "image"))
-    )
+    classifier_input: str = field(default="concat", metadata=constraint(choices=CLASSIFIER_INPUTS))
     refinement_passes: int = field(default=0, metadata=constraint(minimum=0))
     pyramid_conv: bool = False
     channel_attention: bool = False
