@@ -23,17 +23,22 @@ def sample_patch_start(
     rng: np.random.Generator,
     center: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
-    """Start index of a patch inside ``shape``; around ``center`` (lesion oversampling) or
-    uniform. Starts may be negative or overhang when the volume is smaller than the patch;
-    :func:`extract_patch` pads."""
+    """Start index of a patch inside ``shape``: uniform, or holding ``center`` (lesion
+    oversampling) at a uniform position of the patch.
+
+    Either way the start stays in ``[min(0, s - p), max(0, s - p)]`` per axis, as nnU-Net's
+    loader keeps it: a patch never overhangs a case larger than it (a lesion near the edge
+    is then off-centre, not half padding), and one larger than its case holds all of it.
+    :func:`extract_patch` pads what lies outside.
+    """
     out = []
     for a, (s, p) in enumerate(zip(shape, patch, strict=True)):
+        lo, hi = min(0, s - p), max(0, s - p)
         if center is None:
-            lo, hi = min(0, s - p), max(0, s - p)
             out.append(int(rng.integers(lo, hi + 1)))
         else:
-            # Put the lesion voxel anywhere in the patch, not always at its centre.
-            out.append(int(center[a]) - int(rng.integers(0, p)))
+            start = int(center[a]) - int(rng.integers(0, p))
+            out.append(min(max(start, lo), hi))
     return tuple(out)
 
 
@@ -169,11 +174,13 @@ class JointDataLoader(DataLoader):
         return self._rng
 
     def _start(self, shape: Sequence[int], center: np.ndarray | None) -> tuple[int, ...]:
+        """Start of the loaded crop: the central ``patch_size`` region is placed in the case
+        (:func:`sample_patch_start`), then the crop grows around it. Placing the larger crop
+        itself would let the region drift off a case smaller than the crop (a 2D slice
+        against a crop enlarged for rotation: half of each patch was padding)."""
         big, small = self.loaded_patch_size, self.patch_size
-        if center is None:
-            return sample_patch_start(shape, big, self.rng)
-        # Lesion voxel anywhere inside the central patch_size region of the loaded crop.
-        inner = sample_patch_start(shape, small, self.rng, [int(c) for c in center])
+        where = None if center is None else [int(c) for c in center]
+        inner = sample_patch_start(shape, small, self.rng, where)
         return tuple(s - (b - p) // 2 for s, b, p in zip(inner, big, small, strict=True))
 
     def _load_sample(self, case_id: str, force_foreground: bool) -> dict:

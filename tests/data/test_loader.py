@@ -14,6 +14,7 @@ from autojoint.data.loader import (
     JointDataLoader,
     forced_foreground_slots,
     pick_foreground_voxel,
+    sample_patch_start,
 )
 from autojoint.io.files import write_json
 from autojoint.preprocessing.preprocess import (
@@ -178,7 +179,6 @@ def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  
     offset = [(b - p) // 2 for b, p in zip(big, patch, strict=True)]
     inner = (slice(None), *[slice(o, o + p) for o, p in zip(offset, patch, strict=True)])
     lesion = np.argwhere(np.load(tmp_path / "a" / "seg.npy") > 0)[0]
-    overhangs = 0
     for _ in range(20):
         batch = loader.generate_train_batch()
         box = batch["patch_box"]
@@ -199,12 +199,51 @@ def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  
             # The view's crop at the box is the patch where the patch lies in the case.
             crop = crop_box(torch.from_numpy(data[None]), torch.from_numpy(box[i : i + 1]), patch)
             np.testing.assert_allclose(crop[0].numpy()[known], expected[known], rtol=0, atol=1e-3)
-            overhangs += int((box[i] < 0).any() or (box[i] > 1).any())
+            # The case is larger than the patch: no patch overhangs it, not even one
+            # holding the lesion near the corner.
+            assert (box[i] >= -1e-6).all() and (box[i] <= 1 + 1e-6).all()
         # The forced (last) sample is lesion-centred: the lesion voxel lies inside its box.
         assert batch["seg"][2, 0][inner[1:]].any()
         lo, hi = box[2, 0] * shape, box[2, 1] * shape
         assert np.all(lo <= lesion + 1e-4) and np.all(lesion + 1 <= hi + 1e-4)
-    assert overhangs > 0  # lesion-centred patches near the corner overhang the case
+
+
+@pytest.mark.parametrize("center", [None, (0, 3, 15)], ids=["random", "lesion"])
+def test_patch_start_range_known_answer(center) -> None:  # type: ignore[no-untyped-def]
+    """Starts stay in [min(0, s - p), max(0, s - p)] per axis and cover that range: a
+    patch fits inside a larger case and holds all of a smaller one; a lesion voxel is
+    always inside its patch."""
+    shape, patch = (1, 20, 18), (1, 8, 24)
+    rng = np.random.default_rng(0)
+    starts = np.array([sample_patch_start(shape, patch, rng, center) for _ in range(2000)])
+    assert (starts[:, 0] == 0).all()
+    if center is None:  # the whole range, uniformly
+        assert starts[:, 1].min() == 0 and starts[:, 1].max() == 12
+        assert starts[:, 2].min() == -6 and starts[:, 2].max() == 0
+    else:  # clipped to it: voxel 3 in y starts at 0..3; voxel 15 in x at -6..0 only
+        assert set(starts[:, 1]) == {0, 1, 2, 3} and set(starts[:, 2]) == set(range(-6, 1))
+        assert ((starts <= center) & (np.array(center) < starts + patch)).all()
+
+
+def test_enlarged_crop_keeps_a_small_slice_inside_the_patch(tmp_path: Path) -> None:
+    """A 2D slice smaller than the patch, loaded through a crop enlarged for rotation:
+    every patch holds the whole slice (before, the crop was placed instead of the patch,
+    and the patch drifted up to half its size off the slice)."""
+    shape, patch, loaded = (1, 20, 18), (1, 24, 24), (1, 60, 64)
+    write_coordinate_case(tmp_path, "a", shape)
+    loader = JointDataLoader(
+        tmp_path,
+        ["a"],
+        patch_size=patch,
+        batch_size=3,
+        classes=["CAP"],
+        seed=0,
+        oversample_foreground=1 / 3,
+        loaded_patch_size=loaded,
+    )
+    for _ in range(20):
+        box = loader.generate_train_batch()["patch_box"]
+        assert (box[:, 0, 1:] <= 1e-6).all() and (box[:, 1, 1:] >= 1 - 1e-6).all()
 
 
 def test_patch_box_known_answer() -> None:

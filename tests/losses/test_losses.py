@@ -90,12 +90,32 @@ def test_soft_dice_is_per_sample() -> None:
     assert loss[0] < 1e-4 and loss[1] > 0.5
 
 
-def test_downsample_target_nearest() -> None:
+def test_downsample_target_takes_the_voxel_nearest_each_centre() -> None:
     t = torch.arange(16).reshape(1, 1, 4, 4) % K
     assert downsample_target(t, (1, 4, 4)) is t
     small = downsample_target(t, (1, 2, 2))
     assert small.dtype == torch.long
-    torch.testing.assert_close(small, t[:, :, ::2, ::2])
+    # coarse voxel i spans fine voxels 2i, 2i + 1; its centre 2i + 1 is the nearest
+    torch.testing.assert_close(small, t[:, :, 1::2, 1::2])
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_coarse_target_stays_in_place_through_the_fusion(factor: int) -> None:
+    """A coarse head that predicts its downsampled target exactly, upsampled as the fusion
+    does, lands where the fine target is: the centroid moves by at most half a fine voxel
+    on average over the object's 16 positions (with plain ``nearest``: (f - 1) / 2)."""
+    n, shifts = 64, []
+    for y0 in range(16):
+        t = torch.zeros(1, n, n, dtype=torch.long)
+        t[0, y0 + 5 : y0 + 26, 10:40] = 1
+        small = downsample_target(t, (n // factor, n // factor))
+        logits = 20.0 * F.one_hot(small, 2).movedim(-1, 1).float()
+        pred = fuse_scales([torch.zeros(1, 2, n, n), logits], (0.0, 1.0)).argmax(1)[0]
+        rows = torch.arange(n, dtype=torch.float32)
+        shifts.append(
+            float((pred.sum(1) * rows).sum() / pred.sum() - (t[0].sum(1) * rows).sum() / t.sum())
+        )
+    assert abs(sum(shifts) / len(shifts)) <= 0.5 + 1e-6
 
 
 # --- deep supervision ---------------------------------------------------------------------------
