@@ -26,9 +26,10 @@ def sample_patch_start(
     """Start index of a patch inside ``shape``: uniform, or holding ``center`` (lesion
     oversampling) at a uniform position of the patch.
 
-    Either way the start stays in ``[min(0, s - p), max(0, s - p)]`` per axis, as nnU-Net's
-    loader keeps it: a patch never overhangs a case larger than it (a lesion near the edge
-    is then off-centre, not half padding), and one larger than its case holds all of it.
+    Either way the start stays in ``[min(0, s - p), max(0, s - p)]`` per axis: a patch never
+    overhangs a case larger than it (a lesion near the edge is then off-centre, not half
+    padding), and one larger than its case holds all of it. (nnU-Net's loader also keeps
+    random patches inside larger cases; it centres smaller ones and lesion voxels.)
     :func:`extract_patch` pads what lies outside.
     """
     out = []
@@ -98,7 +99,7 @@ def pick_foreground_voxel(locations: np.ndarray, rng: np.random.Generator) -> np
 def forced_foreground_slots(
     batch_size: int, fraction: float, offset: int = 0, global_batch_size: int | None = None
 ) -> list[bool]:
-    """Which samples of a (local) batch must be centred on a lesion voxel.
+    """Which samples of a (local) batch must hold a lesion voxel (lesion oversampling).
 
     As nnU-Net: the last ``round(global_batch * fraction)`` samples of the global batch. A
     rank of a distributed run holds samples ``offset .. offset + batch_size - 1`` of it, so the

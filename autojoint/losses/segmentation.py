@@ -222,8 +222,9 @@ def _focal(options: LossOptions) -> SegmentationLoss:
 def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Nearest-neighbour label map at a coarser deep-supervision scale.
 
-    Coarse voxel i takes the fine voxel nearest its centre (``nearest-exact``), the centre
-    the fusion's linear upsampling (``align_corners=False``) gives it. PyTorch's plain
+    Coarse voxel i takes the fine voxel nearest its centre (``nearest-exact``; at even
+    factors the centre falls between two voxels and the later one is taken), the centre the
+    fusion's linear upsampling (``align_corners=False``) gives it. PyTorch's plain
     ``nearest`` takes fine voxel f*i instead: a head that met that target exactly was
     shifted (f - 1) / 2 fine voxels in the fused mask (1.5 at f = 4, 3.5 at f = 8), so the
     per-scale and fused loss terms pulled each coarse head towards two different maps.

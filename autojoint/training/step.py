@@ -120,7 +120,7 @@ def validation_loss(
     device: torch.device,
 ) -> dict[str, float]:
     """Mean terms of the total loss over ``num_batches`` un-augmented batches of validation
-    patches (a third centred on lesions, as in training). A fresh loader seeded by ``seed``
+    patches (a third holding a lesion voxel, as in training). A fresh loader seeded by ``seed``
     makes it a pure function of the weights: the same batches every epoch, nothing to
     checkpoint."""
     if not case_ids or num_batches < 1:

@@ -40,7 +40,7 @@ def write_coordinate_case(root: Path, case_id: str, shape: tuple[int, int, int])
     data = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
     data = data.astype(np.float32)
     seg = np.zeros(shape, np.uint8)
-    seg[shape[0] - 2, 1, shape[2] - 2] = 1  # near a corner: a centred patch may overhang
+    seg[shape[0] - 2, 1, shape[2] - 2] = 1  # near a corner: the lesion patch is clipped
     case = root / case_id
     case.mkdir(parents=True)
     np.save(case / "data.npy", data)

@@ -156,14 +156,18 @@ def test_larger_loaded_patch_keeps_the_lesion_in_the_central_patch(tmp_path: Pat
         assert seg[1:3, 3:7, 4:8].any()  # the centre crop that spatial augmentation keeps
 
 
-@pytest.mark.parametrize("loaded", [None, (5, 9, 8)], ids=["patch", "larger_loaded"])
-def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("loaded", "shape"),
+    [(None, (10, 20, 12)), ((5, 9, 8), (10, 20, 12)), ((5, 9, 8), (2, 4, 12))],
+    ids=["patch", "larger_loaded", "case_smaller_than_patch"],
+)
+def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded, shape) -> None:  # type: ignore[no-untyped-def]
     """``patch_box`` = (start, start + size) / case shape of the central ``patch_size``
-    region, for random and lesion-centred patches; cropping the view (here the case
-    itself) to the box gives back the patch."""
+    region, for random and lesion patches; cropping the view (here the case itself) to the
+    box gives back the patch, also where the patch overhangs a case smaller than it."""
     from autojoint.networks.cross_stitch import crop_box
 
-    shape, patch = (10, 20, 12), (3, 5, 4)
+    patch = (3, 5, 4)
     data = write_coordinate_case(tmp_path, "a", shape)
     loader = JointDataLoader(
         tmp_path,
@@ -199,10 +203,14 @@ def test_patch_box_is_where_the_patch_was_cut(tmp_path: Path, loaded) -> None:  
             # The view's crop at the box is the patch where the patch lies in the case.
             crop = crop_box(torch.from_numpy(data[None]), torch.from_numpy(box[i : i + 1]), patch)
             np.testing.assert_allclose(crop[0].numpy()[known], expected[known], rtol=0, atol=1e-3)
-            # The case is larger than the patch: no patch overhangs it, not even one
-            # holding the lesion near the corner.
-            assert (box[i] >= -1e-6).all() and (box[i] <= 1 + 1e-6).all()
-        # The forced (last) sample is lesion-centred: the lesion voxel lies inside its box.
+            # Along axes where the case is larger than the patch no patch overhangs it, not
+            # even one holding the lesion near the corner; along smaller axes every patch
+            # holds the whole case.
+            for a, (n, p) in enumerate(zip(shape, patch, strict=True)):
+                inside = box[i, 0, a] >= -1e-6 and box[i, 1, a] <= 1 + 1e-6
+                covers = box[i, 0, a] <= 1e-6 and box[i, 1, a] >= 1 - 1e-6
+                assert inside if n >= p else covers
+        # The forced (last) sample holds the lesion voxel inside its box.
         assert batch["seg"][2, 0][inner[1:]].any()
         lo, hi = box[2, 0] * shape, box[2, 1] * shape
         assert np.all(lo <= lesion + 1e-4) and np.all(lesion + 1 <= hi + 1e-4)

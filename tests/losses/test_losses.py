@@ -95,15 +95,17 @@ def test_downsample_target_takes_the_voxel_nearest_each_centre() -> None:
     assert downsample_target(t, (1, 4, 4)) is t
     small = downsample_target(t, (1, 2, 2))
     assert small.dtype == torch.long
-    # coarse voxel i spans fine voxels 2i, 2i + 1; its centre 2i + 1 is the nearest
+    # coarse voxel i spans fine voxels 2i and 2i + 1; its centre lies between them and
+    # nearest-exact takes the later (plain nearest took 2i)
     torch.testing.assert_close(small, t[:, :, 1::2, 1::2])
 
 
-@pytest.mark.parametrize("factor", [2, 4, 8])
+@pytest.mark.parametrize("factor", [4, 8])
 def test_coarse_target_stays_in_place_through_the_fusion(factor: int) -> None:
     """A coarse head that predicts its downsampled target exactly, upsampled as the fusion
     does, lands where the fine target is: the centroid moves by at most half a fine voxel
-    on average over the object's 16 positions (with plain ``nearest``: (f - 1) / 2)."""
+    on average over the object's 16 positions (with plain ``nearest``: (f - 1) / 2, which
+    fails here; at f = 2 both give half a voxel, so that factor tells nothing)."""
     n, shifts = 64, []
     for y0 in range(16):
         t = torch.zeros(1, n, n, dtype=torch.long)
