@@ -15,8 +15,9 @@ Scores, both tools through the same code: autojoint_evaluate's Dice per class an
 union (all lesions), NSD at 1 mm (one pixel) counted over boundary pixels and, as the COVID
 segmentation benchmarks do, over area-weighted surface elements (``--surfel-nsd``); and
 Inf-Net's toolbox convention on the probability maps (``infnet_metrics``) so the published
-rows (``published.py``) stand in the same table. Rows are cached per (tool, seed) under
-``OUT/rows``; a killed run resumes.
+rows (``published.py``) stand in the same table; autojoint - nnU-Net per slice with a
+paired bootstrap interval over (seed, test slice) pairs. Rows are cached per (tool, seed)
+under ``OUT/rows``; a killed run resumes.
 Writes ``OUT/infnet_table.md``, ``OUT/infnet.json`` and ``OUT/infnet_curves.png``.
 """
 
@@ -44,7 +45,12 @@ from benchmarks.peers.common import (
 from benchmarks.peers.infnet_metrics import toolbox_scores
 from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
 from benchmarks.peers.published import INFNET_BINARY, INFNET_MULTICLASS, INFNET_SOURCE
-from benchmarks.peers.tables import curves_figure, markdown_table, mean_sd
+from benchmarks.peers.tables import (
+    curves_figure,
+    markdown_table,
+    mean_sd,
+    paired_bootstrap_ci,
+)
 
 SHARED_SLICES = Path(__file__).resolve().parents[2].parent / "shared/data/infnet_semiseg/Dataset"
 DATASET_ID = 501
@@ -63,6 +69,14 @@ COLUMNS = (
     "toolbox Dice GGO",
     "toolbox Dice consolidation",
 )
+PAIRED_COLUMNS = {
+    "Dice union": ("lesion", "dice"),
+    "Dice GGO": ("ground_glass", "dice"),
+    "Dice consolidation": ("consolidation", "dice"),
+    "NSD union (1 mm)": ("lesion", "nsd"),
+}
+"""Columns whose autojoint - nnU-Net difference gets a paired interval over test slices
+(column -> evaluator label and metric)."""
 
 
 def prepare(out: Path, source: Path, tools: Tools, threads: int) -> dict[str, float]:
@@ -188,7 +202,12 @@ def predict_both(out: Path, tools: Tools, seed: int, threads: int) -> dict[str, 
             out / "logs" / f"nnunet_predict_seed{seed}.log",
             tool_env(threads, nnunet_folders(out / "nnunet", seed).env()),
         )
-    if not (preds["autojoint"] / "diagnoses.json").is_file():
+    # segmentation only: no diagnoses.json; done when every test slice has its mask and
+    # probabilities (the predictor writes each case's files atomically)
+    cases = [p.name[: -len("_0000.nii.gz")] for p in sorted(test_images.glob("*_0000.nii.gz"))]
+    if not cases or not all(
+        (preds["autojoint"] / f"{c}_probabilities.npz").is_file() for c in cases
+    ):
         run_logged(
             [
                 tools.autojoint_command("autojoint_predict"),
@@ -219,11 +238,20 @@ def _probabilities(pred_dir: Path, case: str, tool: str) -> np.ndarray:
     return np.asarray(probs, dtype=np.float32).reshape(probs.shape[0], *probs.shape[-2:])
 
 
-def score(out: Path, pred_dir: Path, tool: str) -> dict[str, float]:
-    """Every column of the table for one tool's predictions of the test slices."""
+def score(out: Path, pred_dir: Path, tool: str) -> dict[str, Any]:
+    """One tool's row for its predictions of the test slices: ``scores`` (every column of
+    the table) and ``per_slice`` (``PAIRED_COLUMNS`` per test slice, which the paired
+    interval between the tools needs)."""
     ref_dir = out / "raw" / "labelsTs"
     summary = evaluate_folder(pred_dir, ref_dir, label_values=dict(CLASSES), use_surfel_nsd=True)
     mean = summary["mean"]
+    per_slice = {
+        case["case"]: {
+            column: case["metrics"][label][metric]
+            for column, (label, metric) in PAIRED_COLUMNS.items()
+        }
+        for case in summary["metric_per_case"]
+    }
     union: list[tuple[np.ndarray, np.ndarray]] = []
     per_class: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in CLASSES}
     for ref_path in sorted(ref_dir.glob("*.nii.gz")):
@@ -236,7 +264,7 @@ def score(out: Path, pred_dir: Path, tool: str) -> dict[str, float]:
         for name, value in CLASSES.items():
             per_class[name].append((probs[value], ref == value))
     toolbox_union = toolbox_scores(union)
-    return {
+    scores = {
         "Dice union": mean["lesion"]["dice"],
         "Dice GGO": mean["ground_glass"]["dice"],
         "Dice consolidation": mean["consolidation"]["dice"],
@@ -248,6 +276,7 @@ def score(out: Path, pred_dir: Path, tool: str) -> dict[str, float]:
         "toolbox Dice GGO": toolbox_scores(per_class["ground_glass"])["dice"],
         "toolbox Dice consolidation": toolbox_scores(per_class["consolidation"])["dice"],
     }
+    return {"scores": scores, "per_slice": per_slice}
 
 
 def learning_curves(out: Path, seed: int) -> dict[str, dict[str, list[float]]]:
@@ -277,28 +306,69 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "gpu_memory_gb": GPU_MEMORY_GB,
     }
     rows: dict[str, list[dict[str, float]]] = {"autojoint": [], "nnU-Net": []}
+    per_slice: dict[str, list[dict[str, dict[str, float]]]] = {"autojoint": [], "nnU-Net": []}
     curves = {}
     for seed in args.seeds:
         cache = {t: out / "rows" / f"{t}-seed{seed}.json" for t in ("autojoint", "nnunet")}
         records = {t: cached_row(p, setup) for t, p in cache.items()}
-        if any(r is None for r in records.values()):
+        if any(r is None or "per_slice" not in r for r in records.values()):
+            # a row cached before per-slice scores were kept is re-scored from its
+            # predictions (no training: train_both and predict_both skip finished work)
             train_both(out, tools, seed, args)
             preds = predict_both(out, tools, seed, args.threads)
             for tool in ("autojoint", "nnunet"):
-                if records[tool] is None:
-                    records[tool] = store_row(
-                        cache[tool], setup, {"scores": score(out, preds[tool], tool)}
-                    )
-        rows["autojoint"].append(records["autojoint"]["scores"])  # type: ignore[index]
-        rows["nnU-Net"].append(records["nnunet"]["scores"])  # type: ignore[index]
+                if records[tool] is None or "per_slice" not in records[tool]:  # type: ignore[operator]
+                    records[tool] = store_row(cache[tool], setup, score(out, preds[tool], tool))
+        for tool, name in (("autojoint", "autojoint"), ("nnunet", "nnU-Net")):
+            rows[name].append(records[tool]["scores"])  # type: ignore[index]
+            per_slice[name].append(records[tool]["per_slice"])  # type: ignore[index]
         curves[seed] = learning_curves(out, seed)
-    result = {"setup": setup, "prepare_seconds": prep_seconds, "rows": rows, "curves": curves}
+    result = {
+        "setup": setup,
+        "prepare_seconds": prep_seconds,
+        "rows": rows,
+        "paired": paired_differences(per_slice["autojoint"], per_slice["nnU-Net"]),
+        "curves": curves,
+    }
     write_json(result, out / "infnet.json")
     table = render(result)
     atomic_write(out / "infnet_table.md", lambda fh: fh.write(table))
     curves_figure(curves, out / "infnet_curves.png", iterations_per_epoch=args.iterations)
     print(table)
     return result
+
+
+def paired_differences(
+    ours: list[dict[str, dict[str, float]]], theirs: list[dict[str, dict[str, float]]]
+) -> dict[str, dict[str, float]]:
+    """autojoint - nnU-Net per column of ``PAIRED_COLUMNS``: mean and 95 % paired bootstrap
+    interval over (seed, test slice) pairs, and on how many pairs autojoint scores higher.
+
+    Slices are the units because with one or two seeds the seeds alone cannot give an
+    interval; it says how consistent the difference is over images, not how much a
+    retraining would move it (the sd over seeds in the table does). Pairs where either
+    value is not finite (a metric undefined on that slice) are left out and counted.
+    """
+    out = {}
+    for column in PAIRED_COLUMNS:
+        a, b = [], []
+        for seed_ours, seed_theirs in zip(ours, theirs, strict=True):
+            for case, values in seed_ours.items():
+                x, y = values[column], seed_theirs[case][column]
+                if x is not None and y is not None and np.isfinite(x) and np.isfinite(y):
+                    a.append(float(x))
+                    b.append(float(y))
+        if not a:
+            continue
+        mean, low, high = paired_bootstrap_ci(a, b)
+        out[column] = {
+            "mean": mean,
+            "low": low,
+            "high": high,
+            "pairs": len(a),
+            "autojoint_higher": int(sum(x > y for x, y in zip(a, b, strict=True))),
+        }
+    return out
 
 
 def render(result: dict[str, Any]) -> str:
@@ -318,6 +388,18 @@ def render(result: dict[str, Any]) -> str:
             for tool, rs in result["rows"].items()
         },
     )
+    paired = result.get("paired") or {}
+    if paired:
+        ours += (
+            "\nautojoint - nnU-Net, mean and 95 % paired bootstrap interval over (seed, test "
+            "slice) pairs (10,000 resamples; the spread over images, not over retrainings):"
+            "\n\n"
+            + "".join(
+                f"- {column}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
+                f"autojoint higher on {d['autojoint_higher']} of {d['pairs']}\n"
+                for column, d in paired.items()
+            )
+        )
     published = (
         "\nPublished rows, Inf-Net toolbox convention ("
         + INFNET_SOURCE

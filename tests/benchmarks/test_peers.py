@@ -147,6 +147,52 @@ def test_tables() -> None:
         markdown_table(("a",), {"x": ["1", "2"]})
 
 
+def _slices(values: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per-slice records with every paired column set to the slice's value."""
+    from benchmarks.peers.infnet import PAIRED_COLUMNS
+
+    return {case: dict.fromkeys(PAIRED_COLUMNS, v) for case, v in values.items()}
+
+
+def test_infnet_paired_differences_pool_seeds_and_slices_and_skip_undefined_pairs() -> None:
+    from benchmarks.peers.infnet import paired_differences, render
+
+    ours = [_slices({"a": 0.9, "b": 0.5, "c": float("nan")}), _slices({"a": 0.7, "b": 0.6})]
+    theirs = [_slices({"a": 0.8, "b": 0.6, "c": 0.4}), _slices({"a": 0.7, "b": 0.3})]
+    paired = paired_differences(ours, theirs)
+    d = paired["Dice union"]
+    # pairs (seed, slice): +0.1, -0.1, 0.0, +0.3; slice c of seed 0 is undefined for ours
+    assert d["pairs"] == 4 and d["autojoint_higher"] == 2
+    assert d["mean"] == pytest.approx(0.075)
+    assert d["low"] <= d["mean"] <= d["high"]
+    assert d["low"] >= -0.1 - 1e-12 and d["high"] <= 0.3 + 1e-12
+    # a slice missing from nnU-Net's predictions is an error, not a silent drop
+    with pytest.raises(KeyError):
+        paired_differences([_slices({"z": 0.5})], theirs[:1])
+    row = dict.fromkeys(
+        (
+            "Dice union",
+            "Dice GGO",
+            "Dice consolidation",
+            "NSD union (1 mm)",
+            "surfel NSD union (1 mm)",
+            "toolbox Dice union",
+            "toolbox Sen. union",
+            "toolbox Spec. union",
+            "toolbox Dice GGO",
+            "toolbox Dice consolidation",
+        ),
+        0.5,
+    )
+    result = {
+        "setup": {"epochs": 2, "iterations": 3, "threads": 1},
+        "rows": {"autojoint": [row], "nnU-Net": [row]},
+        "paired": paired,
+    }
+    text = render(result)
+    assert "- Dice union: +0.075 [" in text and "autojoint higher on 2 of 4" in text
+
+
 def test_to_nnunet_raw_replaces_a_linked_folder_without_touching_its_target(tmp_path) -> None:
     raw = make_raw_dataset(tmp_path / "raw", num_cases=2, shape=(6, 16, 16))
     before = sorted(p.name for p in (raw / "imagesTr").iterdir())
