@@ -311,14 +311,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds:
         cache = {t: out / "rows" / f"{t}-seed{seed}.json" for t in ("autojoint", "nnunet")}
         records = {t: cached_row(p, setup) for t, p in cache.items()}
-        if any(r is None or "per_slice" not in r for r in records.values()):
-            # a row cached before per-slice scores were kept is re-scored from its
-            # predictions (no training: train_both and predict_both skip finished work)
+        # a row cached before per-slice scores were kept is re-scored from its predictions
+        # (no training: train_both and predict_both skip finished work)
+        stale = [t for t, r in records.items() if r is None or "per_slice" not in r]
+        if stale:
             train_both(out, tools, seed, args)
             preds = predict_both(out, tools, seed, args.threads)
-            for tool in ("autojoint", "nnunet"):
-                if records[tool] is None or "per_slice" not in records[tool]:  # type: ignore[operator]
-                    records[tool] = store_row(cache[tool], setup, score(out, preds[tool], tool))
+            for tool in stale:
+                records[tool] = store_row(cache[tool], setup, score(out, preds[tool], tool))
         for tool, name in (("autojoint", "autojoint"), ("nnunet", "nnU-Net")):
             rows[name].append(records[tool]["scores"])  # type: ignore[index]
             per_slice[name].append(records[tool]["per_slice"])  # type: ignore[index]

@@ -155,7 +155,7 @@ def _slices(values: dict[str, float]) -> dict[str, dict[str, float]]:
 
 
 def test_infnet_paired_differences_pool_seeds_and_slices_and_skip_undefined_pairs() -> None:
-    from benchmarks.peers.infnet import paired_differences, render
+    from benchmarks.peers.infnet import COLUMNS, paired_differences, render
 
     ours = [_slices({"a": 0.9, "b": 0.5, "c": float("nan")}), _slices({"a": 0.7, "b": 0.6})]
     theirs = [_slices({"a": 0.8, "b": 0.6, "c": 0.4}), _slices({"a": 0.7, "b": 0.3})]
@@ -169,21 +169,7 @@ def test_infnet_paired_differences_pool_seeds_and_slices_and_skip_undefined_pair
     # a slice missing from nnU-Net's predictions is an error, not a silent drop
     with pytest.raises(KeyError):
         paired_differences([_slices({"z": 0.5})], theirs[:1])
-    row = dict.fromkeys(
-        (
-            "Dice union",
-            "Dice GGO",
-            "Dice consolidation",
-            "NSD union (1 mm)",
-            "surfel NSD union (1 mm)",
-            "toolbox Dice union",
-            "toolbox Sen. union",
-            "toolbox Spec. union",
-            "toolbox Dice GGO",
-            "toolbox Dice consolidation",
-        ),
-        0.5,
-    )
+    row = dict.fromkeys(COLUMNS, 0.5)
     result = {
         "setup": {"epochs": 2, "iterations": 3, "threads": 1},
         "rows": {"autojoint": [row], "nnU-Net": [row]},
