@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="autojoint_find_best_configuration",
         description="Rank every trained model (variant x configuration) and every ensemble of "
         "two models of one configuration on the final validations of all folds (lesion Dice, "
-        "diagnosis accuracy, macro-AUC); choose postprocessing and the diagnosis temperature "
-        "for the best; write WORK_DIR/best_configuration.json (the ranking, the choice and "
+        "diagnosis accuracy, macro-AUC); choose the diagnosis gate (empty masks for cases "
+        "called a lesion-free class), postprocessing and the diagnosis temperature for the "
+        "best; write WORK_DIR/best_configuration.json (the ranking, the choice and "
         "the autojoint_predict command) and each model's calibration.json. "
         "docs/model_selection.md.",
     )
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{_cell(row.macro_auc)}     {row.name}"
             )
         print(f"best: {record.ranking[0].name} -> {spec_path}")
+        if (gate := record.diagnosis_gate) is not None:
+            print(
+                f"diagnosis gate: empty masks of cases called {', '.join(gate.classes)} "
+                f"(lesion Dice {gate.dice_before:.4f} -> {gate.dice_after:.4f}; "
+                f"{gate.cases_emptied} case(s) emptied, {gate.lesion_cases_emptied} with lesions)"
+            )
         print(record.predict_command)
 
     return run(job, args.verbose)

@@ -14,7 +14,8 @@ preprocessed grid). Each is scored on the pooled validation cases of all folds:
   in [0, 1] (default weights 1, 1); a term that is undefined (no masks, no diagnoses)
   drops out.
 
-The best candidate then gets its postprocessing (``evaluation.postprocessing``) and its
+The best candidate then gets its diagnosis gate (``evaluation.diagnosis_gate``), its
+postprocessing (``evaluation.postprocessing``, chosen on the gated masks) and its
 temperature (``evaluation.model_calibration``), chosen on the same cases.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,11 @@ from autojoint.evaluation.cv_predictions import (
     missing_folds,
     read_segmentation_probabilities,
 )
+from autojoint.evaluation.diagnosis_gate import (
+    GateCase,
+    apply_diagnosis_gate,
+    choose_diagnosis_gate,
+)
 from autojoint.evaluation.metrics import LESION_KEY, diagnosis_scores
 from autojoint.evaluation.model_calibration import (
     calibrate_model,
@@ -49,6 +55,7 @@ from autojoint.evaluation.postprocessing import (
 )
 from autojoint.io.best_configuration import (
     BestConfiguration,
+    DiagnosisGate,
     ModelRef,
     PostprocessingRule,
     RankedCandidate,
@@ -128,12 +135,12 @@ def _mean_probabilities(cvs: Sequence[CvPredictions]) -> tuple[np.ndarray, np.nd
 
 def _ensemble_masks(
     work_dir: Path, cvs: Sequence[CvPredictions], configuration: str
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per pooled case, the argmax of the members' mean segmentation probabilities and the
-    reference mask (preprocessed grid)."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per pooled case (by name, sorted), the argmax of the members' mean segmentation
+    probabilities and the reference mask (preprocessed grid)."""
     pre_dir = preprocessed_dir(work_dir, configuration)
     files = [{c.case: c.probabilities_file for c in cv.cases} for cv in cvs]
-    out = []
+    out = {}
     for case in sorted(files[0]):
         reference = load_preprocessed(pre_dir, case, mmap_mode="r").seg
         if reference is None:
@@ -145,7 +152,7 @@ def _ensemble_masks(
                 "--save-validation-probabilities"
             )
         total = np.sum([read_segmentation_probabilities(p) for p in paths if p], axis=0)
-        out.append((label_argmax(total), np.asarray(reference)))
+        out[case] = (label_argmax(total), np.asarray(reference))
     return out
 
 
@@ -217,6 +224,58 @@ def choose_postprocessing(
     return rules
 
 
+def _predicted_classes(cvs: Sequence[CvPredictions]) -> dict[str, str]:
+    """Per case with diagnosis probabilities from every member, the argmax class of their
+    mean (a case without: absent)."""
+    classes = cvs[0].classes
+    per_member = [{c.case: c.probabilities for c in cv.cases if c.probabilities} for cv in cvs]
+    common = set.intersection(*(set(m) for m in per_member))
+    return {
+        case: classes[int(np.argmax(np.mean([m[case] for m in per_member], axis=0)))]
+        for case in sorted(common)
+    }
+
+
+def choose_gate(
+    masks: Mapping[str, tuple[np.ndarray, np.ndarray]], cvs: Sequence[CvPredictions]
+) -> DiagnosisGate | None:
+    """The diagnosis gate (``evaluation.diagnosis_gate``) for the candidate ``cvs`` whose
+    pooled masks are ``masks``; None when no class qualifies or it does not help."""
+    if not cvs[0].classes:
+        return None
+    predicted = _predicted_classes(cvs)
+    references = {c.case: c.diagnosis_ref for c in cvs[0].cases}
+    cases = [
+        GateCase(
+            references.get(case), predicted.get(case), _lesion_dice(pred, ref), not np.any(ref > 0)
+        )
+        for case, (pred, ref) in masks.items()
+    ]
+    choice = choose_diagnosis_gate(cases)
+    if not choice.classes:
+        logger.info("diagnosis gate: no class whose every case is lesion-free")
+        return None
+    logger.info(
+        "diagnosis gate (empty the mask of cases called %s): %s (mean lesion Dice %.4f -> "
+        "%.4f; empties %d case(s), %d of them with lesions)",
+        ", ".join(choice.classes),
+        "kept" if choice.kept else "did not help",
+        choice.dice_before,
+        choice.dice_after,
+        choice.cases_emptied,
+        choice.lesion_cases_emptied,
+    )
+    if not choice.kept:
+        return None
+    return DiagnosisGate(
+        choice.classes,
+        choice.dice_before,
+        choice.dice_after,
+        choice.cases_emptied,
+        choice.lesion_cases_emptied,
+    )
+
+
 def predict_command(work_dir: Path, spec_path: Path) -> str:
     """The ``autojoint_predict`` command that follows ``spec_path``."""
     return f"autojoint_predict -i INPUT_DIR -o OUTPUT_DIR -w {work_dir} --spec {spec_path}"
@@ -251,7 +310,7 @@ def find_best_configuration(
             "Train the missing folds (autojoint_train -w WORK ... FOLD) or pass --folds."
         )
     scored = [_single(m, cv) for m, cv in models.items()]
-    masks_of: dict[tuple[ModelRef, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+    masks_of: dict[tuple[ModelRef, ...], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     if use_ensembles:
         for a, b in itertools.combinations(models, 2):
             ca, cb = models[a], models[b]
@@ -266,7 +325,7 @@ def find_best_configuration(
                 continue
             masks = _ensemble_masks(work_dir, [ca, cb], a.configuration)
             probs, labels = _mean_probabilities([ca, cb])
-            dice = np.array([_lesion_dice(p, r) for p, r in masks]) if masks else None
+            dice = np.array([_lesion_dice(p, r) for p, r in masks.values()]) if masks else None
             scored.append(_Scored((a, b), dice, probs, labels))
             masks_of[(a, b)] = masks
     ranking = rank_candidates(scored, weights)
@@ -282,12 +341,22 @@ def find_best_configuration(
             probs, labels, cvs[0].classes, folds
         ).temperature
     rules: list[PostprocessingRule] = []
+    gate = None
     if all(cv.has_segmentation_files for cv in cvs):
         masks = masks_of.get(best.members) or _ensemble_masks(
             work_dir, cvs, best.members[0].configuration
         )
+        gate = choose_gate(masks, cvs)
+        if gate is not None:  # the component rules are chosen on the gated masks
+            predicted = _predicted_classes(cvs)
+            masks = {
+                case: (apply_diagnosis_gate(pred, predicted.get(case), gate.classes), ref)
+                for case, (pred, ref) in masks.items()
+            }
         spacing = _target_spacing(cvs[0])
-        rules = choose_postprocessing(masks, dict(cvs[0].labels), float(np.prod(spacing)))
+        rules = choose_postprocessing(
+            list(masks.values()), dict(cvs[0].labels), float(np.prod(spacing))
+        )
     else:
         logger.info(
             "postprocessing: not chosen, %s has no saved validation probabilities (train with "
@@ -300,6 +369,7 @@ def find_best_configuration(
         checkpoint=FINAL_CHECKPOINT,
         temperature=temperature,
         postprocessing=tuple(rules),
+        diagnosis_gate=gate,
         ranking=tuple(ranking),
         weights=weights,
         predict_command=predict_command(work_dir, spec_path),

@@ -1,6 +1,7 @@
 """What a chosen model adds after the networks (``best_configuration.json``,
-``calibration.json``): removal of small lesion components, and temperature-scaled
-diagnosis probabilities. Both are chosen on cross-validation predictions
+``calibration.json``): the diagnosis gate (an empty mask for a case called a lesion-free
+class), removal of small lesion components, and temperature-scaled diagnosis
+probabilities. All are chosen on cross-validation predictions
 (``evaluation.model_selection``, ``evaluation.model_calibration``); here they are applied
 to one predicted case."""
 
@@ -14,9 +15,25 @@ from typing import Any
 import numpy as np
 
 from autojoint.evaluation.calibration import apply_temperature
+from autojoint.evaluation.diagnosis_gate import apply_diagnosis_gate
 from autojoint.evaluation.postprocessing import apply_postprocessing
 from autojoint.inference.folder_tables import CALIBRATED as CALIBRATED_KEY
 from autojoint.inference.outputs import CasePrediction
+
+
+def gate_prediction(
+    result: CasePrediction, gated: Sequence[str], classes: Sequence[str]
+) -> CasePrediction:
+    """``result`` with an empty mask when its diagnosis (the argmax of its diagnosis
+    probabilities over ``classes``) is one of ``gated``; the probabilities stay the
+    networks' own, and ``mask_emptied_by_diagnosis`` records the class."""
+    if not gated or result.diagnosis_probs is None:
+        return result
+    diagnosis = classes[int(np.argmax(result.diagnosis_probs))]
+    if diagnosis not in gated:
+        return result
+    mask = apply_diagnosis_gate(result.mask, diagnosis, gated)
+    return dataclasses.replace(result, mask=mask, mask_emptied_by_diagnosis=diagnosis)
 
 
 def postprocess_prediction(

@@ -20,7 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from autojoint.arrays.labels import label_argmax
-from autojoint.inference.adjustments import add_calibrated_probabilities, postprocess_prediction
+from autojoint.inference.adjustments import (
+    add_calibrated_probabilities,
+    gate_prediction,
+    postprocess_prediction,
+)
 from autojoint.inference.folder_tables import rebuild_folder_tables
 from autojoint.inference.outputs import (
     CasePrediction,
@@ -164,6 +168,7 @@ def ensemble_folders(
     plan: Plan,
     *,
     postprocessing: Sequence[tuple[int, float]] = (),
+    diagnosis_gate: Sequence[str] = (),
     temperature: float | None = None,
     save_probabilities: bool = False,
     strict: bool = True,
@@ -173,6 +178,8 @@ def ensemble_folders(
     Args:
         plan: names the labels and diagnosis classes (any member's plan).
         postprocessing: ``(label value, min volume mm³)`` rules applied to each mask.
+        diagnosis_gate: diagnosis classes whose cases get an empty mask (decided on the
+            mean diagnosis probabilities).
         temperature: also write calibrated diagnosis probabilities.
         save_probabilities: keep the mean probabilities (``CASE_probabilities.npz``).
         strict: refuse folders holding different cases (else ensemble those all hold).
@@ -191,6 +198,7 @@ def ensemble_folders(
     all_votes: list[str] = []
     for case_id in cases:
         result, inputs, votes = ensemble_case(pred_dirs, case_id, plan)
+        result = gate_prediction(result, diagnosis_gate, plan.classes)
         result = postprocess_prediction(result, postprocessing)
         if not save_probabilities:
             result = dataclasses.replace(result, lesion_probs=None)

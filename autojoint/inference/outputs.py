@@ -53,7 +53,9 @@ class CasePrediction:
 
     ``diagnosis_probs`` is the fold mean, ``fold_diagnosis_probs`` ``(F, num_classes)`` each fold's;
     ``lesion_probs`` ``(K, Z, Y, X)`` per-label probabilities (when asked for); ``image``
-    the first input channel (for the lung estimate and the montage).
+    the first input channel (for the lung estimate and the montage);
+    ``mask_emptied_by_diagnosis`` the diagnosis whose gate emptied the mask
+    (``inference.adjustments.gate_prediction``), None when none did.
     """
 
     mask: np.ndarray
@@ -64,6 +66,7 @@ class CasePrediction:
     lesion_probs: np.ndarray | None = None
     image: np.ndarray | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    mask_emptied_by_diagnosis: str | None = None
 
 
 def mask_path(out_dir: Path, case_id: str) -> Path:
@@ -217,6 +220,8 @@ def case_record(
                 for f, fp in zip(folds, result.fold_diagnosis_probs, strict=True)
             },
         )
+    if result.mask_emptied_by_diagnosis is not None:
+        record["mask_emptied_by_diagnosis"] = result.mask_emptied_by_diagnosis
     return record
 
 

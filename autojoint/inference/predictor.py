@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from autojoint.arrays.cropping import uncrop
 from autojoint.arrays.labels import label_argmax
-from autojoint.inference.adjustments import postprocess_prediction
+from autojoint.inference.adjustments import gate_prediction, postprocess_prediction
 from autojoint.inference.case_writing import submit_write, write_prediction
 from autojoint.inference.dicom_seg import (
     DICOM_SEG,
@@ -286,6 +286,8 @@ class PredictOptions:
             in each record); None: the variant's ``calibration.json`` when there is one.
         postprocessing: ``(label value, min volume mm³)`` rules: smaller components of
             that label are removed (``autojoint_predict --spec``).
+        diagnosis_gate: diagnosis classes whose cases get an empty mask
+            (``autojoint_predict --spec``, ``evaluation.diagnosis_gate``).
         precision: how the networks run: ``auto`` (float16 autocast on CUDA, bfloat16 on a
             CPU with native bfloat16 instructions, else float32), ``float32`` or
             ``bfloat16`` (``runtime.devices.autocast_dtype``).
@@ -310,6 +312,7 @@ class PredictOptions:
     variant: str | None = None
     temperature: float | None = None
     postprocessing: tuple[tuple[int, float], ...] = ()
+    diagnosis_gate: tuple[str, ...] = ()
     precision: str = "auto"
 
 
@@ -535,6 +538,7 @@ def _predict_cases(
                             keep_probabilities=options.save_probabilities,
                             precision=options.precision,
                         )
+                        result = gate_prediction(result, options.diagnosis_gate, plan.classes)
                         result = postprocess_prediction(result, options.postprocessing)
                         write = functools.partial(
                             write_prediction,

@@ -1,6 +1,6 @@
 """Predict as ``best_configuration.json`` says (``autojoint_predict --spec FILE``): its
 model, or each model of its ensemble followed by the mean of their probabilities
-(``inference.folder_ensemble``), then its postprocessing and calibration."""
+(``inference.folder_ensemble``), then its diagnosis gate, postprocessing and calibration."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def predict_with_spec(
     """Predict ``input_dir`` into ``output_dir`` with the choice in ``spec_path``.
 
     ``options.folds`` (``-f``) wins over the spec's folds; the spec sets the models,
-    checkpoint, postprocessing and temperature.
+    checkpoint, diagnosis gate, postprocessing and temperature.
 
     Raises:
         FileNotFoundError: no spec, or a member's fold or checkpoint is missing.
@@ -54,17 +54,20 @@ def predict_with_spec(
     """
     spec = read_best_configuration(spec_path)
     rules = tuple((r.value, r.min_volume_mm3) for r in spec.postprocessing)
+    gate = spec.diagnosis_gate.classes if spec.diagnosis_gate is not None else ()
     base = replace(
         options,
         folds=options.folds or list(spec.folds),
         checkpoint=spec.checkpoint,
         postprocessing=rules,
+        diagnosis_gate=gate,
         temperature=spec.temperature,
     )
     logger.info(
-        "following %s: %s, %d postprocessing rule(s), temperature %s",
+        "following %s: %s, diagnosis gate %s, %d postprocessing rule(s), temperature %s",
         spec_path,
         " + ".join(m.name for m in spec.members),
+        ", ".join(gate) or "none",
         len(rules),
         spec.temperature,
     )
@@ -90,6 +93,7 @@ def predict_with_spec(
             configuration=m.configuration,
             save_probabilities=True,
             postprocessing=(),
+            diagnosis_gate=(),
         )
         part = run_prediction(input_dir, folder, work_dir, member)
         report.failures += [f for f in part.failures if f not in report.failures]
@@ -100,6 +104,7 @@ def predict_with_spec(
         output_dir,
         plan,
         postprocessing=rules,
+        diagnosis_gate=gate,
         temperature=spec.temperature,
         save_probabilities=options.save_probabilities,
         strict=False,

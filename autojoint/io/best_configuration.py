@@ -53,6 +53,20 @@ class PostprocessingRule:
 
 
 @dataclass(frozen=True)
+class DiagnosisGate:
+    """Empty the lesion mask of a case predicted as one of ``classes`` (classes whose every
+    training case is lesion-free, ``evaluation.diagnosis_gate``); the mean lesion Dice of
+    the pooled cross-validation cases without and with it, the cases it emptied there and
+    how many of those had reference lesions (its cost)."""
+
+    classes: tuple[str, ...]
+    dice_before: float
+    dice_after: float
+    cases_emptied: int
+    lesion_cases_emptied: int
+
+
+@dataclass(frozen=True)
 class BestConfiguration:
     """The choice and how it was made (docs/model_selection.md).
 
@@ -64,6 +78,8 @@ class BestConfiguration:
         temperature: temperature scaling of the diagnosis probabilities fitted on the
             chosen candidate's cross-validation predictions; None: not fitted.
         postprocessing: the rules kept (empty: none helped).
+        diagnosis_gate: the diagnosis gate, applied before the rules; None: not kept (no
+            lesion-free class, it did not help, or a record written before it existed).
         ranking: every candidate, best first.
         weights: (lesion Dice, macro-AUC) weights of the score.
         predict_command: the command that predicts with this choice.
@@ -78,6 +94,7 @@ class BestConfiguration:
     weights: tuple[float, float]
     predict_command: str
     created: str
+    diagnosis_gate: DiagnosisGate | None = None
     schema_version: int = BEST_CONFIGURATION_SCHEMA_VERSION
 
 

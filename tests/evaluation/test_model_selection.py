@@ -1,9 +1,10 @@
 """autojoint_find_best_configuration on constructed cross-validation predictions: the better
 model wins, ensembles average probabilities, missing folds are listed, the choice is
-written with its calibration and postprocessing."""
+written with its calibration, diagnosis gate and postprocessing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,11 @@ import pytest
 
 from autojoint.cli import find_best_configuration as cli_best
 from autojoint.evaluation.model_selection import find_best_configuration
-from autojoint.io.best_configuration import ModelRef, read_best_configuration
+from autojoint.io.best_configuration import (
+    ModelRef,
+    read_best_configuration,
+    write_best_configuration,
+)
 from autojoint.io.calibration import read_calibration
 from autojoint.io.workdir import preprocessed_dir, variant_dir
 from autojoint.pipeline import plan_and_preprocess
@@ -118,3 +123,67 @@ def test_missing_folds_are_listed(work: Path, tmp_path: Path) -> None:
     finally:
         for v, p in summaries.items():
             p.write_bytes(kept[v])
+
+
+@pytest.fixture(scope="module")
+def gated_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nine cases (three per class) in three folds. ``default``: the reference plus specks
+    (so each normal scan scores Dice 0), every diagnosis right except case_003 (COVID-19)
+    called normal."""
+    root = tmp_path_factory.mktemp("gate")
+    raw = make_raw_dataset(root / "raw", num_cases=9)
+    work = root / "work"
+    plan_and_preprocess(raw, work)
+    for fold in GATE_FOLDS:
+        cases = []
+        for i in range(int(fold), 9, 3):
+            case = f"case_{i:03d}"
+            ref = np.asarray(load_preprocessed(preprocessed_dir(work), case).seg)
+            truth = CLASSES[i % 3]
+            called = "normal" if i == 3 else truth
+            pred = _speckle(ref, i)
+            cases.append(
+                {
+                    "case": case,
+                    "diagnosis_ref": truth,
+                    "diagnosis": [0.8 if c == called else 0.1 for c in CLASSES],
+                    "pred": pred,
+                    "ref": ref,
+                    "probs": one_hot(pred, len(LABELS)),
+                }
+            )
+        write_fold(work, fold, cases, LABELS, CLASSES)
+    return work
+
+
+GATE_FOLDS = ("0", "1", "2")
+
+
+def test_diagnosis_gate_is_chosen_with_its_cost_and_written(gated_work: Path) -> None:
+    spec_path = gated_work / "best_configuration.json"
+    assert cli_best.main(["-w", str(gated_work), "--folds", *GATE_FOLDS]) == 0
+    gate = read_best_configuration(spec_path).diagnosis_gate
+    assert gate is not None and gate.classes == ("normal",)
+    before, after = [], []
+    for i in range(9):
+        case = f"case_{i:03d}"
+        ref = np.asarray(load_preprocessed(preprocessed_dir(gated_work), case).seg)
+        d = lesion_dice(_speckle(ref, i), ref)
+        before.append(1.0 if np.isnan(d) else d)
+        after.append(0.0 if i == 3 else 1.0 if i % 3 == 2 else before[-1])
+    assert before[2] == before[5] == before[8] == 0.0  # the specks cost the normal scans
+    assert gate.dice_before == pytest.approx(np.mean(before))
+    assert gate.dice_after == pytest.approx(np.mean(after))
+    assert (gate.cases_emptied, gate.lesion_cases_emptied) == (4, 1)
+
+
+def test_record_without_a_gate_reads_as_none(work: Path, tmp_path: Path) -> None:
+    """best_configuration.json written before the gate existed still reads."""
+    record = find_best_configuration(work, tmp_path / "b.json", folds=FOLDS)
+    assert record.diagnosis_gate is None  # one normal case: too few to qualify
+    path = tmp_path / "old.json"
+    write_best_configuration(path, record)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["diagnosis_gate"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert read_best_configuration(path).diagnosis_gate is None

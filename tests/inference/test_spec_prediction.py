@@ -1,6 +1,7 @@
 """``autojoint_predict --best/--spec`` follows best_configuration.json (its model,
-calibration and postprocessing, or an ensemble of models), and ``autojoint_ensemble``
-averages prediction folders; on a tiny work dir with constructed validations."""
+calibration, diagnosis gate and postprocessing, or an ensemble of models), and
+``autojoint_ensemble`` averages prediction folders; on a tiny work dir with constructed
+validations."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from autojoint.cli import find_best_configuration as cli_best
 from autojoint.cli import predict as cli_predict
 from autojoint.evaluation.calibration import apply_temperature
 from autojoint.io.best_configuration import (
+    DiagnosisGate,
     ModelRef,
     PostprocessingRule,
     read_best_configuration,
@@ -139,3 +141,48 @@ def test_bad_spec_and_flags_are_refused(setup: dict[str, Path], capsys) -> None:
     assert "bad.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_predict.main([*args, "--best", "--variant", "other"])
+
+
+def _mask(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_diagnosis_gate_empties_only_the_gated_diagnosis(setup: dict[str, Path]) -> None:
+    work, root = setup["work"], setup["root"]
+    assert cli_best.main(["-w", str(work)]) == 0
+    spec = read_best_configuration(work / "best_configuration.json")
+    assert spec.diagnosis_gate is None  # the constructed validations hold no masks
+    args = ["-i", str(setup["inputs"]), "-w", str(work), *FAST]
+    plain = root / "out_gate_none"
+    assert (
+        cli_predict.main([*args, "-o", str(plain), "--spec", str(work / "best_configuration.json")])
+        == 0
+    )
+    called = json.loads((plain / "case_000.json").read_text(encoding="utf-8"))["diagnosis"]
+    reference = _mask(plain / "case_000.nii.gz")
+    assert reference.any(), "the untrained net must predict some lesion for this test"
+    classes = list(
+        json.loads((plain / "case_000.json").read_text(encoding="utf-8"))["probabilities"]
+    )
+    others = tuple(c for c in classes if c != called)
+    ensemble = (ModelRef("default", "fullres"), ModelRef("other", "fullres"))
+    for name, members, gated in (
+        ("other_class", spec.members, others),
+        ("called_class", spec.members, (called,)),
+        ("ensemble_all", ensemble, tuple(classes)),
+    ):
+        gate = DiagnosisGate(gated, 0.5, 0.6, 1, 0)
+        spec_path = root / f"gate_{name}.json"
+        write_best_configuration(
+            spec_path, dataclasses.replace(spec, members=members, diagnosis_gate=gate)
+        )
+        out = root / f"out_gate_{name}"
+        assert cli_predict.main([*args, "-o", str(out), "--spec", str(spec_path)]) == 0
+        record = json.loads((out / "case_000.json").read_text(encoding="utf-8"))
+        mask = _mask(out / "case_000.nii.gz")
+        if record["diagnosis"] in gated:
+            assert not mask.any() and record["mask_emptied_by_diagnosis"] == record["diagnosis"]
+            assert record["volumes"]["volume_ml_lesion"] == 0.0
+        else:
+            np.testing.assert_array_equal(mask, reference)
+            assert "mask_emptied_by_diagnosis" not in record
