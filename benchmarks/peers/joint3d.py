@@ -48,6 +48,10 @@ masks + two-step" applies it to autojoint's predicted masks, which separates a d
 gap caused by our masks from one caused by our classification head (added to rows cached
 before it from the predictions in ``OUT``).
 
+The diagnosis gate (:mod:`joint3d_gate`): two more rows empty the mask of each validation
+case called a class whose every training case is lesion-free, autojoint by its own head,
+nnU-Net by its two-step diagnosis (added to cached rows from the predictions in ``OUT``).
+
 Rows are cached per (tool, fold) under ``OUT/rows`` (or ``--records DIR``: the repository
 keeps finished folds in ``benchmarks/results/joint3d/``); a killed run resumes (trainings
 from their latest checkpoints). Writes ``OUT/joint3d_table.md``, ``OUT/joint3d.json`` and
@@ -85,6 +89,7 @@ from benchmarks.peers.common import (
     wait_all_timed,
 )
 from benchmarks.peers.joint3d_features import MIN_COMPONENT_VOXELS, case_features
+from benchmarks.peers.joint3d_gate import gated_row
 from benchmarks.peers.joint3d_scoring import (
     score,
     training_record,
@@ -111,6 +116,10 @@ PERIPHERAL_MM = 3.0
 TOOLS = {"autojoint": "autojoint (joint model)", "nnunet": "nnU-Net + two-step diagnosis"}
 CEILING = "reference masks + two-step (ceiling)"
 AJ_TWO_STEP = "autojoint masks + two-step"
+GATED = {
+    "autojoint": "autojoint, masks gated by its diagnosis",
+    "nnunet": "nnU-Net, masks gated by the two-step diagnosis",
+}
 DIAGNOSIS_COLUMNS = ("accuracy", "macro-AUC")
 COLUMNS = (
     "Dice lesion",
@@ -458,6 +467,54 @@ def backfill_masks_two_step(
     )
 
 
+def _diagnoses_csv(out: Path, tool: str, fold: int) -> Path:
+    """The diagnoses a user of ``tool`` gets: autojoint's own, nnU-Net's two-step."""
+    if tool == "autojoint":
+        return out / "predictions" / f"autojoint-fold{fold}" / "diagnoses.csv"
+    return out / "predictions" / f"{tool}-fold{fold}.two_step.csv"
+
+
+def backfill_gated(
+    out: Path,
+    records: dict[str, dict[str, Any]],
+    paths: dict[str, Path],
+    fold: int,
+    prep: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Rows cached before the gated rows (``GATED``) existed, with them added from the
+    fold's predictions in ``OUT`` (scoring only, no training); unchanged, with a note, when
+    ``OUT`` lacks them (``--report-only`` on another machine)."""
+    split = prep["splits"][fold]
+    done = dict(records)
+    for tool in TOOLS:
+        if "gated" in records[tool]:
+            continue
+        folder = out / "predictions" / f"{tool}-fold{fold}"
+        csv_path = _diagnoses_csv(out, tool, fold)
+        have = (out / "raw").is_dir() and csv_path.is_file()
+        if not (have and all((folder / f"{c}.nii.gz").is_file() for c in split["val"])):
+            print(f"fold {fold}: no {tool} predictions in {folder}; row {GATED[tool]!r} left out")
+            continue
+        dataset = load_raw_dataset(out / "raw")
+        fold_dir = fold_inputs(out, dataset, split["val"], fold)
+        gated = gated_row(
+            dataset,
+            split,
+            folder,
+            csv_path,
+            fold_dir / "labelsVal",
+            fold_dir / "diagnoses.csv",
+            out / "predictions" / f"{tool}-fold{fold}.gated",
+        )
+        record = records[tool]
+        done[tool] = store_row(
+            paths[tool],
+            record["setup"],
+            {k: v for k, v in record.items() if k != "setup"} | {"gated": gated},
+        )
+    return done
+
+
 def row_setup(args: argparse.Namespace) -> dict[str, Any]:
     """What every cached row must have been made with (never mixed)."""
     return {
@@ -527,7 +584,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         tools = Tools(find_nnunet_python(args.nnunet_python))
         prep = _keep_prepare(out, prepare(out, tools, args), rows_dir)
-    names = (*TOOLS.values(), AJ_TWO_STEP, CEILING)
+    names = (*TOOLS.values(), AJ_TWO_STEP, CEILING, *GATED.values())
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     confusion: dict[str, list[list[list[int]]]] = {name: [] for name in rows}
     curves: dict[int, dict[str, dict[str, list[float]]]] = {}
@@ -544,7 +601,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             records["autojoint"] = backfill_masks_two_step(
                 out, records["autojoint"], _row_paths(rows_dir, fold)["autojoint"], fold, prep, args
             )
+        records = backfill_gated(out, records, _row_paths(rows_dir, fold), fold, prep)
         folds.append(fold)
+        for tool, name in GATED.items():
+            if "gated" in records[tool]:
+                rows[name].append({**records[tool]["gated"]["scores"], "fold": fold})
         if "two_step" in records["autojoint"]:
             two = records["autojoint"]["two_step"]
             rows[AJ_TWO_STEP].append({**two["scores"], "fold": fold})
@@ -574,6 +635,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bootstrap[f"accuracy, autojoint - {AJ_TWO_STEP}"] = paired_bootstrap_ci(
             [joint[r["fold"]]["accuracy"] for r in rows[AJ_TWO_STEP]],
             [r["accuracy"] for r in rows[AJ_TWO_STEP]],
+        )
+    gated = {tool: {r["fold"]: r for r in rows[name]} for tool, name in GATED.items()}
+    both = [f for f in folds if all(f in g for g in gated.values())]
+    if both:  # the gated tools against each other, and our gated masks against nnU-Net's
+        nn_of = dict(zip(folds, nn, strict=True))
+        ours = [gated["autojoint"][f]["Dice lesion"] for f in both]
+        bootstrap["Dice lesion, autojoint gated - nnU-Net gated"] = paired_bootstrap_ci(
+            ours, [gated["nnunet"][f]["Dice lesion"] for f in both]
+        )
+        bootstrap["Dice lesion, autojoint gated - nnU-Net"] = paired_bootstrap_ci(
+            ours, [nn_of[f]["Dice lesion"] for f in both]
         )
     rows = {name: rs for name, rs in rows.items() if rs}
     confusion = {name: c for name, c in confusion.items() if c}
@@ -637,7 +709,11 @@ def render(result: dict[str, Any]) -> str:
         f"fraction, peripheral ratio ({s['peripheral_mm']:g} mm) of nnU-Net's masks -> "
         "balanced logistic regression fitted on the training cases' reference masks; "
         f"the row {AJ_TWO_STEP!r} applies that classifier to autojoint's masks instead "
-        "of its own classification head (diagnosis columns only). "
+        "of its own classification head (diagnosis columns only). The two 'gated' rows "
+        "empty the mask of each validation case called a class whose every training case "
+        "of the fold is lesion-free (autojoint_find_best_configuration's diagnosis gate, "
+        "here applied to every fold): autojoint by its own head, nnU-Net by its two-step "
+        "diagnosis (segmentation columns only). "
         "s/iteration: epoch wall time incl. validation batches / training iterations.\n\n"
     )
     table = markdown_table(

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from autojoint.io.dataset import load_raw_dataset
 from autojoint.io.files import read_json, write_json
 from autojoint.training.splits import make_splits
 from benchmarks.peers.joint3d import (
     AJ_TWO_STEP,
     CEILING,
+    GATED,
     TOOLS,
     backfill_masks_two_step,
     main,
@@ -27,6 +29,8 @@ from benchmarks.peers.joint3d_features import (
     fit_predict_proba,
     lesion_features,
 )
+from benchmarks.peers.joint3d_gate import gated_row, training_lesion_free_classes
+from benchmarks.peers.joint3d_scoring import write_diagnoses_csv
 from benchmarks.peers.layout import SPLITS_FINAL, write_nnunet_splits
 from benchmarks.peers.tables import paired_bootstrap_ci
 from dataset_conversion.generate_demo import generate_case, generate_dataset
@@ -206,6 +210,9 @@ def test_plans_name_and_table() -> None:
     assert "+0.000 (95% interval -0.100 to +0.100)" in text
 
 
+GATED_DICE = {("autojoint", 0): 0.9, ("autojoint", 2): 0.7, ("nnunet", 0): 0.4, ("nnunet", 2): 0.6}
+
+
 def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) -> None:
     """Folds 0 and 2 have both tools' rows, fold 1 only autojoint's: the table holds folds
     0 and 2 with their known means, fold 1 is named and left out, nothing is trained (no
@@ -255,6 +262,8 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
             row["ceiling"] = {"scores": {"Dice lesion": 1.0, "accuracy": 1.0}, "confusion": eye}
         elif fold == 0:  # fold 2's row predates the two-step on our masks; no OUT to add it
             row["two_step"] = {"scores": {"accuracy": 0.75}, "confusion": eye}
+        if fold != 1:
+            row["gated"] = {"scores": {"Dice lesion": GATED_DICE[(tool, fold)]}}
         write_json(row, tmp_path / "rec" / f"{tool}-fold{fold}.json")
     main([*args, "--folds", "0", "1", "2", "--report-only"])
     printed = capsys.readouterr().out
@@ -270,6 +279,10 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
     assert joint_minus_two_step == pytest.approx((0.25, 0.25, 0.25))
     assert result["confusion"][TOOLS["nnunet"]] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
     assert result["bootstrap"]["Dice lesion, autojoint - nnU-Net"][0] == pytest.approx(0.2)
+    assert [r["Dice lesion"] for r in result["rows"][GATED["autojoint"]]] == [0.9, 0.7]
+    gated_diff = result["bootstrap"]["Dice lesion, autojoint gated - nnU-Net gated"]
+    assert gated_diff[0] == pytest.approx(0.3)  # (0.9 - 0.4 + 0.7 - 0.6) / 2
+    assert result["bootstrap"]["Dice lesion, autojoint gated - nnU-Net"][0] == pytest.approx(0.3)
     text = (tmp_path / "out" / "joint3d_table.md").read_text(encoding="utf-8")
     assert "folds [0, 2]" in text and "| 0.700 ± 0.141 |" in text  # sample sd of 0.6, 0.8
     with pytest.raises(SystemExit, match="no fold of \\[1\\]"):
@@ -320,3 +333,42 @@ def test_masks_two_step_on_reference_masks_reads_them_as_the_reference(tmp_path,
     assert [r[0] for r in rows] == cases[6:]
     assert got["two_step"]["scores"]["accuracy"] == pytest.approx(agree)
     assert np.sum(got["two_step"]["confusion"]) == 3
+
+
+def test_gate_empties_the_masks_of_cases_called_a_lesion_free_class(tmp_path) -> None:
+    """The "predictions" are the reference masks and every case is called by its reference
+    diagnosis but one diseased case, called normal: normal is the lesion-free class, the
+    normal cases and that one are emptied (same geometry), the others are the reference,
+    and the lesion Dice is 1 on every diseased case but the emptied one (0); cases whose
+    masks are both empty are left out of the mean, as the evaluator does."""
+    out = tmp_path / "out"
+    generate_dataset(out / "raw", num_train=9, seed=3, fov_mm=80.0, z_extent_mm=60.0)
+    dataset = load_raw_dataset(out / "raw")
+    truth = {c.case_id: str(c.diagnosis) for c in dataset.cases}
+    diseased = sorted(c for c, d in truth.items() if d != "normal")
+    assert sum(d == "normal" for d in truth.values()) >= 3
+    called = {**truth, diseased[0]: "normal"}
+    csv_path = tmp_path / "called.csv"
+    write_diagnoses_csv(csv_path, [[c, d] for c, d in called.items()], ["case", "diagnosis"])
+    refs = tmp_path / "refs.csv"
+    write_diagnoses_csv(refs, [[c, d] for c, d in truth.items()], ["case", "diagnosis"])
+    split = {"train": sorted(truth), "val": sorted(truth)}
+    labels = out / "raw" / "labelsTr"
+    row = gated_row(dataset, split, labels, csv_path, labels, refs, tmp_path / "gated")
+
+    assert training_lesion_free_classes(dataset, split["train"]) == ("normal",)
+    assert row["classes"] == ["normal"]
+    normals = sorted(c for c, d in truth.items() if d == "normal")
+    assert row["emptied"] == sorted([*normals, diseased[0]])
+    assert row["emptied_with_lesions"] == [diseased[0]]
+    assert row["scores"]["Dice lesion"] == pytest.approx((len(diseased) - 1) / len(diseased))
+    emptied = sitk.ReadImage(str(tmp_path / "gated" / f"{diseased[0]}.nii.gz"))
+    original = sitk.ReadImage(str(labels / f"{diseased[0]}.nii.gz"))
+    assert not sitk.GetArrayFromImage(emptied).any()
+    assert emptied.GetSpacing() == original.GetSpacing()
+    assert emptied.GetDirection() == original.GetDirection()
+    kept = sitk.ReadImage(str(tmp_path / "gated" / f"{diseased[1]}.nii.gz"))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(kept),
+        sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{diseased[1]}.nii.gz"))),
+    )
