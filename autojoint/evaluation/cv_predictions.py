@@ -96,6 +96,8 @@ class CvCase:
         probabilities: diagnosis probabilities in ``CvPredictions.classes`` order, None
             without a diagnosis.
         probabilities_file: the segmentation softmax file, None when not saved.
+        lesion_ref_voxels: the reference mask's lesion voxels (``n_ref`` of ``lesion``),
+            None when the summary lacks it.
     """
 
     case: str
@@ -104,6 +106,7 @@ class CvCase:
     diagnosis_ref: str | None
     probabilities: tuple[float, ...] | None
     probabilities_file: Path | None
+    lesion_ref_voxels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ def load_cv_predictions(model_dir: Path, folds: Sequence[str] = ALL_FOLDS) -> Cv
             case = str(e["case"])
             probs = e.get("probabilities")
             npz = validation_probabilities_path(fold_dir, case)
+            n_ref = ((e.get("metrics") or {}).get("lesion") or {}).get("n_ref")
             cases.append(
                 CvCase(
                     case=case,
@@ -195,6 +199,7 @@ def load_cv_predictions(model_dir: Path, folds: Sequence[str] = ALL_FOLDS) -> Cv
                     diagnosis_ref=e.get("diagnosis_ref"),
                     probabilities=tuple(float(probs[c]) for c in classes) if probs else None,
                     probabilities_file=npz if npz.is_file() else None,
+                    lesion_ref_voxels=int(n_ref) if isinstance(n_ref, int | float) else None,
                 )
             )
     return CvPredictions(model_dir, tuple(folds), labels or {}, classes or (), tuple(cases))

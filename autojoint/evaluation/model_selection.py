@@ -236,21 +236,41 @@ def _predicted_classes(cvs: Sequence[CvPredictions]) -> dict[str, str]:
     }
 
 
-def choose_gate(
+def _gate_cases_from_masks(
     masks: Mapping[str, tuple[np.ndarray, np.ndarray]], cvs: Sequence[CvPredictions]
-) -> DiagnosisGate | None:
-    """The diagnosis gate (``evaluation.diagnosis_gate``) for the candidate ``cvs`` whose
-    pooled masks are ``masks``; None when no class qualifies or it does not help."""
-    if not cvs[0].classes:
-        return None
+) -> list[GateCase]:
+    """The gate's view of a candidate whose pooled masks are ``masks``."""
     predicted = _predicted_classes(cvs)
     references = {c.case: c.diagnosis_ref for c in cvs[0].cases}
-    cases = [
+    return [
         GateCase(
             references.get(case), predicted.get(case), _lesion_dice(pred, ref), not np.any(ref > 0)
         )
         for case, (pred, ref) in masks.items()
     ]
+
+
+def _gate_cases_from_summaries(cv: CvPredictions) -> list[GateCase] | None:
+    """The gate's view of one model from its ``summary.json`` alone (lesion Dice, reference
+    voxel count, diagnosis probabilities): the gate needs no saved segmentation
+    probabilities. None when a case lacks the reference count or a lesion Dice."""
+    predicted = _predicted_classes([cv])
+    cases = []
+    for c in cv.cases:
+        if c.lesion_ref_voxels is None or LESION_KEY not in c.dice:
+            return None
+        dice = _both_empty_is_one([c.dice[LESION_KEY]])[0]
+        cases.append(
+            GateCase(c.diagnosis_ref, predicted.get(c.case), float(dice), c.lesion_ref_voxels == 0)
+        )
+    return cases
+
+
+def choose_gate(cases: Sequence[GateCase], classes: Sequence[str]) -> DiagnosisGate | None:
+    """The diagnosis gate (``evaluation.diagnosis_gate``) of a candidate's pooled ``cases``;
+    None without diagnosis ``classes``, when no class qualifies, or when it does not help."""
+    if not classes:
+        return None
     choice = choose_diagnosis_gate(cases)
     if not choice.classes:
         logger.info("diagnosis gate: no class whose every case is lesion-free")
@@ -346,7 +366,7 @@ def find_best_configuration(
         masks = masks_of.get(best.members) or _ensemble_masks(
             work_dir, cvs, best.members[0].configuration
         )
-        gate = choose_gate(masks, cvs)
+        gate = choose_gate(_gate_cases_from_masks(masks, cvs), cvs[0].classes)
         if gate is not None:  # the component rules are chosen on the gated masks
             predicted = _predicted_classes(cvs)
             masks = {
@@ -363,6 +383,8 @@ def find_best_configuration(
             "--save-validation-probabilities)",
             best.name,
         )
+        if len(cvs) == 1 and (from_summaries := _gate_cases_from_summaries(cvs[0])):
+            gate = choose_gate(from_summaries, cvs[0].classes)
     return BestConfiguration(
         members=best.members,
         folds=tuple(folds),

@@ -60,7 +60,12 @@ def write_fold(
             "probabilities": dict(zip(classes, map(float, c["diagnosis"]), strict=True)),
         }
         if "pred" in c:
-            entry["metrics"] = {"lesion": {"dice": lesion_dice(c["pred"], c["ref"])}}
+            entry["metrics"] = {
+                "lesion": {
+                    "dice": lesion_dice(c["pred"], c["ref"]),
+                    "n_ref": int(np.sum(c["ref"] > 0)),
+                }
+            }
         if "probs" in c:
             write_validation_probabilities(
                 validation_probabilities_path(folder, c["case"]),

@@ -187,3 +187,26 @@ def test_record_without_a_gate_reads_as_none(work: Path, tmp_path: Path) -> None
     del data["diagnosis_gate"]
     path.write_text(json.dumps(data), encoding="utf-8")
     assert read_best_configuration(path).diagnosis_gate is None
+
+
+def test_diagnosis_gate_needs_no_saved_probabilities(gated_work: Path, tmp_path: Path) -> None:
+    """Without the segmentation probability files the gate is chosen from summary.json
+    (lesion Dice, reference voxel count, diagnosis probabilities) with the same figures;
+    no component rule can be chosen then."""
+    with_files = find_best_configuration(gated_work, tmp_path / "a.json", folds=GATE_FOLDS)
+    files = sorted(gated_work.rglob("*_probabilities.npz"))
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    moved = [(p, hidden / f"{i}.npz") for i, p in enumerate(files)]
+    try:
+        for src, dst in moved:
+            src.rename(dst)
+        record = find_best_configuration(gated_work, tmp_path / "b.json", folds=GATE_FOLDS)
+    finally:
+        for src, dst in moved:
+            dst.rename(src)
+    assert record.diagnosis_gate is not None and with_files.diagnosis_gate is not None
+    assert record.diagnosis_gate.classes == ("normal",)
+    assert record.diagnosis_gate.dice_before == pytest.approx(with_files.diagnosis_gate.dice_before)
+    assert record.diagnosis_gate.dice_after == pytest.approx(with_files.diagnosis_gate.dice_after)
+    assert record.postprocessing == ()
