@@ -112,6 +112,7 @@ def case_summary(record: dict[str, Any], plan: Plan) -> CaseSummary:
         lung_ml=None if lung_ml is None else float(lung_ml),
         lung_involvement=None if involvement is None else float(involvement),
         is_ct=is_ct(plan.channel_names),
+        mask_emptied_by_diagnosis=record.get("mask_emptied_by_diagnosis"),
     )
 
 

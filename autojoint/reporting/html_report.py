@@ -141,6 +141,8 @@ class CaseSummary:
         views: the pictures of the case page, in order.
         thumbnail: file name of the index's small picture, or None.
         image_note: why there are no pictures (e.g. the input scan is gone), or None.
+        mask_emptied_by_diagnosis: the diagnosis whose gate emptied the mask (``--spec``'s
+            diagnosis gate), or None.
     """
 
     case: str
@@ -156,6 +158,7 @@ class CaseSummary:
     views: tuple[ViewImages, ...] = ()
     thumbnail: str | None = None
     image_note: str | None = None
+    mask_emptied_by_diagnosis: str | None = None
 
     @property
     def num_folds_agreeing(self) -> int:
@@ -319,6 +322,14 @@ def _numbers(case: CaseSummary) -> str:
         rows.append(("Fold agreement", fold_agreement_text(case)))
     rows += [(f"{label} volume", format_ml(ml)) for label, ml in case.lesion_volumes_ml]
     rows.append(("All lesions volume", format_ml(case.lesion_ml)))
+    if case.mask_emptied_by_diagnosis is not None:
+        rows.append(
+            (
+                "Lesion mask",
+                f"emptied by the diagnosis gate: the scan was called "
+                f"{case.mask_emptied_by_diagnosis}, a class without lesions in training",
+            )
+        )
     lung = "not available" if case.lung_ml is None else format_ml(case.lung_ml)
     rows += [("Lung volume (estimate)", lung), ("Lung involvement", lung_involvement_text(case))]
     items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)

@@ -227,6 +227,14 @@ def test_one_fold_agrees_in_the_singular() -> None:
     assert "Fold agreement 1 of 1 fold " in page
 
 
+def test_a_mask_emptied_by_the_diagnosis_gate_says_so() -> None:
+    gated = _case(diagnosis="normal", mask_emptied_by_diagnosis="normal")
+    text = _visible_text(case_html(gated, MODEL, legend=LEGEND, window_note="w"))
+    assert "Lesion mask emptied by the diagnosis gate: the scan was called normal" in text
+    plain = _visible_text(case_html(_case(), MODEL, legend=LEGEND, window_note="w"))
+    assert "diagnosis gate" not in plain
+
+
 def test_a_case_without_pictures_says_why() -> None:
     case = _case(views=(), thumbnail=None, image_note="No pictures: p01.nii.gz: file not found")
     page = case_html(case, MODEL, legend=LEGEND, window_note="w")
