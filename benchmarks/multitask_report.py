@@ -33,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from autojoint.io.files import atomic_write, read_json, write_json
 from autojoint.reporting.figures import new_figure, save_png
+from benchmarks.peers.tables import last_quarter_change
 
 RECORD_VERSION = 2
 RESULT_FILE = "result.json"
@@ -357,6 +358,22 @@ def mean_curves(records: Sequence[Mapping]) -> dict[str, dict[str, list[float]]]
     return out
 
 
+def curve_ends(records: Sequence[Mapping]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant and ``CURVE_PANELS`` key, mean and sample sd over runs of each run's
+    :func:`last_quarter_change` (how much the curve still moved at the end of training)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for variant, runs in _by_variant(records).items():
+        out[variant] = {}
+        for key, _ in CURVE_PANELS:
+            changes = [last_quarter_change(r.get("curves", {}).get(key) or []) for r in runs]
+            finite = [c for c in changes if math.isfinite(c)]
+            out[variant][key] = {
+                "mean": float(np.mean(finite)) if finite else math.nan,
+                "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan,
+            }
+    return out
+
+
 def _cell(stats: Mapping[str, float | int]) -> str:
     mean, sd = float(stats["mean"]), float(stats["sd"])
     if not math.isfinite(mean):
@@ -420,6 +437,16 @@ def markdown(records: Sequence[Mapping], description: str) -> str:
         ]
         rows = [[v] + [_interval_cell(d[m.key]) for m in METRICS] for v, d in diffs.items()]
         lines += [*_table(("variant", *(m.label for m in METRICS)), rows), ""]
+    ends = curve_ends(records)
+    if ends:
+        lines += [
+            "Learning curves at the end: mean of the last quarter of epochs minus the quarter "
+            "before, mean ± sd over runs (near 0: flattened; '–': the variant has no such "
+            "curve or fewer than 8 epochs):",
+            "",
+        ]
+        rows = [[v] + [_cell(ends[v][key]) for key, _ in CURVE_PANELS] for v in ends]
+        lines += [*_table(("variant", *(label for _, label in CURVE_PANELS)), rows), ""]
     confusions = summed_confusions(records)
     if confusions:
         classes = next(iter(confusions.values()))["classes"]

@@ -47,6 +47,7 @@ from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
 from benchmarks.peers.published import INFNET_BINARY, INFNET_MULTICLASS, INFNET_SOURCE
 from benchmarks.peers.tables import (
     curves_figure,
+    last_quarter_change,
     markdown_table,
     mean_sd,
     paired_bootstrap_ci,
@@ -399,6 +400,19 @@ def render(result: dict[str, Any]) -> str:
                 f"autojoint higher on {d['autojoint_higher']} of {d['pairs']}\n"
                 for column, d in paired.items()
             )
+        )
+    moves = [
+        f"- {tool}, seed {seed}, {name}: {last_quarter_change(values):+.3f} "
+        f"(range {min(values):.3f} to {max(values):.3f})\n"
+        for seed, per_tool in (result.get("curves") or {}).items()
+        for tool, curves in per_tool.items()
+        for name, values in curves.items()
+        if values
+    ]
+    if moves:
+        ours += (
+            "\nLearning curves at the end: mean of the last quarter of epochs minus the "
+            "quarter before (near 0 against the range: flattened):\n\n" + "".join(moves)
         )
     published = (
         "\nPublished rows, Inf-Net toolbox convention ("

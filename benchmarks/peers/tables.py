@@ -64,6 +64,19 @@ def paired_bootstrap_ci(
     return float(diff.mean()), float(low), float(high)
 
 
+def last_quarter_change(series: Sequence[float | None]) -> float:
+    """How much a learning curve still moved at the end: the mean of its last quarter of
+    epochs minus the mean of the quarter before (NaN with fewer than 8 finite epochs).
+    Quarters, not single epochs, because per-epoch values are noisy; near 0 against the
+    curve's own range means it has flattened."""
+    values = np.array([math.nan if v is None else float(v) for v in series])
+    values = values[np.isfinite(values)]
+    if values.size < 8:
+        return math.nan
+    quarter = values.size // 4
+    return float(values[-quarter:].mean() - values[-2 * quarter : -quarter].mean())
+
+
 def markdown_table(columns: Sequence[str], rows: dict[str, Sequence[str]]) -> str:
     """A GitHub markdown table: one row per ``rows`` key, cells already formatted.
 

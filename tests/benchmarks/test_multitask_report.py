@@ -18,6 +18,7 @@ from benchmarks.multitask_report import (
     REFERENCE,
     RESULT_FILE,
     SetupMismatchError,
+    curve_ends,
     markdown,
     mean_curves,
     paired_bootstrap_interval,
@@ -185,6 +186,18 @@ def test_mean_curves_average_runs_epoch_by_epoch_skipping_missing_values() -> No
     np.testing.assert_allclose(curves["loss_cls"], [1.5, 1.0, 1 / 3 + 0.5])
     assert math.isnan(curves["val_accuracy"][0])
     np.testing.assert_allclose(curves["val_accuracy"][1:], [0.5, 0.55])
+
+
+def test_curve_ends_are_the_mean_and_sd_of_each_runs_last_quarter_change() -> None:
+    records = [_record(REFERENCE, f, 0) for f in ("0", "1")]
+    records[0]["curves"]["val_view_dice"] = [0.1 * e for e in range(8)]  # +0.2 at the end
+    records[1]["curves"]["val_view_dice"] = [0.5] * 8  # flat
+    ends = curve_ends(records)[REFERENCE]
+    assert ends["val_view_dice"]["mean"] == pytest.approx(0.1)
+    assert ends["val_view_dice"]["sd"] == pytest.approx(math.sqrt(0.02))
+    assert math.isnan(ends["loss_seg"]["mean"])  # three epochs: too short to tell
+    text = markdown(records, "d")
+    assert "Learning curves at the end" in text and "| 0.100 ± 0.141 |" in text
 
 
 def test_run_names_keep_variant_fold_and_seed_apart() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from benchmarks.peers.infnet_metrics import THRESHOLDS, toolbox_curves, toolbox_scores
 from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
-from benchmarks.peers.tables import markdown_table, mean_sd, ratio
+from benchmarks.peers.tables import last_quarter_change, markdown_table, mean_sd, ratio
 from tests.synthetic import make_raw_dataset
 
 
@@ -145,6 +146,15 @@ def test_tables() -> None:
     assert table.splitlines() == ["| | a | b |", "|---|---|---|", "| x | 1 | 2 |"]
     with pytest.raises(ValueError, match="cells"):
         markdown_table(("a",), {"x": ["1", "2"]})
+
+
+def test_last_quarter_change_of_known_curves() -> None:
+    # 12 epochs: last quarter 9, 10, 11 (mean 10) minus the quarter before 6, 7, 8 (mean 7)
+    assert last_quarter_change(list(range(12))) == pytest.approx(3.0)
+    assert last_quarter_change([0.5] * 10) == 0.0  # flat
+    # missing epochs are skipped: 8 finite values 0..7, quarters (6, 7) and (4, 5)
+    assert last_quarter_change([0, None, 1, 2, float("nan"), 3, 4, 5, 6, 7]) == pytest.approx(2.0)
+    assert math.isnan(last_quarter_change([1.0] * 7))  # too short to tell
 
 
 def _slices(values: dict[str, float]) -> dict[str, dict[str, float]]:
