@@ -253,17 +253,20 @@ def _gate_cases_from_masks(
 def _gate_cases_from_summaries(cv: CvPredictions) -> list[GateCase] | None:
     """The gate's view of one model from its ``summary.json`` alone (lesion Dice, reference
     voxel count, diagnosis probabilities): the gate needs no saved segmentation
-    probabilities. None when a case lacks the reference count or a lesion Dice."""
+    probabilities. Cases without a reference mask (diagnosis only) are left out; None when
+    no case has the reference count (a summary written before it was recorded)."""
     predicted = _predicted_classes([cv])
-    cases = []
-    for c in cv.cases:
-        if c.lesion_ref_voxels is None or LESION_KEY not in c.dice:
-            return None
-        dice = _both_empty_is_one([c.dice[LESION_KEY]])[0]
-        cases.append(
-            GateCase(c.diagnosis_ref, predicted.get(c.case), float(dice), c.lesion_ref_voxels == 0)
+    cases = [
+        GateCase(
+            c.diagnosis_ref,
+            predicted.get(c.case),
+            float(_both_empty_is_one([c.dice[LESION_KEY]])[0]),
+            c.lesion_ref_voxels == 0,
         )
-    return cases
+        for c in cv.cases
+        if c.lesion_ref_voxels is not None and LESION_KEY in c.dice
+    ]
+    return cases or None
 
 
 def choose_gate(cases: Sequence[GateCase], classes: Sequence[str]) -> DiagnosisGate | None:

@@ -4,14 +4,21 @@ written with its calibration, diagnosis gate and postprocessing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from autojoint.cli import find_best_configuration as cli_best
-from autojoint.evaluation.model_selection import find_best_configuration
+from autojoint.evaluation.cv_predictions import CvCase, CvPredictions
+from autojoint.evaluation.model_selection import (
+    _gate_cases_from_summaries,
+    choose_gate,
+    find_best_configuration,
+)
 from autojoint.io.best_configuration import (
     ModelRef,
     read_best_configuration,
@@ -210,3 +217,24 @@ def test_diagnosis_gate_needs_no_saved_probabilities(gated_work: Path, tmp_path:
     assert record.diagnosis_gate.dice_before == pytest.approx(with_files.diagnosis_gate.dice_before)
     assert record.diagnosis_gate.dice_after == pytest.approx(with_files.diagnosis_gate.dice_after)
     assert record.postprocessing == ()
+
+
+def test_summary_gate_leaves_out_cases_without_a_reference_mask(tmp_path: Path) -> None:
+    """A diagnosis-only case (no mask, so no lesion metrics) tells nothing about lesions:
+    it is left out, not a reason to choose no gate; old summaries without n_ref give none."""
+
+    def case(name: str, ref: str, called: str, dice: float, n_ref: int | None) -> CvCase:
+        probs = tuple(0.8 if c == called else 0.1 for c in CLASSES)
+        metrics = {} if n_ref is None else {"lesion": dice}
+        return CvCase(name, "0", metrics, ref, probs, None, n_ref)
+
+    cases = [case(f"n{i}", "normal", "normal", math.nan if i else 0.0, 0) for i in range(3)]
+    cases += [case("c0", "CAP", "CAP", 0.7, 50), case("x", "CAP", "normal", math.nan, None)]
+    cv = CvPredictions(tmp_path, ("0",), dict(LABELS), tuple(CLASSES), tuple(cases))
+    gate_cases = _gate_cases_from_summaries(cv)
+    assert gate_cases is not None and [c.predicted for c in gate_cases] == ["normal"] * 3 + ["CAP"]
+    gate = choose_gate(gate_cases, cv.classes)
+    assert gate is not None and gate.dice_before == pytest.approx(2.7 / 4)
+    assert gate.dice_after == pytest.approx(3.7 / 4)
+    old = [dataclasses.replace(c, lesion_ref_voxels=None) for c in cases]
+    assert _gate_cases_from_summaries(dataclasses.replace(cv, cases=tuple(old))) is None
