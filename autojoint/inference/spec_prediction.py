@@ -40,6 +40,17 @@ def spec_problem(options: PredictOptions) -> str | None:
     return None
 
 
+def _check_gate(spec_path: Path, gate: tuple[str, ...], plan: Plan) -> None:
+    """Refuse a gate naming a class the plan lacks (a hand-edited or foreign spec), which
+    would otherwise silently never apply."""
+    if unknown := [c for c in gate if c not in plan.classes]:
+        raise ValueError(
+            f"{spec_path}: the diagnosis gate names {', '.join(unknown)}, not among the "
+            f"plan's classes ({', '.join(plan.classes) or 'none'}); rerun "
+            "autojoint_find_best_configuration -w WORK to rewrite it."
+        )
+
+
 def predict_with_spec(
     input_dir: Path, output_dir: Path, work_dir: Path, spec_path: Path, options: PredictOptions
 ) -> PredictionReport:
@@ -50,11 +61,14 @@ def predict_with_spec(
 
     Raises:
         FileNotFoundError: no spec, or a member's fold or checkpoint is missing.
-        ValueError: a malformed spec, or options an ensemble cannot honour.
+        ValueError: a malformed spec, a diagnosis gate naming a class the plan lacks, or
+            options an ensemble cannot honour.
     """
     spec = read_best_configuration(spec_path)
     rules = tuple((r.value, r.min_volume_mm3) for r in spec.postprocessing)
     gate = spec.diagnosis_gate.classes if spec.diagnosis_gate is not None else ()
+    if gate:
+        _check_gate(spec_path, gate, Plan.load(Path(work_dir) / PLANS_FILE))
     base = replace(
         options,
         folds=options.folds or list(spec.folds),

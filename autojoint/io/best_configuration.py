@@ -103,11 +103,14 @@ def read_best_configuration(path: Path) -> BestConfiguration:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: malformed, another schema version, no members, or a bad temperature.
+        ValueError: malformed, another schema version, no members, a diagnosis gate of no
+            class, or a bad temperature.
     """
     record = read_versioned(Path(path), BestConfiguration, BEST_CONFIGURATION_SCHEMA_VERSION, _FIX)
     if not record.members:
         raise ValueError(f"{path}: 'members' is empty; {_FIX}.")
+    if record.diagnosis_gate is not None and not record.diagnosis_gate.classes:
+        raise ValueError(f"{path}: 'diagnosis_gate' names no class; {_FIX}.")
     if record.temperature is not None and not record.temperature > 0:
         raise ValueError(f"{path}: temperature must be > 0, got {record.temperature}; {_FIX}.")
     return record

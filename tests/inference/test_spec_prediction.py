@@ -141,6 +141,20 @@ def test_bad_spec_and_flags_are_refused(setup: dict[str, Path], capsys) -> None:
     assert "bad.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_predict.main([*args, "--best", "--variant", "other"])
+    assert cli_best.main(["-w", str(work)]) == 0
+    spec = read_best_configuration(work / "best_configuration.json")
+    foreign = root / "foreign_gate.json"
+    gate = DiagnosisGate(("healthy",), 0.5, 0.6, 1, 0)
+    write_best_configuration(foreign, dataclasses.replace(spec, diagnosis_gate=gate))
+    assert cli_predict.main([*args, "--spec", str(foreign), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "foreign_gate.json" in err and "healthy" in err and "find_best_configuration" in err
+    empty = root / "empty_gate.json"
+    data = json.loads(foreign.read_text(encoding="utf-8"))
+    data["diagnosis_gate"]["classes"] = []
+    empty.write_text(json.dumps(data), encoding="utf-8")
+    assert cli_predict.main([*args, "--spec", str(empty), *FAST]) == 1
+    assert "'diagnosis_gate' names no class" in capsys.readouterr().err
 
 
 def _mask(path: Path) -> np.ndarray:
