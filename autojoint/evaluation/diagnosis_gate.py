@@ -76,7 +76,7 @@ def lesion_free_classes(cases: Sequence[GateCase], min_cases: int = MIN_CASES) -
 
 def gated_dice(case: GateCase, classes: Collection[str]) -> float:
     """The case's lesion Dice once the gate has emptied its mask (or not)."""
-    if case.predicted is None or case.predicted not in classes:
+    if case.predicted not in classes:  # None (no diagnosis) is never a gated class
         return case.lesion_dice
     return 1.0 if case.reference_empty else 0.0
 
@@ -91,7 +91,7 @@ def choose_diagnosis_gate(
     if not classes:
         return GateChoice((), before, before, 0, 0, False)
     after = float(np.mean([gated_dice(c, classes) for c in cases]))
-    emptied = [c for c in cases if c.predicted is not None and c.predicted in classes]
+    emptied = [c for c in cases if c.predicted in classes]
     return GateChoice(
         classes,
         before,
@@ -106,6 +106,6 @@ def apply_diagnosis_gate(
     mask: np.ndarray, diagnosis: str | None, classes: Collection[str]
 ) -> np.ndarray:
     """``mask`` emptied (all background) when ``diagnosis`` is a gated class, else itself."""
-    if diagnosis is None or diagnosis not in classes:
+    if diagnosis not in classes:
         return mask
     return np.zeros_like(mask)

@@ -120,17 +120,23 @@ def _single(model: ModelRef, cv: CvPredictions) -> _Scored:
     return _Scored((model,), _both_empty_is_one(dice) if has_masks else None, probs, labels)
 
 
+def _mean_by_case(per_member: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, np.ndarray]:
+    """Per case every member has (sorted by name), the mean of the members' values."""
+    common = sorted(set.intersection(*(set(m) for m in per_member)))
+    return {case: np.mean([m[case] for m in per_member], axis=0) for case in common}
+
+
 def _mean_probabilities(cvs: Sequence[CvPredictions]) -> tuple[np.ndarray, np.ndarray]:
     """Members' diagnosis probabilities averaged per case (cases matched by name)."""
-    per_member = []
-    for cv in cvs:
-        cases, probs, labels = cv.diagnosed()
-        per_member.append({c.case: (p, y) for c, p, y in zip(cases, probs, labels, strict=True)})
-    common = sorted(set.intersection(*(set(m) for m in per_member)))
-    if not common:
+    diagnosed = [cv.diagnosed() for cv in cvs]
+    mean = _mean_by_case(
+        [{c.case: p for c, p in zip(cases, probs, strict=True)} for cases, probs, _ in diagnosed]
+    )
+    if not mean:
         return np.zeros((0, len(cvs[0].classes))), np.zeros(0, np.int64)
-    probs = np.mean([[m[c][0] for c in common] for m in per_member], axis=0)
-    return probs, np.array([per_member[0][c][1] for c in common], np.int64)
+    cases, _, labels = diagnosed[0]
+    label_of = {c.case: y for c, y in zip(cases, labels, strict=True)}
+    return np.array(list(mean.values())), np.array([label_of[c] for c in mean], np.int64)
 
 
 def _ensemble_masks(
@@ -227,20 +233,19 @@ def choose_postprocessing(
 def _predicted_classes(cvs: Sequence[CvPredictions]) -> dict[str, str]:
     """Per case with diagnosis probabilities from every member, the argmax class of their
     mean (a case without: absent)."""
-    classes = cvs[0].classes
-    per_member = [{c.case: c.probabilities for c in cv.cases if c.probabilities} for cv in cvs]
-    common = set.intersection(*(set(m) for m in per_member))
-    return {
-        case: classes[int(np.argmax(np.mean([m[case] for m in per_member], axis=0)))]
-        for case in sorted(common)
-    }
+    mean = _mean_by_case(
+        [{c.case: c.probabilities for c in cv.cases if c.probabilities} for cv in cvs]
+    )
+    return {case: cvs[0].classes[int(np.argmax(p))] for case, p in mean.items()}
 
 
 def _gate_cases_from_masks(
-    masks: Mapping[str, tuple[np.ndarray, np.ndarray]], cvs: Sequence[CvPredictions]
+    masks: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    predicted: Mapping[str, str],
+    cvs: Sequence[CvPredictions],
 ) -> list[GateCase]:
-    """The gate's view of a candidate whose pooled masks are ``masks``."""
-    predicted = _predicted_classes(cvs)
+    """The gate's view of a candidate whose pooled masks are ``masks`` and whose predicted
+    diagnoses are ``predicted``."""
     references = {c.case: c.diagnosis_ref for c in cvs[0].cases}
     return [
         GateCase(
@@ -369,9 +374,9 @@ def find_best_configuration(
         masks = masks_of.get(best.members) or _ensemble_masks(
             work_dir, cvs, best.members[0].configuration
         )
-        gate = choose_gate(_gate_cases_from_masks(masks, cvs), cvs[0].classes)
+        predicted = _predicted_classes(cvs)
+        gate = choose_gate(_gate_cases_from_masks(masks, predicted, cvs), cvs[0].classes)
         if gate is not None:  # the component rules are chosen on the gated masks
-            predicted = _predicted_classes(cvs)
             masks = {
                 case: (apply_diagnosis_gate(pred, predicted.get(case), gate.classes), ref)
                 for case, (pred, ref) in masks.items()
