@@ -21,13 +21,13 @@ from benchmarks.multitask_report import (
     curve_ends,
     markdown,
     mean_curves,
-    paired_bootstrap_interval,
     read_records,
     run_name,
     summarise,
     summed_confusions,
     write_report,
 )
+from benchmarks.peers.tables import paired_bootstrap_interval
 
 # --- paired bootstrap -----------------------------------------------------------------------
 
