@@ -30,7 +30,8 @@ import torch
 from autojoint.evaluation.calibration import apply_temperature
 from autojoint.inference.ensemble import DEFAULT_CHECKPOINT, Ensemble, load_ensemble
 from autojoint.inference.evidence import DEFAULT_EVIDENCE, get_evidence_method
-from autojoint.inference.predictor import PredictOptions, model_folds, predict_image
+from autojoint.inference.predict_options import PredictOptions, model_folds
+from autojoint.inference.predictor import predict_image
 from autojoint.io.calibration import read_calibration
 from autojoint.io.image_io import ImageGeometry, image_array, sitk_image
 from autojoint.io.variants import resolve_variant

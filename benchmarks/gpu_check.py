@@ -31,7 +31,8 @@ from typing import Any
 import SimpleITK as sitk
 import torch
 
-from autojoint.inference.predictor import PredictOptions, run_prediction
+from autojoint.inference.predict_options import PredictOptions
+from autojoint.inference.predictor import run_prediction
 from autojoint.io.files import read_json, write_json
 from autojoint.io.workdir import PLANS_FILE
 from autojoint.networks.joint_net import JointNet

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from autojoint.inference.ensemble import available_folds, load_ensemble
-from autojoint.inference.predictor import PredictOptions, run_prediction
+from autojoint.inference.predict_options import PredictOptions
+from autojoint.inference.predictor import run_prediction
 from autojoint.inference.sliding_window import (
     predict_mirrored,
     tile_boxes,

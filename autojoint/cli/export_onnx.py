@@ -14,7 +14,7 @@ from autojoint.cli.common import (
     resolve_configuration,
     run,
 )
-from autojoint.inference.predictor import PredictOptions
+from autojoint.inference.predict_options import PredictOptions
 from autojoint.sharing.onnx_export import export_onnx
 
 

@@ -21,7 +21,8 @@ from autojoint.inference.evidence import DEFAULT_EVIDENCE, EVIDENCE_METHODS
 from autojoint.inference.folder_tables import FAILURES_CSV
 from autojoint.inference.outputs import NIFTI, OUTPUT_FORMATS
 from autojoint.inference.parts import part_problem
-from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
+from autojoint.inference.predict_options import PredictionReport, PredictOptions
+from autojoint.inference.predictor import run_prediction
 from autojoint.inference.spec_prediction import predict_with_spec
 from autojoint.io.best_configuration import BEST_CONFIGURATION_FILE
 from autojoint.io.dicom_series import AUTO, SeriesChoice

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,7 @@ from autojoint.inference.dicom_seg import (
 )
 from autojoint.inference.engine import run_networks
 from autojoint.inference.ensemble import (
-    DEFAULT_CHECKPOINT,
     Ensemble,
-    available_folds,
     load_ensemble,
 )
 from autojoint.inference.evidence import (
@@ -65,17 +63,16 @@ from autojoint.inference.outputs import (
     record_failure,
 )
 from autojoint.inference.parts import PART_TEMP_FILE_AGE_SECONDS, Part
+from autojoint.inference.predict_options import PredictionReport, PredictOptions, model_folds
 from autojoint.inference.report import write_report
 from autojoint.inference.scan_size import scan_size_problem
 from autojoint.inference.timing import StageTimer, mean_timing_line, timing_line
 from autojoint.io.calibration import calibration_path, read_calibration
 from autojoint.io.case_loading import load_channels
 from autojoint.io.dataset import ct_channel_index, is_ct
-from autojoint.io.dicom_series import NO_CHOICE, SeriesChoice
 from autojoint.io.files import remove_stale_temp_files
 from autojoint.io.image_io import ImageGeometry, ImageReadError, read_dicom_series
 from autojoint.io.variants import resolve_variant
-from autojoint.io.workdir import DEFAULT_VARIANT
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
@@ -256,81 +253,6 @@ def predict_image(
     )
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to predict a folder (the CLI flags of ``autojoint_predict``).
-
-    Attributes:
-        folds: folds to ensemble (None: every fold with ``checkpoint``).
-        checkpoint: which checkpoint of each fold: ``checkpoint_final.pt`` (default, the
-            end of training), ``checkpoint_best.pt`` (best EMA validation score) or
-            ``checkpoint_latest.pt``.
-        tile_batch: tiles per forward pass (None: the plan's training batch size).
-        use_tta: mirror tiles over the axes the trainer mirrored.
-        evidence: evidence method name (``"cam"``) or None.
-        save_probabilities: write ``CASE_probabilities.npz``.
-        resume: skip cases whose outputs an earlier run completed (``--continue``).
-        report_timing: log the per-case timing breakdown.
-        device: ``auto`` (CUDA, then MPS, then CPU: ``runtime.devices.resolve_device``, as
-            training), ``cpu``, ``cuda[:N]`` or ``mps``.
-        num_parts, part_id: predict only part ``part_id`` of ``num_parts`` of the folder's
-            cases (``inference.parts``); other parts may write into the same output folder
-            at the same time.
-        report: also write the HTML report ``OUTPUT/report/`` (``inference.report``).
-        output_formats: how the mask is written: ``nifti`` (``CASE.nii.gz``) and/or
-            ``dicom-seg`` (``CASE_seg.dcm``, DICOM inputs only).
-        series: which series of a DICOM folder holding several (``--series-uid``).
-        variant: the trained variant whose folds predict (None: the default variant;
-            ``io.variants.resolve_variant``).
-        temperature: calibrates the diagnosis probabilities (``calibrated_probabilities``
-            in each record); None: the variant's ``calibration.json`` when there is one.
-        postprocessing: ``(label value, min volume mm³)`` rules: smaller components of
-            that label are removed (``autojoint_predict --spec``).
-        diagnosis_gate: diagnosis classes whose cases get an empty mask
-            (``autojoint_predict --spec``, ``evaluation.diagnosis_gate``).
-        precision: how the networks run: ``auto`` (float16 autocast on CUDA, bfloat16 on a
-            CPU with native bfloat16 instructions, else float32), ``float32`` or
-            ``bfloat16`` (``runtime.devices.autocast_dtype``).
-    """
-
-    folds: list[str] | None = None
-    device: str = "auto"
-    step_fraction: float = 0.5
-    configuration: str = "fullres"
-    tile_batch: int | None = None
-    use_tta: bool = True
-    evidence: str | None = None
-    save_probabilities: bool = False
-    resume: bool = False
-    report_timing: bool = False
-    checkpoint: str = DEFAULT_CHECKPOINT
-    num_parts: int = 1
-    part_id: int = 0
-    report: bool = False
-    output_formats: tuple[str, ...] = (NIFTI,)
-    series: SeriesChoice = NO_CHOICE
-    variant: str | None = None
-    temperature: float | None = None
-    postprocessing: tuple[tuple[int, float], ...] = ()
-    diagnosis_gate: tuple[str, ...] = ()
-    precision: str = "auto"
-
-
-@dataclass
-class PredictionReport:
-    """This part's cases: predicted now, skipped as already complete, and failed (file +
-    reason)."""
-
-    predicted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failures: list[CaseFailure] = field(default_factory=list)
-    timings: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
 def _own_share(
     part: Part, cases: list[InputCase], failures: list[CaseFailure]
 ) -> tuple[list[InputCase], list[CaseFailure], list[str]]:
@@ -352,30 +274,6 @@ def _own_share(
             )
     own_cases = [c for c in cases if c.case_id in mine]
     return own_cases, [f for f in failures if f.case_id in mine], all_ids
-
-
-def model_folds(work_dir: Path, options: PredictOptions) -> tuple[list[str], str]:
-    """The folds ``options`` name (``folds``, else every fold of the variant holding the
-    checkpoint) and the variant's name: what :func:`load_ensemble` loads.
-
-    Raises:
-        FileNotFoundError: no such fold, an untrained variant (or none named while only
-            other variants are trained).
-        ValueError: a bad variant or checkpoint name.
-    """
-    folder = resolve_variant(work_dir, options.variant, options.configuration)
-    variant = options.variant or DEFAULT_VARIANT
-    logger.info("predicting with variant %s (%s)", variant, folder)
-    folds = options.folds or available_folds(
-        work_dir, options.configuration, options.checkpoint, variant
-    )
-    if not folds:
-        where = folder / "fold_*"
-        raise FileNotFoundError(
-            f"{where}/{options.checkpoint}: none found; run autojoint_train "
-            f"(-c {options.configuration}) first."
-        )
-    return folds, variant
 
 
 def run_prediction(

@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from autojoint.inference.folder_ensemble import ensemble_folders
-from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
+from autojoint.inference.predict_options import PredictionReport, PredictOptions
+from autojoint.inference.predictor import run_prediction
 from autojoint.io.best_configuration import read_best_configuration
 from autojoint.io.variants import safe_variant_name
 from autojoint.io.workdir import PLANS_FILE

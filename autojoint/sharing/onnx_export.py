@@ -39,7 +39,7 @@ import torch
 
 from autojoint import __version__
 from autojoint.inference.ensemble import load_ensemble
-from autojoint.inference.predictor import PredictOptions, model_folds
+from autojoint.inference.predict_options import PredictOptions, model_folds
 from autojoint.io.files import DIR_MODE, write_json
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
@@ -215,7 +215,7 @@ def export_onnx(work_dir: Path, output_dir: Path, options: PredictOptions) -> di
     Raises:
         RuntimeError: onnx or onnxruntime is missing.
         FileExistsError: ``output_dir`` exists.
-        FileNotFoundError, ValueError: as :func:`~autojoint.inference.predictor.model_folds`
+        FileNotFoundError, ValueError: as :func:`~autojoint.inference.predict_options.model_folds`
             and ``load_ensemble``; a graph that differs from torch.
     """
     require_onnx()

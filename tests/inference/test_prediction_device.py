@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from autojoint.cli import predict as cli_predict
-from autojoint.inference import engine, predictor
+from autojoint.inference import engine, predict_options, predictor
 from autojoint.inference.engine import run_networks
-from autojoint.inference.predictor import PredictionReport, PredictOptions, run_prediction
+from autojoint.inference.predict_options import PredictionReport, PredictOptions
+from autojoint.inference.predictor import run_prediction
 from autojoint.inference.sliding_window import network_probabilities
 from autojoint.io.image_io import ImageGeometry
 from autojoint.networks.joint_net import JointNet
@@ -69,7 +70,7 @@ def test_auto_resolves_and_logs_the_device(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(devices, "_mps_available", lambda: mps)
     # Stop right after the device is chosen: no trained fold to load.
-    monkeypatch.setattr(predictor, "available_folds", lambda *_: [])
+    monkeypatch.setattr(predict_options, "available_folds", lambda *_: [])
     with caplog.at_level("INFO", logger=predictor.__name__), pytest.raises(FileNotFoundError):
         run_prediction(tmp_path, tmp_path / "out", tmp_path, PredictOptions())
     assert f"predicting on {expected} (--device auto)" in caplog.text
