@@ -112,6 +112,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # A classifier fed the image alone: no segmentation output reaches the diagnosis.
     "classification only, image input": (*SINGLE_TASK_CLS, "network.classifier_input=image"),
     "joint, task-aware loss off": ("loss_weights.task_aware=0",),
+    # The diagnosis loss trains the classifier only: does its gradient through the lesion
+    # map cost the segmentation (docs/benchmarks.md, "64 epochs")?
+    "joint, lesion input detached": ("network.detach_lesion_input=true",),
     "joint + reverse attention": ("network.reverse_attention=true",),
     "joint + cross-stitch stem": ("network.cross_stitch=true",),
     "joint + multiply input": ("network.classifier_input=multiply",),

@@ -391,15 +391,18 @@ class JointNet(nn.Module):
         view's segmentation and task-aware losses)."""
         assert self.cls is not None
         view_scales = self.seg.segment_features(view)
+        lesion_scales = view_scales
+        if self.options.detach_lesion_input:  # the diagnosis loss stops at the lesion map
+            lesion_scales = [s.detach() for s in view_scales]
         if self.options.classifier_input == "image":
             cls_input = view
         elif self.options.classifier_input == "multiply":
-            cls_input = view * self.lesion_probability(view_scales)
+            cls_input = view * self.lesion_probability(lesion_scales)
         elif self.options.classifier_input == "labels":
-            probs = fused_probabilities(view_scales, self.view_eta, self.options.fusion)
+            probs = fused_probabilities(lesion_scales, self.view_eta, self.options.fusion)
             cls_input = torch.cat([view, probs[:, 1:]], dim=1)
         else:
-            cls_input = torch.cat([view, self.lesion_probability(view_scales)], dim=1)
+            cls_input = torch.cat([view, self.lesion_probability(lesion_scales)], dim=1)
         logits, feats = self.cls(cls_input)
         return view_scales, logits, feats
 

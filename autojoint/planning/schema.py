@@ -111,6 +111,10 @@ class NetworkOptions:
             ``"labels"`` (image and one probability channel per lesion label),
             ``"multiply"`` (MultiR-Net: image x lesion map) or ``"image"`` (the image alone:
             no segmentation output reaches the diagnosis; a single-task baseline).
+        detach_lesion_input: the classifier reads the lesion map without passing its
+            gradient back: the diagnosis loss then trains the classifier only, and the
+            U-Net learns from the segmentation loss alone (``concat``, ``labels`` and
+            ``multiply``; nothing to detach with ``image``).
         refinement_passes: MultiR-Net iterative refinement passes (0 = off).
         pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.
@@ -124,6 +128,7 @@ class NetworkOptions:
     reverse_attention: bool = False
     cross_stitch: bool = False
     classifier_input: str = field(default="concat", metadata=constraint(choices=CLASSIFIER_INPUTS))
+    detach_lesion_input: bool = False
     refinement_passes: int = field(default=0, metadata=constraint(minimum=0))
     pyramid_conv: bool = False
     channel_attention: bool = False

@@ -399,6 +399,34 @@ def test_image_input_classifier_reads_no_segmentation_output() -> None:
     torch.testing.assert_close(moved, logits.detach())
 
 
+def _diagnosis_and_unet_gradients(
+    classifier_input: str, detach: bool
+) -> tuple[JointNet, list[torch.Tensor], torch.Tensor, list[torch.Tensor | None]]:
+    plan = _plan(NetworkOptions(classifier_input=classifier_input, detach_lesion_input=detach), ODD)
+    net = seeded_net(plan).train()
+    _, view = _inputs(plan)
+    scales, logits, _ = net.classify(view)
+    logits.sum().backward()
+    return net, scales, logits.detach(), [p.grad for p in net.seg.parameters()]
+
+
+@pytest.mark.parametrize("classifier_input", ["concat", "labels", "multiply"])
+def test_detached_lesion_input_keeps_the_diagnosis_and_stops_its_gradient(
+    classifier_input: str,
+) -> None:
+    """Detaching changes no number of the forward pass; only the U-Net's gradient from the
+    diagnosis goes (the segmentation losses still train it)."""
+    _, _, logits, grads = _diagnosis_and_unet_gradients(classifier_input, detach=False)
+    net, scales, detached_logits, detached_grads = _diagnosis_and_unet_gradients(
+        classifier_input, detach=True
+    )
+    torch.testing.assert_close(detached_logits, logits)  # same seed, same numbers
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(g is None for g in detached_grads)
+    scales[-1].sum().backward()  # the view's own segmentation still trains the U-Net
+    assert any(p.grad is not None for p in net.seg.parameters())
+
+
 def test_unknown_classifier_input_is_refused() -> None:
     with pytest.raises(ValueError, match="classifier_input"):
         JointNet(_plan(NetworkOptions(classifier_input="add")))
