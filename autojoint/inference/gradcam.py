@@ -49,6 +49,11 @@ def _target_module(net: JointNet, target: str, stage: int) -> torch.nn.Module:
                 "network.classifier_input is 'image': the diagnosis does not read the "
                 "segmentation encoder, so its Grad-CAM is undefined; use target 'classifier'."
             )
+        if net.cls is not None and net.options.detach_lesion_input:
+            raise ValueError(
+                "network.detach_lesion_input is on: no gradient of the diagnosis reaches the "
+                "segmentation encoder, so its Grad-CAM is undefined; use target 'classifier'."
+            )
         units = net.seg.encoder
     else:
         raise ValueError(f"Grad-CAM target must be one of {GRADCAM_TARGETS}, got {target!r}.")

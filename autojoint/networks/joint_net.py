@@ -11,8 +11,9 @@ reverse attention on the skips, the cross-task inception stem with a cross-stitc
 multiplied classifier input, iterative refinement and the scale fusion (``softmax`` or
 ``sigmoid_sum``; :func:`fused_logits`) (docs/architecture.md, "Network switches");
 ``classifier_input="image"`` cuts the lesion map out of the diagnosis (a single-task
-baseline). With every switch off the network is exactly the foundation one: same
-parameters, same names, same outputs.
+baseline); ``detach_lesion_input`` keeps the map as input but stops the diagnosis's
+gradient there, so the classifier cannot reshape the masks. With every switch off the
+network is exactly the foundation one: same parameters, same names, same outputs.
 """
 
 from __future__ import annotations
@@ -291,6 +292,11 @@ def check_network_options(options: NetworkOptions) -> None:
         )
     if options.fusion not in FUSIONS:
         raise ValueError(f"network.fusion must be one of {FUSIONS}, got {options.fusion!r}.")
+    if options.detach_lesion_input and options.classifier_input == "image":
+        raise ValueError(
+            "network.detach_lesion_input needs a lesion input to detach: set "
+            "network.classifier_input to concat, labels or multiply, or leave the switch off."
+        )
 
 
 class JointNet(nn.Module):

@@ -99,7 +99,7 @@ def lesion_map_channels(classifier_input: str, num_labels: int) -> int:
     return {"concat": 1, "labels": num_labels - 1}.get(classifier_input, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NetworkOptions:
     """Ablation switches of the joint network (DeepSC-COVID, MultiR-Net and MSD-Net;
     docs/architecture.md, "Network switches").
@@ -112,9 +112,11 @@ class NetworkOptions:
             ``"multiply"`` (MultiR-Net: image x lesion map) or ``"image"`` (the image alone:
             no segmentation output reaches the diagnosis; a single-task baseline).
         detach_lesion_input: the classifier reads the lesion map without passing its
-            gradient back: the diagnosis loss then trains the classifier only, and the
-            U-Net learns from the segmentation loss alone (``concat``, ``labels`` and
-            ``multiply``; nothing to detach with ``image``).
+            gradient back, so neither the diagnosis loss nor the task-aware loss (whose
+            evidence maps come from the classifier reading that map) reaches the U-Net
+            through it, and the U-Net learns from the segmentation losses alone. With the
+            cross-stitch stem the diagnosis still trains the shared stem. Needs
+            ``concat``, ``labels`` or ``multiply`` (nothing to detach with ``image``).
         refinement_passes: MultiR-Net iterative refinement passes (0 = off).
         pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.

@@ -116,11 +116,13 @@ def paired_bootstrap_ci(
     Raises:
         ValueError: lengths differ, no pair, a non-finite value, or ``level`` outside (0, 1).
     """
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if len(a) != len(b) or diff.ndim != 1 or diff.size == 0:
+    if len(a) != len(b) or len(a) == 0:
         raise ValueError(f"need two equally long, non-empty sequences; got {len(a)} and {len(b)}")
-    if not np.all(np.isfinite(diff)):
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.ndim != 1 or not np.all(np.isfinite(diff)):
         raise ValueError(f"non-finite value among the pairs {list(a)} and {list(b)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     iv = paired_bootstrap_interval(a, b, confidence=level, num_resamples=num_resamples, seed=seed)
     return iv.mean, iv.low, iv.high
 

@@ -168,9 +168,23 @@ def test_bootstrap_is_seeded_order_free_and_antisymmetric() -> None:
     assert low <= diff <= high
 
 
+def test_bootstrap_seed_draws_other_resamples() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.7, 0.1, 30).tolist(), rng.normal(0.6, 0.1, 30).tolist()
+    first, other = paired_bootstrap_ci(a, b), paired_bootstrap_ci(a, b, seed=1)
+    assert other[0] == first[0]  # the mean is the data's, not the resampling's
+    assert other[1:] != first[1:]
+    assert other[1:] == pytest.approx(first[1:], abs=0.01)  # but the interval barely moves
+
+
 @pytest.mark.parametrize(
     ("a", "b", "match"),
-    [([1.0], [1.0, 2.0], "equally long"), ([], [], "equally long"), ([np.nan], [0.0], "finite")],
+    [
+        ([1.0], [1.0, 2.0], "equally long"),
+        ([1.0, 2.0], [1.0], "equally long"),
+        ([], [], "equally long"),
+        ([np.nan], [0.0], "finite"),
+    ],
 )
 def test_bootstrap_rejects_bad_input(a, b, match) -> None:
     with pytest.raises(ValueError, match=match):

@@ -96,3 +96,11 @@ def test_gradcam_of_the_encoder_is_refused_when_the_classifier_reads_the_image_o
     assert grad_cam(net, view).maps.shape[2:] == view.shape[2:]
     with pytest.raises(ValueError, match="classifier_input is 'image'"):
         grad_cam(net, view, target="encoder")
+
+
+def test_gradcam_of_the_encoder_is_refused_when_the_lesion_input_is_detached() -> None:
+    plan = dataclasses.replace(_plan(), network=NetworkOptions(detach_lesion_input=True))
+    net, view = seeded_net(plan).eval(), _view()
+    assert grad_cam(net, view).maps.shape[2:] == view.shape[2:]  # the classifier's is fine
+    with pytest.raises(ValueError, match="detach_lesion_input is on"):
+        grad_cam(net, view, target="encoder")

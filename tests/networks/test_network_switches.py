@@ -432,6 +432,8 @@ def test_unknown_classifier_input_is_refused() -> None:
         JointNet(_plan(NetworkOptions(classifier_input="add")))
     with pytest.raises(ValueError, match="refinement_passes"):
         JointNet(_plan(NetworkOptions(refinement_passes=-1)))
+    with pytest.raises(ValueError, match="detach_lesion_input needs a lesion input"):
+        JointNet(_plan(NetworkOptions(classifier_input="image", detach_lesion_input=True)))
 
 
 # --- iterative refinement -----------------------------------------------------------------

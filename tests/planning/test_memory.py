@@ -34,7 +34,9 @@ SWITCHES = {
     "refinement n=2": NetworkOptions(refinement_passes=2),
     "multiply input": NetworkOptions(classifier_input="multiply"),
     "per-label input": NetworkOptions(classifier_input="labels"),
-    "all": NetworkOptions(True, True, "multiply", 2),
+    "all": NetworkOptions(
+        reverse_attention=True, cross_stitch=True, classifier_input="multiply", refinement_passes=2
+    ),
     "pyramid conv": NetworkOptions(pyramid_conv=True),
     "channel attention": NetworkOptions(channel_attention=True),
     "residual refinement": NetworkOptions(residual_refinement=True),

@@ -85,7 +85,7 @@ def test_second_variant_leaves_the_first_untouched(trained: dict) -> None:
 def test_both_variants_predict(trained: dict, caplog: pytest.LogCaptureFixture) -> None:
     work, root, inputs = trained["work"], trained["root"], trained["inputs"]
     common = ["-i", str(inputs), "-w", str(work), "--no-tta"]
-    with caplog.at_level(logging.INFO, logger="autojoint.inference.predictor"):
+    with caplog.at_level(logging.INFO, logger="autojoint.inference"):
         assert cli_predict.main([*common, "-o", str(root / "pred_default")]) == 0
         assert cli_predict.main([*common, "-o", str(root / "pred_b"), "--variant", BATCH_DICE]) == 0
     used = [r.getMessage() for r in caplog.records if "predicting with variant" in r.getMessage()]
