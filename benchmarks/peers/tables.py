@@ -102,7 +102,7 @@ def paired_bootstrap_ci(
     a: Sequence[float],
     b: Sequence[float],
     *,
-    level: float = 0.95,
+    confidence: float = 0.95,
     num_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float, float]:
@@ -114,16 +114,17 @@ def paired_bootstrap_ci(
         ``(mean difference, low, high)``.
 
     Raises:
-        ValueError: lengths differ, no pair, a non-finite value, or ``level`` outside (0, 1).
+        ValueError: lengths differ, no pair, a non-finite value, or an option
+            :func:`paired_bootstrap_interval` refuses.
     """
     if len(a) != len(b) or len(a) == 0:
         raise ValueError(f"need two equally long, non-empty sequences; got {len(a)} and {len(b)}")
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if diff.ndim != 1 or not np.all(np.isfinite(diff)):
         raise ValueError(f"non-finite value among the pairs {list(a)} and {list(b)}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    iv = paired_bootstrap_interval(a, b, confidence=level, num_resamples=num_resamples, seed=seed)
+    iv = paired_bootstrap_interval(
+        a, b, confidence=confidence, num_resamples=num_resamples, seed=seed
+    )
     return iv.mean, iv.low, iv.high
 
 

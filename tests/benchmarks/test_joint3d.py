@@ -191,6 +191,11 @@ def test_bootstrap_rejects_bad_input(a, b, match) -> None:
         paired_bootstrap_ci(a, b)
 
 
+def test_bootstrap_rejects_a_confidence_outside_0_1() -> None:
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        paired_bootstrap_ci([1.0], [0.0], confidence=1.0)
+
+
 def test_plans_name_and_table() -> None:
     assert plans_name(8.0) == "nnUNetPlans"
     assert plans_name(1.0) == "nnUNetPlans_1GB"
