@@ -33,7 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from autojoint.io.files import atomic_write, read_json, write_json
 from autojoint.reporting.figures import new_figure, save_png
-from benchmarks.peers.tables import (
+from benchmarks.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     Interval,

@@ -45,13 +45,8 @@ from benchmarks.peers.common import (
 from benchmarks.peers.infnet_metrics import toolbox_scores
 from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
 from benchmarks.peers.published import INFNET_BINARY, INFNET_MULTICLASS, INFNET_SOURCE
-from benchmarks.peers.tables import (
-    curves_figure,
-    last_quarter_change,
-    markdown_table,
-    mean_sd,
-    paired_bootstrap_ci,
-)
+from benchmarks.peers.tables import curves_figure, markdown_table, mean_sd
+from benchmarks.stats import last_quarter_change, paired_bootstrap_ci
 
 SHARED_SLICES = Path(__file__).resolve().parents[2].parent / "shared/data/infnet_semiseg/Dataset"
 DATASET_ID = 501

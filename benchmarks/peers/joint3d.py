@@ -56,7 +56,7 @@ Rows are cached per (tool, fold) under ``OUT/rows`` (or ``--records DIR``: the r
 keeps finished folds in ``benchmarks/results/joint3d/``); a killed run resumes (trainings
 from their latest checkpoints). Writes ``OUT/joint3d_table.md``, ``OUT/joint3d.json`` and
 ``OUT/joint3d_curves.png``; differences autojoint - peer with a paired bootstrap interval
-over folds (:func:`tables.paired_bootstrap_ci`).
+over folds (:func:`benchmarks.stats.paired_bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ from benchmarks.peers.layout import (
     to_nnunet_raw,
     write_nnunet_splits,
 )
-from benchmarks.peers.tables import curves_figure, markdown_table, mean_sd, paired_bootstrap_ci
+from benchmarks.peers.tables import curves_figure, markdown_table, mean_sd
+from benchmarks.stats import paired_bootstrap_ci
 
 DATASET_ID = 502
 DATASET_NAME = "Joint3D"

@@ -32,7 +32,7 @@ from benchmarks.peers.joint3d_features import (
 from benchmarks.peers.joint3d_gate import gated_row, training_lesion_free_classes
 from benchmarks.peers.joint3d_scoring import write_diagnoses_csv
 from benchmarks.peers.layout import SPLITS_FINAL, write_nnunet_splits
-from benchmarks.peers.tables import paired_bootstrap_ci
+from benchmarks.stats import paired_bootstrap_ci
 from dataset_conversion.generate_demo import generate_case, generate_dataset
 
 

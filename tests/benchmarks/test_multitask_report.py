@@ -27,7 +27,7 @@ from benchmarks.multitask_report import (
     summed_confusions,
     write_report,
 )
-from benchmarks.peers.tables import paired_bootstrap_interval
+from benchmarks.stats import paired_bootstrap_interval
 
 # --- paired bootstrap -----------------------------------------------------------------------
 

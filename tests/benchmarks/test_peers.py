@@ -11,7 +11,8 @@ import pytest
 
 from benchmarks.peers.infnet_metrics import THRESHOLDS, toolbox_curves, toolbox_scores
 from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
-from benchmarks.peers.tables import last_quarter_change, markdown_table, mean_sd, ratio
+from benchmarks.peers.tables import markdown_table, mean_sd, ratio
+from benchmarks.stats import last_quarter_change
 from tests.synthetic import make_raw_dataset
 
 
