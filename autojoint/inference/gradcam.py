@@ -38,21 +38,29 @@ class GradCamResult:
     class_index: torch.Tensor
 
 
+def _encoder_cut(net: JointNet) -> str | None:
+    """The plan switch that keeps the diagnosis's gradient out of the segmentation encoder,
+    or None when the gradient reaches it (or there is no classifier to explain)."""
+    if net.cls is None:
+        return None
+    if net.options.classifier_input == "image":
+        return "network.classifier_input is 'image' (the diagnosis does not read the encoder)"
+    if net.options.detach_lesion_input:
+        return "network.detach_lesion_input is on"
+    return None
+
+
 def _target_module(net: JointNet, target: str, stage: int) -> torch.nn.Module:
     if target == "classifier":
         if net.cls is None:
             raise RuntimeError("this network has no classifier; nothing to explain.")
         units = net.cls.units
     elif target == "encoder":
-        if net.cls is not None and net.options.classifier_input == "image":
+        cut = _encoder_cut(net)
+        if cut is not None:
             raise ValueError(
-                "network.classifier_input is 'image': the diagnosis does not read the "
-                "segmentation encoder, so its Grad-CAM is undefined; use target 'classifier'."
-            )
-        if net.cls is not None and net.options.detach_lesion_input:
-            raise ValueError(
-                "network.detach_lesion_input is on: no gradient of the diagnosis reaches the "
-                "segmentation encoder, so its Grad-CAM is undefined; use target 'classifier'."
+                f"{cut}: no gradient of the diagnosis reaches the segmentation encoder, so "
+                "its Grad-CAM is undefined; use target 'classifier'."
             )
         units = net.seg.encoder
     else:

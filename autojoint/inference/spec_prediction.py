@@ -68,8 +68,9 @@ def predict_with_spec(
     spec = read_best_configuration(spec_path)
     rules = tuple((r.value, r.min_volume_mm3) for r in spec.postprocessing)
     gate = spec.diagnosis_gate.classes if spec.diagnosis_gate is not None else ()
+    plan = Plan.load(Path(work_dir) / PLANS_FILE)
     if gate:
-        _check_gate(spec_path, gate, Plan.load(Path(work_dir) / PLANS_FILE))
+        _check_gate(spec_path, gate, plan)
     base = replace(
         options,
         folds=options.folds or list(spec.folds),
@@ -113,7 +114,6 @@ def predict_with_spec(
         part = run_prediction(input_dir, folder, work_dir, member)
         report.failures += [f for f in part.failures if f not in report.failures]
         member_dirs.append(folder)
-    plan = Plan.load(Path(work_dir) / PLANS_FILE)
     report.predicted = ensemble_folders(
         member_dirs,
         output_dir,
