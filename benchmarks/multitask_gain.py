@@ -105,6 +105,9 @@ SINGLE_TASK_CLS = ("loss_weights.seg=0", "loss_weights.task_aware=0")
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "joint (default)": (),
+    # The joint default before 2026-12-02: the diagnosis's gradient flows back through the
+    # lesion map into the U-Net (docs/benchmarks.md, "64 epochs").
+    "joint, end-to-end": ("network.detach_lesion_input=false",),
     "segmentation only": ("loss_weights.cls=0", "loss_weights.task_aware=0"),
     # The joint network with l_seg = l_ta = 0: its classifier still reads the lesion map,
     # which only the diagnosis loss now trains (docs/benchmarks.md, "Classification only").
@@ -112,9 +115,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # A classifier fed the image alone: no segmentation output reaches the diagnosis.
     "classification only, image input": (*SINGLE_TASK_CLS, "network.classifier_input=image"),
     "joint, task-aware loss off": ("loss_weights.task_aware=0",),
-    # The diagnosis loss trains the classifier only: does its gradient through the lesion
-    # map cost the segmentation (docs/benchmarks.md, "64 epochs")?
-    "joint, lesion input detached": ("network.detach_lesion_input=true",),
     "joint + reverse attention": ("network.reverse_attention=true",),
     "joint + cross-stitch stem": ("network.cross_stitch=true",),
     "joint + multiply input": ("network.classifier_input=multiply",),

@@ -38,29 +38,16 @@ class GradCamResult:
     class_index: torch.Tensor
 
 
-def _encoder_cut(net: JointNet) -> str | None:
-    """The plan switch that keeps the diagnosis's gradient out of the segmentation encoder,
-    or None when the gradient reaches it (or there is no classifier to explain)."""
-    if net.cls is None:
-        return None
-    if net.options.classifier_input == "image":
-        return "network.classifier_input is 'image' (the diagnosis does not read the encoder)"
-    if net.options.detach_lesion_input:
-        return "network.detach_lesion_input is on"
-    return None
-
-
 def _target_module(net: JointNet, target: str, stage: int) -> torch.nn.Module:
     if target == "classifier":
         if net.cls is None:
             raise RuntimeError("this network has no classifier; nothing to explain.")
         units = net.cls.units
     elif target == "encoder":
-        cut = _encoder_cut(net)
-        if cut is not None:
+        if net.cls is not None and net.options.classifier_input == "image":
             raise ValueError(
-                f"{cut}: no gradient of the diagnosis reaches the segmentation encoder, so "
-                "its Grad-CAM is undefined; use target 'classifier'."
+                "network.classifier_input is 'image': the diagnosis does not read the "
+                "segmentation encoder, so its Grad-CAM is undefined; use target 'classifier'."
             )
         units = net.seg.encoder
     else:
@@ -98,7 +85,9 @@ def grad_cam(
     handle = module.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            _, logits, _ = net.classify(view)
+            # Detaching the lesion input is a training choice: the diagnosis still depends
+            # on the encoder through the lesion map, so its explanation keeps that gradient.
+            _, logits, _ = net.classify(view, detach_lesion_input=False)
             activation = captured[-1]
             chosen = logits.argmax(dim=1) if class_index is None else class_index
             score = logits.gather(1, chosen.view(-1, 1)).sum()

@@ -11,8 +11,8 @@ reverse attention on the skips, the cross-task inception stem with a cross-stitc
 multiplied classifier input, iterative refinement and the scale fusion (``softmax`` or
 ``sigmoid_sum``; :func:`fused_logits`) (docs/architecture.md, "Network switches");
 ``classifier_input="image"`` cuts the lesion map out of the diagnosis (a single-task
-baseline); ``detach_lesion_input`` keeps the map as input but stops the diagnosis's
-gradient there, so the classifier cannot reshape the masks. With every switch off the
+baseline); ``detach_lesion_input`` (on by default) keeps the map as input but stops the
+diagnosis's gradient there, so the classifier cannot reshape the masks. With every switch off the
 network is exactly the foundation one: same parameters, same names, same outputs.
 """
 
@@ -292,11 +292,6 @@ def check_network_options(options: NetworkOptions) -> None:
         )
     if options.fusion not in FUSIONS:
         raise ValueError(f"network.fusion must be one of {FUSIONS}, got {options.fusion!r}.")
-    if options.detach_lesion_input and options.classifier_input == "image":
-        raise ValueError(
-            "network.detach_lesion_input needs a lesion input to detach: set "
-            "network.classifier_input to concat, labels or multiply, or leave the switch off."
-        )
 
 
 class JointNet(nn.Module):
@@ -378,19 +373,23 @@ class JointNet(nn.Module):
         return lesion_probability(view_scales, self.view_eta, self.options.fusion)
 
     def classify(
-        self, view: torch.Tensor
+        self, view: torch.Tensor, *, detach_lesion_input: bool | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        """Segment the whole-scan view and diagnose from image + lesion map."""
+        """Segment the whole-scan view and diagnose from image + lesion map.
+
+        ``detach_lesion_input`` overrides the plan's switch (same numbers either way; only
+        the gradient differs): Grad-CAM of the encoder needs the gradient training drops.
+        """
         if self.cls is None:
             raise RuntimeError("this plan has no diagnosis classes; the network has no classifier.")
         if self.stem is not None:
             _, f_cls = self.stem(None, view)
             assert f_cls is not None
             view = f_cls
-        return self._diagnose(view)
+        return self._diagnose(view, detach_lesion_input)
 
     def _diagnose(
-        self, view: torch.Tensor
+        self, view: torch.Tensor, detach_lesion_input: bool | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         """Segment U-Net input features of the view and classify them with the lesion map
         (without it for ``classifier_input="image"``; the view is still segmented, for the
@@ -398,7 +397,9 @@ class JointNet(nn.Module):
         assert self.cls is not None
         view_scales = self.seg.segment_features(view)
         lesion_scales = view_scales
-        if self.options.detach_lesion_input:  # the diagnosis loss stops at the lesion map
+        if detach_lesion_input is None:
+            detach_lesion_input = self.options.detach_lesion_input
+        if detach_lesion_input:  # the diagnosis loss stops at the lesion map
             lesion_scales = [s.detach() for s in view_scales]
         if self.options.classifier_input == "image":
             cls_input = view

@@ -20,10 +20,12 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # DeepSC-COVID: inception stems + cross-stitch, image and lesion map concatenated,
     # softmax fusion, Dice + focal segmentation loss, the total loss with l_seg = l_cls = 1
     # and the task-aware loss on at the paper's best weight 10, and its two-stage
-    # training (pre-train each path, then fine-tune jointly; autojoint.training.schedule).
+    # training (pre-train each path, then fine-tune jointly; autojoint.training.schedule),
+    # end to end: the diagnosis's gradient flows into the segmentation path.
     "deepsc-covid": (
         "network.cross_stitch=true",
         "network.classifier_input=concat",
+        "network.detach_lesion_input=false",
         "network.fusion=softmax",
         "loss.segmentation=dice_focal",
         "loss_weights.seg=1",
@@ -35,10 +37,11 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # fed CT x lesion map, two refinement passes, focal Tversky with alpha 0.7, beta 0.3 and
     # the paper's gamma 0.9, no task-aware loss, and the joint loss
     # lambda * L_cls + (1 - lambda) * L_seg with lambda = 0.5 (the paper leaves lambda
-    # open in [0, 1]; 0.5 weighs both tasks alike), trained jointly.
+    # open in [0, 1]; 0.5 weighs both tasks alike), trained jointly end to end.
     "multir-net": (
         "network.reverse_attention=true",
         "network.classifier_input=multiply",
+        "network.detach_lesion_input=false",
         "network.refinement_passes=2",
         "network.fusion=sigmoid_sum",
         "loss.segmentation=focal_tversky",

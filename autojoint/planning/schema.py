@@ -114,9 +114,12 @@ class NetworkOptions:
         detach_lesion_input: the classifier reads the lesion map without passing its
             gradient back, so neither the diagnosis loss nor the task-aware loss (whose
             evidence maps come from the classifier reading that map) reaches the U-Net
-            through it, and the U-Net learns from the segmentation losses alone. With the
-            cross-stitch stem the diagnosis still trains the shared stem. Needs
-            ``concat``, ``labels`` or ``multiply`` (nothing to detach with ``image``).
+            through it, and the U-Net learns from the segmentation losses alone. On by
+            default: end-to-end training let the diagnosis reshape the masks and cost
+            lesion Dice at longer budgets (docs/benchmarks.md, "64 epochs"); the published
+            presets, trained end to end, turn it off. With the cross-stitch stem the
+            diagnosis still trains the shared stem. No effect with ``image`` (no lesion
+            map reaches the classifier).
         refinement_passes: MultiR-Net iterative refinement passes (0 = off).
         pyramid_conv: MSD-Net pyramid convolution block after every encoder stage.
         channel_attention: MSD-Net channel attention fusing each skip into the decoder.
@@ -130,7 +133,7 @@ class NetworkOptions:
     reverse_attention: bool = False
     cross_stitch: bool = False
     classifier_input: str = field(default="concat", metadata=constraint(choices=CLASSIFIER_INPUTS))
-    detach_lesion_input: bool = False
+    detach_lesion_input: bool = True
     refinement_passes: int = field(default=0, metadata=constraint(minimum=0))
     pyramid_conv: bool = False
     channel_attention: bool = False
@@ -475,7 +478,9 @@ def _upgrade(d: Mapping[str, Any]) -> dict[str, Any]:
       the ``2d`` configuration with a median of one slice (how it used to be inferred);
     * ``classification_shape`` ``[0, 0, 0]`` (no diagnosis classes) becomes ``null``, also
       in ``lowres`` and ``two_d``;
-    * ``autojoint_version`` absent reads as ``"unknown"``.
+    * ``autojoint_version`` absent reads as ``"unknown"``;
+    * ``network.detach_lesion_input`` absent reads as ``false``: such a plan was trained
+      end to end, and resuming it must go on that way (the default is now ``true``).
 
     Malformed values are left for :func:`field_problems` to report.
     """
@@ -492,6 +497,8 @@ def _upgrade(d: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(key), Mapping):
             out[key] = _without_empty_view(out[key])
     out.setdefault("autojoint_version", "unknown")
+    if isinstance(out.get("network"), Mapping) and "detach_lesion_input" not in out["network"]:
+        out["network"] = {**out["network"], "detach_lesion_input": False}
     return _without_empty_view(out)
 
 

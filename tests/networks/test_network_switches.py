@@ -427,13 +427,23 @@ def test_detached_lesion_input_keeps_the_diagnosis_and_stops_its_gradient(
     assert any(p.grad is not None for p in net.seg.parameters())
 
 
+def test_classify_can_keep_the_gradient_a_detached_plan_drops() -> None:
+    """``classify(detach_lesion_input=False)`` (Grad-CAM of the encoder) gives the
+    diagnosis's gradient back to the U-Net of a detached plan, with the same logits."""
+    net, _, logits, grads = _diagnosis_and_unet_gradients("concat", detach=True)
+    assert all(g is None for g in grads)
+    _, view = _inputs(_plan(net.options, ODD))
+    _, kept, _ = net.classify(view, detach_lesion_input=False)
+    torch.testing.assert_close(kept.detach(), logits)
+    kept.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.seg.parameters())
+
+
 def test_unknown_classifier_input_is_refused() -> None:
     with pytest.raises(ValueError, match="classifier_input"):
         JointNet(_plan(NetworkOptions(classifier_input="add")))
     with pytest.raises(ValueError, match="refinement_passes"):
         JointNet(_plan(NetworkOptions(refinement_passes=-1)))
-    with pytest.raises(ValueError, match="detach_lesion_input needs a lesion input"):
-        JointNet(_plan(NetworkOptions(classifier_input="image", detach_lesion_input=True)))
 
 
 # --- iterative refinement -----------------------------------------------------------------

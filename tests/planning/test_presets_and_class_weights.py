@@ -93,7 +93,10 @@ def _with_preset(name: str) -> Plan:
 def test_deepsc_covid_preset_trains_two_stage_with_dice_focal_and_task_aware_loss() -> None:
     plan = _with_preset("deepsc-covid")
     assert plan.training.schedule == "two-stage"
-    assert plan.network == NetworkOptions(cross_stitch=True, classifier_input="concat")
+    # Trained end to end, as the paper does: the diagnosis's gradient reaches the U-Net.
+    assert plan.network == NetworkOptions(
+        cross_stitch=True, classifier_input="concat", detach_lesion_input=False
+    )
     assert plan.network.fusion == "softmax"  # DeepSC-COVID's fusion
     assert plan.loss.segmentation == "dice_focal"
     assert plan.loss_weights == LossWeights(seg=1.0, cls=1.0, task_aware=10.0)
@@ -104,6 +107,7 @@ def test_multir_net_preset_is_eq_1_focal_tversky_and_the_lambda_loss() -> None:
     assert plan.network == NetworkOptions(
         reverse_attention=True,
         classifier_input="multiply",
+        detach_lesion_input=False,
         refinement_passes=2,
         fusion="sigmoid_sum",
     )

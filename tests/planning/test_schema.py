@@ -83,6 +83,21 @@ def test_plans_with_an_empty_view_read_it_as_none(tmp_path: Path) -> None:
     assert Plan.load(path) == plan
 
 
+def test_plans_from_before_the_detach_switch_keep_training_end_to_end() -> None:
+    """A plan written before ``network.detach_lesion_input`` existed trained end to end;
+    it loads with the switch off (resuming it must go on that way), while a new plan
+    detaches by default."""
+    plan = _volumes()
+    assert plan.network.detach_lesion_input is True
+    old = _as_json(plan)
+    del old["network"]["detach_lesion_input"]
+    loaded = Plan.from_dict(old)
+    assert loaded.network.detach_lesion_input is False
+    assert loaded == dataclasses.replace(
+        plan, network=dataclasses.replace(plan.network, detach_lesion_input=False)
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
