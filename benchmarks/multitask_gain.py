@@ -110,8 +110,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "joint, end-to-end": ("network.detach_lesion_input=false",),
     "segmentation only": ("loss_weights.cls=0", "loss_weights.task_aware=0"),
     # The joint network with l_seg = l_ta = 0: its classifier still reads the lesion map,
-    # which only the diagnosis loss now trains (docs/benchmarks.md, "Classification only").
-    "classification only": SINGLE_TASK_CLS,
+    # which only the diagnosis loss now trains (docs/benchmarks.md, "Classification only"):
+    # end to end, or nothing would train that map.
+    "classification only": (*SINGLE_TASK_CLS, "network.detach_lesion_input=false"),
     # A classifier fed the image alone: no segmentation output reaches the diagnosis.
     "classification only, image input": (*SINGLE_TASK_CLS, "network.classifier_input=image"),
     "joint, task-aware loss off": ("loss_weights.task_aware=0",),
@@ -279,6 +280,19 @@ def _link_shared(shared: Path, root: Path) -> Path:
     return root
 
 
+def refuse_stale_plan(path: Path) -> None:
+    """Refuse a shared plan written before ``network.detach_lesion_input`` existed: it loads
+    with the switch off (end to end, as it was trained), so every variant that relies on
+    today's default would silently train the old way under its name."""
+    network = read_json(path).get("network", {})
+    if "detach_lesion_input" not in network:
+        raise SystemExit(
+            f"{path} was planned by an older autojoint (its network section has no "
+            "detach_lesion_input, so it would train end to end); use a new --out, or add "
+            '"detach_lesion_input": true to that section (what the planner writes today).'
+        )
+
+
 def run_setup(args: argparse.Namespace, variant: str) -> dict:
     """What a cached run must have been made with to be reused."""
     return {
@@ -438,6 +452,7 @@ def run(args: argparse.Namespace) -> None:
         shared = out / "work"
         if not (shared / PLANS_FILE).is_file():
             plan_and_preprocess(raw, shared, num_workers=2)
+        refuse_stale_plan(shared / PLANS_FILE)
         for variant in args.variants:
             for fold in args.folds:
                 for seed in args.seeds:

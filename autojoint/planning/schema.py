@@ -114,7 +114,8 @@ class NetworkOptions:
         detach_lesion_input: the classifier reads the lesion map without passing its
             gradient back, so neither the diagnosis loss nor the task-aware loss (whose
             evidence maps come from the classifier reading that map) reaches the U-Net
-            through it, and the U-Net learns from the segmentation losses alone. On by
+            through it, and (with the default ``loss.task_aware_gradient=evidence``) the
+            U-Net learns from the segmentation losses alone. On by
             default: end-to-end training let the diagnosis reshape the masks and cost
             lesion Dice at longer budgets (docs/benchmarks.md, "64 epochs"); the published
             presets, trained end to end, turn it off. With the cross-stitch stem the
@@ -479,8 +480,9 @@ def _upgrade(d: Mapping[str, Any]) -> dict[str, Any]:
     * ``classification_shape`` ``[0, 0, 0]`` (no diagnosis classes) becomes ``null``, also
       in ``lowres`` and ``two_d``;
     * ``autojoint_version`` absent reads as ``"unknown"``;
-    * ``network.detach_lesion_input`` absent reads as ``false``: such a plan was trained
-      end to end, and resuming it must go on that way (the default is now ``true``).
+    * ``network.detach_lesion_input`` absent (also with no ``network`` section at all)
+      reads as ``false``: such a plan was trained end to end, and resuming it must go on
+      that way (the default is now ``true``).
 
     Malformed values are left for :func:`field_problems` to report.
     """
@@ -497,8 +499,9 @@ def _upgrade(d: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(key), Mapping):
             out[key] = _without_empty_view(out[key])
     out.setdefault("autojoint_version", "unknown")
-    if isinstance(out.get("network"), Mapping) and "detach_lesion_input" not in out["network"]:
-        out["network"] = {**out["network"], "detach_lesion_input": False}
+    network = out.get("network", {})
+    if isinstance(network, Mapping) and "detach_lesion_input" not in network:
+        out["network"] = {**network, "detach_lesion_input": False}
     return _without_empty_view(out)
 
 

@@ -427,6 +427,18 @@ def test_detached_lesion_input_keeps_the_diagnosis_and_stops_its_gradient(
     assert any(p.grad is not None for p in net.seg.parameters())
 
 
+def test_detaching_does_nothing_with_image_input() -> None:
+    """With ``classifier_input="image"`` no lesion map reaches the classifier: the switch
+    (on by default) changes no output and no gradient."""
+    _, _, logits, grads = _diagnosis_and_unet_gradients("image", detach=True)
+    _, _, plain_logits, plain_grads = _diagnosis_and_unet_gradients("image", detach=False)
+    torch.testing.assert_close(logits, plain_logits)
+    assert [g is None for g in grads] == [g is None for g in plain_grads]
+    for g, h in zip(grads, plain_grads, strict=True):
+        if g is not None and h is not None:
+            torch.testing.assert_close(g, h)
+
+
 def test_classify_can_keep_the_gradient_a_detached_plan_drops() -> None:
     """``classify(detach_lesion_input=False)`` (Grad-CAM of the encoder) gives the
     diagnosis's gradient back to the U-Net of a detached plan, with the same logits."""

@@ -96,6 +96,8 @@ def test_plans_from_before_the_detach_switch_keep_training_end_to_end() -> None:
     assert loaded == dataclasses.replace(
         plan, network=dataclasses.replace(plan.network, detach_lesion_input=False)
     )
+    del old["network"]  # plans from before the network section: end to end too
+    assert Plan.from_dict(old).network == loaded.network
 
 
 @pytest.mark.parametrize(
