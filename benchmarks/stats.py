@@ -97,12 +97,11 @@ def paired_bootstrap_ci(
     """
     if len(a) != len(b) or len(a) == 0:
         raise ValueError(f"need two equally long, non-empty sequences; got {len(a)} and {len(b)}")
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if diff.ndim != 1 or not np.all(np.isfinite(diff)):
-        raise ValueError(f"non-finite value among the pairs {list(a)} and {list(b)}")
     iv = paired_bootstrap_interval(
         a, b, confidence=confidence, num_resamples=num_resamples, seed=seed
     )
+    if iv.num_pairs != len(a):  # the interval left out a pair holding NaN or infinity
+        raise ValueError(f"non-finite value among the pairs {list(a)} and {list(b)}")
     return iv.mean, iv.low, iv.high
 
 

@@ -242,8 +242,14 @@ def wait_all_timed(
     return seconds
 
 
-def cached_row(path: Path, setup: dict[str, Any]) -> dict[str, Any] | None:
+def cached_row(
+    path: Path, setup: dict[str, Any], *, legacy: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """A cached result whose ``setup`` equals ``setup``; None when absent.
+
+    ``legacy`` fills keys that older records lack with what they were made with (a
+    setting the harness began recording later), so that they still match their own
+    table and never a newer one.
 
     Raises:
         SystemExit: the file holds a run made with another setup (never mixed in).
@@ -251,12 +257,28 @@ def cached_row(path: Path, setup: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     record = read_json(path)
-    if record.get("setup") != setup:
+    stored = record.get("setup")
+    if isinstance(stored, dict) and legacy:
+        stored = {**legacy, **stored}
+    if stored != setup:
         raise SystemExit(
-            f"{path} holds a run with {record.get('setup')}, not {setup}: "
-            "use another --out or delete that file"
+            f"{path} holds a run with {stored}, not {setup}: use another --out or delete that file"
         )
     return record
+
+
+def refuse_stale_plan(path: Path) -> bool:
+    """The plan's ``network.detach_lesion_input``; refuses a plan written before that switch
+    existed: it loads with the switch off (end to end, as it was trained), so a run that
+    relies on today's default would silently train the old way under its name."""
+    network = read_json(path).get("network", {})
+    if "detach_lesion_input" not in network:
+        raise SystemExit(
+            f"{path} was planned by an older autojoint (its network section has no "
+            "detach_lesion_input, so it would train end to end); use a new --out, or add "
+            '"detach_lesion_input": true to that section (what the planner writes today).'
+        )
+    return bool(network["detach_lesion_input"])
 
 
 def store_row(path: Path, setup: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:

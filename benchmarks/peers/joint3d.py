@@ -81,6 +81,7 @@ from benchmarks.peers.common import (
     Tools,
     cached_row,
     find_nnunet_python,
+    refuse_stale_plan,
     run_logged,
     start_logged,
     store_row,
@@ -205,7 +206,11 @@ def prepare(out: Path, tools: Tools, args: argparse.Namespace) -> dict[str, Any]
     aj_plan = Plan.load(work / PLANS_FILE)
     plans = {
         "nnunet": {"patch": list(nn_conf["patch_size"]), "batch": int(nn_conf["batch_size"])},
-        "autojoint": {"patch": list(aj_plan.patch_size), "batch": int(aj_plan.batch_size)},
+        "autojoint": {
+            "patch": list(aj_plan.patch_size),
+            "batch": int(aj_plan.batch_size),
+            "detach_lesion_input": aj_plan.network.detach_lesion_input,
+        },
     }
     return store_row(done, setup, {"seconds": seconds, "plans": plans, "splits": splits})
 
@@ -262,12 +267,14 @@ def _autojoint_recipe(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def train_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -> None:
-    """Train fold ``fold`` with both tools side by side (one process each)."""
+def train_both(
+    out: Path, tools: Tools, fold: int, args: argparse.Namespace, todo: list[str]
+) -> None:
+    """Train fold ``fold`` with the tools in ``todo`` side by side (one process each)."""
     nn_log = out / "runs" / f"nnunet-fold{fold}" / "train.json"
     work = out / "autojoint" / "work"
     procs, logs = {}, {}
-    if not nn_log.is_file():
+    if "nnunet" in todo and not nn_log.is_file():
         logs["nnunet"] = out / "logs" / f"nnunet_train_fold{fold}.log"
         procs["nnunet"] = start_logged(
             tools.nnunet_train(
@@ -285,7 +292,7 @@ def train_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -> 
             logs["nnunet"],
             tool_env(args.threads, nnunet_folders(out / "nnunet", 0).env()),
         )
-    if not (work / f"fold_{fold}" / "checkpoint_final.pt").is_file():
+    if "autojoint" in todo and not (work / f"fold_{fold}" / "checkpoint_final.pt").is_file():
         logs["autojoint"] = out / "logs" / f"autojoint_train_fold{fold}.log"
         procs["autojoint"] = start_logged(
             [
@@ -313,8 +320,10 @@ def train_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -> 
     wait_all(procs, logs)
 
 
-def predict_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -> dict:
-    """Each tool predicts the fold's validation cases (side by side); returns
+def predict_both(
+    out: Path, tools: Tools, fold: int, args: argparse.Namespace, todo: list[str]
+) -> dict:
+    """Each tool in ``todo`` predicts the fold's validation cases (side by side); returns
     ``{tool: {"folder", "seconds"}}``, seconds = the predictor process's wall time."""
     images = out / "folds" / f"fold_{fold}" / "imagesVal"
     preds = {t: out / "predictions" / f"{t}-fold{fold}" for t in TOOLS}
@@ -343,13 +352,13 @@ def predict_both(out: Path, tools: Tools, fold: int, args: argparse.Namespace) -
         "nnunet": tool_env(args.threads, nnunet_folders(out / "nnunet", 0).env()),
         "autojoint": tool_env(args.threads),
     }
-    todo = [t for t in TOOLS if not marks[t].is_file()]
-    logs = {t: out / "logs" / f"{t}_predict_fold{fold}.log" for t in todo}
+    start = [t for t in todo if not marks[t].is_file()]
+    logs = {t: out / "logs" / f"{t}_predict_fold{fold}.log" for t in start}
     started = time.perf_counter()
-    procs = {t: start_logged(commands[t], logs[t], envs[t]) for t in todo}
+    procs = {t: start_logged(commands[t], logs[t], envs[t]) for t in start}
     for tool, seconds in wait_all_timed(procs, logs, started).items():
         write_json({"seconds": seconds}, marks[tool])
-    return {t: {"folder": preds[t], "seconds": read_json(marks[t])["seconds"]} for t in TOOLS}
+    return {t: {"folder": preds[t], "seconds": read_json(marks[t])["seconds"]} for t in todo}
 
 
 def run_fold(
@@ -357,26 +366,28 @@ def run_fold(
     tools: Tools,
     fold: int,
     args: argparse.Namespace,
-    setup: dict[str, Any],
+    setups: dict[str, dict[str, Any]],
     prep: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """Both tools' cached rows of one fold, computing whatever is missing."""
     cache = _row_paths(_rows_dir(out, args), fold)
-    records = cached_rows(cache, setup)
+    records = cached_rows(cache, setups)
     if all(r is not None for r in records.values()):
         return records  # type: ignore[return-value]
     dataset = load_raw_dataset(out / "raw")
     split = prep["splits"][fold]
     fold_dir = fold_inputs(out, dataset, split["val"], fold)
-    train_both(out, tools, fold, args)
-    preds = predict_both(out, tools, fold, args)
+    todo = [t for t in TOOLS if records[t] is None]  # a cached row is never re-trained
+    train_both(out, tools, fold, args, todo)
+    preds = predict_both(out, tools, fold, args, todo)
     trained = training_record(
-        out / "runs" / f"nnunet-fold{fold}" / "train.json",
-        out / "autojoint" / "work" / f"fold_{fold}" / "training_log.json",
+        out / "runs" / f"nnunet-fold{fold}" / "train.json" if "nnunet" in todo else None,
+        out / "autojoint" / "work" / f"fold_{fold}" / "training_log.json"
+        if "autojoint" in todo
+        else None,
+        args.epochs * args.iterations,
     )
-    for tool in TOOLS:
-        if records[tool] is not None:
-            continue
+    for tool in todo:
         folder = preds[tool]["folder"]
         extra: dict[str, Any] = {}
         if tool == "nnunet":
@@ -394,7 +405,7 @@ def run_fold(
         row["scores"]["train s/iteration"] = trained[tool]["seconds_per_iteration"]
         row["scores"]["predict s/case"] = preds[tool]["seconds"] / len(split["val"])
         row["curves"] = trained[tool]["curves"]
-        records[tool] = store_row(cache[tool], setup, {**row, **extra})
+        records[tool] = store_row(cache[tool], setups[tool], {**row, **extra})
     return records  # type: ignore[return-value]
 
 
@@ -541,9 +552,30 @@ def _row_paths(rows_dir: Path, fold: int) -> dict[str, Path]:
     return {t: rows_dir / f"{t}-fold{fold}.json" for t in TOOLS}
 
 
-def cached_rows(paths: dict[str, Path], setup: dict[str, Any]) -> dict[str, Any]:
+# autojoint rows cached before their setup recorded the lesion-input switch were trained
+# end to end (the default until 2026-12-02)
+LEGACY_SETUP = {"autojoint": {"autojoint_detach_lesion_input": False}}
+
+
+def tool_setups(setup: dict[str, Any], prep: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each tool's row setup: autojoint's also names whether its classifier read the lesion
+    map detached (``network.detach_lesion_input`` of the plan it trained with)."""
+    detach = bool(prep["plans"]["autojoint"].get("detach_lesion_input", False))
+    return {"nnunet": setup, "autojoint": {**setup, "autojoint_detach_lesion_input": detach}}
+
+
+def cached_rows(paths: dict[str, Path], setups: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each tool's cached row (None where missing), read once."""
-    return {t: cached_row(p, setup) for t, p in paths.items()}
+    return {t: cached_row(p, setups[t], legacy=LEGACY_SETUP.get(t)) for t, p in paths.items()}
+
+
+def _with_lesion_input(prep: dict[str, Any], work: Path) -> dict[str, Any]:
+    """``prepare.json``'s record with the plan's lesion-input switch (older records lack
+    it); refuses a plan from before the switch existed."""
+    detach = refuse_stale_plan(work / PLANS_FILE)
+    plans = {**prep["plans"]}
+    plans["autojoint"] = {**plans["autojoint"], "detach_lesion_input": detach}
+    return {**prep, "plans": plans}
 
 
 def _with_classes(prep: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -584,7 +616,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tools = None
     else:
         tools = Tools(find_nnunet_python(args.nnunet_python))
-        prep = _keep_prepare(out, prepare(out, tools, args), rows_dir)
+        prep = _with_lesion_input(prepare(out, tools, args), out / "autojoint" / "work")
+        prep = _keep_prepare(out, prep, rows_dir)
+    setups = tool_setups(setup, prep)
     names = (*TOOLS.values(), AJ_TWO_STEP, CEILING, *GATED.values())
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     confusion: dict[str, list[list[list[int]]]] = {name: [] for name in rows}
@@ -592,12 +626,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     folds = []
     for fold in args.folds:
         if tools is None:
-            records = cached_rows(_row_paths(rows_dir, fold), setup)
+            records = cached_rows(_row_paths(rows_dir, fold), setups)
             if any(r is None for r in records.values()):
                 print(f"fold {fold}: rows missing in {rows_dir}, left out of the table")
                 continue
         else:
-            records = run_fold(out, tools, fold, args, setup, prep)
+            records = run_fold(out, tools, fold, args, setups, prep)
         if "two_step" not in records["autojoint"]:
             records["autojoint"] = backfill_masks_two_step(
                 out, records["autojoint"], _row_paths(rows_dir, fold)["autojoint"], fold, prep, args
@@ -680,6 +714,12 @@ def _recipe_note(setup: dict[str, Any]) -> str:
     )
 
 
+def _lesion_input_note(plan: dict[str, Any]) -> str:
+    if plan.get("detach_lesion_input", False):
+        return "its classifier reads the lesion map detached, the default since 2026-12-02"
+    return "trained end to end: the diagnosis loss reaches the U-Net through the lesion map"
+
+
 def render(result: dict[str, Any]) -> str:
     """The table (mean ± sd over folds), the bootstrap intervals and summed confusions."""
     s, plans = result["setup"], result["prepare"]["plans"]
@@ -702,8 +742,9 @@ def render(result: dict[str, Any]) -> str:
         f"seed 0; classes {', '.join(result['classes'])}); 5-fold CV, one split for both "
         f"tools; folds {result['folds']}; mean ± sample sd over folds. Plans: {plan_note}: "
         f"nnU-Net {CONFIGURATION} {plan_text(plans['nnunet'])}, autojoint "
-        f"{plan_text(plans['autojoint'])}. Training: {s['epochs']} x {s['iterations']} "
-        f"iterations (+ {s['val_iterations']} validation batches per epoch), side by side, "
+        f"{plan_text(plans['autojoint'])} ({_lesion_input_note(plans['autojoint'])}). "
+        f"Training: {s['epochs']} x {s['iterations']} iterations (+ {s['val_iterations']} "
+        "validation batches per epoch), side by side when both trained in one run, "
         f"{s['threads']} thread(s) each, {_recipe_note(s)}; prediction of the validation "
         "cases with each tool's predictor (mirroring, final checkpoint). Scores by "
         "autojoint's evaluator. Two-step: lesion/lung volume, components, consolidation "

@@ -119,36 +119,43 @@ def score(
     }
 
 
-def training_record(nnunet_log: Path, autojoint_log: Path) -> dict[str, dict[str, Any]]:
-    """Per tool: seconds per training iteration (each epoch's wall time, its validation
-    batches and checkpoint included, over the training iterations) and learning curves.
+def training_record(
+    nnunet_log: Path | None, autojoint_log: Path | None, iterations: int
+) -> dict[str, dict[str, Any]]:
+    """Per tool given a log: seconds per training iteration (each epoch's wall time, its
+    validation batches and checkpoint included, over the training iterations) and learning
+    curves.
 
     Args:
         nnunet_log: the driver's ``train.json``.
         autojoint_log: ``fold_K/training_log.json``.
+        iterations: training iterations of the run (epochs x iterations per epoch).
     """
-    nn = read_json(nnunet_log)
-    log = nn["log"]  # timestamps live in the checkpoint's log, so they survive a resume
-    nn_seconds = sum(
-        e - s
-        for s, e in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"], strict=False)
-    )
-    aj = read_json(autojoint_log)["epochs"]
-    iterations = nn["epochs"] * nn["iterations_per_epoch"]
     loss, dice = "train loss (own segmentation loss)", "validation Dice (own online estimate)"
-    return {
-        "nnunet": {
+    record: dict[str, dict[str, Any]] = {}
+    if nnunet_log is not None:
+        nn = read_json(nnunet_log)
+        log = nn["log"]  # timestamps live in the checkpoint's log, so they survive a resume
+        nn_seconds = sum(
+            e - s
+            for s, e in zip(
+                log["epoch_start_timestamps"], log["epoch_end_timestamps"], strict=False
+            )
+        )
+        record["nnunet"] = {
             "seconds_per_iteration": nn_seconds / iterations,
             "curves": {
                 loss: [float(v) for v in log["train_losses"]],
                 dice: [float(v) for v in log["mean_fg_dice"]],
             },
-        },
-        "autojoint": {
+        }
+    if autojoint_log is not None:
+        aj = read_json(autojoint_log)["epochs"]
+        record["autojoint"] = {
             "seconds_per_iteration": sum(float(e["seconds"]) for e in aj) / iterations,
             "curves": {
                 loss: [float(e["loss_seg"]) for e in aj],
                 dice: [float(e["val_view_dice"]) for e in aj],
             },
-        },
-    }
+        }
+    return record

@@ -184,6 +184,7 @@ def test_bootstrap_seed_draws_other_resamples() -> None:
         ([1.0, 2.0], [1.0], "equally long"),
         ([], [], "equally long"),
         ([np.nan], [0.0], "finite"),
+        ([1.0, 2.0], [0.0, np.inf], "finite"),  # one complete pair is not enough
     ],
 )
 def test_bootstrap_rejects_bad_input(a, b, match) -> None:
@@ -394,3 +395,50 @@ def test_gate_empties_the_masks_of_cases_called_a_lesion_free_class(tmp_path) ->
         sitk.GetArrayFromImage(kept),
         sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{diseased[1]}.nii.gz"))),
     )
+
+
+def test_autojoint_rows_name_their_lesion_input_and_stale_rows_are_refused(
+    tmp_path, capsys
+) -> None:
+    """With a plan that detaches the lesion input (today's default), a cached autojoint row
+    from before the harness recorded the switch (trained end to end) is refused rather than
+    reported under the new setting, nnU-Net's row of the same fold stays valid, and a row
+    made with the switch reaches the table, which says how autojoint was trained."""
+    rec = tmp_path / "rec"
+    args = ["--out", str(tmp_path / "out"), "--records", str(rec), "--folds", "0"]
+    setup = row_setup(
+        argparse.Namespace(
+            num_cases=60,
+            epochs=16,
+            iterations=25,
+            threads=1,
+            gpu_memory_gb=1.0,
+            autojoint_optimizer=None,
+            autojoint_augmentation=None,
+            peripheral_mm=3.0,
+        )
+    )
+    eye = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    autojoint_plan = {"patch": [24, 48, 80], "batch": 2, "detach_lesion_input": True}
+    write_json(
+        {
+            "setup": {"num_cases": 60, "gpu_memory_gb": 1.0},
+            "plans": {"nnunet": {"patch": [48, 80, 80], "batch": 2}, "autojoint": autojoint_plan},
+            "seconds": {"nnunet": 1.0, "autojoint": 1.0},
+            "classes": ["COVID-19", "CAP", "normal"],
+            "splits": [{"train": ["b"], "val": ["a"]}],
+        },
+        rec / "prepare.json",
+    )
+    scores = {"scores": {"Dice lesion": 0.5, "accuracy": 1.0}, "confusion": eye, "curves": {}}
+    ceiling = {"scores": {"Dice lesion": 1.0, "accuracy": 1.0}, "confusion": eye}
+    write_json({"setup": setup, **scores, "ceiling": ceiling}, rec / "nnunet-fold0.json")
+    write_json({"setup": setup, **scores}, rec / "autojoint-fold0.json")
+    with pytest.raises(SystemExit, match="autojoint-fold0.json holds a run with"):
+        main([*args, "--report-only"])
+    detached = {**setup, "autojoint_detach_lesion_input": True}
+    write_json({"setup": detached, **scores}, rec / "autojoint-fold0.json")
+    main([*args, "--report-only"])
+    text = (tmp_path / "out" / "joint3d_table.md").read_text(encoding="utf-8")
+    assert "its classifier reads the lesion map detached" in text
+    assert read_json(tmp_path / "out" / "joint3d.json")["folds"] == [0]
