@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -34,3 +36,67 @@ def test_missing_accelerator_is_an_error(monkeypatch: pytest.MonkeyPatch) -> Non
         resolve_device("mps")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu")
+
+
+# Half a tensor's elements go to the pool's second thread: a subnormal product left nonzero
+# there means that thread does not flush. The flag is set before any torch work (as the CLIs
+# do), or, as the control that shows the probe can fail, after the pool has started.
+_WORKER_PROBE = """
+import sys
+import torch
+from autojoint.cli.common import run
+from autojoint.runtime.devices import SUBNORMAL_BITS, denormals_flushed, flush_denormals
+torch.set_num_threads(2)
+if sys.argv[1] == "late":
+    torch.rand(1 << 22).sum()  # starts the worker threads before the flag
+    flush_denormals()
+def job():
+    x = torch.full((1 << 22,), SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
+    print(denormals_flushed(), int(torch.count_nonzero(x * 1.5)))
+run(job, verbose=True)
+"""
+
+
+def _probe_workers(when: str) -> tuple[bool, int]:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER_PROBE, when],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    flushed, nonzero = done.stdout.split()[-2:]
+    return flushed == "True", int(nonzero)
+
+
+def test_the_cli_flushes_subnormals_in_every_cpu_thread() -> None:
+    """Subnormal activations (a U-Net trained without gradient under weight decay) made a
+    training step ~10x slower on x86; the CLIs flush them to zero before torch starts its
+    worker threads, so that every thread does."""
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal floats to zero")
+    assert _probe_workers("early") == (True, 0)
+    flushed, nonzero = _probe_workers("late")
+    assert flushed and nonzero > 0  # set late, the worker thread keeps computing subnormals
+
+
+def test_flush_denormals_zeroes_subnormals_and_keeps_normal_numbers() -> None:
+    from autojoint.runtime.devices import SUBNORMAL_BITS, denormals_flushed, flush_denormals
+
+    subnormal = torch.tensor([SUBNORMAL_BITS], dtype=torch.int32).view(torch.float32)
+    torch.set_flush_denormal(False)
+    try:
+        assert not denormals_flushed()
+        assert (subnormal * 1.5).item() == pytest.approx(1.5 * 1.4693679e-39, rel=1e-6)
+        if not flush_denormals():
+            pytest.skip("this CPU cannot flush subnormal floats to zero")
+        assert denormals_flushed()
+        assert (subnormal * 1.5).item() == 0.0
+        tiny = torch.tensor([2e-38])  # normal numbers are untouched
+        assert (tiny * 1.5).item() == pytest.approx(3e-38, rel=1e-6)
+    finally:
+        torch.set_flush_denormal(False)
