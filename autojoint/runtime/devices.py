@@ -76,16 +76,17 @@ from bits because converting a float literal is itself flushed once the flag is 
 
 
 def flush_denormals() -> bool:
-    """From now on, this process's CPU threads treat subnormal floats as zero; returns
+    """From now on, the calling thread and the threads it starts later treat subnormal
+    floats as zero, in all their floating-point code (torch, numpy, Python floats); returns
     whether the CPU supports it (x86 with SSE3, ARM).
 
     Why: layers whose weights shrink without a gradient (the U-Net of a classification-only
     run under weight decay) produce activations below 1.2e-38, and x86 CPUs compute those
     about ten times slower: one training step of such a model took 142 s without the flag
-    and 13.5 s with it (docs/benchmarks.md, "Subnormal floats"). What it changes is below
-    float32's smallest normal number. OpenMP worker threads copy the flag when they start,
-    so the command-line tools set it before any torch work; set later, it reaches the
-    calling thread only."""
+    and 13.5 s with it (docs/benchmarks.md, "Subnormal floats"). It changes only values
+    below the smallest normal number (1.2e-38 in float32, 2.2e-308 in float64). OpenMP
+    worker threads copy the flag when they start, so the command-line tools set it before
+    any torch work; set later, it reaches the calling thread only."""
     return bool(torch.set_flush_denormal(True))
 
 

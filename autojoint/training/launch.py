@@ -40,7 +40,8 @@ def train_fold(
     ``io.workdir.variant_dir``); writes ``fold_FOLD/checkpoint_{latest,best,final}.pt``,
     ``training_log.json``, ``trainer_config.json``, ``progress.png``, (folds 0-4)
     ``validation/summary.json`` and the variant's record in ``WORK/variants.json``.
-    Returns the fold directory.
+    Returns the fold directory. Leaves the calling thread flushing subnormal floats to zero
+    (``runtime.devices.flush_denormals``; also for its numpy and Python floats).
 
     Args:
         ctx: this process's place in a distributed run (torchrun, or a process spawned

@@ -261,8 +261,10 @@ def cached_row(
     if isinstance(stored, dict) and legacy:
         stored = {**legacy, **stored}
     if stored != setup:
+        filled = f" (keys it lacks counted as {legacy})" if legacy else ""
         raise SystemExit(
-            f"{path} holds a run with {stored}, not {setup}: use another --out or delete that file"
+            f"{path} holds a run with {record.get('setup')}{filled}, not {setup}: "
+            "use another --out or delete that file"
         )
     return record
 

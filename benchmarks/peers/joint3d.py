@@ -74,6 +74,7 @@ from autojoint.io.dataset import RawDataset, load_raw_dataset
 from autojoint.io.files import atomic_write, read_json, write_json
 from autojoint.io.workdir import PLANS_FILE, SPLITS_FILE
 from autojoint.planning.schema import Plan
+from autojoint.runtime.checkpoint import read_checkpoint
 from autojoint.training.config import TrainerConfig
 from autojoint.training.schedule import OPTIMIZERS
 from autojoint.training.splits import fold_cases
@@ -81,7 +82,6 @@ from benchmarks.peers.common import (
     Tools,
     cached_row,
     find_nnunet_python,
-    refuse_stale_plan,
     run_logged,
     start_logged,
     store_row,
@@ -361,6 +361,23 @@ def predict_both(
     return {t: {"folder": preds[t], "seconds": read_json(marks[t])["seconds"]} for t in todo}
 
 
+def _refuse_other_model(out: Path, fold: int, detach: bool) -> None:
+    """Refuse to reuse a fold's trained model whose lesion-input switch is not the row's
+    (e.g. the plan was edited after that fold trained): its predictions would be stored
+    under the wrong setting."""
+    fold_dir = out / "autojoint" / "work" / f"fold_{fold}"
+    for name in ("checkpoint_final.pt", "checkpoint_latest.pt"):
+        if (fold_dir / name).is_file():
+            trained = read_checkpoint(fold_dir / name).plan.network.detach_lesion_input
+            if trained != detach:
+                raise SystemExit(
+                    f"{fold_dir / name} was trained with detach_lesion_input={trained}, the "
+                    f"plan now says {detach}: delete {fold_dir} and "
+                    f"{out / 'predictions' / f'autojoint-fold{fold}'}* to retrain the fold"
+                )
+            return
+
+
 def run_fold(
     out: Path,
     tools: Tools,
@@ -378,6 +395,8 @@ def run_fold(
     split = prep["splits"][fold]
     fold_dir = fold_inputs(out, dataset, split["val"], fold)
     todo = [t for t in TOOLS if records[t] is None]  # a cached row is never re-trained
+    if "autojoint" in todo:
+        _refuse_other_model(out, fold, setups["autojoint"]["autojoint_detach_lesion_input"])
     train_both(out, tools, fold, args, todo)
     preds = predict_both(out, tools, fold, args, todo)
     trained = training_record(
@@ -571,8 +590,9 @@ def cached_rows(paths: dict[str, Path], setups: dict[str, dict[str, Any]]) -> di
 
 def _with_lesion_input(prep: dict[str, Any], work: Path) -> dict[str, Any]:
     """``prepare.json``'s record with the plan's lesion-input switch (older records lack
-    it); refuses a plan from before the switch existed."""
-    detach = refuse_stale_plan(work / PLANS_FILE)
+    it; a plan from before the switch loads with it off, as it trained): every autojoint
+    row records it, so rows of the two settings never mix."""
+    detach = Plan.load(work / PLANS_FILE).network.detach_lesion_input
     plans = {**prep["plans"]}
     plans["autojoint"] = {**plans["autojoint"], "detach_lesion_input": detach}
     return {**prep, "plans": plans}
@@ -588,10 +608,26 @@ def _with_classes(prep: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def _keep_prepare(out: Path, prep: dict[str, Any], rows_dir: Path) -> dict[str, Any]:
     """``prepare.json`` beside the rows, with the class names, so that ``--report-only``
-    rebuilds the table on a machine without ``OUT``."""
+    rebuilds the table on a machine without ``OUT``.
+
+    Raises:
+        SystemExit: the rows' ``prepare.json`` holds other splits or another nnU-Net plan
+            (a cached row of one tool would be paired with the other tool's run on other
+            cases).
+    """
     record = _with_classes(prep, out)
+    kept = rows_dir / "prepare.json"
     if rows_dir.resolve() != out.resolve():
-        write_json(record, rows_dir / "prepare.json")
+        if kept.is_file():
+            old = read_json(kept)
+            for key, value in (("splits", old["splits"]), ("nnunet", old["plans"]["nnunet"])):
+                new = record["splits"] if key == "splits" else record["plans"]["nnunet"]
+                if value != new:
+                    raise SystemExit(
+                        f"{kept} holds other {key} than {out / 'prepare.json'}: its cached "
+                        "rows were made on another split or plan; use other --records"
+                    )
+        write_json(record, kept)
     return record
 
 

@@ -442,3 +442,43 @@ def test_autojoint_rows_name_their_lesion_input_and_stale_rows_are_refused(
     text = (tmp_path / "out" / "joint3d_table.md").read_text(encoding="utf-8")
     assert "its classifier reads the lesion map detached" in text
     assert read_json(tmp_path / "out" / "joint3d.json")["folds"] == [0]
+
+
+def test_kept_prepare_refuses_rows_of_another_split(tmp_path) -> None:
+    """Rows cached for one split must not be paired with a run on another: the records'
+    prepare.json is compared before it is replaced."""
+    from benchmarks.peers.joint3d import _keep_prepare
+
+    prep = {
+        "classes": ["a", "b"],
+        "splits": [{"train": ["x"], "val": ["y"]}],
+        "plans": {"nnunet": {"patch": [8, 8, 8], "batch": 2}, "autojoint": {}},
+    }
+    rows = tmp_path / "rows"
+    assert _keep_prepare(tmp_path / "out", prep, rows) == prep
+    assert read_json(rows / "prepare.json") == prep
+    assert _keep_prepare(tmp_path / "out", prep, rows) == prep  # the same split passes
+    other = {**prep, "splits": [{"train": ["y"], "val": ["x"]}]}
+    with pytest.raises(SystemExit, match="holds other splits"):
+        _keep_prepare(tmp_path / "out", other, rows)
+    bigger = {**prep, "plans": {**prep["plans"], "nnunet": {"patch": [16, 8, 8], "batch": 2}}}
+    with pytest.raises(SystemExit, match="holds other nnunet"):
+        _keep_prepare(tmp_path / "out", bigger, rows)
+    assert read_json(rows / "prepare.json") == prep  # nothing overwritten
+
+
+def test_training_record_reads_only_the_logs_it_is_given(tmp_path) -> None:
+    """A fold re-run for one tool reads that tool's log alone; seconds per iteration are the
+    summed epoch walls over the run's iterations."""
+    from benchmarks.peers.joint3d_scoring import training_record
+
+    epochs = [
+        {"seconds": 10.0, "loss_seg": 1.0, "val_view_dice": 0.2},
+        {"seconds": 30.0, "loss_seg": 0.5, "val_view_dice": 0.4},
+    ]
+    write_json({"epochs": epochs}, tmp_path / "training_log.json")
+    record = training_record(None, tmp_path / "training_log.json", 8)
+    assert list(record) == ["autojoint"]
+    assert record["autojoint"]["seconds_per_iteration"] == pytest.approx(5.0)
+    assert list(record["autojoint"]["curves"].values()) == [[1.0, 0.5], [0.2, 0.4]]
+    assert training_record(None, None, 8) == {}

@@ -88,6 +88,7 @@ def test_flush_denormals_zeroes_subnormals_and_keeps_normal_numbers() -> None:
     from autojoint.runtime.devices import SUBNORMAL_BITS, denormals_flushed, flush_denormals
 
     subnormal = torch.tensor([SUBNORMAL_BITS], dtype=torch.int32).view(torch.float32)
+    was = denormals_flushed()  # an earlier in-process training may have set it
     torch.set_flush_denormal(False)
     try:
         assert not denormals_flushed()
@@ -99,4 +100,4 @@ def test_flush_denormals_zeroes_subnormals_and_keeps_normal_numbers() -> None:
         tiny = torch.tensor([2e-38])  # normal numbers are untouched
         assert (tiny * 1.5).item() == pytest.approx(3e-38, rel=1e-6)
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(was)
