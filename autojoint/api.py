@@ -37,7 +37,7 @@ from autojoint.io.image_io import ImageGeometry, image_array, sitk_image
 from autojoint.io.variants import resolve_variant
 from autojoint.io.workdir import PLANS_FILE
 from autojoint.planning.schema import Plan
-from autojoint.runtime.devices import autocast_dtype, flush_denormals, resolve_device
+from autojoint.runtime.devices import autocast_dtype, resolve_device
 from autojoint.sharing.package import read_manifest
 
 __all__ = ["Prediction", "Predictor"]
@@ -141,9 +141,7 @@ class Predictor:
         precision: str = PredictOptions.precision,
     ) -> Predictor:
         """Load a model from a work dir that trained it, or from an installed model's folder
-        (``autojoint_install_model``): the same layout. Leaves the calling thread flushing
-        subnormal floats to zero (``runtime.devices.flush_denormals``: ~10x faster where
-        activations underflow; it also applies to that thread's numpy and Python floats).
+        (``autojoint_install_model``): the same layout.
 
         Args:
             variant, configuration, checkpoint: as ``autojoint_predict``'s ``--variant``,
@@ -174,7 +172,6 @@ class Predictor:
         )
         fold_names, variant_name = model_folds(work_dir, options)
         dev = resolve_device(device)
-        flush_denormals()  # subnormal activations are ~10x slower on x86 (runtime.devices)
         ensemble = load_ensemble(
             work_dir, fold_names, dev, configuration, options.checkpoint, variant_name
         )

@@ -1,7 +1,7 @@
-"""What flushing subnormal floats to zero (``runtime.devices.flush_denormals``, set by every
-command-line tool) saves when a network's activations fall below float32's smallest normal
-number (1.2e-38), as in the untrained U-Net of a classification-only run whose weights
-shrink under weight decay.
+"""What flushing subnormal floats to zero (``runtime.devices.flush_denormals``; not yet
+called by autojoint, see its docstring) saves when a network's activations fall below
+float32's smallest normal number (1.2e-38), as in the untrained U-Net of a
+classification-only run whose weights shrink under weight decay.
 
     python -m benchmarks.denormals [--checkpoint RUN_DIR] [--steps 2]
 

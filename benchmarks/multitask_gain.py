@@ -78,7 +78,6 @@ from autojoint.planning.presets import preset_overrides
 from autojoint.preprocessing.lung_mask import LungMaskOptions, body_mask
 from autojoint.preprocessing.preprocess import load_preprocessed
 from autojoint.reporting.figures import new_figure, save_png
-from autojoint.runtime.devices import flush_denormals
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig
 from autojoint.training.launch import train_fold
 from autojoint.training.state import TRAINING_LOG_FILE
@@ -424,7 +423,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Train (unless ``--report-only``) every run not cached yet, then write the report."""
-    flush_denormals()  # before any torch work, as the command-line tools do
     if args.threads:
         torch.set_num_threads(args.threads)
     out: Path = args.out

@@ -16,7 +16,6 @@ from autojoint.planning.presets import PRESETS, preset_overrides
 from autojoint.planning.schema import CONFIGURATIONS
 from autojoint.runtime.allocator import allow_memory_reuse, user_tuned_malloc
 from autojoint.runtime.checkpoint import CHECKPOINTS, FINAL_CHECKPOINT
-from autojoint.runtime.devices import flush_denormals
 
 WORK_DIR_ENV = "AUTOJOINT_WORK"
 # Set (to anything but empty) to leave glibc's malloc as it is (runtime/allocator.py).
@@ -159,16 +158,14 @@ def configure_malloc() -> None:
 
 
 def run(job: Callable[[], object], verbose: bool) -> int:
-    """Configure logging, malloc (:func:`configure_malloc`) and subnormal floats (flushed to
-    zero before any torch work: ``runtime.devices.flush_denormals``), run ``job``; errors
-    become clear lines and a documented exit code (no traceback unless ``verbose``). A job
-    may return an ``int`` exit code itself."""
+    """Configure logging and malloc (:func:`configure_malloc`), run ``job``; errors become clear
+    lines and a documented exit code (no traceback unless ``verbose``). A job may return an
+    ``int`` exit code itself."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     configure_malloc()
-    flush_denormals()
     try:
         result = job()
     except KeyboardInterrupt:

@@ -85,8 +85,10 @@ def flush_denormals() -> bool:
     about ten times slower: one training step of such a model took 142 s without the flag
     and 13.5 s with it (docs/benchmarks.md, "Subnormal floats"). It changes only values
     below the smallest normal number (1.2e-38 in float32, 2.2e-308 in float64). OpenMP
-    worker threads copy the flag when they start, so the command-line tools set it before
-    any torch work; set later, it reaches the calling thread only."""
+    worker threads copy the flag when they start; set later, it reaches the calling thread
+    only. Not called by autojoint yet: left on for a whole process it made scipy's KD-tree
+    crash (a segmentation fault in the MONAI reference of tests/evaluation/test_surfels.py),
+    so it must be scoped to the network's own computations first."""
     return bool(torch.set_flush_denormal(True))
 
 

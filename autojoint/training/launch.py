@@ -15,7 +15,7 @@ from autojoint.io.workdir import DEFAULT_VARIANT, PLANS_FILE, fold_dir, preproce
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
-from autojoint.runtime.devices import flush_denormals, resolve_device
+from autojoint.runtime.devices import resolve_device
 from autojoint.training.budget import warn_if_switches_exceed_budget
 from autojoint.training.config import TrainerConfig, resolve_schedule
 from autojoint.training.distributed import (
@@ -40,8 +40,7 @@ def train_fold(
     ``io.workdir.variant_dir``); writes ``fold_FOLD/checkpoint_{latest,best,final}.pt``,
     ``training_log.json``, ``trainer_config.json``, ``progress.png``, (folds 0-4)
     ``validation/summary.json`` and the variant's record in ``WORK/variants.json``.
-    Returns the fold directory. Leaves the calling thread flushing subnormal floats to zero
-    (``runtime.devices.flush_denormals``; also for its numpy and Python floats).
+    Returns the fold directory.
 
     Args:
         ctx: this process's place in a distributed run (torchrun, or a process spawned
@@ -50,7 +49,6 @@ def train_fold(
     Raises:
         ValueError: among others, the variant's folder holds folds of a different plan.
     """
-    flush_denormals()  # no-op after the CLI's; called in-process, it reaches this thread
     config = name_variant(Path(work_dir), config)
     if ctx is None and config.num_gpus > 1:
         return _spawn(work_dir, fold, config)

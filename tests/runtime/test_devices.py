@@ -39,12 +39,11 @@ def test_missing_accelerator_is_an_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 # Half a tensor's elements go to the pool's second thread: a subnormal product left nonzero
-# there means that thread does not flush. The flag is set before any torch work (as the CLIs
-# do), or, as the control that shows the probe can fail, after the pool has started.
+# there means that thread does not flush. The flag is set before any torch work, or, as the
+# control that shows the probe can fail, after the pool has started.
 _WORKER_PROBE = """
 import sys
 import torch
-from autojoint.cli.common import run
 from autojoint.runtime.devices import SUBNORMAL_BITS, denormals_flushed, flush_denormals
 torch.set_num_threads(2)
 if sys.argv[1] == "late":
@@ -53,7 +52,9 @@ if sys.argv[1] == "late":
 def job():
     x = torch.full((1 << 22,), SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
     print(denormals_flushed(), int(torch.count_nonzero(x * 1.5)))
-run(job, verbose=True)
+if sys.argv[1] == "early":
+    flush_denormals()
+job()
 """
 
 
@@ -73,10 +74,10 @@ def _probe_workers(when: str) -> tuple[bool, int]:
     return flushed == "True", int(nonzero)
 
 
-def test_the_cli_flushes_subnormals_in_every_cpu_thread() -> None:
+def test_flushing_before_torch_starts_its_threads_reaches_every_thread() -> None:
     """Subnormal activations (a U-Net trained without gradient under weight decay) made a
-    training step ~10x slower on x86; the CLIs flush them to zero before torch starts its
-    worker threads, so that every thread does."""
+    training step ~10x slower on x86; flushed before torch starts its worker threads, every
+    thread flushes them, set afterwards only the calling thread."""
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU cannot flush subnormal floats to zero")
     assert _probe_workers("early") == (True, 0)
