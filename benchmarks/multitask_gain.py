@@ -94,7 +94,6 @@ try:  # the report module sits beside this script: run it as a module of the rep
         run_name,
         write_report,
     )
-    from benchmarks.peers.common import refuse_stale_plan
 except ModuleNotFoundError as err:
     raise SystemExit(
         "run from the repository root as: python -m benchmarks.multitask_gain --out DIR ..."
@@ -279,6 +278,19 @@ def _link_shared(shared: Path, root: Path) -> Path:
         if not link.exists() and (shared / name).exists():
             os.symlink((shared / name).resolve(), link)
     return root
+
+
+def refuse_stale_plan(path: Path) -> None:
+    """Refuse a shared plan written before ``network.detach_lesion_input`` existed: it loads
+    with the switch off (end to end, as it was trained), so every variant that relies on
+    today's default would silently train the old way under its name."""
+    network = read_json(path).get("network", {})
+    if "detach_lesion_input" not in network:
+        raise SystemExit(
+            f"{path} was planned by an older autojoint (its network section has no "
+            "detach_lesion_input, so it would train end to end); use a new --out, or add "
+            '"detach_lesion_input": true to that section (what the planner writes today).'
+        )
 
 
 def run_setup(args: argparse.Namespace, variant: str) -> dict:

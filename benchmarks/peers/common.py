@@ -269,20 +269,6 @@ def cached_row(
     return record
 
 
-def refuse_stale_plan(path: Path) -> bool:
-    """The plan's ``network.detach_lesion_input``; refuses a plan written before that switch
-    existed: it loads with the switch off (end to end, as it was trained), so a run that
-    relies on today's default would silently train the old way under its name."""
-    network = read_json(path).get("network", {})
-    if "detach_lesion_input" not in network:
-        raise SystemExit(
-            f"{path} was planned by an older autojoint (its network section has no "
-            "detach_lesion_input, so it would train end to end); use a new --out, or add "
-            '"detach_lesion_input": true to that section (what the planner writes today).'
-        )
-    return bool(network["detach_lesion_input"])
-
-
 def store_row(path: Path, setup: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """Cache ``row`` with its ``setup`` (atomic write) and return the record."""
     record = {"setup": setup, **row}

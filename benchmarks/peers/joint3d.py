@@ -620,9 +620,12 @@ def _keep_prepare(out: Path, prep: dict[str, Any], rows_dir: Path) -> dict[str, 
     if rows_dir.resolve() != out.resolve():
         if kept.is_file():
             old = read_json(kept)
-            for key, value in (("splits", old["splits"]), ("nnunet", old["plans"]["nnunet"])):
-                new = record["splits"] if key == "splits" else record["plans"]["nnunet"]
-                if value != new:
+            pairs = {
+                "splits": (old["splits"], record["splits"]),
+                "nnunet": (old["plans"]["nnunet"], record["plans"]["nnunet"]),
+            }
+            for key, (before, now) in pairs.items():
+                if before != now:
                     raise SystemExit(
                         f"{kept} holds other {key} than {out / 'prepare.json'}: its cached "
                         "rows were made on another split or plan; use other --records"

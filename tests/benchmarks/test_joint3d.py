@@ -233,15 +233,9 @@ def test_plans_name_and_table() -> None:
     assert "+0.000 (95% interval -0.100 to +0.100)" in text
 
 
-GATED_DICE = {("autojoint", 0): 0.9, ("autojoint", 2): 0.7, ("nnunet", 0): 0.4, ("nnunet", 2): 0.6}
-
-
-def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) -> None:
-    """Folds 0 and 2 have both tools' rows, fold 1 only autojoint's: the table holds folds
-    0 and 2 with their known means, fold 1 is named and left out, nothing is trained (no
-    nnU-Net, no raw data: only the records directory)."""
-    args = ["--out", str(tmp_path / "out"), "--records", str(tmp_path / "rec")]
-    setup = row_setup(
+def _cached_rows_setup() -> dict:
+    """The row setup of a 60-case, 16 x 25-iteration run with the default recipe."""
+    return row_setup(
         argparse.Namespace(
             num_cases=60,
             epochs=16,
@@ -253,6 +247,17 @@ def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) ->
             peripheral_mm=3.0,
         )
     )
+
+
+GATED_DICE = {("autojoint", 0): 0.9, ("autojoint", 2): 0.7, ("nnunet", 0): 0.4, ("nnunet", 2): 0.6}
+
+
+def test_report_only_rebuilds_the_table_from_complete_folds(tmp_path, capsys) -> None:
+    """Folds 0 and 2 have both tools' rows, fold 1 only autojoint's: the table holds folds
+    0 and 2 with their known means, fold 1 is named and left out, nothing is trained (no
+    nnU-Net, no raw data: only the records directory)."""
+    args = ["--out", str(tmp_path / "out"), "--records", str(tmp_path / "rec")]
+    setup = _cached_rows_setup()
     eye = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     write_json(
         {
@@ -406,18 +411,7 @@ def test_autojoint_rows_name_their_lesion_input_and_stale_rows_are_refused(
     made with the switch reaches the table, which says how autojoint was trained."""
     rec = tmp_path / "rec"
     args = ["--out", str(tmp_path / "out"), "--records", str(rec), "--folds", "0"]
-    setup = row_setup(
-        argparse.Namespace(
-            num_cases=60,
-            epochs=16,
-            iterations=25,
-            threads=1,
-            gpu_memory_gb=1.0,
-            autojoint_optimizer=None,
-            autojoint_augmentation=None,
-            peripheral_mm=3.0,
-        )
-    )
+    setup = _cached_rows_setup()
     eye = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     autojoint_plan = {"patch": [24, 48, 80], "batch": 2, "detach_lesion_input": True}
     write_json(

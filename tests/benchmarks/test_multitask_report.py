@@ -286,3 +286,17 @@ def test_confusions_are_summed_per_variant_over_the_runs_that_recorded_one() -> 
     records[1]["confusion"]["classes"] = ["CAP", "COVID-19", "normal"]
     with pytest.raises(ValueError, match="cannot be summed"):
         summed_confusions(records)
+
+
+def test_a_shared_plan_from_before_the_detach_switch_is_refused(tmp_path: Path) -> None:
+    """Such a plan loads end to end, so 'joint (default)' would silently train the old
+    way; the benchmark names the file and the fix instead."""
+    from benchmarks.multitask_gain import refuse_stale_plan
+
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps({"network": {"classifier_input": "concat"}}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="plans.json was planned by an older autojoint"):
+        refuse_stale_plan(path)
+    network = {"classifier_input": "concat", "detach_lesion_input": True}
+    path.write_text(json.dumps({"network": network}), encoding="utf-8")
+    refuse_stale_plan(path)  # today's planner output passes

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.peers.common import cached_row, refuse_stale_plan, store_row
+from benchmarks.peers.common import cached_row, store_row
 from benchmarks.peers.infnet_metrics import THRESHOLDS, toolbox_curves, toolbox_scores
 from benchmarks.peers.layout import dataset_name, nnunet_folders, to_nnunet_raw
 from benchmarks.peers.tables import markdown_table, mean_sd, ratio
@@ -342,18 +342,6 @@ def test_nnunet_model_folder_follows_nnunet_naming(tmp_path) -> None:
         tmp_path / "results_seed2" / "Dataset501_X" / "nnUNetTrainer__nnUNetPlans__2d"
     )
     assert folders.model("D", "3d_fullres", "P1").name == "nnUNetTrainer__P1__3d_fullres"
-
-
-def test_a_shared_plan_from_before_the_detach_switch_is_refused(tmp_path: Path) -> None:
-    """Such a plan loads end to end, so a benchmark's default rows would silently train
-    the old way; the benchmarks name the file and the fix instead."""
-    path = tmp_path / "plans.json"
-    path.write_text(json.dumps({"network": {"classifier_input": "concat"}}), encoding="utf-8")
-    with pytest.raises(SystemExit, match="plans.json was planned by an older autojoint"):
-        refuse_stale_plan(path)
-    network = {"classifier_input": "concat", "detach_lesion_input": True}
-    path.write_text(json.dumps({"network": network}), encoding="utf-8")
-    assert refuse_stale_plan(path) is True  # today's planner output passes
 
 
 def test_cached_row_fills_what_older_records_lack_and_never_mixes_setups(tmp_path) -> None:
