@@ -1,5 +1,5 @@
-"""What flushing subnormal floats to zero (``runtime.devices.flush_denormals``; not yet
-called by autojoint, see its docstring) saves when a network's activations fall below
+"""What flushing subnormal floats to zero (``runtime.devices.subnormals_flushed``, on in
+autojoint's training steps and inference engine) saves when a network's activations fall below
 float32's smallest normal number (1.2e-38), as in the untrained U-Net of a
 classification-only run whose weights shrink under weight decay.
 

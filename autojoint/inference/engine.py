@@ -24,7 +24,7 @@ from autojoint.inference.sliding_window import network_probabilities
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase
-from autojoint.runtime.devices import mixed_precision
+from autojoint.runtime.devices import mixed_precision, subnormals_flushed
 
 __all__ = ["NetworkProbabilities", "run_networks"]
 
@@ -45,6 +45,7 @@ class NetworkProbabilities:
 
 
 @torch.no_grad()
+@subnormals_flushed()
 def run_networks(
     nets: Sequence[JointNet],
     pre: PreprocessedCase,

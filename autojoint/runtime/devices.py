@@ -4,6 +4,7 @@ and the mixed precision both use on it."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -78,17 +79,8 @@ from bits because converting a float literal is itself flushed once the flag is 
 def flush_denormals() -> bool:
     """From now on, the calling thread and the threads it starts later treat subnormal
     floats as zero, in all their floating-point code (torch, numpy, Python floats); returns
-    whether the CPU supports it (x86 with SSE3, ARM).
-
-    Why: layers whose weights shrink without a gradient (the U-Net of a classification-only
-    run under weight decay) produce activations below 1.2e-38, and x86 CPUs compute those
-    about ten times slower: one training step of such a model took 142 s without the flag
-    and 13.5 s with it (docs/benchmarks.md, "Subnormal floats"). It changes only values
-    below the smallest normal number (1.2e-38 in float32, 2.2e-308 in float64). OpenMP
-    worker threads copy the flag when they start; set later, it reaches the calling thread
-    only. Not called by autojoint yet: left on for a whole process it made scipy's KD-tree
-    crash (a segmentation fault in the MONAI reference of tests/evaluation/test_surfels.py),
-    so it must be scoped to the network's own computations first."""
+    whether the CPU supports it (x86 with SSE3, ARM). autojoint itself scopes it with
+    :func:`subnormals_flushed`; this is for a caller that wants it for a whole process."""
     return bool(torch.set_flush_denormal(True))
 
 
@@ -96,6 +88,31 @@ def denormals_flushed() -> bool:
     """Whether this thread treats subnormal floats as zero (torch has no getter)."""
     subnormal = torch.tensor([SUBNORMAL_BITS], dtype=torch.int32).view(torch.float32)
     return bool((subnormal * 1.5).item() == 0.0)
+
+
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[bool]:
+    """Inside: the calling thread treats subnormal floats as zero; after: its previous
+    state is back. Yields whether the CPU supports it (x86 with SSE3, ARM).
+
+    Why: layers whose weights shrink without a gradient (the U-Net of a classification-only
+    run under weight decay) produce activations below float32's smallest normal number,
+    1.2e-38, which x86 CPUs compute about ten times slower: one training step of such a
+    model took 142 s without the flag and 13.5 s with it (docs/benchmarks.md, "Subnormal
+    floats"). It changes only values below 1.2e-38. Scoped to the network's computations
+    (a training step, the inference engine) because, left on for a whole process, it made
+    scipy's KD-tree crash (a segmentation fault in the MONAI reference of
+    tests/evaluation/test_surfels.py). torch's worker threads copy the flag when they start
+    and keep it: those started inside a scope flush for good (they run only torch's
+    kernels), those started earlier never do, so only the calling thread is sure to.
+    """
+    was = denormals_flushed()
+    supported = flush_denormals()
+    try:
+        yield supported
+    finally:
+        if not was:
+            torch.set_flush_denormal(False)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

@@ -17,9 +17,11 @@ from autojoint.networks.fusion import fused_logits
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import load_preprocessed
+from autojoint.runtime.devices import subnormals_flushed
 
 
 @torch.no_grad()
+@subnormals_flushed()
 def validate_views(
     net: JointNet, plan: Plan, pre_dir: Path, case_ids: list[str], device: torch.device
 ) -> dict[str, float]:

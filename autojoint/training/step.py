@@ -16,7 +16,7 @@ from autojoint.data.loader import JointDataLoader
 from autojoint.losses.joint import LossParts, joint_loss
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import LossOptions, LossWeights, Plan
-from autojoint.runtime.devices import AUTOCAST_DTYPE
+from autojoint.runtime.devices import AUTOCAST_DTYPE, subnormals_flushed
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def make_grad_scaler(
     return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
 
 
+@subnormals_flushed()
 def train_step(
     model: nn.Module,
     net: JointNet,
@@ -107,6 +108,7 @@ def train_step(
 
 
 @torch.no_grad()
+@subnormals_flushed()
 def validation_loss(
     net: JointNet,
     plan: Plan,
