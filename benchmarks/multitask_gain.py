@@ -78,6 +78,7 @@ from autojoint.planning.presets import preset_overrides
 from autojoint.preprocessing.lung_mask import LungMaskOptions, body_mask
 from autojoint.preprocessing.preprocess import load_preprocessed
 from autojoint.reporting.figures import new_figure, save_png
+from autojoint.runtime.devices import subnormals_flushed
 from autojoint.training.config import PLAN_SCHEDULE, TrainerConfig
 from autojoint.training.launch import train_fold
 from autojoint.training.state import TRAINING_LOG_FILE
@@ -142,6 +143,7 @@ def _lung(hu: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     return ((hu < LUNG_HU) & body) | lesion
 
 
+@subnormals_flushed()
 def _cam(net: JointNet, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed CAM (class activation map, mean over the classifier units, at the views' size)
     of the predicted class, and the class probabilities."""

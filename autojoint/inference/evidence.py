@@ -21,6 +21,7 @@ from autojoint.inference.resample_back import resize_linear
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, transpose_spatial
+from autojoint.runtime.devices import subnormals_flushed
 
 EvidenceMethod = Callable[[list[JointNet], torch.Tensor, int, PreprocessedCase, Plan], np.ndarray]
 
@@ -96,6 +97,7 @@ def evidence_on_input_grid(
 
 @register_evidence("cam")
 @torch.no_grad()
+@subnormals_flushed()
 def class_activation_evidence(
     nets: list[JointNet], view: torch.Tensor, class_index: int, pre: PreprocessedCase, plan: Plan
 ) -> np.ndarray:

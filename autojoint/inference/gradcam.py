@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from autojoint.networks.joint_net import JointNet
+from autojoint.runtime.devices import subnormals_flushed
 
 GRADCAM_TARGETS = ("classifier", "encoder")
 
@@ -57,6 +58,7 @@ def _target_module(net: JointNet, target: str, stage: int) -> torch.nn.Module:
     return units[stage]
 
 
+@subnormals_flushed()
 def grad_cam(
     net: JointNet,
     view: torch.Tensor,

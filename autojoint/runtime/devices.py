@@ -115,6 +115,20 @@ def subnormals_flushed() -> Iterator[bool]:
             torch.set_flush_denormal(False)
 
 
+def start_worker_threads_flushed() -> None:
+    """Start torch's CPU worker threads inside :func:`subnormals_flushed`, so that every
+    later scope flushes on all threads, not only on the calling one.
+
+    Why: a worker thread copies the flag once, when it starts. Training and prediction call
+    this first; a no-op when the workers already run (a caller's earlier parallel torch
+    operation started them, as loading a checkpoint would), and with one thread.
+    """
+    if torch.get_num_threads() < 2:
+        return
+    with subnormals_flushed():
+        torch.ones(1 << 20).add_(1.0)  # large enough for every thread to take a share
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype prediction uses on ``device`` for ``precision``
     (:data:`PRECISION_CHOICES`); None = float32, no autocast.

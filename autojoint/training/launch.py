@@ -15,7 +15,7 @@ from autojoint.io.workdir import DEFAULT_VARIANT, PLANS_FILE, fold_dir, preproce
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
-from autojoint.runtime.devices import resolve_device
+from autojoint.runtime.devices import resolve_device, start_worker_threads_flushed
 from autojoint.training.budget import warn_if_switches_exceed_budget
 from autojoint.training.config import TrainerConfig, resolve_schedule
 from autojoint.training.distributed import (
@@ -49,6 +49,7 @@ def train_fold(
     Raises:
         ValueError: among others, the variant's folder holds folds of a different plan.
     """
+    start_worker_threads_flushed()  # before a resumed checkpoint's loading starts them
     config = name_variant(Path(work_dir), config)
     if ctx is None and config.num_gpus > 1:
         return _spawn(work_dir, fold, config)

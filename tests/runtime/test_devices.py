@@ -44,8 +44,12 @@ def test_missing_accelerator_is_an_error(monkeypatch: pytest.MonkeyPatch) -> Non
 _WORKER_PROBE = """
 import sys
 import torch
-from autojoint.runtime.devices import SUBNORMAL_BITS, denormals_flushed, flush_denormals
+from autojoint.runtime.devices import (
+    SUBNORMAL_BITS, denormals_flushed, flush_denormals, start_worker_threads_flushed
+)
 torch.set_num_threads(2)
+if sys.argv[1] == "started":
+    start_worker_threads_flushed()
 if sys.argv[1] == "late":
     torch.rand(1 << 22).sum()  # starts the worker threads before the flag
     flush_denormals()
@@ -83,6 +87,15 @@ def test_flushing_before_torch_starts_its_threads_reaches_every_thread() -> None
     assert _probe_workers("early") == (True, 0)
     flushed, nonzero = _probe_workers("late")
     assert flushed and nonzero > 0  # set late, the worker thread keeps computing subnormals
+
+
+def test_worker_threads_started_in_a_scope_keep_flushing_after_it() -> None:
+    """What training and prediction do first: outside any scope, the calling thread computes
+    subnormals again while the worker thread started inside one still flushes them."""
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal floats to zero")
+    flushed, nonzero = _probe_workers("started")
+    assert not flushed and 0 < nonzero < 1 << 22
 
 
 def test_flush_denormals_zeroes_subnormals_and_keeps_normal_numbers() -> None:

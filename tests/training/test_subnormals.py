@@ -54,7 +54,7 @@ def _record_flag(net: torch.nn.Module, seen: list[tuple[str, bool]]) -> None:
     conv.weight.register_hook(lambda g: seen.append(("backward", denormals_flushed())) or g)
 
 
-def test_a_training_step_flushes_in_forward_and_backward_only() -> None:
+def test_a_training_step_flushes_in_forward_and_backward_then_restores() -> None:
     plan = tiny_plan()
     assert plan.classification_shape is not None
     net = seeded_net(plan)
