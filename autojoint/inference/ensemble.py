@@ -17,6 +17,7 @@ from autojoint.runtime.checkpoint import (
     load_weights,
     read_checkpoint,
 )
+from autojoint.runtime.devices import start_worker_threads_flushed
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -82,6 +83,7 @@ def load_ensemble(
             checkpoint that cannot be read or does not fit its plan's network.
     """
     check_checkpoint_name(checkpoint)
+    start_worker_threads_flushed()  # reading the checkpoints would start them unflushed
     plan: Plan | None = None
     nets, axes = [], []
     for fold in folds:

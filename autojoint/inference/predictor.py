@@ -77,11 +77,7 @@ from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import Plan
 from autojoint.preprocessing.preprocess import PreprocessedCase, preprocess_arrays
 from autojoint.reporting.html_report import ModelInfo
-from autojoint.runtime.devices import (
-    autocast_dtype,
-    resolve_device,
-    start_worker_threads_flushed,
-)
+from autojoint.runtime.devices import autocast_dtype, resolve_device
 
 __all__ = [
     "DIAGNOSES_CSV",
@@ -295,7 +291,6 @@ def run_prediction(
         ValueError: folds of different plans, an unknown evidence method, a bad part or
             variant name.
     """
-    start_worker_threads_flushed()  # before loading the checkpoints starts them
     part = Part(options.part_id, options.num_parts)
     dev = resolve_device(options.device)
     dtype = autocast_dtype(dev, options.precision)

@@ -119,9 +119,10 @@ def start_worker_threads_flushed() -> None:
     """Start torch's CPU worker threads inside :func:`subnormals_flushed`, so that every
     later scope flushes on all threads, not only on the calling one.
 
-    Why: a worker thread copies the flag once, when it starts. Training and prediction call
-    this first; a no-op when the workers already run (a caller's earlier parallel torch
-    operation started them, as loading a checkpoint would), and with one thread.
+    Why: a worker thread copies the flag once, when it starts. Training (``train_fold``)
+    and model loading (``load_ensemble``) call this first; a no-op when the workers already
+    run (a caller's earlier parallel torch operation started them, as reading a checkpoint
+    would), and with one thread.
     """
     if torch.get_num_threads() < 2:
         return
