@@ -1,4 +1,5 @@
-"""Tiny networks and training-step options shared by the network, loss and training tests.
+"""Tiny networks, random batches and training-step options shared by the network, loss
+and training tests.
 
 Plain functions, not fixtures: several tests build nets from plans made inside the test,
 and ``tests/training/test_distributed.py`` builds them in spawned processes.
@@ -32,6 +33,22 @@ def scale_shapes(plan: Plan, size: tuple[int, ...]) -> list[tuple[int, ...]]:
         cur = [c // s for c, s in zip(cur, stride, strict=True)]
         shapes.append(tuple(cur))
     return shapes
+
+
+def random_batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Two random training samples at the plan's patch and view (one per first two classes,
+    random labels everywhere, both with masks): what ``train_step`` takes."""
+    g = torch.Generator().manual_seed(seed)
+    assert plan.classification_shape is not None
+    k = plan.num_labels
+    return {
+        "data": torch.randn(2, 1, *plan.patch_size, generator=g),
+        "seg": torch.randint(0, k, (2, *plan.patch_size), generator=g),
+        "cls_data": torch.randn(2, 1, *plan.classification_shape, generator=g),
+        "cls_seg": torch.randint(0, k, (2, *plan.classification_shape), generator=g),
+        "diagnosis": torch.tensor([0, 1]),
+        "has_mask": torch.ones(2, dtype=torch.bool),
+    }
 
 
 def train_step_options(

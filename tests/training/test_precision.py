@@ -9,11 +9,10 @@ import math
 import pytest
 import torch
 
-from autojoint.planning.schema import Plan
 from autojoint.runtime.devices import training_autocast_dtype
 from autojoint.training.step import make_grad_scaler, train_step
 from tests.fingerprints import tiny_plan
-from tests.helpers import seeded_net, train_step_options
+from tests.helpers import random_batch, seeded_net, train_step_options
 
 
 def test_training_precision_per_device() -> None:
@@ -33,19 +32,6 @@ def test_loss_scaling_only_for_float16() -> None:
     assert not make_grad_scaler(cpu, torch.bfloat16).is_enabled()
 
 
-def _batch(plan: Plan, b: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    assert plan.classification_shape is not None
-    return {
-        "data": torch.randn(b, 1, *plan.patch_size, generator=g),
-        "seg": torch.randint(0, plan.num_labels, (b, *plan.patch_size), generator=g),
-        "cls_data": torch.randn(b, 1, *plan.classification_shape, generator=g),
-        "cls_seg": torch.randint(0, plan.num_labels, (b, *plan.classification_shape), generator=g),
-        "diagnosis": torch.tensor([0, 1][:b]),
-        "has_mask": torch.ones(b, dtype=torch.bool),
-    }
-
-
 @pytest.mark.parametrize(
     ("dtype", "conv_dtype"), [(None, torch.float32), (torch.bfloat16, torch.bfloat16)]
 )
@@ -60,7 +46,7 @@ def test_step_runs_the_network_in_the_asked_dtype(
     first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
     first_conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     before = [p.detach().clone() for p in params]
-    batch = _batch(plan)
+    batch = random_batch(plan)
     kwargs = train_step_options(plan, params)
     parts = train_step(
         net,
@@ -96,7 +82,7 @@ def test_a_step_with_an_infinite_gradient_is_skipped(
     scaler = make_grad_scaler(torch.device("cpu"), torch.bfloat16)
     with caplog.at_level("WARNING"):
         train_step(
-            net, net, _batch(plan), optimizer, scaler, autocast_dtype=torch.bfloat16, **kwargs
+            net, net, random_batch(plan), optimizer, scaler, autocast_dtype=torch.bfloat16, **kwargs
         )
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, params, strict=True))
     assert optimizer.state_dict()["state"] == {}  # Adam never stepped

@@ -25,7 +25,7 @@ from autojoint.training.schedule import (
 )
 from autojoint.training.step import make_grad_scaler, train_step
 from tests.fingerprints import tiny_plan
-from tests.helpers import seeded_net, train_step_options
+from tests.helpers import random_batch, seeded_net, train_step_options
 
 
 def test_joint_schedule_is_one_poly_stage() -> None:
@@ -80,19 +80,6 @@ def test_sgd_is_nesterov_099_and_adam_has_paper_betas() -> None:
     assert TrainerConfig(optimizer="sgd", learning_rate=0.1).lr == 0.1
 
 
-def _batch(plan, seed: int = 0) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
-    g = torch.Generator().manual_seed(seed)
-    b, k = 2, plan.num_labels
-    return {
-        "data": torch.randn(b, 1, *plan.patch_size, generator=g),
-        "seg": torch.randint(0, k, (b, *plan.patch_size), generator=g),
-        "cls_data": torch.randn(b, 1, *plan.classification_shape, generator=g),
-        "cls_seg": torch.randint(0, k, (b, *plan.classification_shape), generator=g),
-        "diagnosis": torch.tensor([0, 1]),
-        "has_mask": torch.tensor([True, True]),
-    }
-
-
 @pytest.mark.parametrize("name", ["segmentation", "classification", "joint"])
 def test_each_stage_changes_only_its_parameters(name: str) -> None:
     plan = tiny_plan()
@@ -107,7 +94,7 @@ def test_each_stage_changes_only_its_parameters(name: str) -> None:
         train_step(
             net,
             net,
-            _batch(plan, step),
+            random_batch(plan, step),
             opt,
             make_grad_scaler(torch.device("cpu")),
             **train_step_options(plan, params, weights),

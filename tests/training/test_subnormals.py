@@ -18,7 +18,7 @@ from autojoint.preprocessing.preprocess import PreprocessedCase
 from autojoint.runtime.devices import denormals_flushed, subnormals_flushed
 from autojoint.training.step import make_grad_scaler, train_step
 from tests.fingerprints import tiny_plan
-from tests.helpers import seeded_net, train_step_options
+from tests.helpers import random_batch, seeded_net, train_step_options
 
 
 @pytest.fixture(autouse=True)
@@ -61,15 +61,7 @@ def test_a_training_step_flushes_in_forward_and_backward_then_restores() -> None
     params = [p for p in net.parameters() if p.requires_grad]
     seen: list[tuple[str, bool]] = []
     _record_flag(net, seen)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "data": torch.randn(2, 1, *plan.patch_size, generator=g),
-        "seg": torch.randint(0, plan.num_labels, (2, *plan.patch_size), generator=g),
-        "cls_data": torch.randn(2, 1, *plan.classification_shape, generator=g),
-        "cls_seg": torch.randint(0, plan.num_labels, (2, *plan.classification_shape), generator=g),
-        "diagnosis": torch.tensor([0, 1]),
-        "has_mask": torch.ones(2, dtype=torch.bool),
-    }
+    batch = random_batch(plan)
     optimizer = torch.optim.SGD(params, 1e-3)
     cpu = torch.device("cpu")
     train_step(
