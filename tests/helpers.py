@@ -51,6 +51,34 @@ def random_batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def lesion_batch(plan: Plan, seed: int = 0, noise: float = 0.1) -> dict[str, torch.Tensor]:
+    """Two samples whose images are their lesion maps plus Gaussian noise of sd ``noise``:
+    sample 0 holds one ground-glass block, sample 1 also a consolidation block, at the
+    patch and at the view (an empty view when the plan has no classes). Unlike
+    ``random_batch`` the labels are spatially coherent, so region losses see real lesions."""
+    g = torch.Generator().manual_seed(seed)
+    B = 2
+
+    def lesion_map(shape: tuple[int, ...]) -> torch.Tensor:
+        seg = torch.zeros(B, *shape, dtype=torch.long)
+        seg[:, 2:6, 4:10, 4:10] = 1
+        seg[1, 3:5, 10:14, 2:6] = 2
+        return seg
+
+    view = plan.classification_shape or (0, 0, 0)
+    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(view)
+    data = torch.randn(B, 1, *plan.patch_size, generator=g) * noise + seg[:, None].float()
+    cls_data = torch.randn(B, 1, *view, generator=g) * noise + cls_seg[:, None].float()
+    return {
+        "data": data,
+        "seg": seg,
+        "cls_data": cls_data,
+        "cls_seg": cls_seg,
+        "diagnosis": torch.tensor([0, 1]),
+        "has_mask": torch.tensor([True, True]),
+    }
+
+
 def train_step_options(
     plan: Plan,
     params: Iterable[torch.nn.Parameter],

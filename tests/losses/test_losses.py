@@ -24,7 +24,7 @@ from autojoint.losses.segmentation import (
 from autojoint.networks.fusion import fuse_scales
 from autojoint.planning.schema import LossOptions, LossWeights, Plan
 from tests.fingerprints import tiny_plan
-from tests.helpers import seeded_net
+from tests.helpers import lesion_batch, seeded_net
 
 K = 3
 DICE_CE = dice_ce_per_sample
@@ -302,33 +302,9 @@ def test_task_aware_gradient_policy(gradient: str, s_learns: bool, v_learns: boo
 # --- joint --------------------------------------------------------------------------------------
 
 
-def _batch(plan: Plan, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    B = 2
-
-    def lesion_map(shape: tuple[int, ...]) -> torch.Tensor:
-        seg = torch.zeros(B, *shape, dtype=torch.long)
-        seg[:, 2:6, 4:10, 4:10] = 1
-        seg[1, 3:5, 10:14, 2:6] = 2
-        return seg
-
-    view = plan.classification_shape or (0, 0, 0)  # no classes: an empty view
-    seg, cls_seg = lesion_map(plan.patch_size), lesion_map(view)
-    data = torch.randn(B, 1, *plan.patch_size, generator=g) * 0.1 + seg[:, None].float()
-    cls_data = torch.randn(B, 1, *view, generator=g) * 0.1 + cls_seg[:, None].float()
-    return {
-        "data": data,
-        "seg": seg,
-        "cls_data": cls_data,
-        "cls_seg": cls_seg,
-        "diagnosis": torch.tensor([0, 1]),
-        "has_mask": torch.tensor([True, True]),
-    }
-
-
 def test_joint_loss_terms(plan: Plan) -> None:
     net = seeded_net(plan)
-    batch = _batch(plan)
+    batch = lesion_batch(plan)
     out = net(batch["data"], batch["cls_data"])
     cw = torch.tensor(plan.class_weights)
     parts = joint_loss(net, out, batch, plan.loss_weights, cw, LossOptions())
@@ -359,7 +335,7 @@ def test_task_aware_term_uses_the_reference_diagnosis_and_skips_lesion_free_scan
     view holds a lesion and that have a diagnosis."""
     net = seeded_net(plan)
     assert net.cls is not None
-    batch = _batch(plan)
+    batch = lesion_batch(plan)
     out = net(batch["data"], batch["cls_data"])
     w = LossWeights(0.0, 0.0, 1.0)
     cw = torch.tensor(plan.class_weights)
@@ -396,7 +372,7 @@ def test_task_aware_term_uses_the_reference_diagnosis_and_skips_lesion_free_scan
 
 def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:
     net = seeded_net(plan)
-    batch = _batch(plan)
+    batch = lesion_batch(plan)
     cw = torch.tensor(plan.class_weights)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
@@ -415,7 +391,7 @@ def test_few_optimisation_steps_reduce_joint_loss(plan: Plan) -> None:
 def test_segmentation_only_plan_trains(plan: Plan) -> None:
     seg_plan = tiny_plan(classes=(), shape=(8, 16, 16))
     net = seeded_net(seg_plan, seed=1)
-    batch = _batch(seg_plan)
+    batch = lesion_batch(seg_plan)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(6):

@@ -24,7 +24,7 @@ from autojoint.losses.segmentation import (
     tversky_index,
 )
 from autojoint.planning.schema import LossOptions, Plan
-from tests.helpers import seeded_net
+from tests.helpers import lesion_batch, seeded_net
 
 NAMES = ("dice_ce", "dice_focal", "focal", "focal_tversky")
 EPS = 1e-5
@@ -264,32 +264,10 @@ def test_invalid_options_are_refused(name: str, change: dict[str, float]) -> Non
 # --- joint loss with each registered loss -------------------------------------------------------
 
 
-def _batch(plan: Plan) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    B = 2
-
-    def lesions(shape: tuple[int, ...]) -> torch.Tensor:
-        seg = torch.zeros(B, *shape, dtype=torch.long)
-        seg[:, 2:6, 4:10, 4:10] = 1
-        seg[1, 3:5, 10:14, 2:6] = 2
-        return seg
-
-    seg, cls_seg = lesions(plan.patch_size), lesions(plan.classification_shape)
-    return {
-        "data": torch.randn(B, 1, *plan.patch_size, generator=g) + seg[:, None].float(),
-        "seg": seg,
-        "cls_data": torch.randn(B, 1, *plan.classification_shape, generator=g)
-        + cls_seg[:, None].float(),
-        "cls_seg": cls_seg,
-        "diagnosis": torch.tensor([0, 1]),
-        "has_mask": torch.tensor([True, True]),
-    }
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_joint_loss_backward_reaches_both_subnets(plan: Plan, name: str) -> None:
     net = seeded_net(plan)
-    batch = _batch(plan)
+    batch = lesion_batch(plan, noise=1.0)
     options = LossOptions(segmentation=name)
     parts = joint_loss(
         net,
@@ -312,7 +290,7 @@ def test_joint_loss_backward_reaches_both_subnets(plan: Plan, name: str) -> None
 @pytest.mark.parametrize("name", NAMES)
 def test_joint_loss_masking_for_each_loss(plan: Plan, name: str) -> None:
     net = seeded_net(plan)
-    batch = _batch(plan)
+    batch = lesion_batch(plan, noise=1.0)
     batch["has_mask"] = torch.tensor([True, False])
     batch["diagnosis"] = torch.tensor([-1, 2])
     cw = torch.tensor(plan.class_weights)
