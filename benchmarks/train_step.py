@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from autojoint.networks.blocks import init_weights
 from autojoint.networks.joint_net import JointNet
 from autojoint.planning.schema import NetworkOptions, Plan
 from autojoint.runtime.devices import cpu_supports_bfloat16
+from benchmarks.conv_work import conv_macs
 
 
 def central_boxes(batch: int, device: torch.device | None = None) -> torch.Tensor:
@@ -69,38 +69,6 @@ def seconds_per_step(
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return sum(times[2:]) / steps
-
-
-def conv_macs(net: torch.nn.Module, *inputs: torch.Tensor | None) -> float:
-    """Multiply-accumulates of every convolution in one forward call of ``net`` on
-    ``inputs`` (hooks on Conv/ConvTranspose 1-3D; the rest of the work, norms,
-    activations, losses, is small beside them and not counted)."""
-    total = 0.0
-
-    def count(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(module, torch.nn.modules.conv._ConvNd)
-        per_voxel = math.prod(module.kernel_size) * module.in_channels * module.out_channels
-        per_voxel /= module.groups
-        # A convolution does per_voxel / out_channels work per OUTPUT element; a transposed
-        # one scatters each INPUT voxel through the whole kernel.
-        if module.transposed:
-            total += args[0].numel() / module.in_channels * per_voxel
-        else:
-            total += out.numel() / module.out_channels * per_voxel
-
-    hooks = [
-        m.register_forward_hook(count)
-        for m in net.modules()
-        if isinstance(m, torch.nn.modules.conv._ConvNd)
-    ]
-    try:
-        with torch.no_grad():
-            net(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total
 
 
 def step_work(plan: Plan) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Drive nnU-Net v2 through its public Python API, inside nnU-Net's own venv.
 
 This file is run by that venv's interpreter (``setup_nnunet.sh`` prints it), never imported
-by autojoint: it imports only ``nnunetv2`` and ``torch``. Two subcommands:
+by autojoint: it imports only ``nnunetv2``, ``torch`` and the torch-only
+``benchmarks/conv_work.py`` beside it. Three subcommands:
 
 ``train``: builds nnU-Net's default trainer for one dataset / configuration / fold
 (``get_trainer_from_args``), sets the number of epochs, training and validation iterations
@@ -13,6 +14,11 @@ optionally runs nnU-Net's own final validation, and dumps nnU-Net's per-epoch lo
 ``predict``: ``nnUNetPredictor`` on a folder, with or without mirroring, probabilities
 saved; prints and writes the wall time per case.
 
+``work``: builds the network a plan describes (nnU-Net's own
+``build_network_architecture``, on the meta device, so nothing is computed) and prints the
+multiply-accumulates of one forward pass of a training batch at the plan's patch, counted
+by the same hooks as autojoint's ``benchmarks/train_step.py``.
+
 The thread count is set explicitly (nnU-Net's own CLI on a CPU takes every core), so both
 tools run with the same number of torch threads.
 """
@@ -23,6 +29,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -110,6 +117,40 @@ def predict(args: argparse.Namespace) -> None:
     )
 
 
+def _conv_macs() -> Callable[..., float]:
+    """``conv_macs`` from ``benchmarks/conv_work.py``, loaded by path: this script runs
+    under nnU-Net's interpreter, where the ``benchmarks`` package is not importable."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "conv_work.py"
+    spec = importlib.util.spec_from_file_location("conv_work", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.conv_macs
+
+
+def work(args: argparse.Namespace) -> None:
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(str(args.plans))
+    config = plans.get_configuration(args.configuration)
+    dataset = json.loads(args.dataset_json.read_text(encoding="utf-8"))
+    channels = determine_num_input_channels(plans, config, dataset)
+    outputs = plans.get_label_manager(dataset).num_segmentation_heads
+    with torch.device("meta"):
+        net = nnUNetTrainer.build_network_architecture(plans, config, channels, outputs, True)
+    batch = torch.zeros(config.batch_size, channels, *config.patch_size, device="meta")
+    gmac = _conv_macs()(net, batch) / 1e9
+    print(
+        f"nnU-Net {args.configuration}: patch {list(config.patch_size)}, batch "
+        f"{config.batch_size}: forward convolution work per step {gmac:.1f} GMAC"
+    )
+
+
 def _plain(value):
     """nnU-Net's log (numpy scalars, nested lists) as JSON-ready Python numbers."""
     if isinstance(value, dict):
@@ -156,12 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-mirroring", action="store_true")
     p.add_argument("--save-probabilities", action="store_true")
+    w = sub.add_parser("work")
+    w.add_argument("--plans", type=Path, required=True, help="an nnUNetPlans*.json")
+    w.add_argument("--dataset-json", type=Path, required=True, help="the dataset.json beside it")
+    w.add_argument("--configuration", default="3d_fullres")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    {"train": train, "predict": predict}[args.command](args)
+    {"train": train, "predict": predict, "work": work}[args.command](args)
 
 
 if __name__ == "__main__":

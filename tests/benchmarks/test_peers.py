@@ -336,6 +336,23 @@ def test_nnunet_commands_parse_with_the_drivers_own_parser(tmp_path) -> None:
     assert args.folds == ["all"] and not args.no_mirroring and not args.save_probabilities
 
 
+def test_nnunet_driver_counts_work_with_the_shared_counter() -> None:
+    """The driver loads ``conv_work.py`` by path (nnU-Net's venv cannot import
+    ``benchmarks``): the loaded counter gives the known answer, and ``work`` parses."""
+    import torch
+
+    from benchmarks.peers.nnunet_driver import _conv_macs, build_parser
+
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    assert _conv_macs()(conv, torch.zeros(1, 2, 5, 5)) == 25 * 3 * 9 * 2
+    args = build_parser().parse_args(["work", "--plans", "p.json", "--dataset-json", "d.json"])
+    assert (args.plans, args.dataset_json, args.configuration) == (
+        Path("p.json"),
+        Path("d.json"),
+        "3d_fullres",
+    )
+
+
 def test_nnunet_model_folder_follows_nnunet_naming(tmp_path) -> None:
     folders = nnunet_folders(tmp_path, 2)
     assert folders.model("Dataset501_X", "2d") == (

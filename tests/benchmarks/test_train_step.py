@@ -7,7 +7,8 @@ import dataclasses
 
 import torch
 
-from benchmarks.train_step import conv_macs, step_work
+from benchmarks.conv_work import conv_macs
+from benchmarks.train_step import step_work
 from tests.fingerprints import tiny_plan
 
 
