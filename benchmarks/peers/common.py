@@ -26,14 +26,21 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 @dataclass(frozen=True)
 class Tools:
-    """The two interpreters: autojoint's (this one) and nnU-Net's own venv."""
+    """The two interpreters: autojoint's (this one) and nnU-Net's own venv (``None`` when a
+    run uses autojoint alone, e.g. a convergence check at a longer budget)."""
 
-    nnunet_python: Path
+    nnunet_python: Path | None
     autojoint_python: Path = Path(sys.executable)
 
     def nnunet_command(self, name: str) -> str:
         """An nnU-Net console script (``nnUNetv2_plan_and_preprocess``) of its venv."""
-        return str(self.nnunet_python.parent / name)
+        return str(self._nnunet(name).parent / name)
+
+    def _nnunet(self, purpose: str) -> Path:
+        """nnU-Net's python; refuses clearly in a run started without nnU-Net."""
+        if self.nnunet_python is None:
+            raise SystemExit(f"{purpose}: this run was started without nnU-Net (--only autojoint)")
+        return self.nnunet_python
 
     def autojoint_command(self, name: str) -> str:
         """An autojoint console script of this interpreter's venv."""
@@ -95,7 +102,7 @@ class Tools:
         """The command of ``nnunet_driver.py train`` (run with nnU-Net's folder variables
         in its environment); ``resume`` continues from ``checkpoint_latest.pth`` if any."""
         command = [
-            str(self.nnunet_python),
+            str(self._nnunet("nnunet_driver.py")),
             str(DRIVER),
             "train",
             "--dataset",
@@ -132,7 +139,7 @@ class Tools:
     ) -> list[str]:
         """The command of ``nnunet_driver.py predict`` for every image of ``images``."""
         command = [
-            str(self.nnunet_python),
+            str(self._nnunet("nnunet_driver.py")),
             str(DRIVER),
             "predict",
             "--model",

@@ -1,7 +1,7 @@
 """Peer workload 1: real 2D lesions (Inf-Net's COVID-SemiSeg split), autojoint vs nnU-Net.
 
     python -m benchmarks.peers.infnet --out OUT [--nnunet-python PY] [--epochs 40]
-        [--iterations 50] [--seeds 0] [--threads 1]
+        [--iterations 50] [--seeds 0] [--threads 1] [--only autojoint|nnunet]
 
 The 50 training / 48 test MedSeg slices of ``../shared/data/infnet_semiseg`` (masks
 ground-glass / consolidation; no diagnoses, so this is segmentation only) are converted once
@@ -19,6 +19,8 @@ rows (``published.py``) stand in the same table; autojoint - nnU-Net per slice w
 paired bootstrap interval over (seed, test slice) pairs. Rows are cached per (tool, seed)
 under ``OUT/rows``; a killed run resumes.
 Writes ``OUT/infnet_table.md``, ``OUT/infnet.json`` and ``OUT/infnet_curves.png``.
+``--only`` runs one tool through the same steps (no paired rows): a convergence check of
+one tool at a longer budget than the pair can afford.
 """
 
 from __future__ import annotations
@@ -73,38 +75,45 @@ PAIRED_COLUMNS = {
 }
 """Columns whose autojoint - nnU-Net difference gets a paired interval over test slices
 (column -> evaluator label and metric)."""
+TOOLS = ("autojoint", "nnunet")
+"""Both tools, in table order; ``--only`` picks one."""
+NAMES = {"autojoint": "autojoint", "nnunet": "nnU-Net"}
 
 
-def prepare(out: Path, source: Path, tools: Tools, threads: int) -> dict[str, float]:
-    """Convert, link and plan/preprocess both tools once; returns each tool's wall seconds
-    for planning + preprocessing (cached in ``OUT/prepare.json``)."""
+def prepare(
+    out: Path, source: Path, tools: Tools, threads: int, which: tuple[str, ...] = TOOLS
+) -> dict[str, float]:
+    """Convert once, then link and plan/preprocess each tool of ``which`` once; returns each
+    tool's wall seconds for planning + preprocessing (cached per tool in
+    ``OUT/prepare.json``, so a one-tool run can later be completed by the other)."""
     done = out / "prepare.json"
-    if done.is_file():
-        return read_json(done)
+    seconds: dict[str, float] = read_json(done) if done.is_file() else {}
+    if all(tool in seconds for tool in which):
+        return seconds
     raw = out / "raw"
     if not (raw / "dataset.json").is_file():
         from dataset_conversion.convert_medseg import main_slices
 
         if main_slices(["-i", str(source), "-o", str(raw)]) != 0:
             raise SystemExit(f"converting {source} failed")
-    folders = nnunet_folders(out / "nnunet", 0)
-    to_nnunet_raw(raw, folders.raw, DATASET_ID, DATASET_NAME)
-    env = tool_env(threads, folders.env())
-    env.pop("nnUNet_n_proc_DA")  # its planner sets torch threads from it: 0 is refused
-    seconds = {
-        "nnunet": run_logged(
+    if "nnunet" in which and "nnunet" not in seconds:
+        folders = nnunet_folders(out / "nnunet", 0)
+        to_nnunet_raw(raw, folders.raw, DATASET_ID, DATASET_NAME)
+        env = tool_env(threads, folders.env())
+        env.pop("nnUNet_n_proc_DA")  # its planner sets torch threads from it: 0 is refused
+        seconds["nnunet"] = run_logged(
             tools.nnunet_plan(DATASET_ID, "2d", threads=threads),
             out / "logs" / "nnunet_plan.log",
             env,
-        ),
-        "autojoint": run_logged(
+        )
+    if "autojoint" in which and "autojoint" not in seconds:
+        seconds["autojoint"] = run_logged(
             tools.autojoint_plan(
                 raw, out / "autojoint" / "work", gpu_memory_gb=GPU_MEMORY_GB, threads=threads
             ),
             out / "logs" / "autojoint_plan.log",
             tool_env(threads),
-        ),
-    }
+        )
     write_json(seconds, done)
     return seconds
 
@@ -127,13 +136,15 @@ def _autojoint_work(out: Path, seed: int) -> Path:
     return other
 
 
-def train_both(out: Path, tools: Tools, seed: int, args: argparse.Namespace) -> None:
-    """Train the two tools side by side (one process each, ``--threads`` each)."""
+def train_both(
+    out: Path, tools: Tools, seed: int, args: argparse.Namespace, which: tuple[str, ...] = TOOLS
+) -> None:
+    """Train the tools of ``which`` side by side (one process each, ``--threads`` each)."""
     folders = nnunet_folders(out / "nnunet", seed)
     nn_log = out / "runs" / f"nnunet-seed{seed}" / "train.json"
     work = _autojoint_work(out, seed)
     procs, logs = {}, {}
-    if not nn_log.is_file():
+    if "nnunet" in which and not nn_log.is_file():
         logs["nnunet"] = out / "logs" / f"nnunet_train_seed{seed}.log"
         procs["nnunet"] = start_logged(
             tools.nnunet_train(
@@ -150,7 +161,7 @@ def train_both(out: Path, tools: Tools, seed: int, args: argparse.Namespace) -> 
             logs["nnunet"],
             tool_env(args.threads, folders.env()),
         )
-    if not (work / "2d" / "fold_all" / "checkpoint_final.pt").is_file():
+    if "autojoint" in which and not (work / "2d" / "fold_all" / "checkpoint_final.pt").is_file():
         logs["autojoint"] = out / "logs" / f"autojoint_train_seed{seed}.log"
         procs["autojoint"] = start_logged(
             [
@@ -179,14 +190,17 @@ def train_both(out: Path, tools: Tools, seed: int, args: argparse.Namespace) -> 
     wait_all(procs, logs)
 
 
-def predict_both(out: Path, tools: Tools, seed: int, threads: int) -> dict[str, Path]:
-    """Predict the 48 test slices with each tool (mirroring on, probabilities saved)."""
+def predict_both(
+    out: Path, tools: Tools, seed: int, threads: int, which: tuple[str, ...] = TOOLS
+) -> dict[str, Path]:
+    """Predict the 48 test slices with each tool of ``which`` (mirroring on, probabilities
+    saved)."""
     test_images = out / "raw" / "imagesTs"
     preds = {
         "nnunet": out / "predictions" / f"nnunet-seed{seed}",
         "autojoint": out / "predictions" / f"autojoint-seed{seed}",
     }
-    if not (preds["nnunet"] / "timing.json").is_file():
+    if "nnunet" in which and not (preds["nnunet"] / "timing.json").is_file():
         run_logged(
             tools.nnunet_predict(
                 _nnunet_model(out, seed),
@@ -201,8 +215,9 @@ def predict_both(out: Path, tools: Tools, seed: int, threads: int) -> dict[str, 
     # segmentation only: no diagnoses.json; done when every test slice has its mask and
     # probabilities (the predictor writes each case's files atomically)
     cases = [p.name[: -len("_0000.nii.gz")] for p in sorted(test_images.glob("*_0000.nii.gz"))]
-    if not cases or not all(
-        (preds["autojoint"] / f"{c}_probabilities.npz").is_file() for c in cases
+    if "autojoint" in which and (
+        not cases
+        or not all((preds["autojoint"] / f"{c}_probabilities.npz").is_file() for c in cases)
     ):
         run_logged(
             [
@@ -275,25 +290,32 @@ def score(out: Path, pred_dir: Path, tool: str) -> dict[str, Any]:
     return {"scores": scores, "per_slice": per_slice}
 
 
-def learning_curves(out: Path, seed: int) -> dict[str, dict[str, list[float]]]:
-    """Per-epoch training loss of both tools (and nnU-Net's pseudo Dice on its own
-    training slices: fold 'all' has no held-out case in either tool)."""
-    nn = read_json(out / "runs" / f"nnunet-seed{seed}" / "train.json")["log"]
-    aj = read_json(_autojoint_work(out, seed) / "2d" / "fold_all" / "training_log.json")["epochs"]
-    return {
-        "nnU-Net": {
+def learning_curves(
+    out: Path, seed: int, which: tuple[str, ...] = TOOLS
+) -> dict[str, dict[str, list[float]]]:
+    """Per-epoch training loss of each tool of ``which`` (and nnU-Net's pseudo Dice on its
+    own training slices: fold 'all' has no held-out case in either tool)."""
+    curves = {}
+    if "nnunet" in which:
+        nn = read_json(out / "runs" / f"nnunet-seed{seed}" / "train.json")["log"]
+        curves["nnU-Net"] = {
             "train loss": [float(v) for v in nn["train_losses"]],
             "pseudo Dice (training slices)": [float(v) for v in nn["mean_fg_dice"]],
-        },
-        "autojoint": {"train loss": [float(e["loss_seg"]) for e in aj]},
-    }
+        }
+    if "autojoint" in which:
+        log = _autojoint_work(out, seed) / "2d" / "fold_all" / "training_log.json"
+        epochs = read_json(log)["epochs"]
+        curves["autojoint"] = {"train loss": [float(e["loss_seg"]) for e in epochs]}
+    return curves
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every stage, resuming from whatever ``OUT`` already holds."""
     out: Path = args.out.resolve()
-    tools = Tools(find_nnunet_python(args.nnunet_python))
-    prep_seconds = prepare(out, args.source, tools, args.threads)
+    which = (args.only,) if args.only else TOOLS
+    nnunet = find_nnunet_python(args.nnunet_python) if "nnunet" in which else None
+    tools = Tools(nnunet)
+    prep_seconds = prepare(out, args.source, tools, args.threads, which)
     setup = {
         "epochs": args.epochs,
         "iterations": args.iterations,
@@ -301,29 +323,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads,
         "gpu_memory_gb": GPU_MEMORY_GB,
     }
-    rows: dict[str, list[dict[str, float]]] = {"autojoint": [], "nnU-Net": []}
-    per_slice: dict[str, list[dict[str, dict[str, float]]]] = {"autojoint": [], "nnU-Net": []}
+    rows: dict[str, list[dict[str, float]]] = {NAMES[t]: [] for t in which}
+    per_slice: dict[str, list[dict[str, dict[str, float]]]] = {NAMES[t]: [] for t in which}
     curves = {}
     for seed in args.seeds:
-        cache = {t: out / "rows" / f"{t}-seed{seed}.json" for t in ("autojoint", "nnunet")}
+        cache = {t: out / "rows" / f"{t}-seed{seed}.json" for t in which}
         records = {t: cached_row(p, setup) for t, p in cache.items()}
         # a row cached before per-slice scores were kept is re-scored from its predictions
         # (no training: train_both and predict_both skip finished work)
         stale = [t for t, r in records.items() if r is None or "per_slice" not in r]
         if stale:
-            train_both(out, tools, seed, args)
-            preds = predict_both(out, tools, seed, args.threads)
+            train_both(out, tools, seed, args, which)
+            preds = predict_both(out, tools, seed, args.threads, which)
             for tool in stale:
                 records[tool] = store_row(cache[tool], setup, score(out, preds[tool], tool))
-        for tool, name in (("autojoint", "autojoint"), ("nnunet", "nnU-Net")):
-            rows[name].append(records[tool]["scores"])  # type: ignore[index]
-            per_slice[name].append(records[tool]["per_slice"])  # type: ignore[index]
-        curves[seed] = learning_curves(out, seed)
+        for tool in which:
+            rows[NAMES[tool]].append(records[tool]["scores"])  # type: ignore[index]
+            per_slice[NAMES[tool]].append(records[tool]["per_slice"])  # type: ignore[index]
+        curves[seed] = learning_curves(out, seed, which)
     result = {
         "setup": setup,
         "prepare_seconds": prep_seconds,
         "rows": rows,
-        "paired": paired_differences(per_slice["autojoint"], per_slice["nnU-Net"]),
+        "paired": (
+            paired_differences(per_slice["autojoint"], per_slice["nnU-Net"])
+            if len(which) == 2
+            else {}
+        ),
         "curves": curves,
     }
     write_json(result, out / "infnet.json")
@@ -368,9 +394,10 @@ def paired_differences(
 
 
 def render(result: dict[str, Any]) -> str:
-    """Our two rows (mean ± sd over seeds) and the published rows in one markdown table."""
+    """Our two rows (mean ± sd over seeds; one with ``--only``) and the published rows in
+    one markdown table."""
     s = result["setup"]
-    n_seeds = len(result["rows"]["autojoint"])
+    n_seeds = len(next(iter(result["rows"].values())))
     head = (
         f"48 test slices; trained on the 50 training slices for {s['epochs']} x "
         f"{s['iterations']} iterations, {s['threads']} thread(s) each, {n_seeds} seed(s); "
@@ -436,6 +463,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-iterations", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--only",
+        choices=TOOLS,
+        default=None,
+        help="run one tool alone (e.g. autojoint at a longer budget: a convergence check)",
+    )
     args = parser.parse_args(argv)
     if not args.source.is_dir():
         parser.error(f"{args.source} not found: pass --source (Inf-Net's Dataset folder)")

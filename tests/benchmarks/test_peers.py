@@ -192,6 +192,36 @@ def test_infnet_paired_differences_pool_seeds_and_slices_and_skip_undefined_pair
     assert "- Dice union: +0.075 [" in text and "autojoint higher on 2 of 4" in text
 
 
+def test_infnet_one_tool_run_reads_only_that_tool_and_never_needs_nnunet(tmp_path) -> None:
+    """``--only autojoint`` (a convergence check at a longer budget): curves, cached
+    preparation and the table use our files alone; an nnU-Net command is refused by name."""
+    from benchmarks.peers.common import Tools
+    from benchmarks.peers.infnet import COLUMNS, learning_curves, prepare, render
+
+    log = tmp_path / "autojoint" / "work" / "2d" / "fold_all" / "training_log.json"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"epochs": [{"loss_seg": 1.5}, {"loss_seg": 1.25}]}))
+    # no OUT/runs/nnunet-seed0/train.json exists: reading it would raise
+    assert learning_curves(tmp_path, 0, ("autojoint",)) == {
+        "autojoint": {"train loss": [1.5, 1.25]}
+    }
+    (tmp_path / "prepare.json").write_text(json.dumps({"autojoint": 5.0}))
+    tools = Tools(None)
+    assert prepare(tmp_path, tmp_path / "absent", tools, 1, ("autojoint",)) == {"autojoint": 5.0}
+    with pytest.raises(SystemExit, match="without nnU-Net"):
+        tools.nnunet_command("nnUNetv2_plan_and_preprocess")
+    row = dict.fromkeys(COLUMNS, 0.5)
+    text = render(
+        {
+            "setup": {"epochs": 2, "iterations": 3, "threads": 1},
+            "rows": {"autojoint": [row]},
+            "paired": {},
+        }
+    )
+    assert "| autojoint | 0.500" in text and "| nnU-Net |" not in text
+    assert "paired bootstrap" not in text
+
+
 def test_to_nnunet_raw_replaces_a_linked_folder_without_touching_its_target(tmp_path) -> None:
     raw = make_raw_dataset(tmp_path / "raw", num_cases=2, shape=(6, 16, 16))
     before = sorted(p.name for p in (raw / "imagesTr").iterdir())
