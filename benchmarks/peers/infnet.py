@@ -398,9 +398,11 @@ def render(result: dict[str, Any]) -> str:
     one markdown table."""
     s = result["setup"]
     n_seeds = len(next(iter(result["rows"].values())))
+    # one tool (``--only``): name it, since "each" would suggest a peer row that is absent
+    who = "each" if len(result["rows"]) > 1 else f"{', '.join(result['rows'])} alone"
     head = (
         f"48 test slices; trained on the 50 training slices for {s['epochs']} x "
-        f"{s['iterations']} iterations, {s['threads']} thread(s) each, {n_seeds} seed(s); "
+        f"{s['iterations']} iterations, {s['threads']} thread(s) {who}, {n_seeds} seed(s); "
         "mean ± sample sd over seeds. 'toolbox' columns: Inf-Net's evaluation convention "
         "(mean over 256 thresholds of the min-max normalised probability map).\n\n"
     )

@@ -190,6 +190,7 @@ def test_infnet_paired_differences_pool_seeds_and_slices_and_skip_undefined_pair
     }
     text = render(result)
     assert "- Dice union: +0.075 [" in text and "autojoint higher on 2 of 4" in text
+    assert "1 thread(s) each, 1 seed(s)" in text
 
 
 def test_infnet_one_tool_run_reads_only_that_tool_and_never_needs_nnunet(tmp_path) -> None:
@@ -220,6 +221,7 @@ def test_infnet_one_tool_run_reads_only_that_tool_and_never_needs_nnunet(tmp_pat
     )
     assert "| autojoint | 0.500" in text and "| nnU-Net |" not in text
     assert "paired bootstrap" not in text
+    assert "1 thread(s) autojoint alone" in text and "each" not in text.split("\n")[0]
 
 
 def test_to_nnunet_raw_replaces_a_linked_folder_without_touching_its_target(tmp_path) -> None:
