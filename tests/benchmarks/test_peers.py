@@ -407,3 +407,60 @@ def test_cached_row_fills_what_older_records_lack_and_never_mixes_setups(tmp_pat
         cached_row(path, {"a": 1, "detach": False})  # no legacy: the key is simply missing
     store_row(path, {"a": 1, "detach": True}, {"score": 0.7})
     assert cached_row(path, {"a": 1, "detach": True}, legacy=legacy)["score"] == 0.7
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(mask.astype(np.uint8)), str(path))
+
+
+def test_infnet_by_size_groups_slices_by_reference_area_with_known_counts(tmp_path) -> None:
+    """Four 10 x 10 slices with lesions of 4, 9, 16 and 36 pixels (one empty slice is left
+    out); autojoint predicts each reference exactly, nnU-Net each reference plus one
+    extra row of 10 pixels (label 2 counts: the union is scored)."""
+    from benchmarks.peers.infnet_by_size import collect, group_cases, render
+
+    sides = {"a": 6, "b": 2, "c": 4, "d": 3}  # area order b < d < c < a
+    for case, side in [*sides.items(), ("e", 0)]:
+        ref = np.zeros((10, 10), np.uint8)
+        ref[:side, :side] = 1
+        _write_mask(tmp_path / "raw" / "labelsTs" / f"{case}.nii.gz", ref)
+        _write_mask(tmp_path / "predictions" / "autojoint-seed0" / f"{case}.nii.gz", ref)
+        extra = ref.copy()
+        extra[9, :] = 2
+        _write_mask(tmp_path / "predictions" / "nnunet-seed0" / f"{case}.nii.gz", extra)
+    counts = collect(tmp_path, 0)
+    assert set(counts["autojoint"]) == set(sides)  # the empty slice e is left out
+    b = counts["nnU-Net"]["b"]
+    assert (b.true_positive, b.predicted, b.reference) == (4, 14, 4)
+    assert b.dice == pytest.approx(8 / 18) and b.precision == pytest.approx(4 / 14)
+    assert counts["autojoint"]["a"].dice == 1.0
+    areas = {c: s.reference for c, s in counts["autojoint"].items()}
+    assert group_cases(areas, 2) == [["b", "d"], ["c", "a"]]
+    assert group_cases(areas, 3) == [["b", "d"], ["c"], ["a"]]
+    table = render(counts, 2)
+    row = next(line for line in table.splitlines() if line.startswith("| group 1 "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # slices, area range, autojoint Dice / sens / prec / ratio, nnU-Net Dice ...
+    assert cells[1:7] == ["2", "4-9", "1.000", "1.000", "1.000", "1.00"]
+    nn_dice = (8 / 18 + 18 / 28) / 2
+    assert cells[7] == f"{nn_dice:.3f}" and cells[10] == f"{(14 / 4 + 19 / 9) / 2:.2f}"
+    assert cells[11].startswith(f"{1 - nn_dice:+.3f} [") and cells[11].endswith("2 of 2")
+    with pytest.raises(SystemExit, match="--groups"):
+        group_cases(areas, 5)
+
+
+def test_infnet_by_size_names_a_missing_or_misshapen_prediction(tmp_path) -> None:
+    from benchmarks.peers.infnet_by_size import collect
+
+    ref = np.zeros((8, 8), np.uint8)
+    ref[:2, :2] = 1
+    _write_mask(tmp_path / "raw" / "labelsTs" / "x.nii.gz", ref)
+    (tmp_path / "predictions" / "autojoint-seed0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"autojoint-seed0/x\.nii\.gz is missing"):
+        collect(tmp_path, 0)
+    _write_mask(tmp_path / "predictions" / "autojoint-seed0" / "x.nii.gz", np.zeros((8, 9)))
+    with pytest.raises(SystemExit, match="x: prediction shape"):
+        collect(tmp_path, 0)

@@ -1,0 +1,159 @@
+"""Where on the Inf-Net split one tool beats the other: the test slices grouped by the
+reference lesion area.
+
+    python -m benchmarks.peers.infnet_by_size --out OUT [--seed 0] [--groups 4]
+
+Reads a finished ``python -m benchmarks.peers.infnet`` output folder (``OUT/raw/labelsTs``
+and each tool's ``OUT/predictions/TOOL-seedS`` masks; no training, no prediction), sorts
+the test slices by the area of their reference lesion (both classes together), splits them
+into ``--groups`` equally large groups and prints, per group and tool, the mean union Dice,
+sensitivity, precision and predicted / reference area, and autojoint - nnU-Net union Dice
+with a paired bootstrap interval over the group's slices. Why: a single mean hides whether
+a gap comes from small lesions (missed or over-called) or from large ones (under-filled),
+which points at different causes (resolution against context).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from benchmarks.peers.tables import markdown_table
+from benchmarks.stats import paired_bootstrap_ci
+
+TOOL_DIRS = {"autojoint": "autojoint", "nnU-Net": "nnunet"}
+"""Table name -> prediction folder prefix the infnet harness writes."""
+
+
+@dataclass(frozen=True)
+class SliceCounts:
+    """Union-lesion pixel counts of one slice: what every column below is computed from."""
+
+    true_positive: int
+    predicted: int
+    reference: int
+
+    @property
+    def dice(self) -> float:
+        return 2.0 * self.true_positive / (self.predicted + self.reference)
+
+    @property
+    def sensitivity(self) -> float:
+        return self.true_positive / self.reference
+
+    @property
+    def precision(self) -> float:
+        """0 for an empty prediction of a lesion slice (nothing it called was right)."""
+        return self.true_positive / self.predicted if self.predicted else 0.0
+
+    @property
+    def area_ratio(self) -> float:
+        return self.predicted / self.reference
+
+
+def _mask(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run python -m benchmarks.peers.infnet to the end")
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+
+
+def slice_counts(prediction: np.ndarray, reference: np.ndarray, name: str) -> SliceCounts:
+    """Counts of the union lesion (any label > 0) of one slice."""
+    if prediction.shape != reference.shape:
+        raise SystemExit(
+            f"{name}: prediction shape {prediction.shape} differs from the reference's "
+            f"{reference.shape}; predict on the reference grid"
+        )
+    return SliceCounts(
+        int(np.count_nonzero(prediction & reference)),
+        int(np.count_nonzero(prediction)),
+        int(np.count_nonzero(reference)),
+    )
+
+
+def collect(out: Path, seed: int) -> dict[str, dict[str, SliceCounts]]:
+    """Tool -> case -> counts, for every tool whose predictions exist; slices without a
+    reference lesion are left out (sensitivity and the area ratio are undefined there)."""
+    references = sorted((out / "raw" / "labelsTs").glob("*.nii.gz"))
+    if not references:
+        raise SystemExit(f"no reference masks under {out / 'raw' / 'labelsTs'}")
+    result: dict[str, dict[str, SliceCounts]] = {}
+    for tool, prefix in TOOL_DIRS.items():
+        pred_dir = out / "predictions" / f"{prefix}-seed{seed}"
+        if not pred_dir.is_dir():
+            continue
+        rows = {}
+        for ref_path in references:
+            case = ref_path.name[: -len(".nii.gz")]
+            ref = _mask(ref_path)
+            if ref.any():
+                rows[case] = slice_counts(_mask(pred_dir / ref_path.name), ref, case)
+        result[tool] = rows
+    if not result:
+        raise SystemExit(f"no predictions under {out / 'predictions'} for seed {seed}")
+    return result
+
+
+def group_cases(areas: dict[str, int], groups: int) -> list[list[str]]:
+    """Cases sorted by reference area (ties by name) and split into ``groups`` runs whose
+    sizes differ by at most one (the larger ones first)."""
+    if not 1 <= groups <= len(areas):
+        raise SystemExit(f"--groups must be between 1 and the {len(areas)} lesion slices")
+    ordered = sorted(areas, key=lambda c: (areas[c], c))
+    return [list(part) for part in np.array_split(np.array(ordered, dtype=object), groups)]
+
+
+def render(counts: dict[str, dict[str, SliceCounts]], groups: int) -> str:
+    """One row per area group: each tool's means and, with both tools, the paired
+    difference of union Dice."""
+    first = next(iter(counts.values()))
+    parts = group_cases({c: s.reference for c, s in first.items()}, groups)
+    columns = ["slices", "reference area (px)"]
+    for tool in counts:
+        columns += [f"{tool} Dice", f"{tool} sens.", f"{tool} prec.", f"{tool} pred/ref"]
+    both = set(counts) == set(TOOL_DIRS)
+    if both:
+        columns.append("Dice autojoint - nnU-Net [95 % CI], autojoint higher")
+    rows: dict[str, Sequence[str]] = {}
+    for i, cases in enumerate(parts):
+        lo, hi = first[cases[0]].reference, first[cases[-1]].reference
+        cells = [str(len(cases)), f"{lo}-{hi}"]
+        for rows_of_tool in counts.values():
+            s = [rows_of_tool[c] for c in cases]
+            cells += [
+                f"{np.mean([x.dice for x in s]):.3f}",
+                f"{np.mean([x.sensitivity for x in s]):.3f}",
+                f"{np.mean([x.precision for x in s]):.3f}",
+                f"{np.mean([x.area_ratio for x in s]):.2f}",
+            ]
+        if both:
+            a = [counts["autojoint"][c].dice for c in cases]
+            b = [counts["nnU-Net"][c].dice for c in cases]
+            mean, low, high = paired_bootstrap_ci(a, b)
+            wins = sum(x > y for x, y in zip(a, b, strict=True))
+            cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], {wins} of {len(cases)}")
+        rows[f"group {i + 1}"] = cells
+    head = (
+        "Test slices grouped by reference lesion area (union of both classes, pixels of "
+        "1 mm); means over each group's slices; sens. = TP / reference, prec. = TP / "
+        "predicted, pred/ref = predicted / reference area.\n\n"
+    )
+    return head + markdown_table(columns, rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="the infnet harness's OUT")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--groups", type=int, default=4)
+    args = parser.parse_args(argv)
+    print(render(collect(args.out.resolve(), args.seed), args.groups))
+
+
+if __name__ == "__main__":
+    main()
