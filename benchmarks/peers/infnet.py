@@ -190,16 +190,18 @@ def train_both(
     wait_all(procs, logs)
 
 
+def prediction_dir(out: Path, tool: str, seed: int) -> Path:
+    """Where ``tool`` (``TOOLS``) writes its test predictions of ``seed``."""
+    return out / "predictions" / f"{tool}-seed{seed}"
+
+
 def predict_both(
     out: Path, tools: Tools, seed: int, threads: int, which: tuple[str, ...] = TOOLS
 ) -> dict[str, Path]:
     """Predict the 48 test slices with each tool of ``which`` (mirroring on, probabilities
     saved)."""
     test_images = out / "raw" / "imagesTs"
-    preds = {
-        "nnunet": out / "predictions" / f"nnunet-seed{seed}",
-        "autojoint": out / "predictions" / f"autojoint-seed{seed}",
-    }
+    preds = {tool: prediction_dir(out, tool, seed) for tool in TOOLS}
     if "nnunet" in which and not (preds["nnunet"] / "timing.json").is_file():
         run_logged(
             tools.nnunet_predict(

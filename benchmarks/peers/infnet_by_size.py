@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from autojoint.evaluation.metrics import confusion_counts
+from benchmarks.peers.infnet import NAMES, TOOLS, prediction_dir
 from benchmarks.peers.tables import markdown_table
 from benchmarks.stats import paired_bootstrap_ci
-
-TOOL_DIRS = {"autojoint": "autojoint", "nnU-Net": "nnunet"}
-"""Table name -> prediction folder prefix the infnet harness writes."""
 
 
 @dataclass(frozen=True)
@@ -64,16 +63,11 @@ def _mask(path: Path) -> np.ndarray:
 
 def slice_counts(prediction: np.ndarray, reference: np.ndarray, name: str) -> SliceCounts:
     """Counts of the union lesion (any label > 0) of one slice."""
-    if prediction.shape != reference.shape:
-        raise SystemExit(
-            f"{name}: prediction shape {prediction.shape} differs from the reference's "
-            f"{reference.shape}; predict on the reference grid"
-        )
-    return SliceCounts(
-        int(np.count_nonzero(prediction & reference)),
-        int(np.count_nonzero(prediction)),
-        int(np.count_nonzero(reference)),
-    )
+    try:
+        tp, fp, fn, _ = confusion_counts(prediction, reference)
+    except ValueError as err:  # shapes differ
+        raise SystemExit(f"{name}: {err}; predict on the reference grid") from err
+    return SliceCounts(tp, tp + fp, tp + fn)
 
 
 def collect(out: Path, seed: int) -> dict[str, dict[str, SliceCounts]]:
@@ -82,20 +76,19 @@ def collect(out: Path, seed: int) -> dict[str, dict[str, SliceCounts]]:
     references = sorted((out / "raw" / "labelsTs").glob("*.nii.gz"))
     if not references:
         raise SystemExit(f"no reference masks under {out / 'raw' / 'labelsTs'}")
-    result: dict[str, dict[str, SliceCounts]] = {}
-    for tool, prefix in TOOL_DIRS.items():
-        pred_dir = out / "predictions" / f"{prefix}-seed{seed}"
-        if not pred_dir.is_dir():
-            continue
-        rows = {}
-        for ref_path in references:
-            case = ref_path.name[: -len(".nii.gz")]
-            ref = _mask(ref_path)
-            if ref.any():
-                rows[case] = slice_counts(_mask(pred_dir / ref_path.name), ref, case)
-        result[tool] = rows
+    pred_dirs = {NAMES[t]: prediction_dir(out, t, seed) for t in TOOLS}
+    result: dict[str, dict[str, SliceCounts]] = {
+        name: {} for name, folder in pred_dirs.items() if folder.is_dir()
+    }
     if not result:
         raise SystemExit(f"no predictions under {out / 'predictions'} for seed {seed}")
+    for ref_path in references:  # each reference read once, for every tool
+        ref = _mask(ref_path)
+        if not ref.any():
+            continue
+        case = ref_path.name[: -len(".nii.gz")]
+        for name, rows in result.items():
+            rows[case] = slice_counts(_mask(pred_dirs[name] / ref_path.name), ref, case)
     return result
 
 
@@ -116,7 +109,7 @@ def render(counts: dict[str, dict[str, SliceCounts]], groups: int) -> str:
     columns = ["slices", "reference area (px)"]
     for tool in counts:
         columns += [f"{tool} Dice", f"{tool} sens.", f"{tool} prec.", f"{tool} pred/ref"]
-    both = set(counts) == set(TOOL_DIRS)
+    both = set(counts) == set(NAMES.values())
     if both:
         columns.append("Dice autojoint - nnU-Net [95 % CI], autojoint higher")
     rows: dict[str, Sequence[str]] = {}
