@@ -3,13 +3,16 @@ and the axes each fold's training mirrored (what test-time augmentation mirrors)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from autojoint.io.workdir import DEFAULT_VARIANT, fold_dir, variant_dir
+from autojoint.io.workdir import DEFAULT_VARIANT, PLANS_FILE, fold_dir, variant_dir
 from autojoint.networks.joint_net import JointNet
+from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
 from autojoint.runtime.checkpoint import (
     CHECKPOINTS,
@@ -25,7 +28,10 @@ __all__ = [
     "available_folds",
     "check_checkpoint_name",
     "load_ensemble",
+    "plan_changes_since_training",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = FINAL_CHECKPOINT
 
@@ -66,6 +72,47 @@ def available_folds(
     return sorted(p.parent.name.removeprefix("fold_") for p in base.glob(f"fold_*/{checkpoint}"))
 
 
+def plan_changes_since_training(
+    work_dir: Path, trained: Plan, configuration: str, overrides: Sequence[str]
+) -> list[str]:
+    """Plan fields in which ``WORK/plans.json`` (with the run's ``--preset``/``--set``
+    items ``overrides``) now differs from the plan a model was ``trained`` with.
+
+    A checkpoint predicts with the plan stored in it, as it must (its weights fit that
+    network), so an edit of plans.json after training changes nothing until the model is
+    retrained; this says so instead of leaving the edit silently ignored. [] when the plans
+    agree, or when plans.json is absent or unreadable (then there is no edit to report).
+    """
+    try:
+        stored = Plan.load(Path(work_dir) / PLANS_FILE).for_configuration(configuration)
+        current = apply_overrides(stored, overrides)
+    except (OSError, ValueError):
+        return []
+    return [f.name for f in fields(Plan) if getattr(current, f.name) != getattr(trained, f.name)]
+
+
+def _note_plan_changes(
+    work_dir: Path, trained: Plan, configuration: str, trainer: dict | None, path: Path
+) -> None:
+    """Warn when plans.json was edited after ``path`` was trained (see
+    :func:`plan_changes_since_training`); a checkpoint that did not record its overrides
+    (an older trainer) is not compared."""
+    if not trainer or "plan_overrides" not in trainer:
+        return
+    changed = plan_changes_since_training(
+        work_dir, trained, configuration, tuple(trainer["plan_overrides"])
+    )
+    if changed:
+        logger.warning(
+            "%s differs from the plan %s was trained with (%s): predicting with the trained "
+            "plan stored in the checkpoint. To use the edited plan, train again under a new "
+            "name (autojoint_train FOLD --variant NAME).",
+            Path(work_dir) / PLANS_FILE,
+            path,
+            ", ".join(changed),
+        )
+
+
 def load_ensemble(
     work_dir: Path,
     folds: list[str],
@@ -75,7 +122,8 @@ def load_ensemble(
     variant: str = DEFAULT_VARIANT,
 ) -> Ensemble:
     """Load ``checkpoint`` (a file name in ``CHECKPOINTS``) of each fold of ``variant``, in
-    eval mode on ``device``; all must share one plan.
+    eval mode on ``device``; all must share one plan. A plan stored in the checkpoints that
+    ``WORK/plans.json`` no longer gives is predicted with, and logged as a warning.
 
     Raises:
         FileNotFoundError: a fold without ``checkpoint``.
@@ -93,6 +141,8 @@ def load_ensemble(
             raise ValueError(
                 f"fold {fold} was trained with a different plan; ensemble folds of one plan."
             )
+        if plan is None:
+            _note_plan_changes(work_dir, ckpt.plan, configuration, ckpt.training.trainer, path)
         plan = ckpt.plan
         net = JointNet(plan)
         load_weights(net, ckpt, path)

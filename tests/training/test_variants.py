@@ -5,6 +5,7 @@ variant's trained folds is refused before it writes anything."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from autojoint.cli import predict as cli_predict
 from autojoint.cli import train as cli_train
-from autojoint.inference.ensemble import load_ensemble
+from autojoint.inference.ensemble import load_ensemble, plan_changes_since_training
 from autojoint.io.variants import read_variant_index
 from autojoint.io.workdir import VARIANTS_FILE
 from autojoint.pipeline import plan_and_preprocess
@@ -131,6 +132,33 @@ def test_overrides_that_leave_the_plan_unchanged_train_the_default(trained: dict
     assert named.variant == BATCH_DICE
     kept = TrainerConfig(plan_overrides=("loss.batch_dice=true",))  # a config built in Python
     assert name_variant(work, kept).variant == "default"
+
+
+@pytest.mark.slow
+def test_plans_json_edited_after_training_is_named_at_prediction(
+    trained: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint's plan predicts (its weights fit it), and an edit of plans.json
+    since training is named instead of silently ignored; a --set variant is compared with
+    its own overrides applied, so neither trained variant is reported."""
+    work, cpu = trained["work"], torch.device("cpu")
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    plan = json.loads((work / "plans.json").read_text())
+    plan["batch_size"] += 1
+    (edited / "plans.json").write_text(json.dumps(plan))
+    (edited / "fold_all").symlink_to(work / "fold_all")
+    with caplog.at_level(logging.WARNING, logger="autojoint.inference"):
+        load_ensemble(work, ["all"], cpu)
+        load_ensemble(work, ["all"], cpu, variant=BATCH_DICE)
+        assert not caplog.records
+        ens = load_ensemble(edited, ["all"], cpu)
+    assert ens.plan.batch_size == plan["batch_size"] - 1  # the trained plan predicts
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"{edited / 'plans.json'} differs from the plan" in message
+    assert "(batch_size)" in message and "--variant NAME" in message
+    assert plan_changes_since_training(edited, ens.plan, "fullres", []) == ["batch_size"]
+    assert plan_changes_since_training(tmp_path, ens.plan, "fullres", []) == []  # no plans.json
 
 
 @pytest.mark.slow
