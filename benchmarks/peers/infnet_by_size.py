@@ -2,6 +2,7 @@
 reference lesion area.
 
     python -m benchmarks.peers.infnet_by_size --out OUT [--seed 0] [--groups 4]
+    python -m benchmarks.peers.infnet_by_size --out OUT --against OUT2
 
 Reads a finished ``python -m benchmarks.peers.infnet`` output folder (``OUT/raw/labelsTs``
 and each tool's ``OUT/predictions/TOOL-seedS`` masks; no training, no prediction), sorts
@@ -10,7 +11,13 @@ into ``--groups`` equally large groups and prints, per group and tool, the mean 
 sensitivity, precision and predicted / reference area, and autojoint - nnU-Net union Dice
 with a paired bootstrap interval over the group's slices. Why: a single mean hides whether
 a gap comes from small lesions (missed or over-called) or from large ones (under-filled),
-which points at different causes (resolution against context).
+which points at different causes (resolution against context). The last row takes every
+lesion slice together.
+
+With ``--against OUT2`` (another output folder of the same split, e.g. autojoint trained
+with a hand-edited plan through ``--only autojoint``) the two folders' autojoint
+predictions are compared instead, labelled by folder name: how an autojoint change moves
+each group, paired on the same slices.
 """
 
 from __future__ import annotations
@@ -70,13 +77,30 @@ def slice_counts(prediction: np.ndarray, reference: np.ndarray, name: str) -> Sl
     return SliceCounts(tp, tp + fp, tp + fn)
 
 
-def collect(out: Path, seed: int) -> dict[str, dict[str, SliceCounts]]:
-    """Tool -> case -> counts, for every tool whose predictions exist; slices without a
+def _run_folders(out: Path, seed: int, against: Path | None) -> dict[str, Path]:
+    """Label -> prediction folder: each tool's of ``out``, or with ``against`` the autojoint
+    predictions of both folders (both must exist), labelled by folder name."""
+    if against is None:
+        return {NAMES[t]: prediction_dir(out, t, seed) for t in TOOLS}
+    if against.name == out.name:
+        raise SystemExit(f"--against {against}: give it a folder name other than {out.name}")
+    folders = {
+        f"autojoint {run.name}": prediction_dir(run, "autojoint", seed) for run in (out, against)
+    }
+    for folder in folders.values():
+        if not folder.is_dir():
+            raise SystemExit(f"{folder} is missing: run the infnet harness there to the end")
+    return folders
+
+
+def collect(out: Path, seed: int, against: Path | None = None) -> dict[str, dict[str, SliceCounts]]:
+    """Label -> case -> counts, for every tool whose predictions exist (with ``against``:
+    the autojoint runs of both folders, scored on ``out``'s references); slices without a
     reference lesion are left out (sensitivity and the area ratio are undefined there)."""
     references = sorted((out / "raw" / "labelsTs").glob("*.nii.gz"))
     if not references:
         raise SystemExit(f"no reference masks under {out / 'raw' / 'labelsTs'}")
-    pred_dirs = {NAMES[t]: prediction_dir(out, t, seed) for t in TOOLS}
+    pred_dirs = _run_folders(out, seed, against)
     result: dict[str, dict[str, SliceCounts]] = {
         name: {} for name, folder in pred_dirs.items() if folder.is_dir()
     }
@@ -102,18 +126,19 @@ def group_cases(areas: dict[str, int], groups: int) -> list[list[str]]:
 
 
 def render(counts: dict[str, dict[str, SliceCounts]], groups: int) -> str:
-    """One row per area group: each tool's means and, with both tools, the paired
-    difference of union Dice."""
+    """One row per area group and one of all slices: each run's means and, with two runs,
+    the paired difference of union Dice (first run - second)."""
     first = next(iter(counts.values()))
     parts = group_cases({c: s.reference for c, s in first.items()}, groups)
     columns = ["slices", "reference area (px)"]
     for tool in counts:
         columns += [f"{tool} Dice", f"{tool} sens.", f"{tool} prec.", f"{tool} pred/ref"]
-    both = set(counts) == set(NAMES.values())
-    if both:
-        columns.append("Dice autojoint - nnU-Net [95 % CI], autojoint higher")
+    pair = list(counts) if len(counts) == 2 else []
+    if pair:
+        columns.append(f"Dice {pair[0]} - {pair[1]} [95 % CI], {pair[0]} higher")
     rows: dict[str, Sequence[str]] = {}
-    for i, cases in enumerate(parts):
+    everything = sorted(first, key=lambda c: (first[c].reference, c))
+    for i, cases in enumerate([*parts, everything]):
         lo, hi = first[cases[0]].reference, first[cases[-1]].reference
         cells = [str(len(cases)), f"{lo}-{hi}"]
         for rows_of_tool in counts.values():
@@ -124,13 +149,13 @@ def render(counts: dict[str, dict[str, SliceCounts]], groups: int) -> str:
                 f"{np.mean([x.precision for x in s]):.3f}",
                 f"{np.mean([x.area_ratio for x in s]):.2f}",
             ]
-        if both:
-            a = [counts["autojoint"][c].dice for c in cases]
-            b = [counts["nnU-Net"][c].dice for c in cases]
+        if pair:
+            a = [counts[pair[0]][c].dice for c in cases]
+            b = [counts[pair[1]][c].dice for c in cases]
             mean, low, high = paired_bootstrap_ci(a, b)
             wins = sum(x > y for x, y in zip(a, b, strict=True))
             cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], {wins} of {len(cases)}")
-        rows[f"group {i + 1}"] = cells
+        rows[f"group {i + 1}" if i < len(parts) else "all lesion slices"] = cells
     head = (
         "Test slices grouped by reference lesion area (union of both classes, pixels of "
         "1 mm); means over each group's slices; sens. = TP / reference, prec. = TP / "
@@ -144,8 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the infnet harness's OUT")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--groups", type=int, default=4)
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="another OUT of the same split: compare the two folders' autojoint runs instead",
+    )
     args = parser.parse_args(argv)
-    print(render(collect(args.out.resolve(), args.seed), args.groups))
+    against = args.against.resolve() if args.against else None
+    print(render(collect(args.out.resolve(), args.seed, against), args.groups))
 
 
 if __name__ == "__main__":

@@ -448,8 +448,43 @@ def test_infnet_by_size_groups_slices_by_reference_area_with_known_counts(tmp_pa
     nn_dice = (8 / 18 + 18 / 28) / 2
     assert cells[7] == f"{nn_dice:.3f}" and cells[10] == f"{(14 / 4 + 19 / 9) / 2:.2f}"
     assert cells[11].startswith(f"{1 - nn_dice:+.3f} [") and cells[11].endswith("2 of 2")
+    everything = next(line for line in table.splitlines() if line.startswith("| all lesion"))
+    cells = [c.strip() for c in everything.strip("|").split("|")]
+    assert cells[1:3] == ["4", "4-36"] and cells[11].endswith("4 of 4")
+    all_nn = (8 / 18 + 18 / 28 + 32 / 42 + 72 / 82) / 4
+    assert cells[7] == f"{all_nn:.3f}"
     with pytest.raises(SystemExit, match="--groups"):
         group_cases(areas, 5)
+
+
+def test_infnet_by_size_against_compares_two_folders_autojoint_runs(tmp_path) -> None:
+    """``--against``: the autojoint predictions of two output folders, labelled by folder
+    name, paired on the first folder's references; the first run - the second."""
+    from benchmarks.peers.infnet_by_size import collect, render
+
+    deep, base = tmp_path / "deep", tmp_path / "base"
+    for case, side in {"a": 4, "b": 2}.items():
+        ref = np.zeros((10, 10), np.uint8)
+        ref[:side, :side] = 1
+        _write_mask(deep / "raw" / "labelsTs" / f"{case}.nii.gz", ref)
+        _write_mask(deep / "predictions" / "autojoint-seed0" / f"{case}.nii.gz", ref)
+        half = ref.copy()
+        half[: side // 2] = 0  # the base run finds half of each lesion
+        _write_mask(base / "predictions" / "autojoint-seed0" / f"{case}.nii.gz", half)
+    _write_mask(deep / "predictions" / "nnunet-seed0" / "a.nii.gz", np.zeros((10, 10)))
+    counts = collect(deep, 0, against=base)
+    assert list(counts) == ["autojoint deep", "autojoint base"]  # nnU-Net is not read
+    assert counts["autojoint base"]["a"].true_positive == 8
+    assert counts["autojoint base"]["b"].dice == pytest.approx(2 * 2 / (2 + 4))
+    table = render(counts, 2)
+    assert "Dice autojoint deep - autojoint base [95 % CI], autojoint deep higher" in table
+    row = next(line for line in table.splitlines() if line.startswith("| all lesion"))
+    gain = 1 - (2 * 2 / 6 + 2 * 8 / 24) / 2
+    assert row.strip("|").split("|")[-1].strip().startswith(f"{gain:+.3f} [")
+    with pytest.raises(SystemExit, match="other than deep"):
+        collect(deep, 0, against=tmp_path / "x" / "deep")
+    with pytest.raises(SystemExit, match=r"elsewhere/predictions/autojoint-seed0 is missing"):
+        collect(deep, 0, against=tmp_path / "elsewhere")
 
 
 def test_infnet_by_size_names_a_missing_or_misshapen_prediction(tmp_path) -> None:
