@@ -84,7 +84,7 @@ def plan_changes_since_training(
     agree, or when plans.json is absent or unreadable (then there is no edit to report).
     """
     try:
-        stored = Plan.load(Path(work_dir) / PLANS_FILE).for_configuration(configuration)
+        stored = Plan.load_configuration(work_dir, configuration)
         current = apply_overrides(stored, overrides)
     except (OSError, ValueError):
         return []

@@ -16,6 +16,7 @@ from typing import Any
 from autojoint import __version__
 from autojoint.io.files import read_json, write_json
 from autojoint.io.typed_json import constraint, constraint_problems, field_problems, from_json
+from autojoint.io.workdir import PLANS_FILE
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -453,6 +454,12 @@ class Plan:
     @classmethod
     def load(cls, path: Path) -> Plan:
         return cls.from_dict(read_json(path), source=str(path))
+
+    @classmethod
+    def load_configuration(cls, work_dir: Path, configuration: str) -> Plan:
+        """``WORK/plans.json`` as configuration ``configuration`` sees it: what training
+        starts from and what prediction compares a checkpoint's plan with."""
+        return cls.load(Path(work_dir) / PLANS_FILE).for_configuration(configuration)
 
 
 def _view_problems(prefix: str, shape: Triple | None, has_diagnosis: bool) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from autojoint.io.files import remove_stale_temp_files
-from autojoint.io.workdir import DEFAULT_VARIANT, PLANS_FILE, fold_dir, preprocessed_dir
+from autojoint.io.workdir import DEFAULT_VARIANT, fold_dir, preprocessed_dir
 from autojoint.losses.registry import get_segmentation_loss
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.schema import Plan
@@ -80,7 +80,7 @@ def _resolve_job(
             plan, or a two-stage schedule on a plan without diagnosis classes.
     """
     assert config.variant is not None, "train_fold names the variant first"
-    stored = Plan.load(work_dir / PLANS_FILE).for_configuration(config.configuration)
+    stored = Plan.load_configuration(work_dir, config.configuration)
     plan = apply_overrides(stored, config.plan_overrides)
     out = fold_dir(work_dir, fold, config.configuration, config.variant)
     check_variant_plan(out.parent, config.variant, plan)  # every rank: all stop alike

@@ -14,7 +14,7 @@ from autojoint.io.variants import (
     read_variant_index,
     write_variant_index,
 )
-from autojoint.io.workdir import DEFAULT_VARIANT, PLANS_FILE, variant_dir
+from autojoint.io.workdir import DEFAULT_VARIANT, variant_dir
 from autojoint.planning.overrides import apply_overrides
 from autojoint.planning.presets import split_preset
 from autojoint.planning.schema import Plan
@@ -36,7 +36,7 @@ def name_variant(work_dir: Path, config: TrainerConfig) -> TrainerConfig:
     """
     if config.variant is not None:
         return config
-    stored = Plan.load(Path(work_dir) / PLANS_FILE).for_configuration(config.configuration)
+    stored = Plan.load_configuration(work_dir, config.configuration)
     changed = apply_overrides(stored, config.plan_overrides) != stored
     name = variant_name(config.plan_overrides) if changed else DEFAULT_VARIANT
     return replace(config, variant=name)

@@ -137,7 +137,7 @@ def render(counts: dict[str, dict[str, SliceCounts]], groups: int) -> str:
     if pair:
         columns.append(f"Dice {pair[0]} - {pair[1]} [95 % CI], {pair[0]} higher")
     rows: dict[str, Sequence[str]] = {}
-    everything = sorted(first, key=lambda c: (first[c].reference, c))
+    everything = [case for part in parts for case in part]  # the groups are in area order
     for i, cases in enumerate([*parts, everything]):
         lo, hi = first[cases[0]].reference, first[cases[-1]].reference
         cells = [str(len(cases)), f"{lo}-{hi}"]
